@@ -1,0 +1,346 @@
+//! The normalized change event that every source emits and every sink takes.
+//!
+//! An event knows nothing of Pika's bytes or of any sink's format. Big values never
+//! become one huge event: a collection of millions of elements is a first chunk and
+//! many more, so memory stays flat however large a single key is.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A Redis data type as Pika 3.x stores it (one blackwidow database each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    String,
+    Hash,
+    List,
+    Zset,
+    Set,
+}
+
+impl DataType {
+    /// The order in which Pika's own `TYPE` reports a key that exists as several types.
+    /// The snapshot is emitted in this order, and "first" in `first-wins` means first here.
+    pub const TYPE_ORDER: [DataType; 5] = [
+        DataType::String,
+        DataType::Hash,
+        DataType::List,
+        DataType::Zset,
+        DataType::Set,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::String => "string",
+            DataType::Hash => "hash",
+            DataType::List => "list",
+            DataType::Zset => "zset",
+            DataType::Set => "set",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<DataType> {
+        Self::TYPE_ORDER
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name))
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A small set of data types: the other types a snapshot key also exists as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TypeSet(u8);
+
+impl TypeSet {
+    pub fn insert(&mut self, t: DataType) {
+        self.0 |= t.bit();
+    }
+
+    pub fn contains(self, t: DataType) -> bool {
+        self.0 & t.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = DataType> {
+        DataType::TYPE_ORDER
+            .into_iter()
+            .filter(move |t| self.contains(*t))
+    }
+
+    /// The type among `self` that Pika's `TYPE` would report before `t`, if any.
+    pub fn first_before(self, t: DataType) -> Option<DataType> {
+        self.iter().find(|other| *other < t)
+    }
+}
+
+/// Which piece of a key's value a snapshot event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The whole value in one event.
+    Whole,
+    /// The first chunk of a value that continues in `More`/`Last` events.
+    First,
+    More,
+    Last,
+}
+
+impl Part {
+    /// Whether this chunk starts the key (a target must clear the old value first).
+    pub fn starts_key(self) -> bool {
+        matches!(self, Part::Whole | Part::First)
+    }
+
+    /// Whether this chunk ends the key (expiry is applied after it).
+    pub fn ends_key(self) -> bool {
+        matches!(self, Part::Whole | Part::Last)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Whole => "whole",
+            Part::First => "first",
+            Part::More => "more",
+            Part::Last => "last",
+        }
+    }
+}
+
+/// One chunk of a value read from a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    /// A string, or a slice of a long one (later slices are appended).
+    String(Bytes),
+    Hash(Vec<(Bytes, Bytes)>),
+    /// Elements in list order, head first.
+    List(Vec<Bytes>),
+    Set(Vec<Bytes>),
+    /// Members with their exact scores (`-inf` and `inf` included).
+    Zset(Vec<(Bytes, f64)>),
+}
+
+impl Chunk {
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Chunk::String(_) => DataType::String,
+            Chunk::Hash(_) => DataType::Hash,
+            Chunk::List(_) => DataType::List,
+            Chunk::Set(_) => DataType::Set,
+            Chunk::Zset(_) => DataType::Zset,
+        }
+    }
+
+    /// Number of elements (1 for a string slice).
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::String(_) => 1,
+            Chunk::Hash(v) => v.len(),
+            Chunk::List(v) | Chunk::Set(v) => v.len(),
+            Chunk::Zset(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of user data carried (keys excluded), for metrics and batching.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Chunk::String(v) => v.len(),
+            Chunk::Hash(v) => v.iter().map(|(f, x)| f.len() + x.len()).sum(),
+            Chunk::List(v) | Chunk::Set(v) => v.iter().map(Bytes::len).sum(),
+            Chunk::Zset(v) => v.iter().map(|(m, _)| m.len() + 8).sum(),
+        }
+    }
+}
+
+/// What happened to the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Dump data: a chunk of the key's value as it was at the dump's binlog position.
+    Snapshot {
+        chunk: Chunk,
+        part: Part,
+        /// Absolute expiry in unix milliseconds, `None` when the key does not expire.
+        expire_at_ms: Option<i64>,
+        /// Other types the same key name holds in the snapshot (Pika allows it).
+        also_types: TypeSet,
+    },
+    /// A write from the binlog, as a command a Redis target can apply with the same
+    /// effect (Pika-only forms already rewritten, relative expiries made absolute).
+    Command { argv: Vec<Bytes> },
+}
+
+/// A binlog position: the byte offset just after an item, as the master reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BinlogOffset {
+    pub filenum: u32,
+    pub offset: u64,
+}
+
+impl BinlogOffset {
+    pub fn new(filenum: u32, offset: u64) -> Self {
+        BinlogOffset { filenum, offset }
+    }
+}
+
+impl fmt::Display for BinlogOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.filenum, self.offset)
+    }
+}
+
+impl std::str::FromStr for BinlogOffset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (file, offset) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected FILENUM:OFFSET, got {s:?}"))?;
+        let filenum = file
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad file number {file:?} in {s:?}"))?;
+        let offset = offset
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad offset {offset:?} in {s:?}"))?;
+        Ok(BinlogOffset { filenum, offset })
+    }
+}
+
+/// Where an event sits in the source's stream. Positions are totally ordered: every
+/// snapshot event of a dump comes before the binlog items that follow the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// The `seq`-th event of a dump taken at binlog position `at`.
+    Snapshot { at: BinlogOffset, seq: u64 },
+    /// A binlog item; `at` is the offset just after it, `logic_id` and `term` as Pika
+    /// wrote them in the item header.
+    Binlog {
+        at: BinlogOffset,
+        logic_id: u64,
+        term: u32,
+    },
+}
+
+impl Position {
+    pub fn binlog_offset(&self) -> BinlogOffset {
+        match self {
+            Position::Snapshot { at, .. } | Position::Binlog { at, .. } => *at,
+        }
+    }
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> Ordering {
+        fn rank(p: &Position) -> (BinlogOffset, u8, u64) {
+            match p {
+                Position::Snapshot { at, seq } => (*at, 0, *seq),
+                Position::Binlog { at, logic_id, .. } => (*at, 1, *logic_id),
+            }
+        }
+        rank(self).cmp(&rank(other))
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Snapshot { at, seq } => write!(f, "snapshot@{at}#{seq}"),
+            Position::Binlog { at, .. } => write!(f, "binlog@{at}"),
+        }
+    }
+}
+
+/// One normalized change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Pika database index (0 in single-DB mode).
+    pub db: u32,
+    /// The key the event is about (for a multi-key command: its first key).
+    pub key: Bytes,
+    /// The data type written, when known (`None` for type-less commands like DEL).
+    pub data_type: Option<DataType>,
+    pub op: Op,
+    pub position: Position,
+    /// Unix seconds at which the master logged the write; `None` for snapshot data.
+    pub exec_time: Option<u32>,
+}
+
+impl Event {
+    /// Name of the event kind, as used in logs, metrics and the JSON envelope.
+    pub fn kind(&self) -> &'static str {
+        match self.op {
+            Op::Snapshot { .. } => "snapshot",
+            Op::Command { .. } => "command",
+        }
+    }
+
+    /// Approximate payload size in bytes, for metrics and batch sizing.
+    pub fn payload_bytes(&self) -> usize {
+        self.key.len()
+            + match &self.op {
+                Op::Snapshot { chunk, .. } => chunk.payload_bytes(),
+                Op::Command { argv } => argv.iter().map(Bytes::len).sum(),
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_positions_sort_before_the_binlog_that_follows() {
+        let at = BinlogOffset::new(1, 507340);
+        let snap = Position::Snapshot { at, seq: 9 };
+        let next = Position::Binlog {
+            at: BinlogOffset::new(1, 507400),
+            logic_id: 1,
+            term: 0,
+        };
+        assert!(snap < next);
+        assert!(Position::Snapshot { at, seq: 1 } < snap);
+    }
+
+    #[test]
+    fn type_set_reports_the_type_pika_would_show_first() {
+        let mut set = TypeSet::default();
+        set.insert(DataType::Set);
+        set.insert(DataType::Hash);
+        assert_eq!(set.first_before(DataType::List), Some(DataType::Hash));
+        assert_eq!(set.first_before(DataType::String), None);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [DataType::Hash, DataType::Set]);
+    }
+
+    #[test]
+    fn binlog_offset_parses_and_rejects() {
+        assert_eq!("1:507340".parse::<BinlogOffset>().unwrap(), BinlogOffset::new(1, 507340));
+        assert!("1-2".parse::<BinlogOffset>().is_err());
+        assert!("x:2".parse::<BinlogOffset>().is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! pika-migrate core: change events, Pika snapshot and binlog decoding, the pipeline
+//! that carries events from a source to sinks, and its configuration.
+//!
+//! `pika` knows Pika's bytes; `event`, `pipeline`, `sink` and `config` know nothing of
+//! them nor of any particular sink.
+
+pub mod config;
+pub mod event;
+pub mod pika;
+pub mod pipeline;
+pub mod resp;
+pub mod sink;
+pub mod source;

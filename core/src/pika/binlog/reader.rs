@@ -1,0 +1,201 @@
+//! Reads a binlog directory item by item, across file rotations, from the start or from
+//! a `filenum:offset`, and (when asked) keeps following the active file as it grows.
+
+use std::path::{Path, PathBuf};
+
+use super::item::BinlogItem;
+use super::manifest::Manifest;
+use super::records::{RecordFile, Step};
+use super::{file_name, BinlogError};
+use crate::event::BinlogOffset;
+
+/// A decoded item with its physical place.
+#[derive(Debug, Clone)]
+pub struct BinlogEntry {
+    /// Where the item starts (the previous item's end).
+    pub start: BinlogOffset,
+    /// Offset just after the item: what a master reports and a replica acks.
+    pub end: BinlogOffset,
+    pub item: BinlogItem,
+}
+
+/// Result of one read.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Entry(BinlogEntry),
+    /// Everything written so far has been read; more may come later.
+    CaughtUp,
+}
+
+/// A cursor over a binlog directory.
+pub struct BinlogReader {
+    dir: PathBuf,
+    manifest_path: PathBuf,
+    manifest: Manifest,
+    filenum: u32,
+    file: RecordFile,
+}
+
+impl BinlogReader {
+    /// Opens `dir` (holding `manifest` and `write2file<N>`) at `from`, or at the start of
+    /// the oldest file still present.
+    pub fn open(dir: &Path, from: Option<BinlogOffset>) -> Result<BinlogReader, BinlogError> {
+        let not_binlog = |reason: String| BinlogError::NotABinlogDir {
+            path: dir.to_owned(),
+            reason,
+        };
+        if !dir.is_dir() {
+            return Err(if dir.exists() {
+                not_binlog("not a directory".into())
+            } else {
+                BinlogError::MissingFile {
+                    path: dir.to_owned(),
+                    reason: "no such binlog directory".into(),
+                }
+            });
+        }
+        let manifest_path = dir.join("manifest");
+        if !manifest_path.is_file() {
+            return Err(not_binlog("no `manifest` file in it".into()));
+        }
+        let manifest = Manifest::read(&manifest_path)?;
+        let oldest = oldest_file(dir)?.ok_or_else(|| not_binlog("no write2file<N> in it".into()))?;
+        let start = from.unwrap_or(BinlogOffset::new(oldest, 0));
+        if start.filenum > manifest.filenum {
+            return Err(BinlogError::MissingFile {
+                path: dir.join(file_name(start.filenum)),
+                reason: format!("the binlog only goes up to write2file{}", manifest.filenum),
+            });
+        }
+        let path = dir.join(file_name(start.filenum));
+        if !path.is_file() {
+            return Err(BinlogError::MissingFile {
+                path,
+                reason: format!("purged or never written; the oldest file here is write2file{oldest}"),
+            });
+        }
+        let mut reader = BinlogReader {
+            dir: dir.to_owned(),
+            manifest_path,
+            manifest,
+            filenum: start.filenum,
+            file: RecordFile::open(&path)?,
+        };
+        let limit = reader.limit()?;
+        if start.offset > limit {
+            return Err(BinlogError::NotItemBoundary {
+                path,
+                offset: start.offset,
+            });
+        }
+        reader.file.seek(start.offset, limit)?;
+        Ok(reader)
+    }
+
+    /// The position the next item starts at (where a resumed read would begin).
+    pub fn position(&self) -> BinlogOffset {
+        BinlogOffset::new(self.filenum, self.file.position())
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        self.manifest
+    }
+
+    /// Reads the next item. At the end of the data written so far it returns
+    /// `CaughtUp`; call again later to pick up what the writer appended since.
+    pub fn next(&mut self) -> Result<ReadOutcome, BinlogError> {
+        loop {
+            let active = self.filenum >= self.manifest.filenum;
+            let limit = self.limit()?;
+            match self.file.next(limit, !active)? {
+                Step::Item(raw) => {
+                    let item = BinlogItem::decode(&raw.payload).map_err(|e| BinlogError::Corrupt {
+                        path: self.file.path().to_owned(),
+                        offset: raw.start,
+                        reason: format!("bad item: {e}"),
+                    })?;
+                    return Ok(ReadOutcome::Entry(BinlogEntry {
+                        start: BinlogOffset::new(self.filenum, raw.start),
+                        end: BinlogOffset::new(self.filenum, raw.end),
+                        item,
+                    }));
+                }
+                Step::End if !active => self.advance()?,
+                Step::End => {
+                    let before = self.manifest;
+                    self.manifest = Manifest::read(&self.manifest_path)?;
+                    if self.manifest == before {
+                        return Ok(ReadOutcome::CaughtUp);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How far the current file may be read: a closed file to its length, the active one
+    /// to the manifest's offset (never into the zero-filled pre-allocation).
+    fn limit(&self) -> Result<u64, BinlogError> {
+        let len = self.file.len()?;
+        if self.filenum < self.manifest.filenum {
+            return Ok(len);
+        }
+        if len < self.manifest.offset {
+            tracing::warn!(
+                file = %self.file.path().display(),
+                len,
+                manifest_offset = self.manifest.offset,
+                "active binlog file is shorter than the manifest says; reading what is there"
+            );
+        }
+        Ok(len.min(self.manifest.offset))
+    }
+
+    fn advance(&mut self) -> Result<(), BinlogError> {
+        let current = self.file.path().to_owned();
+        if self.file.position() == 0 && self.file.len()? == 0 {
+            return Err(BinlogError::Corrupt {
+                path: current,
+                offset: 0,
+                reason: format!(
+                    "empty file, but the manifest says writing moved on to write2file{}",
+                    self.manifest.filenum
+                ),
+            });
+        }
+        let next = self.filenum + 1;
+        let path = self.dir.join(file_name(next));
+        if !path.is_file() {
+            return Err(BinlogError::MissingFile {
+                path,
+                reason: format!("the manifest names write2file{} as active", self.manifest.filenum),
+            });
+        }
+        self.file = RecordFile::open(&path)?;
+        self.filenum = next;
+        Ok(())
+    }
+}
+
+/// The lowest `N` among the `write2file<N>` files of `dir`.
+fn oldest_file(dir: &Path) -> Result<Option<u32>, BinlogError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| BinlogError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut oldest = None;
+    for entry in entries {
+        let entry = entry.map_err(|source| BinlogError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let n = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("write2file"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(n) = n {
+            oldest = Some(oldest.map_or(n, |o: u32| o.min(n)));
+        }
+    }
+    Ok(oldest)
+}

@@ -1,0 +1,278 @@
+//! Turns a command as Pika wrote it to its binlog into one a Redis target applies with
+//! the same effect.
+//!
+//! - Relative expiries (`EXPIRE`, `PEXPIRE`, `SETEX`, `PSETEX`, `SET … EX|PX`) become
+//!   absolute ones computed from the item's `exec_time`, so a replay a day later gives the
+//!   same expiry as the live run and an already-expired key stays gone.
+//! - Pika-only forms (`pksetexat`, `set … vx`, `delvx`, `flushdb <type>`,
+//!   `pkpatternmatchdel`) become Redis commands or scripts with the same effect.
+//! - `padding` and `dummy` items carry nothing and are skipped.
+//! - `SPOP` without a count is kept, with a warning: the member it popped on the master
+//!   is not recorded, so the target may pop another one (a Pika replica does the same).
+
+use bytes::Bytes;
+
+use super::commands::name_of;
+
+/// What became of one binlog command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    /// The command to apply, `None` when the item carries nothing to apply.
+    pub argv: Option<Vec<Bytes>>,
+    /// What was done to it, when anything was (counted and logged by the caller).
+    pub note: Option<Note>,
+}
+
+/// A remark on a normalized command, counted per kind in the run's summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Note {
+    /// A relative expiry was made absolute from `exec_time`.
+    AbsoluteExpiry,
+    /// A Pika-only command was rewritten into Redis commands.
+    PikaOnlyRewritten,
+    /// A padding or dummy item: nothing to apply.
+    Skipped,
+    /// Applied as is, but the target may not end up equal (SPOP without a count).
+    NonDeterministic,
+    /// A form that could not be understood; applied as is.
+    Unrecognized,
+}
+
+impl Note {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Note::AbsoluteExpiry => "absolute_expiry",
+            Note::PikaOnlyRewritten => "pika_only_rewritten",
+            Note::Skipped => "skipped",
+            Note::NonDeterministic => "non_deterministic",
+            Note::Unrecognized => "unrecognized",
+        }
+    }
+}
+
+/// Compare-and-set for Pika's `SET key value VX old [PXAT ms]`.
+const SET_VX_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[2] then \
+if ARGV[3] then return redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3]) end \
+return redis.call('SET', KEYS[1], ARGV[1]) end return 0";
+
+/// Compare-and-delete for Pika's `DELVX key value`.
+const DEL_VX_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// Deletes every key of one type (and matching a pattern): Pika's `FLUSHDB <type>` and
+/// `PKPATTERNMATCHDEL <pattern> <type>`.
+pub const DELETE_BY_TYPE_SCRIPT: &str = "local cursor = '0' local n = 0 repeat \
+local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'TYPE', ARGV[2], 'COUNT', 1000) \
+cursor = r[1] for _, k in ipairs(r[2]) do n = n + redis.call('DEL', k) end \
+until cursor == '0' return n";
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn int(v: &Bytes) -> Option<i64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn ms(v: i64) -> Bytes {
+    b(&v.to_string())
+}
+
+fn keep(argv: &[Bytes], note: Option<Note>) -> Normalized {
+    Normalized {
+        argv: Some(argv.to_vec()),
+        note,
+    }
+}
+
+fn rewritten(argv: Vec<Bytes>, note: Note) -> Normalized {
+    Normalized {
+        argv: Some(argv),
+        note: Some(note),
+    }
+}
+
+/// Maps a Pika type name (`string`, `strings`, `hash`, `hashes`, …) to Redis's.
+fn redis_type_name(pika: &Bytes) -> Option<&'static str> {
+    let name = String::from_utf8_lossy(pika).to_ascii_lowercase();
+    Some(match name.as_str() {
+        "string" | "strings" | "k" => "string",
+        "hash" | "hashes" | "h" => "hash",
+        "list" | "lists" | "l" => "list",
+        "set" | "sets" | "s" => "set",
+        "zset" | "zsets" | "z" => "zset",
+        _ => return None,
+    })
+}
+
+/// Normalizes `argv`, logged by the master at unix second `exec_time`.
+pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
+    let now_ms = i64::from(exec_time) * 1000;
+    let name = name_of(argv);
+    let unrecognized = || keep(argv, Some(Note::Unrecognized));
+    match (name.as_str(), argv.len()) {
+        ("padding" | "dummy", _) => Normalized {
+            argv: None,
+            note: Some(Note::Skipped),
+        },
+        ("pksetexat", 4) => match int(&argv[2]) {
+            Some(ts) if ts > 0 => rewritten(
+                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(ts * 1000)],
+                Note::PikaOnlyRewritten,
+            ),
+            Some(_) => rewritten(vec![b("DEL"), argv[1].clone()], Note::PikaOnlyRewritten),
+            None => unrecognized(),
+        },
+        ("setex", 4) => match int(&argv[2]) {
+            Some(secs) => rewritten(
+                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(now_ms + secs * 1000)],
+                Note::AbsoluteExpiry,
+            ),
+            None => unrecognized(),
+        },
+        ("psetex", 4) => match int(&argv[2]) {
+            Some(millis) => rewritten(
+                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(now_ms + millis)],
+                Note::AbsoluteExpiry,
+            ),
+            None => unrecognized(),
+        },
+        ("set", n) if n > 3 => normalize_set(argv, now_ms).unwrap_or_else(unrecognized),
+        ("expire", 3) => match int(&argv[2]) {
+            Some(secs) => rewritten(
+                vec![b("PEXPIREAT"), argv[1].clone(), ms(now_ms + secs * 1000)],
+                Note::AbsoluteExpiry,
+            ),
+            None => unrecognized(),
+        },
+        ("pexpire", 3) => match int(&argv[2]) {
+            Some(millis) => rewritten(
+                vec![b("PEXPIREAT"), argv[1].clone(), ms(now_ms + millis)],
+                Note::AbsoluteExpiry,
+            ),
+            None => unrecognized(),
+        },
+        ("delvx", 3) => rewritten(
+            vec![b("EVAL"), b(DEL_VX_SCRIPT), b("1"), argv[1].clone(), argv[2].clone()],
+            Note::PikaOnlyRewritten,
+        ),
+        ("flushdb", 2) => match redis_type_name(&argv[1]) {
+            Some(t) => rewritten(
+                vec![b("EVAL"), b(DELETE_BY_TYPE_SCRIPT), b("0"), b("*"), b(t)],
+                Note::PikaOnlyRewritten,
+            ),
+            None => unrecognized(),
+        },
+        ("pkpatternmatchdel", 3) => match redis_type_name(&argv[2]) {
+            Some(t) => rewritten(
+                vec![b("EVAL"), b(DELETE_BY_TYPE_SCRIPT), b("0"), argv[1].clone(), b(t)],
+                Note::PikaOnlyRewritten,
+            ),
+            None => unrecognized(),
+        },
+        ("spop", 2) => keep(argv, Some(Note::NonDeterministic)),
+        _ => keep(argv, None),
+    }
+}
+
+/// `SET k v [NX|XX] [EX s|PX ms] [VX old]` in any order. EX/PX become PXAT; VX becomes a
+/// compare-and-set script. `None` when an option is not understood.
+fn normalize_set(argv: &[Bytes], now_ms: i64) -> Option<Normalized> {
+    let (key, value) = (argv[1].clone(), argv[2].clone());
+    let mut flags = Vec::new();
+    let mut expire_at_ms = None;
+    let mut vx = None;
+    let mut relative = false;
+    let mut i = 3;
+    while i < argv.len() {
+        let opt = String::from_utf8_lossy(&argv[i]).to_ascii_lowercase();
+        let arg = argv.get(i + 1);
+        match opt.as_str() {
+            "nx" | "xx" | "keepttl" | "get" => {
+                flags.push(argv[i].clone());
+                i += 1;
+                continue;
+            }
+            // Pika keeps whole seconds: PX is truncated to seconds by Pika itself.
+            "ex" => expire_at_ms = Some(now_ms + int(arg?)? * 1000),
+            "px" => expire_at_ms = Some(now_ms + int(arg?)? / 1000 * 1000),
+            "exat" => expire_at_ms = Some(int(arg?)? * 1000),
+            "pxat" => expire_at_ms = Some(int(arg?)?),
+            "vx" => vx = Some(arg?.clone()),
+            _ => return None,
+        }
+        relative |= matches!(opt.as_str(), "ex" | "px");
+        i += 2;
+    }
+    if let Some(old) = vx {
+        let mut script = vec![b("EVAL"), b(SET_VX_SCRIPT), b("1"), key, value, old];
+        script.extend(expire_at_ms.map(ms));
+        return Some(rewritten(script, Note::PikaOnlyRewritten));
+    }
+    let Some(at) = expire_at_ms else {
+        return Some(keep(argv, None));
+    };
+    let mut out = vec![argv[0].clone(), key, value];
+    out.extend(flags);
+    out.push(b("PXAT"));
+    out.push(ms(at));
+    Some(Normalized {
+        argv: Some(out),
+        note: relative.then_some(Note::AbsoluteExpiry),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &str) -> Vec<Bytes> {
+        words.split(' ').map(b).collect()
+    }
+
+    fn text(n: &Normalized) -> String {
+        n.argv
+            .as_ref()
+            .map(|a| a.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+
+    const T: u32 = 1_700_000_000;
+
+    #[test]
+    fn relative_expiries_become_absolute_from_exec_time() {
+        assert_eq!(text(&normalize(&argv("SETEX k 10 v"), T)), "SET k v PXAT 1700000010000");
+        assert_eq!(text(&normalize(&argv("psetex k 1500 v"), T)), "SET k v PXAT 1700000001500");
+        assert_eq!(text(&normalize(&argv("EXPIRE k 5"), T)), "PEXPIREAT k 1700000005000");
+        assert_eq!(text(&normalize(&argv("pexpire k 5"), T)), "PEXPIREAT k 1700000000005");
+        assert_eq!(text(&normalize(&argv("SET k v NX EX 1"), T)), "SET k v NX PXAT 1700000001000");
+        assert_eq!(text(&normalize(&argv("set k v px 2500 xx"), T)), "set k v xx PXAT 1700000002000");
+        assert_eq!(normalize(&argv("SET k v EX 1"), T).note, Some(Note::AbsoluteExpiry));
+    }
+
+    #[test]
+    fn pika_only_forms_become_redis_commands() {
+        assert_eq!(text(&normalize(&argv("pksetexat k 1800000000 v"), T)), "SET k v PXAT 1800000000000");
+        assert_eq!(text(&normalize(&argv("pksetexat k 0 v"), T)), "DEL k");
+        let vx = normalize(&argv("SET k new VX old EX 3"), T);
+        assert_eq!(vx.note, Some(Note::PikaOnlyRewritten));
+        let vx = vx.argv.unwrap();
+        assert_eq!(vx[0], "EVAL");
+        assert_eq!(&vx[2..], &argv("1 k new old 1700000003000")[..]);
+        let delvx = normalize(&argv("delvx k v"), T).argv.unwrap();
+        assert_eq!(&delvx[2..], &argv("1 k v")[..]);
+        let flush = normalize(&argv("flushdb hashes"), T).argv.unwrap();
+        assert_eq!(&flush[2..], &argv("0 * hash")[..]);
+        let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T).argv.unwrap();
+        assert_eq!(&pattern[2..], &argv("0 user:* string")[..]);
+    }
+
+    #[test]
+    fn padding_is_skipped_and_spop_is_flagged() {
+        assert_eq!(normalize(&argv("padding *****"), T).argv, None);
+        assert_eq!(normalize(&argv("SPOP s"), T).note, Some(Note::NonDeterministic));
+        let plain = normalize(&argv("HSET h f v"), T);
+        assert_eq!((text(&plain).as_str(), plain.note), ("HSET h f v", None));
+        assert_eq!(normalize(&argv("SET k v BOGUS 1"), T).note, Some(Note::Unrecognized));
+    }
+}

@@ -1,0 +1,82 @@
+//! blackwidow storage (Pika 3.2–3.5): the five RocksDB databases of a Pika database,
+//! opened read-only with blackwidow's comparators registered by name, and scanned into
+//! snapshot events.
+
+pub mod comparator;
+pub mod format;
+pub mod layout;
+pub mod scan;
+
+use std::path::{Path, PathBuf};
+
+pub use layout::{find_databases, DbDir, DumpInfo};
+pub use scan::{ChunkLimits, PikaDb, ScanStats};
+
+/// Errors reading a dump or db directory; each names the directory and, for bad data,
+/// the key.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {reason}")]
+    Layout { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot open as a Pika RocksDB directory: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("{path}: read failed: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("{path}: key {key:?}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{path}:{line}: bad dump info file: {reason}")]
+    Info {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// A snapshot on disk: every database found under a path, opened read-only.
+pub struct Snapshot {
+    pub dbs: Vec<PikaDb>,
+    /// RocksDB's own log files land here, never in the dump; removed on drop.
+    _log_dir: tempfile::TempDir,
+}
+
+impl Snapshot {
+    pub fn open(path: &Path) -> Result<Snapshot, StorageError> {
+        let log_dir = tempfile::Builder::new()
+            .prefix("pika-migrate-rocksdb-log")
+            .tempdir()
+            .map_err(|source| StorageError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let dbs = find_databases(path)?
+            .iter()
+            .map(|dir| PikaDb::open(dir, log_dir.path()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Snapshot {
+            dbs,
+            _log_dir: log_dir,
+        })
+    }
+
+    pub fn estimate_keys(&self) -> u64 {
+        self.dbs.iter().map(PikaDb::estimate_keys).sum()
+    }
+}

@@ -1,0 +1,217 @@
+//! Wires a source to its sinks: events flow one way through bounded channels; each
+//! sink runs in its own task, so a slow sink slows the source instead of growing memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::event::{DataType, Event, Op, Position};
+use crate::sink::{Sink, SinkError, SinkReport};
+use crate::source::{EventSender, Source, SourceError, SourceReport};
+
+/// Batches buffered between the source and the pipeline, and before each sink.
+const CHANNEL_BATCHES: usize = 16;
+
+/// Live counters of a run, for progress bars and status.
+#[derive(Debug, Default)]
+struct Counters {
+    events: AtomicU64,
+    bytes: AtomicU64,
+    keys: AtomicU64,
+    commands: AtomicU64,
+    expected_keys: AtomicU64,
+    by_type: [AtomicU64; 5],
+}
+
+/// Shared handle on a run's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(Arc<Counters>);
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub events: u64,
+    pub bytes: u64,
+    /// Snapshot keys started (one per key and type).
+    pub keys: u64,
+    pub commands: u64,
+    /// The source's estimate of the keys it will emit (0 when unknown).
+    pub expected_keys: u64,
+    /// Snapshot keys per type, in [`DataType::TYPE_ORDER`] order.
+    pub keys_by_type: [u64; 5],
+}
+
+impl Metrics {
+    pub fn set_expected_keys(&self, n: u64) {
+        self.0.expected_keys.store(n, Ordering::Relaxed);
+    }
+
+    fn count(&self, event: &Event) {
+        let c = &self.0;
+        c.events.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(event.payload_bytes() as u64, Ordering::Relaxed);
+        match &event.op {
+            Op::Snapshot { part, chunk, .. } if part.starts_key() => {
+                c.keys.fetch_add(1, Ordering::Relaxed);
+                let slot = DataType::TYPE_ORDER.iter().position(|t| *t == chunk.data_type()).unwrap_or(0);
+                c.by_type[slot].fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Snapshot { .. } => {}
+            Op::Command { .. } => {
+                c.commands.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let c = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            events: load(&c.events),
+            bytes: load(&c.bytes),
+            keys: load(&c.keys),
+            commands: load(&c.commands),
+            expected_keys: load(&c.expected_keys),
+            keys_by_type: std::array::from_fn(|i| load(&c.by_type[i])),
+        }
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub totals: MetricsSnapshot,
+    pub elapsed: Duration,
+    pub source: SourceReport,
+    pub sinks: Vec<(String, SinkReport)>,
+    /// Position of the last event every sink acknowledged.
+    pub last_position: Option<Position>,
+}
+
+impl RunReport {
+    /// The one-line summary printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let t = &self.totals;
+        let mut parts = Vec::new();
+        if t.keys > 0 || self.source.scan.is_some() {
+            let by_type: Vec<String> = DataType::TYPE_ORDER
+                .iter()
+                .zip(t.keys_by_type)
+                .map(|(ty, n)| format!("{n} {ty}"))
+                .collect();
+            parts.push(format!("{} keys ({})", t.keys, by_type.join(", ")));
+        }
+        if t.commands > 0 || self.source.binlog_items > 0 {
+            parts.push(format!("{} commands from {} binlog items", t.commands, self.source.binlog_items));
+        }
+        let secs = self.elapsed.as_secs_f64();
+        format!(
+            "done: {}; {} events, {:.1} MiB in {:.2} s",
+            if parts.is_empty() { "nothing to do".to_owned() } else { parts.join(", ") },
+            t.events,
+            t.bytes as f64 / (1 << 20) as f64,
+            secs
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("pipeline task failed: {0}")]
+    Task(String),
+}
+
+/// One source feeding sinks.
+pub struct Pipeline {
+    pub source: Box<dyn Source>,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub metrics: Metrics,
+}
+
+impl Pipeline {
+    pub fn new(source: Box<dyn Source>, sinks: Vec<Box<dyn Sink>>) -> Pipeline {
+        Pipeline {
+            source,
+            sinks,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Runs until the source is exhausted and every sink has finished.
+    pub async fn run(self) -> Result<RunReport, PipelineError> {
+        let started = Instant::now();
+        let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
+        tracing::info!(source = %self.source.describe(), sinks = self.sinks.len(), "pipeline starting");
+        let source_task = tokio::spawn(self.source.run(EventSender::new(tx), self.metrics.clone()));
+
+        let mut lanes = Vec::new();
+        let mut tasks = Vec::new();
+        for mut sink in self.sinks {
+            let (lane_tx, mut lane_rx) = mpsc::channel::<Arc<Vec<Event>>>(CHANNEL_BATCHES);
+            lanes.push(lane_tx);
+            tasks.push(tokio::spawn(async move {
+                let mut last = None;
+                while let Some(batch) = lane_rx.recv().await {
+                    sink.write(&batch).await?;
+                    last = batch.last().map(|e| e.position).or(last);
+                }
+                let report = sink.finish().await?;
+                Ok::<_, SinkError>((sink.name(), report, last))
+            }));
+        }
+
+        let mut sink_gone = false;
+        while let Some(batch) = rx.recv().await {
+            for event in &batch {
+                self.metrics.count(event);
+            }
+            let batch = Arc::new(batch);
+            for lane in &lanes {
+                if lane.send(batch.clone()).await.is_err() {
+                    sink_gone = true;
+                }
+            }
+            if sink_gone {
+                break;
+            }
+        }
+        drop(rx);
+        drop(lanes);
+
+        let mut sinks = Vec::new();
+        let mut last_position: Option<Position> = None;
+        let mut first_error = None;
+        for task in tasks {
+            match task.await.map_err(|e| PipelineError::Task(e.to_string()))? {
+                Ok((name, report, last)) => {
+                    last_position = match (last_position, last) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    sinks.push((name, report));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let source = source_task.await.map_err(|e| PipelineError::Task(e.to_string()))?;
+        if let Some(e) = first_error {
+            return Err(e.into());
+        }
+        let source = source?;
+        Ok(RunReport {
+            totals: self.metrics.snapshot(),
+            elapsed: started.elapsed(),
+            source,
+            sinks,
+            last_position,
+        })
+    }
+}

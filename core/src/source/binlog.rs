@@ -1,0 +1,108 @@
+//! The `binlog` source: Pika binlog files replayed as commands a Redis target can apply,
+//! from a position, optionally following the active file as it grows.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{EventSender, Source, SourceError, SourceReport};
+use crate::event::{BinlogOffset, Event, Op, Position};
+use crate::pika::binlog::{BinlogEntry, BinlogReader, ReadOutcome};
+use crate::pika::commands;
+use crate::pika::normalize::{normalize, Note};
+use crate::pipeline::Metrics;
+
+/// How often a following reader looks for new data.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct BinlogSource {
+    pub path: PathBuf,
+    pub from: Option<BinlogOffset>,
+    pub follow: bool,
+    pub db: u32,
+}
+
+/// The database a binlog directory belongs to, from its name (`log_db3` → 3).
+pub fn db_of_dir(path: &std::path::Path) -> u32 {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("log_db"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Turns one binlog entry into the event to apply, counting what normalizing did.
+/// `None` when the item carries nothing to apply (padding).
+pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -> Option<Event> {
+    let item = &entry.item;
+    let normalized = normalize(&item.argv, item.exec_time);
+    if let Some(note) = normalized.note {
+        let count = report.notes.entry(note.as_str()).or_insert(0);
+        *count += 1;
+        if *count == 1 && matches!(note, Note::NonDeterministic | Note::Unrecognized) {
+            tracing::warn!(
+                position = %entry.end,
+                command = %item.command_name(),
+                note = note.as_str(),
+                "binlog command may not apply identically; further ones are only counted"
+            );
+        }
+    }
+    let argv = normalized.argv?;
+    let name = commands::name_of(&argv);
+    Some(Event {
+        db,
+        key: commands::first_key(&argv).unwrap_or_default(),
+        data_type: commands::lookup(&name).and_then(|s| s.data_type),
+        op: Op::Command { argv },
+        position: Position::Binlog {
+            at: entry.end,
+            logic_id: item.logic_id,
+            term: item.term,
+        },
+        exec_time: Some(item.exec_time),
+    })
+}
+
+impl BinlogSource {
+    fn read_blocking(&self, out: &mut EventSender) -> Result<SourceReport, SourceError> {
+        let mut reader = BinlogReader::open(&self.path, self.from)?;
+        let mut report = SourceReport::default();
+        loop {
+            match reader.next()? {
+                ReadOutcome::Entry(entry) => {
+                    report.binlog_items += 1;
+                    if let Some(event) = entry_to_event(self.db, &entry, &mut report) {
+                        if !out.push_blocking(event) {
+                            break;
+                        }
+                    }
+                }
+                ReadOutcome::CaughtUp if self.follow => {
+                    if !out.flush_blocking() {
+                        break;
+                    }
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+                ReadOutcome::CaughtUp => break,
+            }
+        }
+        out.flush_blocking();
+        report.end_position = Some(reader.position());
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl Source for BinlogSource {
+    fn describe(&self) -> String {
+        format!("binlog {}", self.path.display())
+    }
+
+    async fn run(self: Box<Self>, mut out: EventSender, _metrics: Metrics) -> Result<SourceReport, SourceError> {
+        tokio::task::spawn_blocking(move || self.read_blocking(&mut out))
+            .await
+            .map_err(|e| SourceError::Task(e.to_string()))?
+    }
+}

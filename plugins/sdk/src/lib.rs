@@ -1,0 +1,1 @@
+//! SDK for writing pika-migrate filter plugins. The ABI is defined in a later step.

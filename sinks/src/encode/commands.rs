@@ -1,0 +1,208 @@
+//! Events as the Redis commands that rebuild them: a snapshot key becomes DEL, then
+//! SET/APPEND, HSET, RPUSH, SADD or ZADD chunks, then PEXPIREAT; a binlog event is the
+//! command it carries.
+//!
+//! Pika lets one key name hold several types, Redis does not. The snapshot tells each
+//! key which other types it has, so the policy is applied here without remembering keys.
+
+use bytes::Bytes;
+use pika_migrate_core::event::{Chunk, DataType, Event, Op, Part};
+use pika_migrate_core::pika::storage::format::display_key;
+use serde::Deserialize;
+
+/// What to do when a key exists as several types in the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TypeConflict {
+    /// Keep the type Pika's `TYPE` shows (string, hash, list, zset, set order); skip the others.
+    #[default]
+    FirstWins,
+    /// Write every type in that order; the last one replaces the others.
+    Overwrite,
+    /// Write the first type under the key, each later one under `key:<type>`.
+    Suffix,
+}
+
+/// Counts of what the encoder skipped or renamed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConflictStats {
+    /// (key, type) pairs skipped by `first-wins`.
+    pub skipped: u64,
+    /// (key, type) pairs written under a suffixed name.
+    pub renamed: u64,
+}
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// A score as Redis parses it back exactly (`inf`, `-inf`, shortest round-trip digits).
+pub fn score_text(score: f64) -> Bytes {
+    let text = if score == f64::INFINITY {
+        "inf".to_owned()
+    } else if score == f64::NEG_INFINITY {
+        "-inf".to_owned()
+    } else {
+        format!("{score:?}")
+    };
+    Bytes::from(text)
+}
+
+/// Appends the commands for `event` to `out`.
+pub fn event_commands(event: &Event, policy: TypeConflict, stats: &mut ConflictStats, out: &mut Vec<Vec<Bytes>>) {
+    let (chunk, part, expire_at_ms, also) = match &event.op {
+        Op::Command { argv } => {
+            out.push(argv.clone());
+            return;
+        }
+        Op::Snapshot {
+            chunk,
+            part,
+            expire_at_ms,
+            also_types,
+        } => (chunk, *part, *expire_at_ms, *also_types),
+    };
+    let t = chunk.data_type();
+    let mut key = event.key.clone();
+    if let Some(first) = also.first_before(t) {
+        match policy {
+            TypeConflict::FirstWins => {
+                if part.starts_key() {
+                    stats.skipped += 1;
+                    let second = also.iter().chain([t]).filter(|x| *x != first).min();
+                    if second == Some(t) {
+                        let types: Vec<&str> = also.iter().chain([t]).map(DataType::as_str).collect();
+                        tracing::warn!(
+                            key = %display_key(&event.key),
+                            types = %types.join(","),
+                            kept = first.as_str(),
+                            "key exists as several types in Pika; keeping the first (type_conflict: first-wins)"
+                        );
+                    }
+                }
+                return;
+            }
+            TypeConflict::Suffix => {
+                if part.starts_key() {
+                    stats.renamed += 1;
+                }
+                let mut suffixed = Vec::with_capacity(key.len() + 8);
+                suffixed.extend_from_slice(&key);
+                suffixed.push(b':');
+                suffixed.extend_from_slice(t.as_str().as_bytes());
+                key = Bytes::from(suffixed);
+            }
+            TypeConflict::Overwrite => {}
+        }
+    }
+    let starts = part.starts_key();
+    if starts && t != DataType::String {
+        out.push(vec![b("DEL"), key.clone()]);
+    }
+    chunk_command(&key, chunk, part, out);
+    if part.ends_key() {
+        if let Some(ms) = expire_at_ms {
+            out.push(vec![b("PEXPIREAT"), key, Bytes::from(ms.to_string())]);
+        }
+    }
+}
+
+fn chunk_command(key: &Bytes, chunk: &Chunk, part: Part, out: &mut Vec<Vec<Bytes>>) {
+    if chunk.is_empty() {
+        return;
+    }
+    let mut argv = Vec::with_capacity(2 + chunk.len() * 2);
+    match chunk {
+        Chunk::String(value) => {
+            argv.push(if part.starts_key() { b("SET") } else { b("APPEND") });
+            argv.push(key.clone());
+            argv.push(value.clone());
+        }
+        Chunk::Hash(pairs) => {
+            argv.push(b("HSET"));
+            argv.push(key.clone());
+            for (field, value) in pairs {
+                argv.push(field.clone());
+                argv.push(value.clone());
+            }
+        }
+        Chunk::List(items) | Chunk::Set(items) => {
+            argv.push(if matches!(chunk, Chunk::List(_)) { b("RPUSH") } else { b("SADD") });
+            argv.push(key.clone());
+            argv.extend(items.iter().cloned());
+        }
+        Chunk::Zset(members) => {
+            argv.push(b("ZADD"));
+            argv.push(key.clone());
+            for (member, score) in members {
+                argv.push(score_text(*score));
+                argv.push(member.clone());
+            }
+        }
+    }
+    out.push(argv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pika_migrate_core::event::{BinlogOffset, Position, TypeSet};
+
+    fn snapshot(key: &str, chunk: Chunk, part: Part, expire: Option<i64>, also: &[DataType]) -> Event {
+        let mut also_types = TypeSet::default();
+        for t in also {
+            also_types.insert(*t);
+        }
+        Event {
+            db: 0,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            data_type: Some(chunk.data_type()),
+            op: Op::Snapshot { chunk, part, expire_at_ms: expire, also_types },
+            position: Position::Snapshot { at: BinlogOffset::default(), seq: 0 },
+            exec_time: None,
+        }
+    }
+
+    fn text(cmds: &[Vec<Bytes>]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| c.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    fn run(events: &[Event], policy: TypeConflict) -> (Vec<String>, ConflictStats) {
+        let (mut out, mut stats) = (Vec::new(), ConflictStats::default());
+        for e in events {
+            event_commands(e, policy, &mut stats, &mut out);
+        }
+        (text(&out), stats)
+    }
+
+    #[test]
+    fn rebuilds_chunked_values_then_sets_expiry() {
+        let zset = Chunk::Zset(vec![(b("a"), f64::NEG_INFINITY), (b("b"), 1.5)]);
+        let events = [
+            snapshot("z", zset, Part::First, Some(5000), &[]),
+            snapshot("z", Chunk::Zset(vec![(b("c"), f64::INFINITY)]), Part::Last, Some(5000), &[]),
+            snapshot("s", Chunk::String(b("ab")), Part::First, None, &[]),
+            snapshot("s", Chunk::String(b("cd")), Part::Last, None, &[]),
+        ];
+        let (cmds, _) = run(&events, TypeConflict::FirstWins);
+        assert_eq!(cmds, ["DEL z", "ZADD z -inf a 1.5 b", "ZADD z inf c", "PEXPIREAT z 5000", "SET s ab", "APPEND s cd"]);
+    }
+
+    #[test]
+    fn applies_each_type_conflict_policy() {
+        let events = [
+            snapshot("m", Chunk::String(b("v")), Part::Whole, None, &[DataType::Hash, DataType::Set]),
+            snapshot("m", Chunk::Hash(vec![(b("f"), b("v"))]), Part::Whole, None, &[DataType::String, DataType::Set]),
+            snapshot("m", Chunk::Set(vec![b("x")]), Part::Whole, None, &[DataType::String, DataType::Hash]),
+        ];
+        let (first, stats) = run(&events, TypeConflict::FirstWins);
+        assert_eq!((first, stats.skipped), (vec!["SET m v".to_owned()], 2));
+        let (over, _) = run(&events, TypeConflict::Overwrite);
+        assert_eq!(over, ["SET m v", "DEL m", "HSET m f v", "DEL m", "SADD m x"]);
+        let (suffix, stats) = run(&events, TypeConflict::Suffix);
+        assert_eq!(suffix, ["SET m v", "DEL m:hash", "HSET m:hash f v", "DEL m:set", "SADD m:set x"]);
+        assert_eq!(stats.renamed, 2);
+    }
+}

@@ -1,0 +1,29 @@
+//! Sinks of pika-migrate. Each sink owns its config, its encoding and its retries;
+//! `encode` holds the encodings several sinks share.
+
+pub mod encode;
+pub mod file;
+
+use pika_migrate_core::sink::Sink;
+use serde::Deserialize;
+
+/// One entry of the pipeline's `sinks:` list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    File(file::FileSinkConfig),
+}
+
+/// Why a sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    File(#[from] file::FileSinkError),
+}
+
+/// Builds a sink from its config, connecting or opening what it needs.
+pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
+    Ok(match config {
+        SinkConfig::File(c) => Box::new(file::FileSink::open(c.clone()).await?),
+    })
+}

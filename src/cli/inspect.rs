@@ -1,0 +1,190 @@
+//! `pika-migrate inspect snapshot|binlog PATH`: prints events one per line, position
+//! first, like mysqlbinlog; `--json` prints JSON objects instead.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
+use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
+use pika_migrate_core::pika::normalize::normalize;
+use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
+use pika_migrate_core::source::snapshot::unix_now;
+use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum What {
+    /// Every live key of a Pika dump or db directory.
+    Snapshot {
+        /// A dump (`dump/<date>/`, `db0/`) or a stopped server's db directory.
+        path: PathBuf,
+        /// One JSON envelope per line (values included) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every item of a Pika binlog directory (`write2file<N>` + `manifest`).
+    Binlog {
+        /// The binlog directory (`log/log_db0/`).
+        path: PathBuf,
+        /// JSON objects instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Start at FILENUM:OFFSET, an item boundary (a position printed by this command).
+        #[arg(long)]
+        from: Option<BinlogOffset>,
+    },
+}
+
+pub async fn inspect(what: What) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || match what {
+        What::Snapshot { path, json } => snapshot(path, json),
+        What::Binlog { path, json, from } => binlog(path, json, from),
+    })
+    .await
+    .context("inspect task failed")?
+}
+
+/// An argument as redis-cli shows it: bare when printable, else quoted with escapes.
+fn show_arg(arg: &[u8]) -> String {
+    let plain = !arg.is_empty() && arg.iter().all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\');
+    if plain {
+        return String::from_utf8_lossy(arg).into_owned();
+    }
+    let mut out = String::from("\"");
+    for &b in arg {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b if b.is_ascii_graphic() || b == b' ' => out.push(b as char),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Bytes of an argument shown in text output; the rest is summarized.
+const SHOWN_BYTES: usize = 64;
+
+fn show_argv<A: AsRef<[u8]>>(argv: &[A]) -> String {
+    argv.iter()
+        .map(|a| {
+            let a = a.as_ref();
+            if a.len() > SHOWN_BYTES {
+                format!("{}…({} bytes)", show_arg(&a[..SHOWN_BYTES]), a.len())
+            } else {
+                show_arg(a)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A line of text for a snapshot event; values longer than a few elements are elided.
+fn snapshot_line(event: &Event) -> String {
+    let Op::Snapshot { chunk, part, expire_at_ms, also_types } = &event.op else {
+        return String::new();
+    };
+    const SHOWN: usize = 4;
+    let preview = match chunk {
+        Chunk::String(v) => show_argv(&[v]),
+        Chunk::Hash(p) => p.iter().take(SHOWN).map(|(f, v)| format!("{}={}", show_arg(f), show_arg(v))).collect::<Vec<_>>().join(" "),
+        Chunk::List(v) | Chunk::Set(v) => show_argv(&v[..v.len().min(SHOWN)]),
+        Chunk::Zset(v) => v.iter().take(SHOWN).map(|(m, s)| format!("{}:{s:?}", show_arg(m))).collect::<Vec<_>>().join(" "),
+    };
+    let more = if chunk.len() > SHOWN && !matches!(chunk, Chunk::String(_)) { " …" } else { "" };
+    let expiry = expire_at_ms.map(|ms| format!(" expire_at_ms={ms}")).unwrap_or_default();
+    let also: Vec<&str> = also_types.iter().map(|t| t.as_str()).collect();
+    let also = if also.is_empty() { String::new() } else { format!(" also_types={}", also.join(",")) };
+    format!(
+        "{}\tdb{}\t{}\t{}\tpart={} n={}{expiry}{also}\t{preview}{more}",
+        event.position,
+        event.db,
+        chunk.data_type(),
+        show_arg(&event.key),
+        part.as_str(),
+        chunk.len(),
+    )
+}
+
+fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let snapshot = Snapshot::open(&path)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut write_failed = None;
+    let mut seq = 0;
+    for db in &snapshot.dbs {
+        db.scan(ChunkLimits::default(), unix_now(), &mut seq, &mut |event| {
+            let line = if json { envelope(&event).to_string() } else { snapshot_line(&event) };
+            match writeln!(out, "{line}") {
+                Ok(()) => true,
+                Err(e) => {
+                    write_failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if write_failed.is_some() {
+            break;
+        }
+    }
+    finish_output(out, write_failed)
+}
+
+fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Result<ExitCode> {
+    let mut reader = BinlogReader::open(&path, from)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    while let ReadOutcome::Entry(entry) = reader.next()? {
+        let item = &entry.item;
+        let redis = normalize(&item.argv, item.exec_time);
+        let rewritten = redis.note.is_some();
+        let line = if json {
+            json!({
+                "start": entry.start.to_string(),
+                "end": entry.end.to_string(),
+                "logic_id": item.logic_id,
+                "term": item.term,
+                "exec_time": item.exec_time,
+                "args": item.argv.iter().map(|a| bytes_value(a)).collect::<Vec<_>>(),
+                "redis": redis.argv.as_ref().map(|argv| argv.iter().map(|a| bytes_value(a)).collect::<Vec<_>>()),
+                "note": redis.note.map(|n| n.as_str()),
+            })
+            .to_string()
+        } else {
+            let applied = match (&redis.argv, rewritten) {
+                (Some(argv), true) => format!("\t=> {}", show_argv(argv)),
+                (None, _) => "\t=> (skipped)".to_owned(),
+                _ => String::new(),
+            };
+            format!(
+                "{}..{}\t#{}\texec_time={}\t{}{applied}",
+                entry.start,
+                entry.end,
+                item.logic_id,
+                item.exec_time,
+                show_argv(&item.argv)
+            )
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            return finish_output(out, Some(e));
+        }
+    }
+    finish_output(out, None)
+}
+
+/// A closed pipe (`| head`) ends the listing quietly; other write errors are reported.
+fn finish_output(mut out: impl Write, failed: Option<std::io::Error>) -> anyhow::Result<ExitCode> {
+    let failed = failed.or_else(|| out.flush().err());
+    match failed {
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e).context("writing to standard output"),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,83 @@
+//! Command-line interface: one module per subcommand.
+
+mod inspect;
+mod progress;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pika_migrate_core::config::ConfigError;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for an unusable pipeline file (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+/// Move a live Pika database into Redis, and stream Pika's changes to pluggable sinks.
+#[derive(Debug, Parser)]
+#[command(name = "pika-migrate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `debug`, `pika_migrate_core=trace`); RUST_LOG works too.
+    #[arg(long, global = true, env = "PIKA_MIGRATE_LOG")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: read the source, pass events through the filters, write the sinks.
+    Run {
+        /// The pipeline file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a pipeline file without running it.
+    Validate {
+        /// The pipeline file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the events of a snapshot or binlog, one line each, position first.
+    Inspect {
+        #[command(subcommand)]
+        what: inspect::What,
+    },
+}
+
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => run::run(&config).await,
+        Command::Validate { config } => validate::validate(&config),
+        Command::Inspect { what } => inspect::inspect(what).await,
+    }
+}
+
+/// Maps an error to the process exit code: 78 for a bad pipeline file, 1 otherwise.
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<ConfigError>()) {
+        EXIT_CONFIG
+    } else {
+        1
+    }
+}

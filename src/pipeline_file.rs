@@ -1,0 +1,53 @@
+//! The pipeline file as the binary sees it: core's pipeline shape with the sinks crate's
+//! sink configs, and how each part is built.
+
+use std::path::Path;
+
+use anyhow::Context;
+use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
+use pika_migrate_core::pipeline::Pipeline;
+use pika_migrate_core::source::binlog::{db_of_dir, BinlogSource};
+use pika_migrate_core::source::snapshot::SnapshotSource;
+use pika_migrate_core::source::Source;
+use pika_migrate_sinks::SinkConfig;
+
+pub type Config = PipelineConfig<SinkConfig>;
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config: Config = config::load(path)?;
+    if config.sinks.is_empty() {
+        return Err(ConfigError::Unplaced {
+            path: path.to_owned(),
+            message: "sinks: at least one sink is needed".into(),
+        });
+    }
+    Ok(config)
+}
+
+pub fn build_source(config: &SourceConfig) -> Box<dyn Source> {
+    match config {
+        SourceConfig::Snapshot(s) => Box::new(SnapshotSource {
+            path: s.path.clone(),
+            limits: s.chunk.into(),
+        }),
+        SourceConfig::Binlog(b) => Box::new(BinlogSource {
+            path: b.path.clone(),
+            from: b.from,
+            follow: b.follow,
+            db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
+        }),
+    }
+}
+
+pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
+    let source = build_source(&config.source);
+    let mut sinks = Vec::new();
+    for (i, sink) in config.sinks.iter().enumerate() {
+        sinks.push(
+            pika_migrate_sinks::build(sink)
+                .await
+                .with_context(|| format!("sinks[{i}]: cannot start"))?,
+        );
+    }
+    Ok(Pipeline::new(source, sinks))
+}
