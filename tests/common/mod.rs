@@ -1,0 +1,329 @@
+//! Shared test support: the real-Pika fixtures, their expected data, a real redis-server
+//! started on a free 127.0.0.1 port, and readers that turn Redis or pika-migrate output
+//! into comparable key states.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+/// The fixture directory written by a real Pika 3.3.6.
+pub fn fixture(rel: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pika-v3.3.6");
+    assert!(root.is_dir(), "fixtures not found at {} (shared/ must sit beside the clone)", root.display());
+    root.join(rel)
+}
+
+/// The built `pika-migrate` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pika-migrate"))
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// A value as a user reads it back (scores exactly, sets and hashes unordered).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    String(Vec<u8>),
+    Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    List(Vec<Vec<u8>>),
+    Set(BTreeSet<Vec<u8>>),
+    Zset(BTreeMap<Vec<u8>, f64>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::String(_) => "string",
+            Val::Hash(_) => "hash",
+            Val::List(_) => "list",
+            Val::Set(_) => "set",
+            Val::Zset(_) => "zset",
+        }
+    }
+}
+
+/// One (key, type) with its value and absolute expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyState {
+    pub val: Val,
+    pub expire_at_ms: Option<i64>,
+}
+
+/// State keyed by (key, type name): Pika can hold one key as several types.
+pub type State = BTreeMap<(Vec<u8>, String), KeyState>;
+
+pub fn parse_score(text: &str) -> f64 {
+    match text {
+        "inf" | "+inf" => f64::INFINITY,
+        "-inf" => f64::NEG_INFINITY,
+        t => t.parse().unwrap_or_else(|_| panic!("bad score {t:?}")),
+    }
+}
+
+/// Loads an expected file of the fixture (`expected.jsonl`, `binlog-expected.jsonl`).
+pub fn load_expected(name: &str) -> State {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    let mut state = State::new();
+    for line in text.lines() {
+        let row: Json = serde_json::from_str(line).unwrap();
+        let key = b64(row["key"].as_str().unwrap());
+        let t = row["type"].as_str().unwrap().to_owned();
+        let pair = |p: &Json| (b64(p[0].as_str().unwrap()), p[1].clone());
+        let val = match t.as_str() {
+            "string" => Val::String(b64(row["value"].as_str().unwrap())),
+            "hash" => Val::Hash(row["value"].as_array().unwrap().iter().map(pair).map(|(f, v)| (f, b64(v.as_str().unwrap()))).collect()),
+            "list" => Val::List(row["value"].as_array().unwrap().iter().map(|v| b64(v.as_str().unwrap())).collect()),
+            "set" => Val::Set(row["value"].as_array().unwrap().iter().map(|v| b64(v.as_str().unwrap())).collect()),
+            "zset" => Val::Zset(row["value"].as_array().unwrap().iter().map(pair).map(|(m, s)| (m, parse_score(s.as_str().unwrap()))).collect()),
+            other => panic!("unknown type {other}"),
+        };
+        state.insert((key, t), KeyState { val, expire_at_ms: row["expire_at_ms"].as_i64() });
+    }
+    state
+}
+
+/// Expiry slack: Pika keeps whole seconds and the expected files were read ±2 s.
+pub const EXPIRY_SLACK_MS: i64 = 2500;
+
+/// Drops entries that have expired by `now` (and those too close to call).
+pub fn live_at(state: &State, now: i64) -> State {
+    state
+        .iter()
+        .filter(|(_, s)| s.expire_at_ms.is_none_or(|at| at > now + EXPIRY_SLACK_MS))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// What Redis can hold of a Pika state: per key, the first type in the order Pika's
+/// TYPE reports (string, hash, list, zset, set).
+pub fn redis_view(state: &State) -> State {
+    let order = ["string", "hash", "list", "zset", "set"];
+    let mut out = State::new();
+    let mut keys: BTreeMap<Vec<u8>, Vec<(&String, &KeyState)>> = BTreeMap::new();
+    for ((k, t), s) in state {
+        keys.entry(k.clone()).or_default().push((t, s));
+    }
+    for (k, mut types) in keys {
+        types.sort_by_key(|(t, _)| order.iter().position(|o| o == t));
+        let (t, s) = types[0];
+        out.insert((k, t.clone()), s.clone());
+    }
+    out
+}
+
+/// Compares two states: values exactly, expiries within the slack. Returns a list of
+/// human-readable differences (empty when equal).
+pub fn diff(expected: &State, actual: &State) -> Vec<String> {
+    let show = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    let mut out = Vec::new();
+    for ((k, t), e) in expected {
+        match actual.get(&(k.clone(), t.clone())) {
+            None => out.push(format!("missing {} ({t})", show(k))),
+            Some(a) => {
+                if a.val != e.val {
+                    out.push(format!("value of {} ({t}) differs: expected {:?}, got {:?}", show(k), short(&e.val), short(&a.val)));
+                }
+                let close = match (e.expire_at_ms, a.expire_at_ms) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => (x - y).abs() <= EXPIRY_SLACK_MS,
+                    _ => false,
+                };
+                if !close {
+                    out.push(format!("expiry of {} ({t}) differs: expected {:?}, got {:?}", show(k), e.expire_at_ms, a.expire_at_ms));
+                }
+            }
+        }
+    }
+    for (k, t) in actual.keys() {
+        if !expected.contains_key(&(k.clone(), t.clone())) {
+            out.push(format!("unexpected {} ({t})", show(k)));
+        }
+    }
+    out
+}
+
+fn short(v: &Val) -> String {
+    let s = format!("{v:?}");
+    if s.len() > 200 { format!("{}…", &s[..200]) } else { s }
+}
+
+pub fn assert_same(expected: &State, actual: &State) {
+    let d = diff(expected, actual);
+    assert!(d.is_empty(), "{} differences, first ones:\n{}", d.len(), d.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+}
+
+/// A redis-server on a free 127.0.0.1 port, in its own directory; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)");
+            let mut server = RedisServer { port, child, _dir: tempfile::tempdir().unwrap() };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    server._dir = dir;
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Loads a RESP file with `redis-cli --pipe`; returns its output.
+    pub fn pipe(&self, resp_file: &Path) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--pipe"])
+            .stdin(std::fs::File::open(resp_file).unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Every key of db 0 with its type, value and absolute expiry.
+    pub fn state(&self) -> State {
+        let mut con = self.client();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+        let now = now_ms();
+        let mut state = State::new();
+        for key in keys {
+            let t: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+            let val = match t.as_str() {
+                "string" => Val::String(redis::cmd("GET").arg(&key).query(&mut con).unwrap()),
+                "hash" => Val::Hash(redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap()),
+                "list" => Val::List(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut con).unwrap()),
+                "set" => Val::Set(redis::cmd("SMEMBERS").arg(&key).query(&mut con).unwrap()),
+                "zset" => {
+                    let pairs: Vec<(Vec<u8>, String)> =
+                        redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query(&mut con).unwrap();
+                    Val::Zset(pairs.into_iter().map(|(m, s)| (m, parse_score(&s))).collect())
+                }
+                "none" => continue,
+                other => panic!("unexpected type {other}"),
+            };
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
+            let expire_at_ms = (pttl >= 0).then_some(now + pttl);
+            state.insert((key, t), KeyState { val, expire_at_ms });
+        }
+        state
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args`; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a pipeline file into `dir` and returns its path.
+pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Rebuilds the state a sequence of snapshot events describes (chunks joined in order).
+pub fn state_from_snapshot(events: &[pika_migrate_core::event::Event]) -> State {
+    use pika_migrate_core::event::{Chunk, Op};
+    let mut state = State::new();
+    for e in events {
+        let Op::Snapshot { chunk, part, expire_at_ms, .. } = &e.op else { panic!("not a snapshot event") };
+        let t = chunk.data_type().as_str().to_owned();
+        let entry = (e.key.to_vec(), t);
+        if part.starts_key() {
+            assert!(!state.contains_key(&entry), "key {:?} started twice", entry);
+            let empty = match chunk {
+                Chunk::String(_) => Val::String(Vec::new()),
+                Chunk::Hash(_) => Val::Hash(BTreeMap::new()),
+                Chunk::List(_) => Val::List(Vec::new()),
+                Chunk::Set(_) => Val::Set(BTreeSet::new()),
+                Chunk::Zset(_) => Val::Zset(BTreeMap::new()),
+            };
+            state.insert(entry.clone(), KeyState { val: empty, expire_at_ms: *expire_at_ms });
+        }
+        let s = state.get_mut(&entry).expect("chunk before the key's first chunk");
+        match (&mut s.val, chunk) {
+            (Val::String(v), Chunk::String(c)) => v.extend_from_slice(c),
+            (Val::Hash(v), Chunk::Hash(c)) => v.extend(c.iter().map(|(f, x)| (f.to_vec(), x.to_vec()))),
+            (Val::List(v), Chunk::List(c)) => v.extend(c.iter().map(|x| x.to_vec())),
+            (Val::Set(v), Chunk::Set(c)) => v.extend(c.iter().map(|x| x.to_vec())),
+            (Val::Zset(v), Chunk::Zset(c)) => v.extend(c.iter().map(|(m, sc)| (m.to_vec(), *sc))),
+            _ => panic!("chunk of another type"),
+        }
+    }
+    state
+}
+
+/// Every snapshot event of a dump or db directory, scanned now.
+pub fn scan_all(path: &Path, limits: pika_migrate_core::pika::storage::ChunkLimits) -> Vec<pika_migrate_core::event::Event> {
+    let snapshot = pika_migrate_core::pika::storage::Snapshot::open(path).unwrap();
+    let mut events = Vec::new();
+    let mut seq = 0;
+    let now = now_ms() / 1000;
+    for db in &snapshot.dbs {
+        db.scan(limits, now, &mut seq, &mut |e| {
+            events.push(e);
+            true
+        })
+        .unwrap();
+    }
+    events
+}
