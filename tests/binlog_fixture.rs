@@ -14,7 +14,11 @@ fn issued(name: &str) -> Vec<Vec<Vec<u8>>> {
         .lines()
         .map(|l| {
             let args: Json = serde_json::from_str(l).unwrap();
-            args.as_array().unwrap().iter().map(|a| b64(a.as_str().unwrap())).collect()
+            args.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| b64(a.as_str().unwrap()))
+                .collect()
         })
         .collect()
 }
@@ -22,7 +26,7 @@ fn issued(name: &str) -> Vec<Vec<Vec<u8>>> {
 fn read_all(from: Option<BinlogOffset>) -> Vec<BinlogEntry> {
     let mut reader = BinlogReader::open(&fixture("binlog"), from).unwrap();
     let mut out = Vec::new();
-    while let ReadOutcome::Entry(e) = reader.next().unwrap() {
+    while let ReadOutcome::Entry(e) = reader.read_next().unwrap() {
         out.push(e);
     }
     out
@@ -44,17 +48,36 @@ fn assert_logged_form(cmd: &[Vec<u8>], entry: &BinlogEntry) {
     let now = i64::from(item.exec_time);
     let near = |ts: i64, want: i64| (ts - want).abs() <= 1;
     let name = lower(&cmd[0]);
-    let has_nx_xx = cmd.iter().skip(3).any(|a| matches!(lower(a).as_str(), "nx" | "xx"));
+    let has_nx_xx = cmd
+        .iter()
+        .skip(3)
+        .any(|a| matches!(lower(a).as_str(), "nx" | "xx"));
     let at = entry.start;
     match name.as_str() {
         "setex" | "psetex" => {
-            assert_eq!((got[0], got[1], got[3]), (&b"pksetexat"[..], &cmd[1][..], &cmd[3][..]), "at {at}");
-            let secs = if name == "setex" { num(&cmd[2]) } else { num(&cmd[2]) / 1000 };
+            assert_eq!(
+                (got[0], got[1], got[3]),
+                (&b"pksetexat"[..], &cmd[1][..], &cmd[3][..]),
+                "at {at}"
+            );
+            let secs = if name == "setex" {
+                num(&cmd[2])
+            } else {
+                num(&cmd[2]) / 1000
+            };
             assert!(near(num(got[2]), now + secs), "at {at}: {:?}", got);
         }
         "set" if cmd.len() > 3 && !has_nx_xx => {
-            assert_eq!((got[0], got[1], got[3]), (&b"pksetexat"[..], &cmd[1][..], &cmd[2][..]), "at {at}");
-            let secs = if lower(&cmd[3]) == "ex" { num(&cmd[4]) } else { num(&cmd[4]) / 1000 };
+            assert_eq!(
+                (got[0], got[1], got[3]),
+                (&b"pksetexat"[..], &cmd[1][..], &cmd[2][..]),
+                "at {at}"
+            );
+            let secs = if lower(&cmd[3]) == "ex" {
+                num(&cmd[4])
+            } else {
+                num(&cmd[4]) / 1000
+            };
             assert!(near(num(got[2]), now + secs), "at {at}");
         }
         // EXPIREAT is logged verbatim (the fixture shows it; repl-notes.md says otherwise).
@@ -65,10 +88,18 @@ fn assert_logged_form(cmd: &[Vec<u8>], entry: &BinlogEntry) {
                 "pexpire" => now + num(&cmd[2]) / 1000,
                 _ => num(&cmd[2]) / 1000,
             };
-            assert!(near(num(got[2]), want), "at {at}: {} vs {want}", num(got[2]));
+            assert!(
+                near(num(got[2]), want),
+                "at {at}: {} vs {want}",
+                num(got[2])
+            );
         }
         "setnx" => assert_eq!(got, [&b"setnx"[..], &cmd[1], &cmd[2]], "at {at}"),
-        _ => assert_eq!(got, cmd.iter().map(|a| a.as_slice()).collect::<Vec<_>>(), "at {at}"),
+        _ => assert_eq!(
+            got,
+            cmd.iter().map(|a| a.as_slice()).collect::<Vec<_>>(),
+            "at {at}"
+        ),
     }
 }
 
@@ -93,11 +124,18 @@ fn positions_chain_across_blocks_and_files() {
         if a.end.filenum == b.start.filenum {
             assert_eq!(a.end, b.start, "items are contiguous");
         } else {
-            assert_eq!((b.start.filenum, b.start.offset), (a.end.filenum + 1, 0), "rotation starts the next file");
+            assert_eq!(
+                (b.start.filenum, b.start.offset),
+                (a.end.filenum + 1, 0),
+                "rotation starts the next file"
+            );
         }
     }
     // The 1 MiB SET that ends write2file0 spans 17 blocks (first, middles, last).
-    let big = entries.iter().find(|e| e.item.argv[1].as_ref() == b"s1:big").unwrap();
+    let big = entries
+        .iter()
+        .find(|e| e.item.argv[1].as_ref() == b"s1:big")
+        .unwrap();
     assert_eq!(big.item.argv[2].len(), 1 << 20);
     assert_eq!(big.end, BinlogOffset::new(0, 1088531));
     let last = entries.last().unwrap();
@@ -122,6 +160,14 @@ fn reading_from_the_dump_position_yields_exactly_the_later_commands() {
 
 #[test]
 fn a_position_inside_an_item_is_refused() {
-    let err = BinlogReader::open(&fixture("binlog"), Some(BinlogOffset::new(1, 507341))).err().unwrap();
-    assert_eq!(err.to_string(), format!("{}: offset 507341 is not the start of a binlog item", fixture("binlog/write2file1").display()));
+    let err = BinlogReader::open(&fixture("binlog"), Some(BinlogOffset::new(1, 507341)))
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: offset 507341 is not the start of a binlog item",
+            fixture("binlog/write2file1").display()
+        )
+    );
 }

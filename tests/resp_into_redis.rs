@@ -20,8 +20,17 @@ fn run_to_resp(dir: &Path, source: &str, out: &Path) -> String {
 }
 
 fn pipe_errors(output: &str) -> u64 {
-    let line = output.lines().find(|l| l.starts_with("errors:")).unwrap_or_else(|| panic!("no summary in {output}"));
-    line.split(',').next().unwrap().trim_start_matches("errors:").trim().parse().unwrap()
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("errors:"))
+        .unwrap_or_else(|| panic!("no summary in {output}"));
+    line.split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("errors:")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Pika stores HyperLogLogs in its own register format; a replayed PFADD builds Redis's
@@ -44,9 +53,19 @@ fn split_replayed_hyperloglogs(expected: &mut State, actual: &mut State) {
 fn snapshot_resp_loads_into_redis_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dump.resp");
-    let stderr = run_to_resp(dir.path(), &format!("  type: snapshot\n  path: {}", fixture("dump").display()), &out);
-    assert!(stderr.contains("done: 864 keys (446 string, 106 hash, 103 list, 105 zset, 104 set)"), "{stderr}");
-    assert!(stderr.contains("5 (key, type) pairs skipped"), "s1:multi x4 and s1:multi:ttl x1: {stderr}");
+    let stderr = run_to_resp(
+        dir.path(),
+        &format!("  type: snapshot\n  path: {}", fixture("dump").display()),
+        &out,
+    );
+    assert!(
+        stderr.contains("done: 864 keys (446 string, 106 hash, 103 list, 105 zset, 104 set)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("5 (key, type) pairs skipped"),
+        "s1:multi x4 and s1:multi:ttl x1: {stderr}"
+    );
     let redis = RedisServer::start();
     let output = redis.pipe(&out);
     assert_eq!(pipe_errors(&output), 0, "{output}");
@@ -58,8 +77,15 @@ fn snapshot_resp_loads_into_redis_exactly() {
 fn binlog_from_the_start_replays_into_redis_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("binlog.resp");
-    let stderr = run_to_resp(dir.path(), &format!("  type: binlog\n  path: {}", fixture("binlog").display()), &out);
-    assert!(stderr.contains("1430 commands from 1430 binlog items"), "{stderr}");
+    let stderr = run_to_resp(
+        dir.path(),
+        &format!("  type: binlog\n  path: {}", fixture("binlog").display()),
+        &out,
+    );
+    assert!(
+        stderr.contains("1430 commands from 1430 binlog items"),
+        "{stderr}"
+    );
     let redis = RedisServer::start();
     let output = redis.pipe(&out);
     // Pika let s1:multi take 5 types and s1:multi:ttl 2; Redis refuses the later
@@ -75,14 +101,27 @@ fn binlog_from_the_start_replays_into_redis_exactly() {
 fn dump_then_binlog_from_its_position_gives_the_later_state() {
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("dump.resp");
-    run_to_resp(dir.path(), &format!("  type: snapshot\n  path: {}", fixture("dump/db0").display()), &dump);
+    run_to_resp(
+        dir.path(),
+        &format!(
+            "  type: snapshot\n  path: {}",
+            fixture("dump/db0").display()
+        ),
+        &dump,
+    );
     let tail = dir.path().join("tail.resp");
     let stderr = run_to_resp(
         dir.path(),
-        &format!("  type: binlog\n  path: {}\n  from: \"1:507340\"", fixture("binlog").display()),
+        &format!(
+            "  type: binlog\n  path: {}\n  from: \"1:507340\"",
+            fixture("binlog").display()
+        ),
         &tail,
     );
-    assert!(stderr.contains("387 commands from 387 binlog items"), "{stderr}");
+    assert!(
+        stderr.contains("387 commands from 387 binlog items"),
+        "{stderr}"
+    );
     let redis = RedisServer::start();
     assert_eq!(pipe_errors(&redis.pipe(&dump)), 0);
     let output = redis.pipe(&tail);

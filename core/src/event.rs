@@ -188,7 +188,9 @@ pub enum Op {
 }
 
 /// A binlog position: the byte offset just after an item, as the master reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct BinlogOffset {
     pub filenum: u32,
     pub offset: u64,
@@ -334,12 +336,18 @@ mod tests {
         set.insert(DataType::Hash);
         assert_eq!(set.first_before(DataType::List), Some(DataType::Hash));
         assert_eq!(set.first_before(DataType::String), None);
-        assert_eq!(set.iter().collect::<Vec<_>>(), [DataType::Hash, DataType::Set]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [DataType::Hash, DataType::Set]
+        );
     }
 
     #[test]
     fn binlog_offset_parses_and_rejects() {
-        assert_eq!("1:507340".parse::<BinlogOffset>().unwrap(), BinlogOffset::new(1, 507340));
+        assert_eq!(
+            "1:507340".parse::<BinlogOffset>().unwrap(),
+            BinlogOffset::new(1, 507340)
+        );
         assert!("1-2".parse::<BinlogOffset>().is_err());
         assert!("x:2".parse::<BinlogOffset>().is_err());
     }

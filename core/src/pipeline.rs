@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::event::{DataType, Event, Op, Position};
 use crate::sink::{Sink, SinkError, SinkReport};
-use crate::source::{EventSender, Source, SourceError, SourceReport};
+use crate::source::{EventSender, Source, SourceError, SourceReport, StopSignal};
 
 /// Batches buffered between the source and the pipeline, and before each sink.
 const CHANNEL_BATCHES: usize = 16;
@@ -51,11 +51,15 @@ impl Metrics {
     fn count(&self, event: &Event) {
         let c = &self.0;
         c.events.fetch_add(1, Ordering::Relaxed);
-        c.bytes.fetch_add(event.payload_bytes() as u64, Ordering::Relaxed);
+        c.bytes
+            .fetch_add(event.payload_bytes() as u64, Ordering::Relaxed);
         match &event.op {
             Op::Snapshot { part, chunk, .. } if part.starts_key() => {
                 c.keys.fetch_add(1, Ordering::Relaxed);
-                let slot = DataType::TYPE_ORDER.iter().position(|t| *t == chunk.data_type()).unwrap_or(0);
+                let slot = DataType::TYPE_ORDER
+                    .iter()
+                    .position(|t| *t == chunk.data_type())
+                    .unwrap_or(0);
                 c.by_type[slot].fetch_add(1, Ordering::Relaxed);
             }
             Op::Snapshot { .. } => {}
@@ -104,12 +108,19 @@ impl RunReport {
             parts.push(format!("{} keys ({})", t.keys, by_type.join(", ")));
         }
         if t.commands > 0 || self.source.binlog_items > 0 {
-            parts.push(format!("{} commands from {} binlog items", t.commands, self.source.binlog_items));
+            parts.push(format!(
+                "{} commands from {} binlog items",
+                t.commands, self.source.binlog_items
+            ));
         }
         let secs = self.elapsed.as_secs_f64();
         format!(
             "done: {}; {} events, {:.1} MiB in {:.2} s",
-            if parts.is_empty() { "nothing to do".to_owned() } else { parts.join(", ") },
+            if parts.is_empty() {
+                "nothing to do".to_owned()
+            } else {
+                parts.join(", ")
+            },
             t.events,
             t.bytes as f64 / (1 << 20) as f64,
             secs
@@ -132,6 +143,8 @@ pub struct Pipeline {
     pub source: Box<dyn Source>,
     pub sinks: Vec<Box<dyn Sink>>,
     pub metrics: Metrics,
+    /// Stops the source; everything it read is still written before `run` returns.
+    pub stop: StopSignal,
 }
 
 impl Pipeline {
@@ -140,6 +153,7 @@ impl Pipeline {
             source,
             sinks,
             metrics: Metrics::default(),
+            stop: StopSignal::default(),
         }
     }
 
@@ -148,7 +162,10 @@ impl Pipeline {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         tracing::info!(source = %self.source.describe(), sinks = self.sinks.len(), "pipeline starting");
-        let source_task = tokio::spawn(self.source.run(EventSender::new(tx), self.metrics.clone()));
+        let source_task = tokio::spawn(self.source.run(
+            EventSender::new(tx, self.stop.clone()),
+            self.metrics.clone(),
+        ));
 
         let mut lanes = Vec::new();
         let mut tasks = Vec::new();
@@ -201,7 +218,9 @@ impl Pipeline {
                 }
             }
         }
-        let source = source_task.await.map_err(|e| PipelineError::Task(e.to_string()))?;
+        let source = source_task
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))?;
         if let Some(e) = first_error {
             return Err(e.into());
         }

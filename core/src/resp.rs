@@ -109,7 +109,10 @@ mod tests {
         let bad = Bytes::from_static(b"*2\r\n$3\r\nSET\r\n$9\r\nk\r\n");
         assert_eq!(parse_command(&bad).unwrap_err().at, 17);
         let trailing = Bytes::from_static(b"*1\r\n$1\r\na\r\nX");
-        assert_eq!(parse_command(&trailing).unwrap_err().what, "trailing bytes after the command");
+        assert_eq!(
+            parse_command(&trailing).unwrap_err().what,
+            "trailing bytes after the command"
+        );
         let huge = Bytes::from_static(b"*99999999\r\n");
         assert!(parse_command(&huge).is_err());
         assert!(parse_command(&Bytes::from_static(b"$1\r\na\r\n")).is_err());

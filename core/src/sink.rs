@@ -1,6 +1,8 @@
-//! The contract between the pipeline and a sink. A sink receives ordered batches and
-//! returns from `write` only when the batch is as durable at its target as that target
-//! allows; the pipeline's checkpoint never runs ahead of it.
+//! The contract between the pipeline and a sink. A sink receives ordered batches.
+//! `write` takes a batch over (it may still be in flight at the target when `write`
+//! returns, which is what lets a sink pipeline); `finish` returns only when everything
+//! written is as durable at the target as that target allows. A failure surfaces at
+//! the next `write` or at `finish`.
 
 use async_trait::async_trait;
 
@@ -20,7 +22,11 @@ pub struct SinkError {
 }
 
 impl SinkError {
-    pub fn new(sink: impl Into<String>, position: Option<Position>, source: impl Into<BoxError>) -> SinkError {
+    pub fn new(
+        sink: impl Into<String>,
+        position: Option<Position>,
+        source: impl Into<BoxError>,
+    ) -> SinkError {
         SinkError {
             sink: sink.into(),
             position,
@@ -39,7 +45,7 @@ pub struct SinkReport {
 pub trait Sink: Send {
     /// Name used in logs, metrics and errors (`file ./out.resp`).
     fn name(&self) -> String;
-    /// Writes `batch` in order; returns once it is durable at the target.
+    /// Takes `batch` over, in order after every earlier batch.
     async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError>;
     /// Flushes everything and releases the target.
     async fn finish(&mut self) -> Result<SinkReport, SinkError>;

@@ -3,6 +3,7 @@
 
 pub mod encode;
 pub mod file;
+pub mod redis;
 
 use pika_migrate_core::sink::Sink;
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkConfig {
     File(file::FileSinkConfig),
+    Redis(redis::config::RedisSinkConfig),
 }
 
 /// Why a sink could not be set up.
@@ -19,11 +21,14 @@ pub enum SinkConfig {
 pub enum BuildError {
     #[error(transparent)]
     File(#[from] file::FileSinkError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisSinkError),
 }
 
 /// Builds a sink from its config, connecting or opening what it needs.
 pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
     Ok(match config {
         SinkConfig::File(c) => Box::new(file::FileSink::open(c.clone()).await?),
+        SinkConfig::Redis(c) => Box::new(redis::RedisSink::connect(c.clone()).await?),
     })
 }

@@ -49,7 +49,10 @@ pub async fn inspect(what: What) -> anyhow::Result<ExitCode> {
 
 /// An argument as redis-cli shows it: bare when printable, else quoted with escapes.
 fn show_arg(arg: &[u8]) -> String {
-    let plain = !arg.is_empty() && arg.iter().all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\');
+    let plain = !arg.is_empty()
+        && arg
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\');
     if plain {
         return String::from_utf8_lossy(arg).into_owned();
     }
@@ -88,20 +91,46 @@ fn show_argv<A: AsRef<[u8]>>(argv: &[A]) -> String {
 
 /// A line of text for a snapshot event; values longer than a few elements are elided.
 fn snapshot_line(event: &Event) -> String {
-    let Op::Snapshot { chunk, part, expire_at_ms, also_types } = &event.op else {
+    let Op::Snapshot {
+        chunk,
+        part,
+        expire_at_ms,
+        also_types,
+    } = &event.op
+    else {
         return String::new();
     };
     const SHOWN: usize = 4;
     let preview = match chunk {
         Chunk::String(v) => show_argv(&[v]),
-        Chunk::Hash(p) => p.iter().take(SHOWN).map(|(f, v)| format!("{}={}", show_arg(f), show_arg(v))).collect::<Vec<_>>().join(" "),
+        Chunk::Hash(p) => p
+            .iter()
+            .take(SHOWN)
+            .map(|(f, v)| format!("{}={}", show_arg(f), show_arg(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
         Chunk::List(v) | Chunk::Set(v) => show_argv(&v[..v.len().min(SHOWN)]),
-        Chunk::Zset(v) => v.iter().take(SHOWN).map(|(m, s)| format!("{}:{s:?}", show_arg(m))).collect::<Vec<_>>().join(" "),
+        Chunk::Zset(v) => v
+            .iter()
+            .take(SHOWN)
+            .map(|(m, s)| format!("{}:{s:?}", show_arg(m)))
+            .collect::<Vec<_>>()
+            .join(" "),
     };
-    let more = if chunk.len() > SHOWN && !matches!(chunk, Chunk::String(_)) { " …" } else { "" };
-    let expiry = expire_at_ms.map(|ms| format!(" expire_at_ms={ms}")).unwrap_or_default();
+    let more = if chunk.len() > SHOWN && !matches!(chunk, Chunk::String(_)) {
+        " …"
+    } else {
+        ""
+    };
+    let expiry = expire_at_ms
+        .map(|ms| format!(" expire_at_ms={ms}"))
+        .unwrap_or_default();
     let also: Vec<&str> = also_types.iter().map(|t| t.as_str()).collect();
-    let also = if also.is_empty() { String::new() } else { format!(" also_types={}", also.join(",")) };
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(" also_types={}", also.join(","))
+    };
     format!(
         "{}\tdb{}\t{}\t{}\tpart={} n={}{expiry}{also}\t{preview}{more}",
         event.position,
@@ -121,7 +150,11 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let mut seq = 0;
     for db in &snapshot.dbs {
         db.scan(ChunkLimits::default(), unix_now(), &mut seq, &mut |event| {
-            let line = if json { envelope(&event).to_string() } else { snapshot_line(&event) };
+            let line = if json {
+                envelope(&event).to_string()
+            } else {
+                snapshot_line(&event)
+            };
             match writeln!(out, "{line}") {
                 Ok(()) => true,
                 Err(e) => {
@@ -141,7 +174,7 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
     let mut reader = BinlogReader::open(&path, from)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    while let ReadOutcome::Entry(entry) = reader.next()? {
+    while let ReadOutcome::Entry(entry) = reader.read_next()? {
         let item = &entry.item;
         let redis = normalize(&item.argv, item.exec_time);
         let rewritten = redis.note.is_some();

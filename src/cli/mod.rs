@@ -1,9 +1,11 @@
 //! Command-line interface: one module per subcommand.
 
+mod bench;
 mod inspect;
 mod progress;
 mod run;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,12 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Compare every key of the pipeline's snapshot source with its Redis sink.
+    Verify {
+        /// The pipeline file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Check a pipeline file without running it.
     Validate {
         /// The pipeline file (YAML).
@@ -44,6 +52,11 @@ pub enum Command {
     Inspect {
         #[command(subcommand)]
         what: inspect::What,
+    },
+    /// Benchmark helpers (see scripts/bench).
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
     },
 }
 
@@ -60,6 +73,7 @@ pub fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
@@ -69,7 +83,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config).await,
         Command::Validate { config } => validate::validate(&config),
+        Command::Verify { config } => verify::verify(&config).await,
         Command::Inspect { what } => inspect::inspect(what).await,
+        Command::Bench { what } => tokio::task::spawn_blocking(move || bench::run(what)).await?,
     }
 }
 

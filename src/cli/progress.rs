@@ -17,8 +17,10 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::new(0);
-        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} keys {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} keys {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         let ticking = bar.clone();
         let task = tokio::spawn(async move {
@@ -26,7 +28,11 @@ impl Progress {
                 let m = metrics.snapshot();
                 ticking.set_length(m.expected_keys.max(m.keys));
                 ticking.set_position(m.keys);
-                ticking.set_message(format!("{} commands, {:.1} MiB", m.commands, m.bytes as f64 / 1048576.0));
+                ticking.set_message(format!(
+                    "{} commands, {:.1} MiB",
+                    m.commands,
+                    m.bytes as f64 / 1048576.0
+                ));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });

@@ -11,7 +11,14 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
     let pipeline = pipeline_file::build(&config).await?;
     let progress = Progress::start(pipeline.metrics.clone());
+    let stop = pipeline.stop.clone();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing what was read, then exiting");
+        stop.stop();
+    });
     let result = pipeline.run().await;
+    signals.abort();
     progress.finish();
     let report = result?;
     for (_, sink) in &report.sinks {
@@ -20,7 +27,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     for (note, count) in &report.source.notes {
-        eprintln!("binlog: {count} command(s) {}", note.replace('_', " "));
+        eprintln!("binlog: {count} {}", note.describe());
     }
     if let Some(scan) = &report.source.scan {
         if scan.expired > 0 {
@@ -30,6 +37,35 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(end) = report.source.end_position {
         eprintln!("source position at the end: {end}");
     }
-    eprintln!("{}", report.summary());
+    eprintln!(
+        "{}{}",
+        report.summary(),
+        peak_rss()
+            .map(|kib| format!(", peak RSS {} MiB", kib / 1024))
+            .unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still stops cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The process's peak resident memory in KiB (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

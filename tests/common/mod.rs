@@ -16,7 +16,11 @@ use serde_json::Value as Json;
 /// The fixture directory written by a real Pika 3.3.6.
 pub fn fixture(rel: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pika-v3.3.6");
-    assert!(root.is_dir(), "fixtures not found at {} (shared/ must sit beside the clone)", root.display());
+    assert!(
+        root.is_dir(),
+        "fixtures not found at {} (shared/ must sit beside the clone)",
+        root.display()
+    );
     root.join(rel)
 }
 
@@ -26,7 +30,10 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub fn b64(s: &str) -> Vec<u8> {
@@ -84,13 +91,49 @@ pub fn load_expected(name: &str) -> State {
         let pair = |p: &Json| (b64(p[0].as_str().unwrap()), p[1].clone());
         let val = match t.as_str() {
             "string" => Val::String(b64(row["value"].as_str().unwrap())),
-            "hash" => Val::Hash(row["value"].as_array().unwrap().iter().map(pair).map(|(f, v)| (f, b64(v.as_str().unwrap()))).collect()),
-            "list" => Val::List(row["value"].as_array().unwrap().iter().map(|v| b64(v.as_str().unwrap())).collect()),
-            "set" => Val::Set(row["value"].as_array().unwrap().iter().map(|v| b64(v.as_str().unwrap())).collect()),
-            "zset" => Val::Zset(row["value"].as_array().unwrap().iter().map(pair).map(|(m, s)| (m, parse_score(s.as_str().unwrap()))).collect()),
+            "hash" => Val::Hash(
+                row["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(pair)
+                    .map(|(f, v)| (f, b64(v.as_str().unwrap())))
+                    .collect(),
+            ),
+            "list" => Val::List(
+                row["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| b64(v.as_str().unwrap()))
+                    .collect(),
+            ),
+            "set" => Val::Set(
+                row["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| b64(v.as_str().unwrap()))
+                    .collect(),
+            ),
+            "zset" => Val::Zset(
+                row["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(pair)
+                    .map(|(m, s)| (m, parse_score(s.as_str().unwrap())))
+                    .collect(),
+            ),
             other => panic!("unknown type {other}"),
         };
-        state.insert((key, t), KeyState { val, expire_at_ms: row["expire_at_ms"].as_i64() });
+        state.insert(
+            (key, t),
+            KeyState {
+                val,
+                expire_at_ms: row["expire_at_ms"].as_i64(),
+            },
+        );
     }
     state
 }
@@ -134,7 +177,12 @@ pub fn diff(expected: &State, actual: &State) -> Vec<String> {
             None => out.push(format!("missing {} ({t})", show(k))),
             Some(a) => {
                 if a.val != e.val {
-                    out.push(format!("value of {} ({t}) differs: expected {:?}, got {:?}", show(k), short(&e.val), short(&a.val)));
+                    out.push(format!(
+                        "value of {} ({t}) differs: expected {:?}, got {:?}",
+                        show(k),
+                        short(&e.val),
+                        short(&a.val)
+                    ));
                 }
                 let close = match (e.expire_at_ms, a.expire_at_ms) {
                     (None, None) => true,
@@ -142,7 +190,12 @@ pub fn diff(expected: &State, actual: &State) -> Vec<String> {
                     _ => false,
                 };
                 if !close {
-                    out.push(format!("expiry of {} ({t}) differs: expected {:?}, got {:?}", show(k), e.expire_at_ms, a.expire_at_ms));
+                    out.push(format!(
+                        "expiry of {} ({t}) differs: expected {:?}, got {:?}",
+                        show(k),
+                        e.expire_at_ms,
+                        a.expire_at_ms
+                    ));
                 }
             }
         }
@@ -157,23 +210,81 @@ pub fn diff(expected: &State, actual: &State) -> Vec<String> {
 
 fn short(v: &Val) -> String {
     let s = format!("{v:?}");
-    if s.len() > 200 { format!("{}…", &s[..200]) } else { s }
+    if s.len() > 200 {
+        format!("{}…", &s[..200])
+    } else {
+        s
+    }
 }
 
 pub fn assert_same(expected: &State, actual: &State) {
     let d = diff(expected, actual);
-    assert!(d.is_empty(), "{} differences, first ones:\n{}", d.len(), d.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        d.is_empty(),
+        "{} differences, first ones:\n{}",
+        d.len(),
+        d.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// A redis-server on a free 127.0.0.1 port, in its own directory; killed on drop.
 pub struct RedisServer {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/install-deps --test)")
+}
+
+/// Up means answering PING, with PONG or (password set) NOAUTH; not while LOADING.
+fn wait_until_up(port: u16, child: &mut Child) -> bool {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut reply = [0u8; 64];
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+            if tcp.write_all(b"PING\r\n").is_ok() {
+                if let Ok(n) = tcp.read(&mut reply) {
+                    let reply = &reply[..n];
+                    if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") {
+                        return true;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 impl RedisServer {
@@ -181,32 +292,40 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// Starts with extra redis-server arguments (`--appendonly yes` by default is off).
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec!["--appendonly".into(), "no".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
         for _ in 0..5 {
             let port = free_port();
-            let mut cmd = Command::new("redis-server");
-            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let child = cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)");
-            let mut server = RedisServer { port, child, _dir: tempfile::tempdir().unwrap() };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    server._dir = dir;
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut child = spawn_redis(port, dir.path(), &args);
+            if wait_until_up(port, &mut child) {
+                return RedisServer {
+                    port,
+                    child,
+                    args,
+                    dir,
+                };
             }
+            let _ = child.kill();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no save).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (its AOF, if any, reloads).
+    pub fn restart(&mut self) {
+        self.child = spawn_redis(self.port, self.dir.path(), &self.args);
+        assert!(
+            wait_until_up(self.port, &mut self.child),
+            "redis-server did not come back"
+        );
     }
 
     pub fn url(&self) -> String {
@@ -214,7 +333,10 @@ impl RedisServer {
     }
 
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     /// Loads a RESP file with `redis-cli --pipe`; returns its output.
@@ -234,16 +356,36 @@ impl RedisServer {
         let now = now_ms();
         let mut state = State::new();
         for key in keys {
+            if key.starts_with(b"pika-migrate:") {
+                continue; // the Redis sink's own marker keys
+            }
             let t: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
             let val = match t.as_str() {
                 "string" => Val::String(redis::cmd("GET").arg(&key).query(&mut con).unwrap()),
                 "hash" => Val::Hash(redis::cmd("HGETALL").arg(&key).query(&mut con).unwrap()),
-                "list" => Val::List(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut con).unwrap()),
+                "list" => Val::List(
+                    redis::cmd("LRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query(&mut con)
+                        .unwrap(),
+                ),
                 "set" => Val::Set(redis::cmd("SMEMBERS").arg(&key).query(&mut con).unwrap()),
                 "zset" => {
-                    let pairs: Vec<(Vec<u8>, String)> =
-                        redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query(&mut con).unwrap();
-                    Val::Zset(pairs.into_iter().map(|(m, s)| (m, parse_score(&s))).collect())
+                    let pairs: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query(&mut con)
+                        .unwrap();
+                    Val::Zset(
+                        pairs
+                            .into_iter()
+                            .map(|(m, s)| (m, parse_score(&s)))
+                            .collect(),
+                    )
                 }
                 "none" => continue,
                 other => panic!("unexpected type {other}"),
@@ -285,7 +427,15 @@ pub fn state_from_snapshot(events: &[pika_migrate_core::event::Event]) -> State 
     use pika_migrate_core::event::{Chunk, Op};
     let mut state = State::new();
     for e in events {
-        let Op::Snapshot { chunk, part, expire_at_ms, .. } = &e.op else { panic!("not a snapshot event") };
+        let Op::Snapshot {
+            chunk,
+            part,
+            expire_at_ms,
+            ..
+        } = &e.op
+        else {
+            panic!("not a snapshot event")
+        };
         let t = chunk.data_type().as_str().to_owned();
         let entry = (e.key.to_vec(), t);
         if part.starts_key() {
@@ -297,12 +447,22 @@ pub fn state_from_snapshot(events: &[pika_migrate_core::event::Event]) -> State 
                 Chunk::Set(_) => Val::Set(BTreeSet::new()),
                 Chunk::Zset(_) => Val::Zset(BTreeMap::new()),
             };
-            state.insert(entry.clone(), KeyState { val: empty, expire_at_ms: *expire_at_ms });
+            state.insert(
+                entry.clone(),
+                KeyState {
+                    val: empty,
+                    expire_at_ms: *expire_at_ms,
+                },
+            );
         }
-        let s = state.get_mut(&entry).expect("chunk before the key's first chunk");
+        let s = state
+            .get_mut(&entry)
+            .expect("chunk before the key's first chunk");
         match (&mut s.val, chunk) {
             (Val::String(v), Chunk::String(c)) => v.extend_from_slice(c),
-            (Val::Hash(v), Chunk::Hash(c)) => v.extend(c.iter().map(|(f, x)| (f.to_vec(), x.to_vec()))),
+            (Val::Hash(v), Chunk::Hash(c)) => {
+                v.extend(c.iter().map(|(f, x)| (f.to_vec(), x.to_vec())))
+            }
             (Val::List(v), Chunk::List(c)) => v.extend(c.iter().map(|x| x.to_vec())),
             (Val::Set(v), Chunk::Set(c)) => v.extend(c.iter().map(|x| x.to_vec())),
             (Val::Zset(v), Chunk::Zset(c)) => v.extend(c.iter().map(|(m, sc)| (m.to_vec(), *sc))),
@@ -313,7 +473,10 @@ pub fn state_from_snapshot(events: &[pika_migrate_core::event::Event]) -> State 
 }
 
 /// Every snapshot event of a dump or db directory, scanned now.
-pub fn scan_all(path: &Path, limits: pika_migrate_core::pika::storage::ChunkLimits) -> Vec<pika_migrate_core::event::Event> {
+pub fn scan_all(
+    path: &Path,
+    limits: pika_migrate_core::pika::storage::ChunkLimits,
+) -> Vec<pika_migrate_core::event::Event> {
     let snapshot = pika_migrate_core::pika::storage::Snapshot::open(path).unwrap();
     let mut events = Vec::new();
     let mut seq = 0;
@@ -326,4 +489,15 @@ pub fn scan_all(path: &Path, limits: pika_migrate_core::pika::storage::ChunkLimi
         .unwrap();
     }
     events
+}
+
+/// A writable copy of the fixture binlog directory, as `<tmp>/log_db0`.
+pub fn binlog_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("log_db0");
+    std::fs::create_dir(&copy).unwrap();
+    for name in ["manifest", "write2file0", "write2file1"] {
+        std::fs::copy(fixture("binlog").join(name), copy.join(name)).unwrap();
+    }
+    (dir, copy)
 }

@@ -9,16 +9,19 @@ pub struct UnsetVar {
     pub column: usize,
 }
 
-pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, UnsetVar> {
+pub fn interpolate(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, UnsetVar> {
     let mut out = String::with_capacity(text.len());
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
             let tail = &rest[at..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &tail[3..];
+                rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let Some(end) = body.find('}') else {
                     out.push_str(tail);
@@ -54,9 +57,18 @@ mod tests {
 
     #[test]
     fn substitutes_escapes_and_names_unset_variables() {
-        assert_eq!(interpolate("url: redis://:${PASS}@h\n", env).unwrap(), "url: redis://:s3cret@h\n");
-        assert_eq!(interpolate("a: $${PASS} $5\n", env).unwrap(), "a: ${PASS} $5\n");
+        assert_eq!(
+            interpolate("url: redis://:${PASS}@h\n", env).unwrap(),
+            "url: redis://:s3cret@h\n"
+        );
+        assert_eq!(
+            interpolate("a: $${PASS} $5\n", env).unwrap(),
+            "a: ${PASS} $5\n"
+        );
         let unset = interpolate("a: 1\nb: x${NOPE}\n", env).unwrap_err();
-        assert_eq!((unset.name.as_str(), unset.line, unset.column), ("NOPE", 2, 5));
+        assert_eq!(
+            (unset.name.as_str(), unset.line, unset.column),
+            ("NOPE", 2, 5)
+        );
     }
 }

@@ -24,7 +24,10 @@ enum Frame {
         pending_key: Option<(String, (usize, usize))>,
         seen_key: bool,
     },
-    Seq { path: String, next: usize },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -49,7 +52,9 @@ impl Builder {
                 *next += 1;
                 (format!("{path}[{}]", *next - 1), false)
             }
-            Some(Frame::Map { path, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                path, pending_key, ..
+            }) => match pending_key.take() {
                 Some((key, _)) => (join(path, &key), false),
                 None => (path.clone(), true),
             },
@@ -66,7 +71,12 @@ impl MarkedEventReceiver for Builder {
                 if is_key {
                     let key_path = join(&path, &text);
                     self.locations.keys.insert(key_path, pos);
-                    if let Some(Frame::Map { pending_key, seen_key, .. }) = self.stack.last_mut() {
+                    if let Some(Frame::Map {
+                        pending_key,
+                        seen_key,
+                        ..
+                    }) = self.stack.last_mut()
+                    {
                         // A mapping is best shown at its first key: the parser's mark
                         // for a block mapping's start is not where a reader looks.
                         if !std::mem::replace(seen_key, true) {
@@ -117,14 +127,27 @@ impl Locations {
     /// Best position for an error at `path` whose message is `message`: the offending
     /// key of an unknown field, the offending scalar of a bad value, else the node.
     pub fn find(&self, path: &str, message: &str) -> Option<(usize, usize)> {
+        self.find_node(path, message).map(|(_, pos)| pos)
+    }
+
+    /// Like [`find`](Self::find), also returning the path of the node found, which can be
+    /// deeper than `path` (serde cannot see inside tagged enums).
+    pub fn find_node(&self, path: &str, message: &str) -> Option<(String, (usize, usize))> {
         let path = if path == "." { "" } else { path };
         if let Some(field) = between(message, "unknown field `", "`") {
-            let under = |p: &&String| p.as_str() == join(path, field) || p.ends_with(&format!(".{field}"));
+            let under =
+                |p: &&String| p.as_str() == join(path, field) || p.ends_with(&format!(".{field}"));
             if let Some(pos) = self.keys.get(&join(path, field)) {
-                return Some(*pos);
+                return Some((path.to_owned(), *pos));
             }
-            if let Some((_, pos)) = self.keys.iter().filter(|(p, _)| p.starts_with(path)).find(|(p, _)| under(p)) {
-                return Some(*pos);
+            if let Some((p, pos)) = self
+                .keys
+                .iter()
+                .filter(|(p, _)| p.starts_with(path))
+                .find(|(p, _)| under(p))
+            {
+                let parent = p.rsplit_once('.').map_or("", |(parent, _)| parent);
+                return Some((parent.to_owned(), *pos));
             }
         }
         let bad_value = between(message, "unknown variant `", "`")
@@ -135,14 +158,14 @@ impl Locations {
                 .scalars
                 .iter()
                 .find(|(p, text, _)| p.starts_with(path) && text == value);
-            if let Some((_, _, pos)) = hit {
-                return Some(*pos);
+            if let Some((p, _, pos)) = hit {
+                return Some((p.clone(), *pos));
             }
         }
         let mut at = path;
         loop {
             if let Some(pos) = self.keys.get(at).or_else(|| self.values.get(at)) {
-                return Some(*pos);
+                return Some((at.to_owned(), *pos));
             }
             at = &at[..at.rfind(['.', '['])?];
         }
@@ -164,8 +187,17 @@ mod tests {
     #[test]
     fn finds_keys_values_and_offending_scalars() {
         let loc = Locations::of(DOC);
-        assert_eq!(loc.find("sinks[0]", "unknown field `extra`, expected `path`"), Some((7, 5)));
-        assert_eq!(loc.find("source", "invalid type: string \"maybe\", expected a boolean"), Some((3, 11)));
+        assert_eq!(
+            loc.find("sinks[0]", "unknown field `extra`, expected `path`"),
+            Some((7, 5))
+        );
+        assert_eq!(
+            loc.find(
+                "source",
+                "invalid type: string \"maybe\", expected a boolean"
+            ),
+            Some((3, 11))
+        );
         assert_eq!(loc.find("sinks[0].path", "whatever"), Some((6, 5)));
         assert_eq!(loc.find("source.nothing", "missing field"), Some((1, 1)));
         assert_eq!(loc.find("sinks[0]", "missing field `format`"), Some((5, 5)));

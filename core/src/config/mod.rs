@@ -104,7 +104,8 @@ pub enum FilterConfig {}
 
 fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BinlogOffset>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;
-    text.map(|t| t.parse().map_err(serde::de::Error::custom)).transpose()
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A pipeline file that could not be used.
@@ -150,17 +151,25 @@ pub fn parse<T: DeserializeOwned>(
     })?;
     let de = serde_yaml::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = err.path().to_string();
+        let mut field = err.path().to_string();
         let inner = err.into_inner();
         let message = strip_serde_yaml_place(&inner.to_string(), &field);
-        let place = Locations::of(&text)
-            .find(&field, &message)
+        let found = Locations::of(&text).find_node(&field, &message);
+        if let Some((deeper, _)) = found
+            .as_ref()
+            .filter(|(p, _)| p.len() > field.len() && p.starts_with(field.trim_start_matches('.')))
+        {
+            field = deeper.clone();
+        }
+        let place = found
+            .map(|(_, pos)| pos)
             .or_else(|| inner.location().map(|l| (l.line(), l.column())));
-        let message = if field.is_empty() || field == "." || message.starts_with(&format!("{field}:")) {
-            message
-        } else {
-            format!("{field}: {message}")
-        };
+        let message =
+            if field.is_empty() || field == "." || message.starts_with(&format!("{field}:")) {
+                message
+            } else {
+                format!("{field}: {message}")
+            };
         match place {
             Some((line, column)) => ConfigError::Invalid {
                 path: path.to_owned(),
@@ -184,7 +193,9 @@ fn strip_serde_yaml_place(message: &str, field: &str) -> String {
         None => message,
     };
     match message.split_once(": ") {
-        Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => rest.to_owned(),
+        Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
+            rest.to_owned()
+        }
         _ => message.to_owned(),
     }
 }
@@ -200,17 +211,25 @@ mod tests {
     }
 
     fn try_parse(text: &str) -> Result<PipelineConfig<TestSink>, String> {
-        parse(Path::new("p.yaml"), text, |n| (n == "DIR").then(|| "/data".to_owned())).map_err(|e| e.to_string())
+        parse(Path::new("p.yaml"), text, |n| {
+            (n == "DIR").then(|| "/data".to_owned())
+        })
+        .map_err(|e| e.to_string())
     }
 
     #[test]
     fn reads_the_documented_shape_with_interpolation() {
         let cfg = try_parse("source:\n  type: snapshot\n  path: ${DIR}/dump\nsinks:\n  - type: file\n    path: out.resp\n").unwrap();
+        let TestSink::File { path } = &cfg.sinks[0];
+        assert_eq!(path, &PathBuf::from("out.resp"));
         match cfg.source {
             SourceConfig::Snapshot(s) => assert_eq!(s.path, PathBuf::from("/data/dump")),
             other => panic!("{other:?}"),
         }
-        let cfg = try_parse("source: {type: binlog, path: b, from: '1:507340', follow: true}\nsinks: []\n").unwrap();
+        let cfg = try_parse(
+            "source: {type: binlog, path: b, from: '1:507340', follow: true}\nsinks: []\n",
+        )
+        .unwrap();
         match cfg.source {
             SourceConfig::Binlog(b) => assert_eq!(b.from, Some(BinlogOffset::new(1, 507340))),
             other => panic!("{other:?}"),
@@ -219,19 +238,40 @@ mod tests {
 
     #[test]
     fn errors_name_line_column_and_expectation() {
-        let unknown = try_parse("source:\n  type: snapshot\n  path: x\n  bogus: 1\nsinks: []\n").unwrap_err();
-        assert_eq!(unknown, "p.yaml:4:3: source: unknown field `bogus`, expected `path` or `chunk`");
-        let wrong = try_parse("source:\n  type: binlog\n  path: x\n  follow: maybe\nsinks: []\n").unwrap_err();
-        assert!(wrong.starts_with("p.yaml:4:11: source: invalid type: string \"maybe\", expected a boolean"), "{wrong}");
+        let unknown =
+            try_parse("source:\n  type: snapshot\n  path: x\n  bogus: 1\nsinks: []\n").unwrap_err();
+        assert_eq!(
+            unknown,
+            "p.yaml:4:3: source: unknown field `bogus`, expected `path` or `chunk`"
+        );
+        let wrong = try_parse("source:\n  type: binlog\n  path: x\n  follow: maybe\nsinks: []\n")
+            .unwrap_err();
+        assert!(
+            wrong.starts_with(
+                "p.yaml:4:11: source.follow: invalid type: string \"maybe\", expected a boolean"
+            ),
+            "{wrong}"
+        );
         let sink = try_parse("source: {type: snapshot, path: x}\nsinks:\n  - type: file\n    path: y\n    extra: 2\n").unwrap_err();
-        assert!(sink.starts_with("p.yaml:5:5: sinks[0]: unknown field `extra`"), "{sink}");
+        assert!(
+            sink.starts_with("p.yaml:5:5: sinks[0]: unknown field `extra`"),
+            "{sink}"
+        );
         let variant = try_parse("source:\n  type: nope\nsinks: []\n").unwrap_err();
-        assert!(variant.starts_with("p.yaml:2:9: source.type: unknown variant `nope`"), "{variant}");
-        let unset = try_parse("source: {type: snapshot, path: ${MISSING}}\nsinks: []\n").unwrap_err();
-        assert_eq!(unset, "p.yaml:1:32: environment variable MISSING is not set");
+        assert!(
+            variant.starts_with("p.yaml:2:9: source.type: unknown variant `nope`"),
+            "{variant}"
+        );
+        let unset =
+            try_parse("source: {type: snapshot, path: ${MISSING}}\nsinks: []\n").unwrap_err();
+        assert_eq!(
+            unset,
+            "p.yaml:1:32: environment variable MISSING is not set"
+        );
         let missing = try_parse("source: {type: snapshot, path: x}\n").unwrap_err();
         assert!(missing.contains("missing field `sinks`"), "{missing}");
-        let offset = try_parse("source: {type: binlog, path: b, from: 'x'}\nsinks: []\n").unwrap_err();
+        let offset =
+            try_parse("source: {type: binlog, path: b, from: 'x'}\nsinks: []\n").unwrap_err();
         assert!(offset.contains("expected FILENUM:OFFSET"), "{offset}");
     }
 }

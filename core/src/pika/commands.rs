@@ -13,7 +13,11 @@ pub enum KeySpec {
     None,
     /// Keys at `first`, `first + step`, … up to `last` (negative counts from the end,
     /// -1 being the last argument), as in Redis's own command table.
-    Range { first: usize, last: isize, step: usize },
+    Range {
+        first: usize,
+        last: isize,
+        step: usize,
+    },
     /// `cmd dest numkeys key…` (ZUNIONSTORE, ZINTERSTORE).
     DestAndNumkeys,
     /// `EVAL script numkeys key… arg…`.
@@ -55,16 +59,16 @@ pub fn lookup(name: &str) -> Option<CommandSpec> {
         // hashes
         "hset" | "hsetnx" | "hmset" | "hdel" | "hincrby" | "hincrbyfloat" => one(H),
         // lists
-        "lpush" | "rpush" | "lpushx" | "rpushx" | "lpop" | "rpop" | "linsert" | "lrem"
-        | "lset" | "ltrim" => one(L),
+        "lpush" | "rpush" | "lpushx" | "rpushx" | "lpop" | "rpop" | "linsert" | "lrem" | "lset"
+        | "ltrim" => one(L),
         "rpoplpush" => spec(L, 1, 2, 1),
         // sets
         "sadd" | "srem" | "spop" => one(T),
         "smove" => spec(T, 1, 2, 1),
         "sunionstore" | "sinterstore" | "sdiffstore" => spec(T, 1, -1, 1),
         // sorted sets (GEO keys are sorted sets)
-        "zadd" | "zincrby" | "zrem" | "zremrangebyrank" | "zremrangebyscore"
-        | "zremrangebylex" | "zpopmax" | "zpopmin" | "geoadd" => one(Z),
+        "zadd" | "zincrby" | "zrem" | "zremrangebyrank" | "zremrangebyscore" | "zremrangebylex"
+        | "zpopmax" | "zpopmin" | "geoadd" => one(Z),
         "zunionstore" | "zinterstore" => CommandSpec {
             data_type: Z,
             keys: KeySpec::DestAndNumkeys,
@@ -146,7 +150,10 @@ mod tests {
     use super::*;
 
     fn argv(words: &str) -> Vec<Bytes> {
-        words.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+        words
+            .split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -155,7 +162,10 @@ mod tests {
         assert_eq!(key_indexes(&argv("del a b c")), [1, 2, 3]);
         assert_eq!(key_indexes(&argv("RPOPLPUSH src dst")), [1, 2]);
         assert_eq!(key_indexes(&argv("SMOVE src dst m")), [1, 2]);
-        assert_eq!(key_indexes(&argv("ZUNIONSTORE d 2 a b WEIGHTS 1 2")), [1, 3, 4]);
+        assert_eq!(
+            key_indexes(&argv("ZUNIONSTORE d 2 a b WEIGHTS 1 2")),
+            [1, 3, 4]
+        );
         assert_eq!(key_indexes(&argv("bitop AND d a b")), [2, 3, 4]);
         assert_eq!(key_indexes(&argv("EVAL s 1 k arg")), [3]);
         assert_eq!(key_indexes(&argv("flushdb")), Vec::<usize>::new());

@@ -39,6 +39,19 @@ pub enum Note {
 }
 
 impl Note {
+    /// How the run summary words a count of this note.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Note::AbsoluteExpiry => "relative expiries made absolute from exec_time",
+            Note::PikaOnlyRewritten => "Pika-only commands rewritten for Redis",
+            Note::Skipped => "padding items skipped",
+            Note::NonDeterministic => {
+                "non-deterministic commands (SPOP) applied as is; the target may differ"
+            }
+            Note::Unrecognized => "commands in an unrecognized form applied as is",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Note::AbsoluteExpiry => "absolute_expiry",
@@ -117,7 +130,13 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
         },
         ("pksetexat", 4) => match int(&argv[2]) {
             Some(ts) if ts > 0 => rewritten(
-                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(ts * 1000)],
+                vec![
+                    b("SET"),
+                    argv[1].clone(),
+                    argv[3].clone(),
+                    b("PXAT"),
+                    ms(ts * 1000),
+                ],
                 Note::PikaOnlyRewritten,
             ),
             Some(_) => rewritten(vec![b("DEL"), argv[1].clone()], Note::PikaOnlyRewritten),
@@ -125,14 +144,26 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
         },
         ("setex", 4) => match int(&argv[2]) {
             Some(secs) => rewritten(
-                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(now_ms + secs * 1000)],
+                vec![
+                    b("SET"),
+                    argv[1].clone(),
+                    argv[3].clone(),
+                    b("PXAT"),
+                    ms(now_ms + secs * 1000),
+                ],
                 Note::AbsoluteExpiry,
             ),
             None => unrecognized(),
         },
         ("psetex", 4) => match int(&argv[2]) {
             Some(millis) => rewritten(
-                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("PXAT"), ms(now_ms + millis)],
+                vec![
+                    b("SET"),
+                    argv[1].clone(),
+                    argv[3].clone(),
+                    b("PXAT"),
+                    ms(now_ms + millis),
+                ],
                 Note::AbsoluteExpiry,
             ),
             None => unrecognized(),
@@ -153,7 +184,13 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
             None => unrecognized(),
         },
         ("delvx", 3) => rewritten(
-            vec![b("EVAL"), b(DEL_VX_SCRIPT), b("1"), argv[1].clone(), argv[2].clone()],
+            vec![
+                b("EVAL"),
+                b(DEL_VX_SCRIPT),
+                b("1"),
+                argv[1].clone(),
+                argv[2].clone(),
+            ],
             Note::PikaOnlyRewritten,
         ),
         ("flushdb", 2) => match redis_type_name(&argv[1]) {
@@ -165,7 +202,13 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
         },
         ("pkpatternmatchdel", 3) => match redis_type_name(&argv[2]) {
             Some(t) => rewritten(
-                vec![b("EVAL"), b(DELETE_BY_TYPE_SCRIPT), b("0"), argv[1].clone(), b(t)],
+                vec![
+                    b("EVAL"),
+                    b(DELETE_BY_TYPE_SCRIPT),
+                    b("0"),
+                    argv[1].clone(),
+                    b(t),
+                ],
                 Note::PikaOnlyRewritten,
             ),
             None => unrecognized(),
@@ -233,7 +276,12 @@ mod tests {
     fn text(n: &Normalized) -> String {
         n.argv
             .as_ref()
-            .map(|a| a.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>().join(" "))
+            .map(|a| {
+                a.iter()
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap_or_default()
     }
 
@@ -241,18 +289,42 @@ mod tests {
 
     #[test]
     fn relative_expiries_become_absolute_from_exec_time() {
-        assert_eq!(text(&normalize(&argv("SETEX k 10 v"), T)), "SET k v PXAT 1700000010000");
-        assert_eq!(text(&normalize(&argv("psetex k 1500 v"), T)), "SET k v PXAT 1700000001500");
-        assert_eq!(text(&normalize(&argv("EXPIRE k 5"), T)), "PEXPIREAT k 1700000005000");
-        assert_eq!(text(&normalize(&argv("pexpire k 5"), T)), "PEXPIREAT k 1700000000005");
-        assert_eq!(text(&normalize(&argv("SET k v NX EX 1"), T)), "SET k v NX PXAT 1700000001000");
-        assert_eq!(text(&normalize(&argv("set k v px 2500 xx"), T)), "set k v xx PXAT 1700000002000");
-        assert_eq!(normalize(&argv("SET k v EX 1"), T).note, Some(Note::AbsoluteExpiry));
+        assert_eq!(
+            text(&normalize(&argv("SETEX k 10 v"), T)),
+            "SET k v PXAT 1700000010000"
+        );
+        assert_eq!(
+            text(&normalize(&argv("psetex k 1500 v"), T)),
+            "SET k v PXAT 1700000001500"
+        );
+        assert_eq!(
+            text(&normalize(&argv("EXPIRE k 5"), T)),
+            "PEXPIREAT k 1700000005000"
+        );
+        assert_eq!(
+            text(&normalize(&argv("pexpire k 5"), T)),
+            "PEXPIREAT k 1700000000005"
+        );
+        assert_eq!(
+            text(&normalize(&argv("SET k v NX EX 1"), T)),
+            "SET k v NX PXAT 1700000001000"
+        );
+        assert_eq!(
+            text(&normalize(&argv("set k v px 2500 xx"), T)),
+            "set k v xx PXAT 1700000002000"
+        );
+        assert_eq!(
+            normalize(&argv("SET k v EX 1"), T).note,
+            Some(Note::AbsoluteExpiry)
+        );
     }
 
     #[test]
     fn pika_only_forms_become_redis_commands() {
-        assert_eq!(text(&normalize(&argv("pksetexat k 1800000000 v"), T)), "SET k v PXAT 1800000000000");
+        assert_eq!(
+            text(&normalize(&argv("pksetexat k 1800000000 v"), T)),
+            "SET k v PXAT 1800000000000"
+        );
         assert_eq!(text(&normalize(&argv("pksetexat k 0 v"), T)), "DEL k");
         let vx = normalize(&argv("SET k new VX old EX 3"), T);
         assert_eq!(vx.note, Some(Note::PikaOnlyRewritten));
@@ -263,16 +335,24 @@ mod tests {
         assert_eq!(&delvx[2..], &argv("1 k v")[..]);
         let flush = normalize(&argv("flushdb hashes"), T).argv.unwrap();
         assert_eq!(&flush[2..], &argv("0 * hash")[..]);
-        let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T).argv.unwrap();
+        let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
+            .argv
+            .unwrap();
         assert_eq!(&pattern[2..], &argv("0 user:* string")[..]);
     }
 
     #[test]
     fn padding_is_skipped_and_spop_is_flagged() {
         assert_eq!(normalize(&argv("padding *****"), T).argv, None);
-        assert_eq!(normalize(&argv("SPOP s"), T).note, Some(Note::NonDeterministic));
+        assert_eq!(
+            normalize(&argv("SPOP s"), T).note,
+            Some(Note::NonDeterministic)
+        );
         let plain = normalize(&argv("HSET h f v"), T);
         assert_eq!((text(&plain).as_str(), plain.note), ("HSET h f v", None));
-        assert_eq!(normalize(&argv("SET k v BOGUS 1"), T).note, Some(Note::Unrecognized));
+        assert_eq!(
+            normalize(&argv("SET k v BOGUS 1"), T).note,
+            Some(Note::Unrecognized)
+        );
     }
 }

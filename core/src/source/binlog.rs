@@ -38,7 +38,7 @@ pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -
     let item = &entry.item;
     let normalized = normalize(&item.argv, item.exec_time);
     if let Some(note) = normalized.note {
-        let count = report.notes.entry(note.as_str()).or_insert(0);
+        let count = report.notes.entry(note).or_insert(0);
         *count += 1;
         if *count == 1 && matches!(note, Note::NonDeterministic | Note::Unrecognized) {
             tracing::warn!(
@@ -66,21 +66,32 @@ pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -
 }
 
 impl BinlogSource {
+    /// Reads to the end; what was read before an error is still delivered.
     fn read_blocking(&self, out: &mut EventSender) -> Result<SourceReport, SourceError> {
-        let mut reader = BinlogReader::open(&self.path, self.from)?;
         let mut report = SourceReport::default();
+        let result = self.read_into(out, &mut report);
+        out.flush_blocking();
+        result.map(|()| report)
+    }
+
+    fn read_into(
+        &self,
+        out: &mut EventSender,
+        report: &mut SourceReport,
+    ) -> Result<(), SourceError> {
+        let mut reader = BinlogReader::open(&self.path, self.from)?;
         loop {
-            match reader.next()? {
+            match reader.read_next()? {
                 ReadOutcome::Entry(entry) => {
                     report.binlog_items += 1;
-                    if let Some(event) = entry_to_event(self.db, &entry, &mut report) {
+                    if let Some(event) = entry_to_event(self.db, &entry, report) {
                         if !out.push_blocking(event) {
                             break;
                         }
                     }
                 }
                 ReadOutcome::CaughtUp if self.follow => {
-                    if !out.flush_blocking() {
+                    if !out.flush_blocking() || out.should_stop() {
                         break;
                     }
                     std::thread::sleep(POLL_INTERVAL);
@@ -88,9 +99,8 @@ impl BinlogSource {
                 ReadOutcome::CaughtUp => break,
             }
         }
-        out.flush_blocking();
         report.end_position = Some(reader.position());
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -100,7 +110,11 @@ impl Source for BinlogSource {
         format!("binlog {}", self.path.display())
     }
 
-    async fn run(self: Box<Self>, mut out: EventSender, _metrics: Metrics) -> Result<SourceReport, SourceError> {
+    async fn run(
+        self: Box<Self>,
+        mut out: EventSender,
+        _metrics: Metrics,
+    ) -> Result<SourceReport, SourceError> {
         tokio::task::spawn_blocking(move || self.read_blocking(&mut out))
             .await
             .map_err(|e| SourceError::Task(e.to_string()))?

@@ -6,12 +6,15 @@ pub mod binlog;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::event::{BinlogOffset, Event};
 use crate::pika::binlog::BinlogError;
+use crate::pika::normalize::Note;
 use crate::pika::storage::{ScanStats, StorageError};
 use crate::pipeline::Metrics;
 
@@ -25,8 +28,8 @@ pub struct SourceReport {
     pub scan: Option<ScanStats>,
     /// Binlog items read.
     pub binlog_items: u64,
-    /// Counted remarks on binlog commands (see `pika::normalize::Note`), by name.
-    pub notes: BTreeMap<&'static str, u64>,
+    /// Counted remarks on binlog commands.
+    pub notes: BTreeMap<Note, u64>,
     /// Where a resumed read would start.
     pub end_position: Option<BinlogOffset>,
 }
@@ -46,27 +49,49 @@ pub trait Source: Send {
     /// A short description for logs (`snapshot ./dump/20261124`).
     fn describe(&self) -> String;
     /// Runs to the end of the input, or until the receiver of `out` is gone.
-    async fn run(self: Box<Self>, out: EventSender, metrics: Metrics) -> Result<SourceReport, SourceError>;
+    async fn run(
+        self: Box<Self>,
+        out: EventSender,
+        metrics: Metrics,
+    ) -> Result<SourceReport, SourceError>;
+}
+
+/// Asks a source to stop reading; what it already read is still delivered.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// The sending end of the event channel, batching events for a blocking reader.
 pub struct EventSender {
     tx: mpsc::Sender<Vec<Event>>,
     batch: Vec<Event>,
+    stop: StopSignal,
 }
 
 impl EventSender {
-    pub fn new(tx: mpsc::Sender<Vec<Event>>) -> EventSender {
+    pub fn new(tx: mpsc::Sender<Vec<Event>>, stop: StopSignal) -> EventSender {
         EventSender {
             tx,
             batch: Vec::with_capacity(BATCH_EVENTS),
+            stop,
         }
     }
 
-    /// Queues an event from a blocking thread; false when the pipeline is gone.
+    /// Queues an event from a blocking thread; false when the source should stop (the
+    /// pipeline is gone or a stop was asked for). The event is kept either way.
     pub fn push_blocking(&mut self, event: Event) -> bool {
         self.batch.push(event);
-        self.batch.len() < BATCH_EVENTS || self.flush_blocking()
+        let sent = self.batch.len() < BATCH_EVENTS || self.flush_blocking();
+        sent && !self.stop.is_stopped()
     }
 
     /// Sends what is queued from a blocking thread; false when the pipeline is gone.
@@ -78,8 +103,9 @@ impl EventSender {
         self.tx.blocking_send(batch).is_ok()
     }
 
-    /// Whether the pipeline stopped listening.
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+    /// Whether the source should stop: the pipeline stopped listening, or a stop was
+    /// asked for.
+    pub fn should_stop(&self) -> bool {
+        self.tx.is_closed() || self.stop.is_stopped()
     }
 }

@@ -23,8 +23,23 @@ pub fn unix_now() -> i64 {
 }
 
 impl SnapshotSource {
-    /// Scans on the calling (blocking) thread.
-    pub fn scan_blocking(&self, out: &mut EventSender, metrics: &Metrics) -> Result<SourceReport, SourceError> {
+    /// Scans on the calling (blocking) thread; what was read before an error is still
+    /// delivered.
+    pub fn scan_blocking(
+        &self,
+        out: &mut EventSender,
+        metrics: &Metrics,
+    ) -> Result<SourceReport, SourceError> {
+        let result = self.scan_into(out, metrics);
+        out.flush_blocking();
+        result
+    }
+
+    fn scan_into(
+        &self,
+        out: &mut EventSender,
+        metrics: &Metrics,
+    ) -> Result<SourceReport, SourceError> {
         let snapshot = Snapshot::open(&self.path)?;
         metrics.set_expected_keys(snapshot.estimate_keys());
         let now = unix_now();
@@ -32,11 +47,16 @@ impl SnapshotSource {
         let mut seq = 0;
         for db in &snapshot.dbs {
             tracing::info!(db = db.index, path = %db.path.display(), position = ?db.info.as_ref().map(|i| i.position), "scanning database");
-            let stats = db.scan(self.limits, now, &mut seq, &mut |event| out.push_blocking(event))?;
+            let stats = db.scan(self.limits, now, &mut seq, &mut |event| {
+                out.push_blocking(event)
+            })?;
             total.add(&stats);
         }
-        out.flush_blocking();
-        let end_position = snapshot.dbs.first().and_then(|db| db.info.as_ref()).map(|i| i.position);
+        let end_position = snapshot
+            .dbs
+            .first()
+            .and_then(|db| db.info.as_ref())
+            .map(|i| i.position);
         Ok(SourceReport {
             scan: Some(total),
             end_position,
@@ -51,7 +71,11 @@ impl Source for SnapshotSource {
         format!("snapshot {}", self.path.display())
     }
 
-    async fn run(self: Box<Self>, mut out: EventSender, metrics: Metrics) -> Result<SourceReport, SourceError> {
+    async fn run(
+        self: Box<Self>,
+        mut out: EventSender,
+        metrics: Metrics,
+    ) -> Result<SourceReport, SourceError> {
         tokio::task::spawn_blocking(move || self.scan_blocking(&mut out, &metrics))
             .await
             .map_err(|e| SourceError::Task(e.to_string()))?

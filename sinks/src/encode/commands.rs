@@ -49,7 +49,12 @@ pub fn score_text(score: f64) -> Bytes {
 }
 
 /// Appends the commands for `event` to `out`.
-pub fn event_commands(event: &Event, policy: TypeConflict, stats: &mut ConflictStats, out: &mut Vec<Vec<Bytes>>) {
+pub fn event_commands(
+    event: &Event,
+    policy: TypeConflict,
+    stats: &mut ConflictStats,
+    out: &mut Vec<Vec<Bytes>>,
+) {
     let (chunk, part, expire_at_ms, also) = match &event.op {
         Op::Command { argv } => {
             out.push(argv.clone());
@@ -71,7 +76,8 @@ pub fn event_commands(event: &Event, policy: TypeConflict, stats: &mut ConflictS
                     stats.skipped += 1;
                     let second = also.iter().chain([t]).filter(|x| *x != first).min();
                     if second == Some(t) {
-                        let types: Vec<&str> = also.iter().chain([t]).map(DataType::as_str).collect();
+                        let types: Vec<&str> =
+                            also.iter().chain([t]).map(DataType::as_str).collect();
                         tracing::warn!(
                             key = %display_key(&event.key),
                             types = %types.join(","),
@@ -114,7 +120,11 @@ fn chunk_command(key: &Bytes, chunk: &Chunk, part: Part, out: &mut Vec<Vec<Bytes
     let mut argv = Vec::with_capacity(2 + chunk.len() * 2);
     match chunk {
         Chunk::String(value) => {
-            argv.push(if part.starts_key() { b("SET") } else { b("APPEND") });
+            argv.push(if part.starts_key() {
+                b("SET")
+            } else {
+                b("APPEND")
+            });
             argv.push(key.clone());
             argv.push(value.clone());
         }
@@ -127,7 +137,11 @@ fn chunk_command(key: &Bytes, chunk: &Chunk, part: Part, out: &mut Vec<Vec<Bytes
             }
         }
         Chunk::List(items) | Chunk::Set(items) => {
-            argv.push(if matches!(chunk, Chunk::List(_)) { b("RPUSH") } else { b("SADD") });
+            argv.push(if matches!(chunk, Chunk::List(_)) {
+                b("RPUSH")
+            } else {
+                b("SADD")
+            });
             argv.push(key.clone());
             argv.extend(items.iter().cloned());
         }
@@ -148,7 +162,13 @@ mod tests {
     use super::*;
     use pika_migrate_core::event::{BinlogOffset, Position, TypeSet};
 
-    fn snapshot(key: &str, chunk: Chunk, part: Part, expire: Option<i64>, also: &[DataType]) -> Event {
+    fn snapshot(
+        key: &str,
+        chunk: Chunk,
+        part: Part,
+        expire: Option<i64>,
+        also: &[DataType],
+    ) -> Event {
         let mut also_types = TypeSet::default();
         for t in also {
             also_types.insert(*t);
@@ -157,15 +177,28 @@ mod tests {
             db: 0,
             key: Bytes::copy_from_slice(key.as_bytes()),
             data_type: Some(chunk.data_type()),
-            op: Op::Snapshot { chunk, part, expire_at_ms: expire, also_types },
-            position: Position::Snapshot { at: BinlogOffset::default(), seq: 0 },
+            op: Op::Snapshot {
+                chunk,
+                part,
+                expire_at_ms: expire,
+                also_types,
+            },
+            position: Position::Snapshot {
+                at: BinlogOffset::default(),
+                seq: 0,
+            },
             exec_time: None,
         }
     }
 
     fn text(cmds: &[Vec<Bytes>]) -> Vec<String> {
         cmds.iter()
-            .map(|c| c.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+            .map(|c| {
+                c.iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     }
 
@@ -182,27 +215,73 @@ mod tests {
         let zset = Chunk::Zset(vec![(b("a"), f64::NEG_INFINITY), (b("b"), 1.5)]);
         let events = [
             snapshot("z", zset, Part::First, Some(5000), &[]),
-            snapshot("z", Chunk::Zset(vec![(b("c"), f64::INFINITY)]), Part::Last, Some(5000), &[]),
+            snapshot(
+                "z",
+                Chunk::Zset(vec![(b("c"), f64::INFINITY)]),
+                Part::Last,
+                Some(5000),
+                &[],
+            ),
             snapshot("s", Chunk::String(b("ab")), Part::First, None, &[]),
             snapshot("s", Chunk::String(b("cd")), Part::Last, None, &[]),
         ];
         let (cmds, _) = run(&events, TypeConflict::FirstWins);
-        assert_eq!(cmds, ["DEL z", "ZADD z -inf a 1.5 b", "ZADD z inf c", "PEXPIREAT z 5000", "SET s ab", "APPEND s cd"]);
+        assert_eq!(
+            cmds,
+            [
+                "DEL z",
+                "ZADD z -inf a 1.5 b",
+                "ZADD z inf c",
+                "PEXPIREAT z 5000",
+                "SET s ab",
+                "APPEND s cd"
+            ]
+        );
     }
 
     #[test]
     fn applies_each_type_conflict_policy() {
         let events = [
-            snapshot("m", Chunk::String(b("v")), Part::Whole, None, &[DataType::Hash, DataType::Set]),
-            snapshot("m", Chunk::Hash(vec![(b("f"), b("v"))]), Part::Whole, None, &[DataType::String, DataType::Set]),
-            snapshot("m", Chunk::Set(vec![b("x")]), Part::Whole, None, &[DataType::String, DataType::Hash]),
+            snapshot(
+                "m",
+                Chunk::String(b("v")),
+                Part::Whole,
+                None,
+                &[DataType::Hash, DataType::Set],
+            ),
+            snapshot(
+                "m",
+                Chunk::Hash(vec![(b("f"), b("v"))]),
+                Part::Whole,
+                None,
+                &[DataType::String, DataType::Set],
+            ),
+            snapshot(
+                "m",
+                Chunk::Set(vec![b("x")]),
+                Part::Whole,
+                None,
+                &[DataType::String, DataType::Hash],
+            ),
         ];
         let (first, stats) = run(&events, TypeConflict::FirstWins);
         assert_eq!((first, stats.skipped), (vec!["SET m v".to_owned()], 2));
         let (over, _) = run(&events, TypeConflict::Overwrite);
-        assert_eq!(over, ["SET m v", "DEL m", "HSET m f v", "DEL m", "SADD m x"]);
+        assert_eq!(
+            over,
+            ["SET m v", "DEL m", "HSET m f v", "DEL m", "SADD m x"]
+        );
         let (suffix, stats) = run(&events, TypeConflict::Suffix);
-        assert_eq!(suffix, ["SET m v", "DEL m:hash", "HSET m:hash f v", "DEL m:set", "SADD m:set x"]);
+        assert_eq!(
+            suffix,
+            [
+                "SET m v",
+                "DEL m:hash",
+                "HSET m:hash f v",
+                "DEL m:set",
+                "SADD m:set x"
+            ]
+        );
         assert_eq!(stats.renamed, 2);
     }
 }

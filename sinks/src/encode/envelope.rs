@@ -31,7 +31,12 @@ fn chunk_value(chunk: &Chunk) -> Value {
         Chunk::Zset(members) => Value::Array(
             members
                 .iter()
-                .map(|(m, s)| Value::Array(vec![bytes_value(m), Value::String(String::from_utf8_lossy(&score_text(*s)).into_owned())]))
+                .map(|(m, s)| {
+                    Value::Array(vec![
+                        bytes_value(m),
+                        Value::String(String::from_utf8_lossy(&score_text(*s)).into_owned()),
+                    ])
+                })
                 .collect(),
         ),
     }
@@ -41,7 +46,9 @@ fn chunk_value(chunk: &Chunk) -> Value {
 /// `{"binlog": {filenum, offset, logic_id, term}}`.
 pub fn position_value(p: &Position) -> Value {
     match p {
-        Position::Snapshot { at, seq } => json!({"snapshot": {"filenum": at.filenum, "offset": at.offset, "seq": seq}}),
+        Position::Snapshot { at, seq } => {
+            json!({"snapshot": {"filenum": at.filenum, "offset": at.offset, "seq": seq}})
+        }
         Position::Binlog { at, logic_id, term } => {
             json!({"binlog": {"filenum": at.filenum, "offset": at.offset, "logic_id": logic_id, "term": term}})
         }
@@ -56,7 +63,9 @@ pub fn envelope(event: &Event) -> Value {
     obj.insert("key".into(), bytes_value(&event.key));
     obj.insert(
         "type".into(),
-        event.data_type.map_or(Value::Null, |t| Value::String(t.as_str().into())),
+        event
+            .data_type
+            .map_or(Value::Null, |t| Value::String(t.as_str().into())),
     );
     match &event.op {
         Op::Snapshot {
@@ -69,11 +78,17 @@ pub fn envelope(event: &Event) -> Value {
             obj.insert("value".into(), chunk_value(chunk));
             obj.insert("expire_at_ms".into(), json!(expire_at_ms));
             if !also_types.is_empty() {
-                obj.insert("also_types".into(), json!(also_types.iter().map(|t| t.as_str()).collect::<Vec<_>>()));
+                obj.insert(
+                    "also_types".into(),
+                    json!(also_types.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+                );
             }
         }
         Op::Command { argv } => {
-            obj.insert("args".into(), Value::Array(argv.iter().map(|a| bytes_value(a)).collect()));
+            obj.insert(
+                "args".into(),
+                Value::Array(argv.iter().map(|a| bytes_value(a)).collect()),
+            );
         }
     }
     obj.insert("position".into(), position_value(&event.position));
@@ -104,7 +119,10 @@ mod tests {
                 expire_at_ms: Some(1000),
                 also_types: TypeSet::default(),
             },
-            position: Position::Snapshot { at: BinlogOffset::new(1, 2), seq: 3 },
+            position: Position::Snapshot {
+                at: BinlogOffset::new(1, 2),
+                seq: 3,
+            },
             exec_time: None,
         };
         assert_eq!(
@@ -114,9 +132,15 @@ mod tests {
                    "position": {"snapshot": {"filenum": 1, "offset": 2, "seq": 3}}, "exec_time": null})
         );
         let cmd = Event {
-            op: Op::Command { argv: vec![Bytes::from_static(b"DEL"), Bytes::from_static(b"z")] },
+            op: Op::Command {
+                argv: vec![Bytes::from_static(b"DEL"), Bytes::from_static(b"z")],
+            },
             data_type: None,
-            position: Position::Binlog { at: BinlogOffset::new(1, 9), logic_id: 4, term: 0 },
+            position: Position::Binlog {
+                at: BinlogOffset::new(1, 9),
+                logic_id: 4,
+                term: 0,
+            },
             exec_time: Some(17),
             ..snap
         };

@@ -89,11 +89,19 @@ impl FileSink {
             }
             FileFormat::Resp => {
                 if event.db != self.selected_db {
-                    encode_command(&mut self.buf, &[b"SELECT".as_slice(), event.db.to_string().as_bytes()]);
+                    encode_command(
+                        &mut self.buf,
+                        &[b"SELECT".as_slice(), event.db.to_string().as_bytes()],
+                    );
                     self.selected_db = event.db;
                 }
                 self.commands.clear();
-                event_commands(event, self.config.type_conflict, &mut self.conflicts, &mut self.commands);
+                event_commands(
+                    event,
+                    self.config.type_conflict,
+                    &mut self.conflicts,
+                    &mut self.commands,
+                );
                 for argv in &self.commands {
                     encode_command(&mut self.buf, argv);
                 }
@@ -138,7 +146,11 @@ impl Sink for FileSink {
         if let Err(e) = self.out.shutdown().await {
             return Err(self.error(None, e));
         }
-        let mut lines = vec![format!("{}: {} bytes written", self.name(), self.bytes_written)];
+        let mut lines = vec![format!(
+            "{}: {} bytes written",
+            self.name(),
+            self.bytes_written
+        )];
         if self.conflicts.skipped > 0 {
             lines.push(format!(
                 "{}: {} (key, type) pairs skipped: the key holds another type first (type_conflict: first-wins)",
@@ -147,7 +159,11 @@ impl Sink for FileSink {
             ));
         }
         if self.conflicts.renamed > 0 {
-            lines.push(format!("{}: {} (key, type) pairs written as key:<type>", self.name(), self.conflicts.renamed));
+            lines.push(format!(
+                "{}: {} (key, type) pairs written as key:<type>",
+                self.name(),
+                self.conflicts.renamed
+            ));
         }
         Ok(SinkReport { lines })
     }

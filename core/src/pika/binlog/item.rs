@@ -118,7 +118,11 @@ mod tests {
             logic_id: 42,
             filenum: 1,
             offset: 4096,
-            argv: vec![Bytes::from_static(b"sadd"), Bytes::from_static(b"k"), Bytes::from_static(b"\xff")],
+            argv: vec![
+                Bytes::from_static(b"sadd"),
+                Bytes::from_static(b"k"),
+                Bytes::from_static(b"\xff"),
+            ],
         }
     }
 
@@ -133,13 +137,19 @@ mod tests {
         let good = item().encode();
         let mut bad_type = good.clone();
         bad_type[0] = 9;
-        assert_eq!(BinlogItem::decode(&Bytes::from(bad_type)), Err(ItemError::BadType(9)));
+        assert_eq!(
+            BinlogItem::decode(&Bytes::from(bad_type)),
+            Err(ItemError::BadType(9))
+        );
         let mut short = good.clone();
         short.pop();
         assert!(matches!(
             BinlogItem::decode(&Bytes::from(short)),
             Err(ItemError::LengthMismatch { .. })
         ));
-        assert_eq!(BinlogItem::decode(&Bytes::from_static(b"abc")), Err(ItemError::TooShort(3)));
+        assert_eq!(
+            BinlogItem::decode(&Bytes::from_static(b"abc")),
+            Err(ItemError::TooShort(3))
+        );
     }
 }

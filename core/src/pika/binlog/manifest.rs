@@ -69,7 +69,10 @@ mod tests {
         bytes[12..20].copy_from_slice(&1430u64.to_le_bytes());
         bytes[20..24].copy_from_slice(&9u32.to_le_bytes());
         let m = Manifest::decode(&bytes).unwrap();
-        assert_eq!((m.filenum, m.offset, m.logic_id, m.term), (1, 542923, 1430, 9));
+        assert_eq!(
+            (m.filenum, m.offset, m.logic_id, m.term),
+            (1, 542923, 1430, 9)
+        );
         assert!(Manifest::decode(&bytes[..10]).is_err());
     }
 }

@@ -34,6 +34,8 @@ pub struct BinlogReader {
     manifest: Manifest,
     filenum: u32,
     file: RecordFile,
+    /// Whether the current file was already reported shorter than the manifest says.
+    reported_short: bool,
 }
 
 impl BinlogReader {
@@ -59,7 +61,8 @@ impl BinlogReader {
             return Err(not_binlog("no `manifest` file in it".into()));
         }
         let manifest = Manifest::read(&manifest_path)?;
-        let oldest = oldest_file(dir)?.ok_or_else(|| not_binlog("no write2file<N> in it".into()))?;
+        let oldest =
+            oldest_file(dir)?.ok_or_else(|| not_binlog("no write2file<N> in it".into()))?;
         let start = from.unwrap_or(BinlogOffset::new(oldest, 0));
         if start.filenum > manifest.filenum {
             return Err(BinlogError::MissingFile {
@@ -71,7 +74,9 @@ impl BinlogReader {
         if !path.is_file() {
             return Err(BinlogError::MissingFile {
                 path,
-                reason: format!("purged or never written; the oldest file here is write2file{oldest}"),
+                reason: format!(
+                    "purged or never written; the oldest file here is write2file{oldest}"
+                ),
             });
         }
         let mut reader = BinlogReader {
@@ -80,6 +85,7 @@ impl BinlogReader {
             manifest,
             filenum: start.filenum,
             file: RecordFile::open(&path)?,
+            reported_short: false,
         };
         let limit = reader.limit()?;
         if start.offset > limit {
@@ -103,17 +109,18 @@ impl BinlogReader {
 
     /// Reads the next item. At the end of the data written so far it returns
     /// `CaughtUp`; call again later to pick up what the writer appended since.
-    pub fn next(&mut self) -> Result<ReadOutcome, BinlogError> {
+    pub fn read_next(&mut self) -> Result<ReadOutcome, BinlogError> {
         loop {
             let active = self.filenum >= self.manifest.filenum;
             let limit = self.limit()?;
             match self.file.next(limit, !active)? {
                 Step::Item(raw) => {
-                    let item = BinlogItem::decode(&raw.payload).map_err(|e| BinlogError::Corrupt {
-                        path: self.file.path().to_owned(),
-                        offset: raw.start,
-                        reason: format!("bad item: {e}"),
-                    })?;
+                    let item =
+                        BinlogItem::decode(&raw.payload).map_err(|e| BinlogError::Corrupt {
+                            path: self.file.path().to_owned(),
+                            offset: raw.start,
+                            reason: format!("bad item: {e}"),
+                        })?;
                     return Ok(ReadOutcome::Entry(BinlogEntry {
                         start: BinlogOffset::new(self.filenum, raw.start),
                         end: BinlogOffset::new(self.filenum, raw.end),
@@ -134,12 +141,12 @@ impl BinlogReader {
 
     /// How far the current file may be read: a closed file to its length, the active one
     /// to the manifest's offset (never into the zero-filled pre-allocation).
-    fn limit(&self) -> Result<u64, BinlogError> {
-        let len = self.file.len()?;
+    fn limit(&mut self) -> Result<u64, BinlogError> {
+        let len = self.file.file_len()?;
         if self.filenum < self.manifest.filenum {
             return Ok(len);
         }
-        if len < self.manifest.offset {
+        if len < self.manifest.offset && !std::mem::replace(&mut self.reported_short, true) {
             tracing::warn!(
                 file = %self.file.path().display(),
                 len,
@@ -152,7 +159,7 @@ impl BinlogReader {
 
     fn advance(&mut self) -> Result<(), BinlogError> {
         let current = self.file.path().to_owned();
-        if self.file.position() == 0 && self.file.len()? == 0 {
+        if self.file.position() == 0 && self.file.file_len()? == 0 {
             return Err(BinlogError::Corrupt {
                 path: current,
                 offset: 0,
@@ -167,11 +174,15 @@ impl BinlogReader {
         if !path.is_file() {
             return Err(BinlogError::MissingFile {
                 path,
-                reason: format!("the manifest names write2file{} as active", self.manifest.filenum),
+                reason: format!(
+                    "the manifest names write2file{} as active",
+                    self.manifest.filenum
+                ),
             });
         }
         self.file = RecordFile::open(&path)?;
         self.filenum = next;
+        self.reported_short = false;
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ impl RecordFile {
         self.pos
     }
 
-    pub fn len(&self) -> Result<u64, BinlogError> {
+    pub fn file_len(&self) -> Result<u64, BinlogError> {
         self.file
             .metadata()
             .map(|m| m.len())

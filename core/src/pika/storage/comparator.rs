@@ -12,7 +12,10 @@ pub const ZSETS_SCORE_KEY: &str = "blackwidow.ZSetsScoreKeyComparator";
 /// Splits `keylen u32 LE ‖ key ‖ rest`. A key too short for its own length prefix is
 /// compared as a whole (never panics on damaged data).
 fn split_user_key(k: &[u8]) -> (&[u8], &[u8]) {
-    let Some(len) = k.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+    let Some(len) = k
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    else {
         return (k, &[]);
     };
     match k.get(4..4 + len) {
@@ -80,7 +83,8 @@ pub fn compare_zsets_score_key(a: &[u8], b: &[u8]) -> Ordering {
     if let Some(o) = ends_first(rest_a, rest_b) {
         return o;
     }
-    let (Some((sa, member_a)), Some((sb, member_b))) = (take::<8>(rest_a), take::<8>(rest_b)) else {
+    let (Some((sa, member_a)), Some((sb, member_b))) = (take::<8>(rest_a), take::<8>(rest_b))
+    else {
         return rest_a.cmp(rest_b);
     };
     let (sa, sb) = (f64::from_le_bytes(sa), f64::from_le_bytes(sb));
@@ -120,8 +124,14 @@ mod tests {
         let (a, b) = (list_key(b"l", 1, 255), list_key(b"l", 1, 256));
         assert!(a.as_slice() > b.as_slice(), "little-endian bytes disagree");
         assert_eq!(compare_lists_data_key(&a, &b), Ordering::Less);
-        assert_eq!(compare_lists_data_key(&list_key(b"l", 2, 0), &a), Ordering::Greater);
-        assert_eq!(compare_lists_data_key(&list_key(b"k", 9, 9), &a), Ordering::Less);
+        assert_eq!(
+            compare_lists_data_key(&list_key(b"l", 2, 0), &a),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_lists_data_key(&list_key(b"k", 9, 9), &a),
+            Ordering::Less
+        );
         assert_eq!(compare_lists_data_key(&a[..5], &a), Ordering::Less);
     }
 

@@ -68,7 +68,10 @@ fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, StorageError> {
             source,
         })?;
         if entry.path().is_dir() {
-            out.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
         }
     }
     out.sort();
@@ -98,7 +101,12 @@ pub fn find_databases(path: &Path) -> Result<Vec<DbDir>, StorageError> {
     let children = subdirs(path)?;
     let dbs: Vec<DbDir> = children
         .iter()
-        .filter_map(|(name, p)| db_index(name).map(|index| DbDir { index, path: p.clone() }))
+        .filter_map(|(name, p)| {
+            db_index(name).map(|index| DbDir {
+                index,
+                path: p.clone(),
+            })
+        })
         .filter(|db| has_type_dirs(&db.path))
         .collect();
     if !dbs.is_empty() {
@@ -148,9 +156,16 @@ pub fn read_dump_info(db: &Path) -> Result<Option<DumpInfo>, StorageError> {
 pub fn parse_dump_info(text: &str) -> Result<DumpInfo, (usize, String)> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     if !(5..=8).contains(&lines.len()) {
-        return Err((lines.len(), format!("{} lines, expected 5 to 7", lines.len())));
+        return Err((
+            lines.len(),
+            format!("{} lines, expected 5 to 7", lines.len()),
+        ));
     }
-    fn num<T: std::str::FromStr>(lines: &[&str], i: usize, what: &str) -> Result<T, (usize, String)> {
+    fn num<T: std::str::FromStr>(
+        lines: &[&str],
+        i: usize,
+        what: &str,
+    ) -> Result<T, (usize, String)> {
         lines[i]
             .parse()
             .map_err(|_| (i + 1, format!("{what} {:?} is not a number", lines[i])))
@@ -158,7 +173,10 @@ pub fn parse_dump_info(text: &str) -> Result<DumpInfo, (usize, String)> {
     Ok(DumpInfo {
         master_ip: lines[1].to_owned(),
         master_port: num(&lines, 2, "master port")?,
-        position: BinlogOffset::new(num(&lines, 3, "binlog file number")?, num(&lines, 4, "binlog offset")?),
+        position: BinlogOffset::new(
+            num(&lines, 3, "binlog file number")?,
+            num(&lines, 4, "binlog offset")?,
+        ),
     })
 }
 
@@ -170,7 +188,10 @@ mod tests {
     fn parses_info_files() {
         let info = parse_dump_info("0s\n127.0.0.1\n9221\n1\n507340\n").unwrap();
         assert_eq!(info.position, BinlogOffset::new(1, 507340));
-        assert_eq!((info.master_ip.as_str(), info.master_port), ("127.0.0.1", 9221));
+        assert_eq!(
+            (info.master_ip.as_str(), info.master_port),
+            ("127.0.0.1", 9221)
+        );
         assert_eq!(parse_dump_info("0s\n1\n2\nx\n5\n").unwrap_err().0, 4);
         assert_eq!(parse_dump_info("0s\n").unwrap_err().0, 1);
     }
@@ -182,17 +203,34 @@ mod tests {
         for t in TYPE_DIRS {
             std::fs::create_dir_all(db0.join(t)).unwrap();
         }
-        let expect = vec![DbDir { index: 0, path: db0.clone() }];
+        let expect = vec![DbDir {
+            index: 0,
+            path: db0.clone(),
+        }];
         assert_eq!(find_databases(root.path()).unwrap(), expect);
-        assert_eq!(find_databases(&root.path().join("20261124")).unwrap(), expect);
+        assert_eq!(
+            find_databases(&root.path().join("20261124")).unwrap(),
+            expect
+        );
         assert_eq!(find_databases(&db0).unwrap(), expect);
         std::fs::create_dir_all(root.path().join("20261125/db0/strings")).unwrap();
         let both = find_databases(root.path()).unwrap_err().to_string();
-        assert!(both.contains("several dumps (20261124, 20261125)"), "{both}");
-        let partial = find_databases(&root.path().join("20261125")).unwrap_err().to_string();
+        assert!(
+            both.contains("several dumps (20261124, 20261125)"),
+            "{both}"
+        );
+        let partial = find_databases(&root.path().join("20261125"))
+            .unwrap_err()
+            .to_string();
         assert!(partial.contains("missing"), "{partial}");
         let foreign = tempfile::tempdir().unwrap();
-        assert!(find_databases(foreign.path()).unwrap_err().to_string().contains("not a Pika dump"));
-        assert!(find_databases(&foreign.path().join("nope")).unwrap_err().to_string().contains("no such"));
+        assert!(find_databases(foreign.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a Pika dump"));
+        assert!(find_databases(&foreign.path().join("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("no such"));
     }
 }

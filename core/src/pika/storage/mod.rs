@@ -6,6 +6,7 @@ pub mod comparator;
 pub mod format;
 pub mod layout;
 pub mod scan;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, DB};
 
-use super::comparator::{compare_lists_data_key, compare_zsets_score_key, LISTS_DATA_KEY, ZSETS_SCORE_KEY};
-use super::format::{data_key_prefix, display_key, parse_score, parse_string_value, CollectionMeta, Expiry, ListMeta};
+use super::comparator::{
+    compare_lists_data_key, compare_zsets_score_key, LISTS_DATA_KEY, ZSETS_SCORE_KEY,
+};
+use super::format::{
+    data_key_prefix, display_key, parse_score, parse_string_value, CollectionMeta, Expiry, ListMeta,
+};
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::StorageError;
 use crate::event::{BinlogOffset, Chunk, DataType, Event, Op, Part, Position, TypeSet};
@@ -64,7 +68,10 @@ impl ScanStats {
 }
 
 fn type_slot(t: DataType) -> usize {
-    DataType::TYPE_ORDER.iter().position(|x| *x == t).unwrap_or(0)
+    DataType::TYPE_ORDER
+        .iter()
+        .position(|x| *x == t)
+        .unwrap_or(0)
 }
 
 /// The five opened type databases of one Pika database.
@@ -229,7 +236,9 @@ impl PikaDb {
             let mut meta = self.iter(t, "default")?;
             meta.seek_to_first();
             while meta.valid() {
-                let (Some(key), Some(value)) = (meta.key(), meta.value()) else { break };
+                let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
+                    break;
+                };
                 let key = Bytes::copy_from_slice(key);
                 let mut out = KeyEmitter {
                     db: self.index,
@@ -262,7 +271,13 @@ impl PikaDb {
         Ok(stats)
     }
 
-    fn string_key(&self, out: &mut KeyEmitter, value: &[u8], limits: ChunkLimits, now: i64) -> Result<bool, StorageError> {
+    fn string_key(
+        &self,
+        out: &mut KeyEmitter,
+        value: &[u8],
+        limits: ChunkLimits,
+        now: i64,
+    ) -> Result<bool, StorageError> {
         let t = DataType::String;
         let (len, expiry) = parse_string_value(value).map_err(|r| self.corrupt(t, &out.key, r))?;
         if !out.begin(self, t, expiry, now)? {
@@ -300,7 +315,9 @@ impl PikaDb {
         rows.seek(&prefix);
         let mut chunk = ChunkBuf::new(t);
         while rows.valid() && !out.stopped {
-            let (Some(k), Some(v)) = (rows.key(), rows.value()) else { break };
+            let (Some(k), Some(v)) = (rows.key(), rows.value()) else {
+                break;
+            };
             if !k.starts_with(&prefix) {
                 break;
             }
@@ -320,14 +337,17 @@ impl PikaDb {
             rows.next();
         }
         rows.status().map_err(|e| self.read_error(t, e))?;
-        if !chunk.is_empty() || !out.started {
-            out.push(chunk.take());
-        }
-        out.finish();
+        out.finish_with(chunk);
         Ok(true)
     }
 
-    fn list_key(&self, out: &mut KeyEmitter, value: &[u8], limits: ChunkLimits, now: i64) -> Result<bool, StorageError> {
+    fn list_key(
+        &self,
+        out: &mut KeyEmitter,
+        value: &[u8],
+        limits: ChunkLimits,
+        now: i64,
+    ) -> Result<bool, StorageError> {
         let t = DataType::List;
         let meta = ListMeta::parse(value).map_err(|r| self.corrupt(t, &out.key, r))?;
         if meta.count == 0 || !out.begin(self, t, meta.expiry, now)? {
@@ -341,7 +361,9 @@ impl PikaDb {
         let mut chunk = ChunkBuf::new(t);
         let mut seen = 0u64;
         while rows.valid() && seen < meta.count && !out.stopped {
-            let (Some(k), Some(v)) = (rows.key(), rows.value()) else { break };
+            let (Some(k), Some(v)) = (rows.key(), rows.value()) else {
+                break;
+            };
             if !k.starts_with(&prefix) {
                 break;
             }
@@ -364,10 +386,7 @@ impl PikaDb {
                 "list has fewer elements than its meta says; emitting those found"
             );
         }
-        if !chunk.is_empty() || !out.started {
-            out.push(chunk.take());
-        }
-        out.finish();
+        out.finish_with(chunk);
         Ok(true)
     }
 }
@@ -434,7 +453,13 @@ struct KeyEmitter<'a> {
 
 impl KeyEmitter<'_> {
     /// Decides whether the key is live; if so, learns its expiry and sibling types.
-    fn begin(&mut self, db: &PikaDb, t: DataType, expiry: Expiry, now: i64) -> Result<bool, StorageError> {
+    fn begin(
+        &mut self,
+        db: &PikaDb,
+        t: DataType,
+        expiry: Expiry,
+        now: i64,
+    ) -> Result<bool, StorageError> {
         if expiry.is_stale(now) {
             self.stats.expired += 1;
             return Ok(false);
@@ -446,15 +471,32 @@ impl KeyEmitter<'_> {
 
     fn push(&mut self, chunk: Chunk) {
         if let Some(previous) = self.pending.replace(chunk) {
-            let part = if self.started { Part::More } else { Part::First };
+            let part = if self.started {
+                Part::More
+            } else {
+                Part::First
+            };
             self.send(previous, part);
             self.started = true;
         }
     }
 
+    /// Ends the key with the elements still gathered (an empty key still gets its one
+    /// event, so the target clears the old value).
+    fn finish_with(&mut self, mut chunk: ChunkBuf) {
+        if !chunk.is_empty() || !self.started {
+            self.push(chunk.take());
+        }
+        self.finish();
+    }
+
     fn finish(&mut self) {
         if let Some(last) = self.pending.take() {
-            let part = if self.started { Part::Last } else { Part::Whole };
+            let part = if self.started {
+                Part::Last
+            } else {
+                Part::Whole
+            };
             self.send(last, part);
         }
     }

@@ -1,0 +1,402 @@
+//! A lane: one connection that owns every key hashing to it, so each key's commands stay
+//! in order while lanes run in parallel. It gathers commands into pipelines of up to
+//! `batch` (or whatever arrived within `linger`), reads and checks every reply, and on a
+//! lost connection reconnects with backoff and resends the pipeline in order.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pika_migrate_core::event::{DataType, Position};
+use pika_migrate_core::pika::storage::format::display_key;
+use pika_migrate_core::resp::encode_command;
+use tokio::sync::{mpsc, watch};
+
+use super::config::OnError;
+use super::conn::{ConnectError, Connection};
+use super::reply::Reply;
+use super::url::Target;
+use crate::encode::commands::TypeConflict;
+
+/// A command bound for Redis, with what is needed to handle its reply.
+#[derive(Debug, Clone)]
+pub struct LaneCommand {
+    pub argv: Vec<Bytes>,
+    /// Index in `argv` of the key the lane was chosen by (None for key-less commands).
+    pub key_index: Option<usize>,
+    /// The data type the command writes, for a WRONGTYPE reply.
+    pub writes: Option<DataType>,
+    pub position: Position,
+}
+
+impl LaneCommand {
+    fn key(&self) -> &[u8] {
+        self.key_index
+            .and_then(|i| self.argv.get(i))
+            .map_or(&[][..], |k| k.as_ref())
+    }
+}
+
+/// Everything one `write` of the sink gave this lane (possibly nothing), numbered.
+pub struct LaneBatch {
+    pub seq: u64,
+    pub commands: Vec<LaneCommand>,
+}
+
+/// Counters shared by all lanes, for the run summary and metrics.
+#[derive(Debug, Default)]
+pub struct LaneStats {
+    pub commands: AtomicU64,
+    pub pipelines: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Binlog writes skipped because Redis holds the key as another type (first-wins).
+    pub conflicts_skipped: AtomicU64,
+    /// Writes redone after deleting the other type (overwrite).
+    pub conflicts_overwritten: AtomicU64,
+    /// Writes redone under `key:<type>` (suffix).
+    pub conflicts_renamed: AtomicU64,
+    /// Commands Redis refused and `on_error: skip` let pass.
+    pub errors_skipped: AtomicU64,
+    /// Keys already logged for a type conflict (bounded).
+    logged_conflicts: Mutex<HashSet<Vec<u8>>>,
+}
+
+/// How many distinct keys are logged for conflicts and errors before only counting.
+const LOGGED_KEYS: usize = 1000;
+
+impl LaneStats {
+    fn log_conflict_once(&self, key: &[u8], writes: Option<DataType>, policy: TypeConflict) {
+        let Ok(mut logged) = self.logged_conflicts.lock() else {
+            return;
+        };
+        if logged.len() < LOGGED_KEYS && logged.insert(key.to_vec()) {
+            tracing::warn!(
+                key = %display_key(key),
+                writes = writes.map_or("?", DataType::as_str),
+                policy = ?policy,
+                "write to a key Redis holds as another type (Pika allowed both)"
+            );
+        }
+    }
+}
+
+/// A lane that cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LaneError {
+    #[error("Redis refused {command} on key {key:?} at {position}: {reply}")]
+    Command {
+        command: String,
+        key: String,
+        position: Position,
+        reply: String,
+    },
+    #[error("lost the connection and gave up after {seconds} s: {last}")]
+    GaveUp { seconds: u64, last: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+pub struct LaneSettings {
+    pub target: Target,
+    pub batch: usize,
+    pub linger: Duration,
+    pub retry_for: Duration,
+    pub on_error: OnError,
+    pub type_conflict: TypeConflict,
+    /// Distinguishes this run's transactions from an earlier run's.
+    pub run_id: String,
+}
+
+pub struct Lane {
+    pub id: usize,
+    pub settings: Arc<LaneSettings>,
+    pub rx: mpsc::Receiver<LaneBatch>,
+    /// The highest batch number whose commands are all applied.
+    pub done: watch::Sender<u64>,
+    pub stats: Arc<LaneStats>,
+    pub conn: Option<Connection>,
+    /// Transactions sent so far (numbers the marker tokens).
+    pub pipelines_sent: u64,
+}
+
+impl Lane {
+    pub async fn run(mut self) -> Result<(), LaneError> {
+        let mut pending: Vec<LaneCommand> = Vec::new();
+        loop {
+            let Some(first) = self.rx.recv().await else {
+                return Ok(());
+            };
+            let mut seq = first.seq;
+            pending.extend(first.commands);
+            let mut closed = false;
+            if !pending.is_empty() {
+                let deadline = tokio::time::Instant::now() + self.settings.linger;
+                while pending.len() < self.settings.batch {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(more)) => {
+                            seq = more.seq;
+                            pending.extend(more.commands);
+                        }
+                        Ok(None) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            while !pending.is_empty() {
+                let take = pending.len().min(self.settings.batch.max(1));
+                let chunk: Vec<LaneCommand> = pending.drain(..take).collect();
+                self.apply(chunk).await?;
+            }
+            let _ = self.done.send(seq);
+            if closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends one pipeline, then handles every reply.
+    async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
+        let replies = self.send(&commands).await?;
+        let mut fixups = Vec::new();
+        for (command, reply) in commands.into_iter().zip(replies) {
+            if let Reply::Error(text) = reply {
+                self.refused(command, text, &mut fixups)?;
+            }
+        }
+        if !fixups.is_empty() {
+            let replies = self.send(&fixups).await?;
+            for (command, reply) in fixups.into_iter().zip(replies) {
+                if let Reply::Error(text) = reply {
+                    self.refused_finally(&command, text)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A refused command: a type conflict follows the policy, anything else `on_error`.
+    fn refused(
+        &self,
+        command: LaneCommand,
+        text: String,
+        fixups: &mut Vec<LaneCommand>,
+    ) -> Result<(), LaneError> {
+        if !text.starts_with("WRONGTYPE") || command.key_index.is_none() {
+            return self.refused_finally(&command, text);
+        }
+        let stats = &self.stats;
+        let policy = self.settings.type_conflict;
+        stats.log_conflict_once(command.key(), command.writes, policy);
+        match policy {
+            TypeConflict::FirstWins => {
+                stats.conflicts_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            TypeConflict::Overwrite => {
+                stats.conflicts_overwritten.fetch_add(1, Ordering::Relaxed);
+                fixups.push(LaneCommand {
+                    argv: vec![
+                        Bytes::from_static(b"DEL"),
+                        Bytes::copy_from_slice(command.key()),
+                    ],
+                    key_index: Some(1),
+                    writes: None,
+                    position: command.position,
+                });
+                fixups.push(command);
+            }
+            TypeConflict::Suffix => {
+                stats.conflicts_renamed.fetch_add(1, Ordering::Relaxed);
+                let mut command = command;
+                if let Some(i) = command.key_index {
+                    let t = command.writes.map_or("other", DataType::as_str);
+                    let mut renamed = command.argv[i].to_vec();
+                    renamed.push(b':');
+                    renamed.extend_from_slice(t.as_bytes());
+                    command.argv[i] = Bytes::from(renamed);
+                }
+                fixups.push(command);
+            }
+        }
+        Ok(())
+    }
+
+    fn refused_finally(&self, command: &LaneCommand, reply: String) -> Result<(), LaneError> {
+        let name = command
+            .argv
+            .first()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        if self.settings.on_error == OnError::Skip {
+            let n = self.stats.errors_skipped.fetch_add(1, Ordering::Relaxed);
+            if n < LOGGED_KEYS as u64 {
+                tracing::warn!(lane = self.id, command = %name, key = %display_key(command.key()), position = %command.position, reply = %reply, "Redis refused a command; skipped (on_error: skip)");
+            }
+            return Ok(());
+        }
+        Err(LaneError::Command {
+            command: name,
+            key: display_key(command.key()),
+            position: command.position,
+            reply,
+        })
+    }
+
+    /// Sends `commands` as one transaction and returns their replies. While the server
+    /// is unreachable it reconnects with backoff; after a reconnect it reads the lane's
+    /// marker key to learn whether the transaction ran before the reply was lost, and
+    /// resends it only if it did not. A transaction that never reached EXEC is discarded
+    /// by Redis, so nothing runs twice.
+    async fn send(&mut self, commands: &[LaneCommand]) -> Result<Vec<Reply>, LaneError> {
+        self.pipelines_sent += 1;
+        let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
+        let marker = marker_key(self.id);
+        let mut encoded = Vec::with_capacity(
+            64 + commands
+                .iter()
+                .map(|c| c.argv.iter().map(|a| a.len() + 16).sum::<usize>())
+                .sum::<usize>(),
+        );
+        encode_command(&mut encoded, &[b"MULTI".as_slice()]);
+        for c in commands {
+            encode_command(&mut encoded, &c.argv);
+        }
+        encode_command(
+            &mut encoded,
+            &[b"SET".as_slice(), marker.as_bytes(), token.as_bytes()],
+        );
+        encode_command(&mut encoded, &[b"EXEC".as_slice()]);
+        let expected = commands.len() + 3;
+        let mut replies = Vec::with_capacity(expected);
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
+        let mut reconnected = false;
+        loop {
+            let attempt = match self.conn.as_mut() {
+                Some(conn) if reconnected => {
+                    // Did the transaction run before the connection was lost?
+                    reconnected = false;
+                    match conn.call(&[b"GET".as_slice(), marker.as_bytes()]).await {
+                        Ok(Reply::Bulk(Some(v))) if v.as_ref() == token.as_bytes() => {
+                            tracing::info!(
+                                lane = self.id,
+                                "the lost transaction had been applied; not resending"
+                            );
+                            return Ok(vec![Reply::Status("APPLIED".into()); commands.len()]);
+                        }
+                        Ok(_) => continue,
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Some(conn) => conn
+                    .pipeline(&encoded, expected, &mut replies)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => match Connection::connect(&self.settings.target).await {
+                    Ok(conn) => {
+                        self.conn = Some(conn);
+                        reconnected = true;
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(lane = self.id, target = %self.settings.target, "reconnected");
+                        continue;
+                    }
+                    Err(e) if e.is_transient() => Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            match attempt {
+                Ok(()) => {
+                    self.stats
+                        .commands
+                        .fetch_add(commands.len() as u64, Ordering::Relaxed);
+                    self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
+                    return self.unpack(commands, replies).await;
+                }
+                Err(last) => {
+                    self.conn = None;
+                    replies.clear();
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.settings.retry_for {
+                        return Err(LaneError::GaveUp {
+                            seconds: self.settings.retry_for.as_secs(),
+                            last,
+                        });
+                    }
+                    tracing::warn!(lane = self.id, target = %self.settings.target, error = %last, retry_in = ?backoff, "Redis unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Takes the replies of `MULTI, commands…, SET marker, EXEC` apart. A command Redis
+    /// refused while queueing aborts the whole transaction: those commands are answered
+    /// with their error and the others are sent again without them.
+    async fn unpack(
+        &mut self,
+        commands: &[LaneCommand],
+        replies: Vec<Reply>,
+    ) -> Result<Vec<Reply>, LaneError> {
+        let n = commands.len();
+        let exec = replies.get(n + 2).cloned();
+        match exec {
+            Some(Reply::Array(Some(items))) if items.len() == n + 1 => {
+                Ok(items.into_iter().take(n).collect())
+            }
+            _ => {
+                let queued = &replies[1..=n.min(replies.len().saturating_sub(1))];
+                let rejected: Vec<usize> = queued
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.is_error())
+                    .map(|(i, _)| i)
+                    .collect();
+                if rejected.is_empty() {
+                    return Err(LaneError::Command {
+                        command: "EXEC".into(),
+                        key: String::new(),
+                        position: commands.first().map(|c| c.position).unwrap_or(
+                            Position::Snapshot {
+                                at: Default::default(),
+                                seq: 0,
+                            },
+                        ),
+                        reply: format!("{exec:?}"),
+                    });
+                }
+                let rest: Vec<LaneCommand> = commands
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !rejected.contains(i))
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                let mut rest_replies = if rest.is_empty() {
+                    Vec::new()
+                } else {
+                    Box::pin(self.send(&rest)).await?
+                }
+                .into_iter();
+                Ok((0..n)
+                    .map(|i| {
+                        if rejected.contains(&i) {
+                            queued[i].clone()
+                        } else {
+                            rest_replies.next().unwrap_or(Reply::Bulk(None))
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The key a lane writes in every transaction so a resend after a lost reply can tell
+/// whether the transaction ran.
+pub fn marker_key(lane: usize) -> String {
+    format!("pika-migrate:lane:{lane}")
+}

@@ -1,0 +1,367 @@
+//! The Redis sink, the default target. Events become Redis commands (`encode::commands`).
+//! The commands go to `senders` lanes chosen by a hash of the key, so every key keeps
+//! its order while lanes run in parallel. A command whose keys fall in several lanes (or
+//! that has none, like FLUSHDB) waits for every lane to drain and runs alone.
+//!
+//! Every reply is read and checked. A key Pika held as several types follows
+//! `type_conflict`; anything else Redis refuses follows `on_error`. Each lane pipeline
+//! is one transaction that also writes the lane's marker key, so a resend after a lost
+//! connection never applies anything twice.
+
+pub mod config;
+pub mod conn;
+pub mod lane;
+pub mod reply;
+pub mod url;
+pub mod verify;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pika_migrate_core::event::{Chunk, Event, Op, Position};
+use pika_migrate_core::pika::commands::{key_indexes, lookup, name_of};
+use pika_migrate_core::pika::storage::format::display_key;
+use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::encode::commands::{event_commands, ConflictStats};
+use crate::encode::hyperloglog::is_pika_hyperloglog;
+use config::{HyperLogLogPolicy, RedisSinkConfig};
+use conn::{ConnectError, Connection};
+use lane::{Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats};
+use url::Target;
+
+/// Why the Redis sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSinkError {
+    #[error("bad url: {0}")]
+    Url(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// HyperLogLog keys named in the run summary (the count covers all of them).
+const LISTED_HLL_KEYS: usize = 20;
+/// Batches a lane may have queued before `write` waits.
+const LANE_QUEUE: usize = 4;
+
+struct LaneHandle {
+    tx: mpsc::Sender<LaneBatch>,
+    done: watch::Receiver<u64>,
+    task: Option<JoinHandle<Result<(), LaneError>>>,
+}
+
+pub struct RedisSink {
+    config: RedisSinkConfig,
+    target: Target,
+    lanes: Vec<LaneHandle>,
+    stats: Arc<LaneStats>,
+    /// Number of the last batch handed to the lanes.
+    seq: u64,
+    conflicts: ConflictStats,
+    hyperloglogs: u64,
+    hyperloglog_keys: Vec<String>,
+    scratch: Vec<Vec<Bytes>>,
+    per_lane: Vec<Vec<LaneCommand>>,
+}
+
+/// FNV-1a: stable across runs and platforms, so a key always lands in the same lane.
+fn lane_of(key: &[u8], lanes: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % lanes as u64) as usize
+}
+
+impl RedisSink {
+    /// Connects every lane now, so bad credentials, unknown hosts and refused
+    /// connections fail at start with a clear message.
+    pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
+        let target: Target = config.url.parse().map_err(RedisSinkError::Url)?;
+        let senders = config.senders.max(1);
+        let settings = Arc::new(LaneSettings {
+            target: target.clone(),
+            batch: config.batch.max(1),
+            linger: Duration::from_millis(config.linger_ms),
+            retry_for: Duration::from_secs(config.retry_seconds),
+            on_error: config.on_error,
+            type_conflict: config.type_conflict,
+            run_id: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+        });
+        let stats = Arc::new(LaneStats::default());
+        let mut lanes = Vec::with_capacity(senders);
+        for id in 0..senders {
+            let conn = Connection::connect(&target).await?;
+            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+            let (done_tx, done) = watch::channel(0);
+            let lane = Lane {
+                id,
+                settings: settings.clone(),
+                rx,
+                done: done_tx,
+                stats: stats.clone(),
+                conn: Some(conn),
+                pipelines_sent: 0,
+            };
+            lanes.push(LaneHandle {
+                tx,
+                done,
+                task: Some(tokio::spawn(lane.run())),
+            });
+        }
+        tracing::info!(target = %target, lanes = senders, batch = config.batch, "redis sink connected");
+        Ok(RedisSink {
+            config,
+            target,
+            lanes,
+            stats,
+            seq: 0,
+            conflicts: ConflictStats::default(),
+            hyperloglogs: 0,
+            hyperloglog_keys: Vec::new(),
+            scratch: Vec::new(),
+            per_lane: (0..senders).map(|_| Vec::new()).collect(),
+        })
+    }
+
+    fn error(
+        &self,
+        position: Option<Position>,
+        e: impl Into<pika_migrate_core::sink::BoxError>,
+    ) -> SinkError {
+        SinkError::new(self.name(), position, e)
+    }
+
+    /// Hands what was gathered to the lanes as batch `seq + 1` (every lane gets a
+    /// message, possibly empty, so the applied watermark can pass it).
+    async fn dispatch(&mut self) -> Result<(), SinkError> {
+        self.seq += 1;
+        for i in 0..self.lanes.len() {
+            let commands = std::mem::take(&mut self.per_lane[i]);
+            if self.lanes[i]
+                .tx
+                .send(LaneBatch {
+                    seq: self.seq,
+                    commands,
+                })
+                .await
+                .is_err()
+            {
+                return Err(self.lane_failure().await);
+            }
+        }
+        Ok(())
+    }
+
+    /// The lowest batch number every lane has applied.
+    fn applied(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|l| *l.done.borrow())
+            .min()
+            .unwrap_or(self.seq)
+    }
+
+    /// Waits until every lane has applied everything dispatched so far.
+    async fn drain(&mut self) -> Result<(), SinkError> {
+        while self.applied() < self.seq {
+            if self
+                .lanes
+                .iter()
+                .any(|l| l.task.as_ref().is_some_and(JoinHandle::is_finished))
+            {
+                return Err(self.lane_failure().await);
+            }
+            let lagging = self
+                .lanes
+                .iter_mut()
+                .filter(|l| *l.done.borrow() < self.seq)
+                .map(|l| l.done.clone())
+                .next();
+            if let Some(mut done) = lagging {
+                let _ = tokio::time::timeout(Duration::from_millis(50), done.changed()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of the first lane that stopped.
+    async fn lane_failure(&mut self) -> SinkError {
+        for lane in &mut self.lanes {
+            if let Some(task) = lane.task.take_if(|t| t.is_finished()) {
+                return match task.await {
+                    Ok(Err(e)) => {
+                        let position = match &e {
+                            LaneError::Command { position, .. } => Some(*position),
+                            _ => None,
+                        };
+                        self.error(position, e)
+                    }
+                    Ok(Ok(())) => self.error(None, "a lane stopped early"),
+                    Err(e) => self.error(None, format!("a lane panicked: {e}")),
+                };
+            }
+        }
+        self.error(None, "a lane stopped")
+    }
+
+    /// Whether `event` is a Pika HyperLogLog to leave out (counting it either way).
+    fn skip_hyperloglog(&mut self, event: &Event) -> bool {
+        let Op::Snapshot {
+            chunk: Chunk::String(value),
+            part,
+            ..
+        } = &event.op
+        else {
+            return false;
+        };
+        if !part.starts_key() || !is_pika_hyperloglog(value) {
+            return false;
+        }
+        self.hyperloglogs += 1;
+        if self.hyperloglog_keys.len() < LISTED_HLL_KEYS {
+            self.hyperloglog_keys.push(display_key(&event.key));
+        }
+        self.config.hyperloglog == HyperLogLogPolicy::Skip
+    }
+}
+
+#[async_trait]
+impl Sink for RedisSink {
+    fn name(&self) -> String {
+        format!("redis {}", self.target)
+    }
+
+    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+        let lanes = self.lanes.len();
+        for event in batch {
+            if self.skip_hyperloglog(event) {
+                continue;
+            }
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            event_commands(
+                event,
+                self.config.type_conflict,
+                &mut self.conflicts,
+                &mut scratch,
+            );
+            for argv in scratch.drain(..) {
+                let keys = key_indexes(&argv);
+                let lane_set: Vec<usize> = keys.iter().map(|i| lane_of(&argv[*i], lanes)).collect();
+                let writes = lookup(&name_of(&argv)).and_then(|s| s.data_type);
+                let command = LaneCommand {
+                    key_index: keys.first().copied(),
+                    argv,
+                    writes,
+                    position: event.position,
+                };
+                let alone = lane_set.is_empty() || lane_set.iter().any(|l| *l != lane_set[0]);
+                if alone {
+                    // Everything before must be applied first, and it must be applied
+                    // before anything after: it reads or writes several lanes' keys.
+                    self.dispatch().await?;
+                    self.drain().await?;
+                    self.per_lane[lane_set.first().copied().unwrap_or(0)].push(command);
+                    self.dispatch().await?;
+                    self.drain().await?;
+                } else {
+                    self.per_lane[lane_set[0]].push(command);
+                }
+            }
+            self.scratch = scratch;
+        }
+        self.dispatch().await
+    }
+
+    async fn finish(&mut self) -> Result<SinkReport, SinkError> {
+        self.drain().await?;
+        for lane in &mut self.lanes {
+            let (tx, _) = mpsc::channel(1);
+            drop(std::mem::replace(&mut lane.tx, tx));
+        }
+        for i in 0..self.lanes.len() {
+            if let Some(task) = self.lanes[i].task.take() {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(self.error(None, e)),
+                    Err(e) => return Err(self.error(None, format!("a lane panicked: {e}"))),
+                }
+            }
+        }
+        let s = &self.stats;
+        let name = self.name();
+        let mut lines = vec![format!(
+            "{name}: {} commands in {} transactions, {} reconnects",
+            s.commands.load(Ordering::Relaxed),
+            s.pipelines.load(Ordering::Relaxed),
+            s.reconnects.load(Ordering::Relaxed)
+        )];
+        let skipped = self.conflicts.skipped + s.conflicts_skipped.load(Ordering::Relaxed);
+        if skipped > 0 {
+            lines.push(format!("{name}: {skipped} writes skipped: the key holds another type first (type_conflict: first-wins)"));
+        }
+        let renamed = self.conflicts.renamed + s.conflicts_renamed.load(Ordering::Relaxed);
+        if renamed > 0 {
+            lines.push(format!(
+                "{name}: {renamed} writes went to key:<type> (type_conflict: suffix)"
+            ));
+        }
+        let overwritten = s.conflicts_overwritten.load(Ordering::Relaxed);
+        if overwritten > 0 {
+            lines.push(format!("{name}: {overwritten} writes replaced a key of another type (type_conflict: overwrite)"));
+        }
+        let errors = s.errors_skipped.load(Ordering::Relaxed);
+        if errors > 0 {
+            lines.push(format!(
+                "{name}: {errors} commands refused by Redis and skipped (on_error: skip)"
+            ));
+        }
+        if self.hyperloglogs > 0 {
+            let verb = match self.config.hyperloglog {
+                HyperLogLogPolicy::Raw => {
+                    "copied as raw strings; Redis PF* commands will not read them, rebuild them"
+                }
+                HyperLogLogPolicy::Skip => "left out (hyperloglog: skip)",
+            };
+            lines.push(format!(
+                "{name}: {} Pika HyperLogLog keys {verb}: {}{}",
+                self.hyperloglogs,
+                self.hyperloglog_keys.join(", "),
+                if self.hyperloglogs as usize > self.hyperloglog_keys.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(SinkReport { lines })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_stable_and_spread() {
+        assert_eq!(lane_of(b"user:1", 8), lane_of(b"user:1", 8));
+        let used: std::collections::HashSet<usize> = (0..1000)
+            .map(|i| lane_of(format!("k{i}").as_bytes(), 8))
+            .collect();
+        assert_eq!(used.len(), 8);
+    }
+}

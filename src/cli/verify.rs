@@ -1,0 +1,78 @@
+//! `pika-migrate verify -c FILE`: compares every key of the pipeline's snapshot source
+//! with the pipeline's Redis sink; exit code 0 only when they are equal.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use pika_migrate_core::config::SourceConfig;
+use pika_migrate_core::pipeline::Metrics;
+use pika_migrate_core::source::snapshot::SnapshotSource;
+use pika_migrate_core::source::{EventSender, StopSignal};
+use pika_migrate_sinks::redis::verify::Verifier;
+use pika_migrate_sinks::SinkConfig;
+use tokio::sync::mpsc;
+
+use crate::pipeline_file;
+
+pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = pipeline_file::load(path)?;
+    let SourceConfig::Snapshot(snapshot) = &config.source else {
+        bail!("verify compares a snapshot source with Redis; this pipeline's source is not a snapshot");
+    };
+    let Some(redis) = config.sinks.iter().find_map(|s| match s {
+        SinkConfig::Redis(r) => Some(r.clone()),
+        _ => None,
+    }) else {
+        bail!("verify needs a redis sink in the pipeline");
+    };
+    let mut verifier = Verifier::connect(&redis)
+        .await
+        .context("connecting to the Redis target")?;
+    let source = SnapshotSource {
+        path: snapshot.path.clone(),
+        limits: snapshot.chunk.into(),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut out = EventSender::new(tx, StopSignal::default());
+        source.scan_blocking(&mut out, &Metrics::default())
+    });
+    while let Some(batch) = rx.recv().await {
+        for event in &batch {
+            verifier
+                .check(event)
+                .await
+                .context("reading from the Redis target")?;
+        }
+    }
+    scan.await.context("snapshot scan task")??;
+    let report = verifier
+        .finish()
+        .await
+        .context("reading from the Redis target")?;
+    for line in &report.differences {
+        println!("{line}");
+    }
+    if report.differing_keys as usize > report.differences.len() {
+        println!("… (first {} differences shown)", report.differences.len());
+    }
+    println!(
+        "verified {} keys: {} differ{}",
+        report.keys,
+        report.differing_keys,
+        if report.skipped_keys > 0 {
+            format!(
+                ", {} not expected in Redis (type_conflict / hyperloglog policy)",
+                report.skipped_keys
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(if report.differing_keys == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,220 @@
+//! The command line as an operator uses it: run (one-shot and following), validate,
+//! inspect, and the JSON-lines output.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value as Json;
+
+fn wait_for_lines(path: &std::path::Path, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let have = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if have >= n || Instant::now() > deadline {
+            return have;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn follow_picks_up_new_binlog_data_and_sigterm_stops_cleanly() {
+    let (tmp, dir) = binlog_copy();
+    let active = dir.join("write2file1");
+    let full = std::fs::read(&active).unwrap();
+    std::fs::write(&active, &full[..507_400]).unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\n  follow: true\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            dir.display(),
+            out.display()
+        ),
+    );
+    let child = Command::new(bin())
+        .args(["run", "-c", pipeline.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        wait_for_lines(&out, 1043),
+        1043,
+        "whole items before the partial tail"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        wait_for_lines(&out, 1043),
+        1043,
+        "still waiting at the partial item"
+    );
+    std::fs::write(&active, &full).unwrap();
+    assert_eq!(wait_for_lines(&out, 1430), 1430, "the rest once written");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("source position at the end: 1:542923"),
+        "{stderr}"
+    );
+    let last: Json = serde_json::from_str(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["position"]["binlog"]["offset"], 542923);
+}
+
+#[test]
+fn jsonl_output_is_the_documented_envelope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("dump.jsonl");
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n  type: snapshot\n  path: {}\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            fixture("dump").display(),
+            out.display()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Json> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 894);
+    for row in &rows {
+        assert_eq!(row["op"], "snapshot");
+        assert_eq!(row["db"], 0);
+        assert!(["string", "hash", "list", "zset", "set"].contains(&row["type"].as_str().unwrap()));
+        assert_eq!(row["position"]["snapshot"]["filenum"], 1);
+        assert_eq!(row["position"]["snapshot"]["offset"], 507340);
+        assert!(row["exec_time"].is_null());
+    }
+    let binary = rows
+        .iter()
+        .find(|r| {
+            r["key"]["base64"]
+                .as_str()
+                .is_some_and(|k| b64(k).starts_with(b"s1:bin:\x00\xff"))
+        })
+        .expect("the binary key is base64-marked");
+    assert_eq!(binary["type"], "string");
+    assert!(binary["value"]["base64"].is_string());
+    let zset = rows
+        .iter()
+        .find(|r| r["key"] == "s1:zset:inf")
+        .expect("zset with infinite scores");
+    let scores: Vec<&str> = zset["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_str().unwrap())
+        .collect();
+    assert!(
+        scores.contains(&"-inf") && scores.contains(&"inf"),
+        "{scores:?}"
+    );
+}
+
+#[test]
+fn inspect_binlog_prints_one_line_per_item_position_first() {
+    let (code, stdout, _) = run_cli(&["inspect", "binlog", fixture("binlog").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1430);
+    assert!(
+        lines[0].starts_with("0:0..0:84\t#1\texec_time="),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with("SET s1:str:0 eqh524yng"), "{}", lines[0]);
+    let rewritten = lines.iter().find(|l| l.contains("pksetexat")).unwrap();
+    assert!(rewritten.contains("=> SET "), "{rewritten}");
+
+    let (code, stdout, _) = run_cli(&[
+        "inspect",
+        "binlog",
+        "--json",
+        "--from",
+        "1:507340",
+        fixture("binlog").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let first: Json = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["start"], "1:507340");
+    assert_eq!(first["args"], serde_json::json!(["SET", "s1:p2:a", "1"]));
+    assert_eq!(stdout.lines().count(), 387);
+
+    let (code, _, stderr) = run_cli(&[
+        "inspect",
+        "binlog",
+        "--from",
+        "1:3",
+        fixture("binlog").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("offset 3 is not the start of a binlog item"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inspect_snapshot_lists_every_key() {
+    let (code, stdout, _) = run_cli(&["inspect", "snapshot", fixture("dump").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 894);
+    let multi = stdout
+        .lines()
+        .find(|l| l.contains("\tstring\ts1:multi\t"))
+        .unwrap();
+    assert!(multi.contains("also_types=hash,list,zset,set"), "{multi}");
+    let (code, stdout, _) = run_cli(&[
+        "inspect",
+        "snapshot",
+        "--json",
+        fixture("dump").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 894);
+}
+
+#[test]
+fn validate_accepts_the_shipped_examples_and_help_is_everywhere() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (code, stdout, stderr) = run_cli(&["validate", "-c", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {stderr}", path.display());
+            assert!(stdout.contains(": ok: "), "{stdout}");
+        }
+    }
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["validate", "--help"],
+        &["inspect", "binlog", "--help"],
+        &["inspect", "snapshot", "--help"],
+    ] {
+        let (code, stdout, _) = run_cli(args);
+        assert_eq!(code, 0);
+        assert!(stdout.contains("Usage:"), "{args:?}");
+    }
+}

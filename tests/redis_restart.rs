@@ -1,0 +1,75 @@
+//! A redis-server killed and restarted in the middle of a large load: the run rides it
+//! out and ends with exactly the source data (checked by `verify`).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_redis_killed_mid_load_ends_with_exactly_the_source_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("db0");
+    let (code, _, stderr) = run_cli(&[
+        "bench",
+        "generate",
+        "--out",
+        dump.to_str().unwrap(),
+        "--keys",
+        "200000",
+        "--kind",
+        "mixed",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // Every transaction is on disk before Redis answers, so a SIGKILL loses nothing
+    // that was acknowledged.
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n  type: snapshot\n  path: {}\nsinks:\n  - type: redis\n    url: {}\n    batch: 256\n    senders: 4\n",
+            dump.display(),
+            redis.url()
+        ),
+    );
+    let child = Command::new(bin())
+        .args(["run", "-c", pipeline.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let size: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+        if size > 30_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the load did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.restart();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("reconnect"),
+        "the lanes reconnected: {stderr}"
+    );
+    assert!(stderr.contains("done: 200000 keys"), "{stderr}");
+
+    let (code, stdout, stderr) = run_cli(&["verify", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("verified 200000 keys: 0 differ"),
+        "{stdout}"
+    );
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+    assert_eq!(
+        size,
+        200_000 + 4,
+        "every key once, plus the 4 lanes' marker keys"
+    );
+}

@@ -1,0 +1,290 @@
+//! The Redis sink against real redis-server processes: the fixtures land exactly, each
+//! type-conflict policy does what it says, credentials work or fail clearly.
+
+mod common;
+
+use common::*;
+
+/// Runs a pipeline from `source` into the Redis at `url`; returns (exit code, stderr).
+fn run_into(source: &str, url: &str, extra: &str) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = format!("source:\n{source}\nsinks:\n  - type: redis\n    url: {url}\n{extra}");
+    let pipeline = write_pipeline(tmp.path(), &yaml);
+    let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    (code, stderr)
+}
+
+fn dump_source() -> String {
+    format!("  type: snapshot\n  path: {}", fixture("dump").display())
+}
+
+fn binlog_source(from: Option<&str>) -> String {
+    let from = from
+        .map(|f| format!("\n  from: \"{f}\""))
+        .unwrap_or_default();
+    format!(
+        "  type: binlog\n  path: {}{from}",
+        fixture("binlog").display()
+    )
+}
+
+/// Leaves out keys whose HyperLogLog Redis rebuilt from a replayed PFADD (Pika's own
+/// register format cannot be compared byte for byte with Redis's).
+fn without_replayed_hyperloglogs(expected: &mut State, actual: &mut State) {
+    let replayed: Vec<_> = expected
+        .keys()
+        .filter(|k| matches!(actual.get(*k), Some(KeyState { val: Val::String(v), .. }) if v.starts_with(b"HYLL")))
+        .cloned()
+        .collect();
+    for k in replayed {
+        expected.remove(&k);
+        actual.remove(&k);
+    }
+}
+
+#[test]
+fn snapshot_lands_exactly_with_first_wins() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(
+        &dump_source(),
+        &redis.url(),
+        "    senders: 4\n    batch: 64\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("5 writes skipped: the key holds another type first"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Pika HyperLogLog keys copied as raw strings"),
+        "{stderr}"
+    );
+    let expected = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()));
+    assert_same(&expected, &redis.state());
+}
+
+#[test]
+fn binlog_replays_exactly_and_type_conflicts_do_not_fail_the_run() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(&binlog_source(None), &redis.url(), "");
+    assert_eq!(code, 0, "{stderr}");
+    // HSET/RPUSH/SADD/ZADD on s1:multi and HSET on s1:multi:ttl hit WRONGTYPE.
+    assert!(stderr.contains("5 writes skipped"), "{stderr}");
+    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut actual = redis.state();
+    without_replayed_hyperloglogs(&mut expected, &mut actual);
+    assert_same(&expected, &actual);
+}
+
+#[test]
+fn dump_then_binlog_tail_gives_the_later_state() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(&dump_source(), &redis.url(), "");
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run_into(&binlog_source(Some("1:507340")), &redis.url(), "");
+    assert_eq!(code, 0, "{stderr}");
+    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut actual = redis.state();
+    without_replayed_hyperloglogs(&mut expected, &mut actual);
+    assert_same(&expected, &actual);
+}
+
+fn multi_state(redis: &RedisServer) -> Vec<(String, String)> {
+    redis
+        .state()
+        .into_iter()
+        .filter(|((k, _), _)| k.starts_with(b"s1:multi"))
+        .map(|((k, t), _)| (String::from_utf8(k).unwrap(), t))
+        .collect()
+}
+
+#[test]
+fn overwrite_lets_the_last_type_in_pika_order_win() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(
+        &dump_source(),
+        &redis.url(),
+        "    type_conflict: overwrite\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let expected = load_expected("expected.jsonl");
+    assert_eq!(
+        multi_state(&redis),
+        [
+            ("s1:multi".to_owned(), "set".to_owned()),
+            ("s1:multi:ttl".to_owned(), "hash".to_owned())
+        ]
+    );
+    let state = redis.state();
+    let set = &state[&(b"s1:multi".to_vec(), "set".to_owned())];
+    assert_eq!(
+        set.val,
+        expected[&(b"s1:multi".to_vec(), "set".to_owned())].val
+    );
+}
+
+#[test]
+fn suffix_keeps_every_type_under_its_own_name() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(&dump_source(), &redis.url(), "    type_conflict: suffix\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("5 writes went to key:<type>"), "{stderr}");
+    let names: Vec<(String, String)> = multi_state(&redis);
+    assert_eq!(
+        names,
+        [
+            ("s1:multi", "string"),
+            ("s1:multi:hash", "hash"),
+            ("s1:multi:list", "list"),
+            ("s1:multi:set", "set"),
+            ("s1:multi:ttl", "string"),
+            ("s1:multi:ttl:hash", "hash"),
+            ("s1:multi:zset", "zset"),
+        ]
+        .map(|(k, t)| (k.to_owned(), t.to_owned()))
+    );
+    let expected = load_expected("expected.jsonl");
+    let state = redis.state();
+    let renamed = &state[&(b"s1:multi:ttl:hash".to_vec(), "hash".to_owned())];
+    let original = &expected[&(b"s1:multi:ttl".to_vec(), "hash".to_owned())];
+    assert_eq!(renamed.val, original.val);
+    assert!(
+        (renamed.expire_at_ms.unwrap() - original.expire_at_ms.unwrap()).abs() <= EXPIRY_SLACK_MS
+    );
+}
+
+#[test]
+fn hyperloglogs_can_be_left_out() {
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(&dump_source(), &redis.url(), "    hyperloglog: skip\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("Pika HyperLogLog keys left out (hyperloglog: skip): s1:hll:0"),
+        "{stderr}"
+    );
+    let mut expected = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()));
+    expected.retain(|_, s| !matches!(&s.val, Val::String(v) if v.len() == 131072));
+    assert_same(&expected, &redis.state());
+}
+
+#[test]
+fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}/0", redis.port);
+    let (code, stderr) = run_into(&dump_source(), &url, "");
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run_into(
+        &dump_source(),
+        &format!("redis://:wrong@127.0.0.1:{}/0", redis.port),
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("authentication refused"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong@"),
+        "the password is not printed: {stderr}"
+    );
+
+    let acl = RedisServer::start();
+    let mut con = acl.client();
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "migrator", "on", ">m1grate", "~*", "&*", "+@all"])
+        .exec(&mut con)
+        .unwrap();
+    let url = format!("redis://migrator:m1grate@127.0.0.1:{}/0", acl.port);
+    let (code, stderr) = run_into(&dump_source(), &url, "");
+    assert_eq!(code, 0, "{stderr}");
+    let expected = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()));
+    assert_same(&expected, &acl.state());
+    let (code, stderr) = run_into(
+        &dump_source(),
+        &format!("redis://migrator:nope@127.0.0.1:{}/0", acl.port),
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("authentication refused") && stderr.contains("WRONGPASS"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unreachable_targets_fail_at_start_with_the_address() {
+    let port = free_port();
+    let (code, stderr) = run_into(&dump_source(), &format!("redis://127.0.0.1:{port}/0"), "");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}/0: cannot connect")),
+        "{stderr}"
+    );
+    let (code, stderr) = run_into(&dump_source(), "redis://no-such-host.invalid:6379/0", "");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
+}
+
+#[test]
+fn command_errors_stop_the_run_with_the_position_or_are_skipped() {
+    // A Redis too small for the dump refuses writes with OOM.
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]);
+    let (code, stderr) = run_into(&dump_source(), &redis.url(), "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("OOM") && stderr.contains("at snapshot@1:507340#"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_into(&dump_source(), &redis.url(), "    on_error: skip\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("commands refused by Redis and skipped (on_error: skip)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verify_finds_the_fixture_equal_and_names_a_tampered_key() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n{}\nsinks:\n  - type: redis\n    url: {}\n",
+            dump_source(),
+            redis.url()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = run_cli(&["verify", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("verified 859 keys: 0 differ, 5 not expected in Redis"),
+        "{stdout}"
+    );
+
+    let mut con = redis.client();
+    redis::cmd("HSET")
+        .arg(&["s1:hash:big", "field7", "tampered"])
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("RPUSH")
+        .arg(&["s1:list:big", "extra"])
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("PERSIST")
+        .arg("s1:multi:ttl")
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("DEL").arg("s1:zset:inf").exec(&mut con).unwrap();
+    let (code, stdout, _) = run_cli(&["verify", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    for key in [
+        "s1:hash:big: ",
+        "s1:list:big: length is",
+        "s1:multi:ttl: expiry differs",
+        "s1:zset:inf: type is",
+    ] {
+        assert!(stdout.contains(key), "{key} in {stdout}");
+    }
+    assert!(stdout.contains("verified 859 keys: 4 differ"), "{stdout}");
+}
