@@ -20,6 +20,9 @@ use crate::pipeline::Metrics;
 
 /// Events per batch handed to the pipeline.
 pub const BATCH_EVENTS: usize = 256;
+/// Payload bytes after which a batch is handed over early, so that memory stays
+/// bounded however big the chunks are (channel capacity × this).
+pub const BATCH_BYTES: usize = 2 << 20;
 
 /// What a finished source reports for the run summary.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +77,7 @@ impl StopSignal {
 pub struct EventSender {
     tx: mpsc::Sender<Vec<Event>>,
     batch: Vec<Event>,
+    batch_bytes: usize,
     stop: StopSignal,
 }
 
@@ -82,6 +86,7 @@ impl EventSender {
         EventSender {
             tx,
             batch: Vec::with_capacity(BATCH_EVENTS),
+            batch_bytes: 0,
             stop,
         }
     }
@@ -89,8 +94,10 @@ impl EventSender {
     /// Queues an event from a blocking thread; false when the source should stop (the
     /// pipeline is gone or a stop was asked for). The event is kept either way.
     pub fn push_blocking(&mut self, event: Event) -> bool {
+        self.batch_bytes += event.payload_bytes();
         self.batch.push(event);
-        let sent = self.batch.len() < BATCH_EVENTS || self.flush_blocking();
+        let full = self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES;
+        let sent = !full || self.flush_blocking();
         sent && !self.stop.is_stopped()
     }
 
@@ -99,6 +106,7 @@ impl EventSender {
         if self.batch.is_empty() {
             return !self.tx.is_closed();
         }
+        self.batch_bytes = 0;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
         self.tx.blocking_send(batch).is_ok()
     }

@@ -63,6 +63,10 @@ pub struct LaneStats {
     logged_conflicts: Mutex<HashSet<Vec<u8>>>,
 }
 
+/// Argument bytes after which a lane sends its transaction even if `batch` commands
+/// have not gathered, so big values do not pile up in memory.
+const PIPELINE_BYTES: usize = 4 << 20;
+
 /// How many distinct keys are logged for conflicts and errors before only counting.
 const LOGGED_KEYS: usize = 1000;
 
@@ -148,7 +152,7 @@ impl Lane {
                 }
             }
             while !pending.is_empty() {
-                let take = pending.len().min(self.settings.batch.max(1));
+                let take = self.next_pipeline_len(&pending);
                 let chunk: Vec<LaneCommand> = pending.drain(..take).collect();
                 self.apply(chunk).await?;
             }
@@ -157,6 +161,20 @@ impl Lane {
                 return Ok(());
             }
         }
+    }
+
+    /// How many of `pending` go into the next transaction: up to `batch` commands, and
+    /// no more than [`PIPELINE_BYTES`] of arguments (at least one command).
+    fn next_pipeline_len(&self, pending: &[LaneCommand]) -> usize {
+        let mut bytes = 0;
+        let limit = pending.len().min(self.settings.batch.max(1));
+        for (i, c) in pending[..limit].iter().enumerate() {
+            bytes += c.argv.iter().map(Bytes::len).sum::<usize>();
+            if bytes >= PIPELINE_BYTES {
+                return i + 1;
+            }
+        }
+        limit
     }
 
     /// Sends one pipeline, then handles every reply.

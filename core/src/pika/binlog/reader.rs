@@ -210,3 +210,82 @@ fn oldest_file(dir: &Path) -> Result<Option<u32>, BinlogError> {
     }
     Ok(oldest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pika::binlog::BLOCK_SIZE;
+    use bytes::Bytes;
+
+    fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut r = vec![len as u8, (len >> 8) as u8, (len >> 16) as u8];
+        r.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        r.push(kind);
+        r.extend_from_slice(payload);
+        r
+    }
+
+    fn item(argv: &[&[u8]]) -> Vec<u8> {
+        BinlogItem {
+            exec_time: 1_700_000_000,
+            term: 0,
+            logic_id: 1,
+            filenum: 0,
+            offset: 0,
+            argv: argv.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
+        }
+        .encode()
+    }
+
+    fn write_manifest(dir: &Path, filenum: u32, offset: u64) {
+        let mut m = vec![0u8; 64];
+        m[..4].copy_from_slice(&filenum.to_le_bytes());
+        m[4..12].copy_from_slice(&offset.to_le_bytes());
+        std::fs::write(dir.join("manifest"), m).unwrap();
+    }
+
+    #[test]
+    fn skips_padding_records_and_short_block_tails_and_joins_spanning_items() {
+        let dir = tempfile::tempdir().unwrap();
+        // A replica's padding, one whole item, padding up to 5 bytes before the block
+        // end (a tail too short for a header, left as zeros), then an item spanning two
+        // blocks.
+        let mut file = record(6, &[b'*'; 100]);
+        let small = item(&[b"SET", b"a", b"1"]);
+        file.extend(record(1, &small));
+        let pad = BLOCK_SIZE as usize - 5 - file.len() - 8;
+        file.extend(record(6, &vec![b'*'; pad]));
+        assert_eq!(BLOCK_SIZE as usize - file.len(), 5);
+        file.extend([0u8; 5]);
+        let big_value = vec![b'x'; 70_000];
+        let big = item(&[b"SET", b"b", &big_value]);
+        let first = BLOCK_SIZE as usize - 8;
+        file.extend(record(2, &big[..first]));
+        file.extend(record(4, &big[first..]));
+        std::fs::write(dir.path().join("write2file0"), &file).unwrap();
+        write_manifest(dir.path(), 0, file.len() as u64);
+
+        let mut reader = BinlogReader::open(dir.path(), None).unwrap();
+        let ReadOutcome::Entry(a) = reader.read_next().unwrap() else {
+            panic!("first item")
+        };
+        assert_eq!(
+            (a.start.offset, a.end.offset),
+            (108, 108 + 8 + small.len() as u64)
+        );
+        assert_eq!(a.item.argv[1].as_ref(), b"a");
+        let ReadOutcome::Entry(b) = reader.read_next().unwrap() else {
+            panic!("spanning item")
+        };
+        assert_eq!(b.item.argv[2].len(), 70_000);
+        assert_eq!(b.end.offset, file.len() as u64);
+        assert!(matches!(reader.read_next().unwrap(), ReadOutcome::CaughtUp));
+        // Resuming at the first item's end walks the padding and the tail to the next.
+        let mut resumed = BinlogReader::open(dir.path(), Some(a.end)).unwrap();
+        let ReadOutcome::Entry(again) = resumed.read_next().unwrap() else {
+            panic!("resume")
+        };
+        assert_eq!(again.item, b.item);
+    }
+}

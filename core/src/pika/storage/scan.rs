@@ -193,32 +193,24 @@ impl PikaDb {
         })?;
         let mut opts = ReadOptions::default();
         opts.fill_cache(false);
-        opts.set_readahead_size(2 << 20);
+        opts.set_readahead_size(256 << 10);
         Ok(db.raw_iterator_cf_opt(handle, opts))
     }
 
-    /// Whether `key` is live as type `t`.
-    fn is_live(&self, t: DataType, key: &[u8], now: i64) -> Result<bool, StorageError> {
-        let db = self.db(t);
-        let value = db.get_pinned(key).map_err(|e| self.read_error(t, e))?;
-        let Some(v) = value else { return Ok(false) };
+    /// Whether a meta (or string) value of type `t` is live.
+    fn is_live_value(
+        &self,
+        t: DataType,
+        key: &[u8],
+        v: &[u8],
+        now: i64,
+    ) -> Result<bool, StorageError> {
         let live = match t {
-            DataType::String => parse_string_value(&v).map(|(_, e)| !e.is_stale(now)),
-            DataType::List => ListMeta::parse(&v).map(|m| m.is_live(now)),
-            _ => CollectionMeta::parse(&v).map(|m| m.is_live(now)),
+            DataType::String => parse_string_value(v).map(|(_, e)| !e.is_stale(now)),
+            DataType::List => ListMeta::parse(v).map(|m| m.is_live(now)),
+            _ => CollectionMeta::parse(v).map(|m| m.is_live(now)),
         };
         live.map_err(|reason| self.corrupt(t, key, reason))
-    }
-
-    /// The other types `key` is live as.
-    fn also_types(&self, t: DataType, key: &[u8], now: i64) -> Result<TypeSet, StorageError> {
-        let mut set = TypeSet::default();
-        for other in DataType::TYPE_ORDER {
-            if other != t && self.is_live(other, key, now)? {
-                set.insert(other);
-            }
-        }
-        Ok(set)
     }
 
     /// Emits every live key, type by type in the order Pika's `TYPE` reports them.
@@ -235,11 +227,19 @@ impl PikaDb {
         for t in DataType::TYPE_ORDER {
             let mut meta = self.iter(t, "default")?;
             meta.seek_to_first();
+            // One data iterator per type, re-seeked for each key: creating one per key
+            // costs more than reading a small key.
+            let mut rows = match t {
+                DataType::String => None,
+                _ => Some(self.iter(t, data_cf(t))?),
+            };
+            let mut siblings = Siblings::new(self, t)?;
             while meta.valid() {
                 let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
                     break;
                 };
                 let key = Bytes::copy_from_slice(key);
+                let also_types = siblings.types_of(self, &key, now)?;
                 let mut out = KeyEmitter {
                     db: self.index,
                     key: key.clone(),
@@ -248,15 +248,19 @@ impl PikaDb {
                     emit: &mut *emit,
                     stats: &mut stats,
                     expire_at_ms: None,
-                    also_types: TypeSet::default(),
+                    also_types,
                     pending: None,
                     started: false,
                     stopped: false,
                 };
-                let emitted = match t {
-                    DataType::String => self.string_key(&mut out, value, limits, now)?,
-                    DataType::List => self.list_key(&mut out, value, limits, now)?,
-                    _ => self.collection_key(t, &mut out, value, limits, now)?,
+                let emitted = match (t, rows.as_mut()) {
+                    (DataType::List, Some(rows)) => {
+                        self.list_key(&mut out, rows, value, limits, now)?
+                    }
+                    (_, Some(rows)) => {
+                        self.collection_key(t, &mut out, rows, value, limits, now)?
+                    }
+                    (_, None) => self.string_key(&mut out, value, limits, now)?,
                 };
                 if out.stopped {
                     return Ok(stats);
@@ -280,15 +284,17 @@ impl PikaDb {
     ) -> Result<bool, StorageError> {
         let t = DataType::String;
         let (len, expiry) = parse_string_value(value).map_err(|r| self.corrupt(t, &out.key, r))?;
-        if !out.begin(self, t, expiry, now)? {
+        if !out.begin(expiry, now)? {
             return Ok(false);
         }
-        let value = Bytes::copy_from_slice(&value[..len]);
+        // Copied slice by slice: only the slices in flight are held, never a second
+        // copy of a whole big value.
+        let value = &value[..len];
         let step = limits.bytes.max(1);
         let mut at = 0;
         loop {
             let end = (at + step).min(value.len());
-            out.push(Chunk::String(value.slice(at..end)));
+            out.push(Chunk::String(Bytes::copy_from_slice(&value[at..end])));
             at = end;
             if at >= value.len() {
                 break;
@@ -302,16 +308,16 @@ impl PikaDb {
         &self,
         t: DataType,
         out: &mut KeyEmitter,
+        rows: &mut DBRawIterator<'_>,
         value: &[u8],
         limits: ChunkLimits,
         now: i64,
     ) -> Result<bool, StorageError> {
         let meta = CollectionMeta::parse(value).map_err(|r| self.corrupt(t, &out.key, r))?;
-        if meta.count == 0 || !out.begin(self, t, meta.expiry, now)? {
+        if meta.count == 0 || !out.begin(meta.expiry, now)? {
             return Ok(false);
         }
         let prefix = data_key_prefix(&out.key, meta.version);
-        let mut rows = self.iter(t, data_cf(t))?;
         rows.seek(&prefix);
         let mut chunk = ChunkBuf::new(t);
         while rows.valid() && !out.stopped {
@@ -344,19 +350,19 @@ impl PikaDb {
     fn list_key(
         &self,
         out: &mut KeyEmitter,
+        rows: &mut DBRawIterator<'_>,
         value: &[u8],
         limits: ChunkLimits,
         now: i64,
     ) -> Result<bool, StorageError> {
         let t = DataType::List;
         let meta = ListMeta::parse(value).map_err(|r| self.corrupt(t, &out.key, r))?;
-        if meta.count == 0 || !out.begin(self, t, meta.expiry, now)? {
+        if meta.count == 0 || !out.begin(meta.expiry, now)? {
             return Ok(false);
         }
         let prefix = data_key_prefix(&out.key, meta.version);
         let mut start = prefix.clone();
         start.extend_from_slice(&meta.left.wrapping_add(1).to_le_bytes());
-        let mut rows = self.iter(t, "data_cf")?;
         rows.seek(&start);
         let mut chunk = ChunkBuf::new(t);
         let mut seen = 0u64;
@@ -388,6 +394,51 @@ impl PikaDb {
         }
         out.finish_with(chunk);
         Ok(true)
+    }
+}
+
+/// Cursors over the other four types' metas, walked forward alongside the scan of one
+/// type: all five are sorted by the raw user key, so learning which other types a key
+/// has costs a few `next()` calls instead of four point lookups.
+struct Siblings<'a> {
+    cursors: Vec<(DataType, DBRawIterator<'a>)>,
+}
+
+/// Steps taken with `next()` before a lagging cursor jumps with `seek()`.
+const SIBLING_STEPS: usize = 8;
+
+impl<'a> Siblings<'a> {
+    fn new(db: &'a PikaDb, t: DataType) -> Result<Siblings<'a>, StorageError> {
+        let mut cursors = Vec::with_capacity(4);
+        for other in DataType::TYPE_ORDER.into_iter().filter(|o| *o != t) {
+            let mut it = db.iter(other, "default")?;
+            it.seek_to_first();
+            cursors.push((other, it));
+        }
+        Ok(Siblings { cursors })
+    }
+
+    /// The other types `key` is live as. Keys must come in ascending order.
+    fn types_of(&mut self, db: &PikaDb, key: &[u8], now: i64) -> Result<TypeSet, StorageError> {
+        let mut set = TypeSet::default();
+        for (t, it) in &mut self.cursors {
+            let mut steps = 0;
+            while it.valid() && it.key().is_some_and(|k| k < key) {
+                if steps == SIBLING_STEPS {
+                    it.seek(key);
+                    break;
+                }
+                it.next();
+                steps += 1;
+            }
+            it.status().map_err(|e| db.read_error(*t, e))?;
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if k == key && db.is_live_value(*t, key, v, now)? {
+                    set.insert(*t);
+                }
+            }
+        }
+        Ok(set)
     }
 }
 
@@ -452,20 +503,13 @@ struct KeyEmitter<'a> {
 }
 
 impl KeyEmitter<'_> {
-    /// Decides whether the key is live; if so, learns its expiry and sibling types.
-    fn begin(
-        &mut self,
-        db: &PikaDb,
-        t: DataType,
-        expiry: Expiry,
-        now: i64,
-    ) -> Result<bool, StorageError> {
+    /// Decides whether the key is live; if so, learns its expiry.
+    fn begin(&mut self, expiry: Expiry, now: i64) -> Result<bool, StorageError> {
         if expiry.is_stale(now) {
             self.stats.expired += 1;
             return Ok(false);
         }
         self.expire_at_ms = expiry.as_millis();
-        self.also_types = db.also_types(t, &self.key, now)?;
         Ok(true)
     }
 
