@@ -302,7 +302,22 @@ impl Event {
         }
     }
 
-    /// Approximate payload size in bytes, for metrics and batch sizing.
+    /// Estimated memory the event holds: its bytes plus, per element, the `Bytes`
+    /// header and allocation that a small element costs. Batches are bounded by this,
+    /// so many tiny elements count for what they really take.
+    pub fn memory_estimate(&self) -> usize {
+        const PER_ELEMENT: usize = 64;
+        let elements = match &self.op {
+            Op::Snapshot { chunk, .. } => match chunk {
+                Chunk::Hash(_) | Chunk::Zset(_) => chunk.len() * 2,
+                other => other.len(),
+            },
+            Op::Command { argv } => argv.len(),
+        };
+        self.payload_bytes() + PER_ELEMENT * (elements + 1)
+    }
+
+    /// Payload size in bytes (keys and values), for metrics.
     pub fn payload_bytes(&self) -> usize {
         self.key.len()
             + match &self.op {

@@ -20,7 +20,7 @@ use crate::pipeline::Metrics;
 
 /// Events per batch handed to the pipeline.
 pub const BATCH_EVENTS: usize = 256;
-/// Payload bytes after which a batch is handed over early, so that memory stays
+/// Estimated memory after which a batch is handed over early, so that memory stays
 /// bounded however big the chunks are (channel capacity × this).
 pub const BATCH_BYTES: usize = 2 << 20;
 
@@ -94,7 +94,7 @@ impl EventSender {
     /// Queues an event from a blocking thread; false when the source should stop (the
     /// pipeline is gone or a stop was asked for). The event is kept either way.
     pub fn push_blocking(&mut self, event: Event) -> bool {
-        self.batch_bytes += event.payload_bytes();
+        self.batch_bytes += event.memory_estimate();
         self.batch.push(event);
         let full = self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES;
         let sent = !full || self.flush_blocking();

@@ -32,6 +32,11 @@ pub struct LaneCommand {
 }
 
 impl LaneCommand {
+    /// Estimated memory: argument bytes plus a `Bytes` header and allocation each.
+    fn memory(&self) -> usize {
+        self.argv.iter().map(|a| a.len() + 64).sum()
+    }
+
     fn key(&self) -> &[u8] {
         self.key_index
             .and_then(|i| self.argv.get(i))
@@ -63,8 +68,12 @@ pub struct LaneStats {
     logged_conflicts: Mutex<HashSet<Vec<u8>>>,
 }
 
-/// Argument bytes after which a lane sends its transaction even if `batch` commands
-/// have not gathered, so big values do not pile up in memory.
+fn memory(commands: &[LaneCommand]) -> usize {
+    commands.iter().map(LaneCommand::memory).sum()
+}
+
+/// Estimated memory after which a lane stops gathering and sends its transaction even
+/// if `batch` commands have not gathered, so big values do not pile up.
 const PIPELINE_BYTES: usize = 4 << 20;
 
 /// How many distinct keys are logged for conflicts and errors before only counting.
@@ -137,7 +146,7 @@ impl Lane {
             let mut closed = false;
             if !pending.is_empty() {
                 let deadline = tokio::time::Instant::now() + self.settings.linger;
-                while pending.len() < self.settings.batch {
+                while pending.len() < self.settings.batch && memory(&pending) < PIPELINE_BYTES {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(more)) => {
                             seq = more.seq;
@@ -169,7 +178,7 @@ impl Lane {
         let mut bytes = 0;
         let limit = pending.len().min(self.settings.batch.max(1));
         for (i, c) in pending[..limit].iter().enumerate() {
-            bytes += c.argv.iter().map(Bytes::len).sum::<usize>();
+            bytes += c.memory();
             if bytes >= PIPELINE_BYTES {
                 return i + 1;
             }

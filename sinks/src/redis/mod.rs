@@ -47,7 +47,7 @@ pub enum RedisSinkError {
 /// HyperLogLog keys named in the run summary (the count covers all of them).
 const LISTED_HLL_KEYS: usize = 20;
 /// Batches a lane may have queued before `write` waits.
-const LANE_QUEUE: usize = 4;
+const LANE_QUEUE: usize = 2;
 
 struct LaneHandle {
     tx: mpsc::Sender<LaneBatch>,
