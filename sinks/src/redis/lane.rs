@@ -367,13 +367,18 @@ impl Lane {
     async fn unpack(
         &mut self,
         commands: &[LaneCommand],
-        replies: Vec<Reply>,
+        mut replies: Vec<Reply>,
     ) -> Result<Vec<Reply>, LaneError> {
         let n = commands.len();
-        let exec = replies.get(n + 2).cloned();
+        let exec = if replies.len() == n + 3 {
+            replies.pop()
+        } else {
+            None
+        };
         match exec {
-            Some(Reply::Array(Some(items))) if items.len() == n + 1 => {
-                Ok(items.into_iter().take(n).collect())
+            Some(Reply::Array(Some(mut items))) if items.len() == n + 1 => {
+                items.truncate(n);
+                Ok(items)
             }
             _ => {
                 let queued = &replies[1..=n.min(replies.len().saturating_sub(1))];

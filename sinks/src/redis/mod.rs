@@ -259,27 +259,41 @@ impl Sink for RedisSink {
                 &mut self.conflicts,
                 &mut scratch,
             );
+            let snapshot_type = match &event.op {
+                Op::Snapshot { chunk, .. } => Some(chunk.data_type()),
+                Op::Command { .. } => None,
+            };
             for argv in scratch.drain(..) {
-                let keys = key_indexes(&argv);
-                let lane_set: Vec<usize> = keys.iter().map(|i| lane_of(&argv[*i], lanes)).collect();
-                let writes = lookup(&name_of(&argv)).and_then(|s| s.data_type);
+                // Snapshot commands (DEL, SET/APPEND, HSET, …, PEXPIREAT) all have their
+                // key first; only binlog commands need the command table.
+                let (keys, writes) = match snapshot_type {
+                    Some(t) => (vec![1], Some(t)),
+                    None => (
+                        key_indexes(&argv),
+                        lookup(&name_of(&argv)).and_then(|s| s.data_type),
+                    ),
+                };
+                let first_lane = keys.first().map(|i| lane_of(&argv[*i], lanes));
+                let alone = match first_lane {
+                    None => true,
+                    Some(lane) => keys[1..].iter().any(|i| lane_of(&argv[*i], lanes) != lane),
+                };
                 let command = LaneCommand {
                     key_index: keys.first().copied(),
                     argv,
                     writes,
                     position: event.position,
                 };
-                let alone = lane_set.is_empty() || lane_set.iter().any(|l| *l != lane_set[0]);
                 if alone {
                     // Everything before must be applied first, and it must be applied
                     // before anything after: it reads or writes several lanes' keys.
                     self.dispatch().await?;
                     self.drain().await?;
-                    self.per_lane[lane_set.first().copied().unwrap_or(0)].push(command);
+                    self.per_lane[first_lane.unwrap_or(0)].push(command);
                     self.dispatch().await?;
                     self.drain().await?;
                 } else {
-                    self.per_lane[lane_set[0]].push(command);
+                    self.per_lane[first_lane.unwrap_or(0)].push(command);
                 }
             }
             self.scratch = scratch;

@@ -5,6 +5,9 @@ use bytes::{Buf, Bytes, BytesMut};
 /// One reply from Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// `+OK` and `+QUEUED`, the replies a pipeline gets most, kept without allocating.
+    Ok,
+    Queued,
     Status(String),
     Error(String),
     Int(i64),
@@ -65,7 +68,11 @@ fn parse_at(buf: &[u8], at: usize) -> Result<Option<(Reply, usize)>, ProtocolErr
     };
     let text_str = || String::from_utf8_lossy(text).into_owned();
     Ok(Some(match kind {
-        b'+' => (Reply::Status(text_str()), next),
+        b'+' => match text {
+            b"OK" => (Reply::Ok, next),
+            b"QUEUED" => (Reply::Queued, next),
+            _ => (Reply::Status(text_str()), next),
+        },
         b'-' => (Reply::Error(text_str()), next),
         b':' => (Reply::Int(number(text)?), next),
         b'$' => {
@@ -110,8 +117,14 @@ mod tests {
 
     #[test]
     fn parses_every_kind_and_waits_for_more() {
+        let mut queued = BytesMut::from(&b"+QUEUED\r\n+string\r\n"[..]);
+        assert_eq!(parse(&mut queued).unwrap(), Some(Reply::Queued));
+        assert_eq!(
+            parse(&mut queued).unwrap(),
+            Some(Reply::Status("string".into()))
+        );
         let mut buf = BytesMut::from(&b"+OK\r\n-WRONGTYPE Operation\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n$1\r\nx\r\n*3\r\n:1"[..]);
-        assert_eq!(parse(&mut buf).unwrap(), Some(Reply::Status("OK".into())));
+        assert_eq!(parse(&mut buf).unwrap(), Some(Reply::Ok));
         let err = parse(&mut buf).unwrap().unwrap();
         assert_eq!(err.error_code(), Some("WRONGTYPE"));
         assert_eq!(parse(&mut buf).unwrap(), Some(Reply::Int(42)));

@@ -318,7 +318,7 @@ impl PikaDb {
             return Ok(false);
         }
         let prefix = data_key_prefix(&out.key, meta.version);
-        rows.seek(&prefix);
+        seek_unless_there(rows, &prefix, false);
         let mut chunk = ChunkBuf::new(t);
         while rows.valid() && !out.stopped {
             let (Some(k), Some(v)) = (rows.key(), rows.value()) else {
@@ -363,7 +363,7 @@ impl PikaDb {
         let prefix = data_key_prefix(&out.key, meta.version);
         let mut start = prefix.clone();
         start.extend_from_slice(&meta.left.wrapping_add(1).to_le_bytes());
-        rows.seek(&start);
+        seek_unless_there(rows, &start, true);
         let mut chunk = ChunkBuf::new(t);
         let mut seen = 0u64;
         while rows.valid() && seen < meta.count && !out.stopped {
@@ -394,6 +394,23 @@ impl PikaDb {
         }
         out.finish_with(chunk);
         Ok(true)
+    }
+}
+
+/// Positions `rows` at the first row at or after `target`. The rows of consecutive keys
+/// usually follow one another, so after reading one key the iterator is often already on
+/// the next key's first row: then the (costly) seek is skipped. That row is the first of
+/// its key because the row before it belonged to another key.
+fn seek_unless_there(rows: &mut DBRawIterator<'_>, target: &[u8], exact: bool) {
+    let there = rows.key().is_some_and(|k| {
+        if exact {
+            k == target
+        } else {
+            k.starts_with(target)
+        }
+    });
+    if !there {
+        rows.seek(target);
     }
 }
 
