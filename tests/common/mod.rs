@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde_json::Value as Json;
 
+pub mod pcap;
+
 /// The fixture directory written by a real Pika 3.3.6.
 pub fn fixture(rel: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pika-v3.3.6");

@@ -4,4 +4,5 @@
 pub mod binlog;
 pub mod commands;
 pub mod normalize;
+pub mod repl;
 pub mod storage;
