@@ -5,14 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::event::{DataType, Event, Op, Position};
 use crate::sink::{Sink, SinkError, SinkReport};
-use crate::source::{EventSender, Source, SourceError, SourceReport, StopSignal};
+use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
 
 /// Batches buffered between the source and the pipeline, and before each sink.
 const CHANNEL_BATCHES: usize = 16;
+/// How often an idle sink task asks its sink what the target has acknowledged.
+const ACK_POLL: Duration = Duration::from_millis(10);
 
 /// Live counters of a run, for progress bars and status.
 #[derive(Debug, Default)]
@@ -162,26 +164,20 @@ impl Pipeline {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         tracing::info!(source = %self.source.describe(), sinks = self.sinks.len(), "pipeline starting");
-        let source_task = tokio::spawn(self.source.run(
-            EventSender::new(tx, self.stop.clone()),
-            self.metrics.clone(),
-        ));
 
         let mut lanes = Vec::new();
         let mut tasks = Vec::new();
-        for mut sink in self.sinks {
-            let (lane_tx, mut lane_rx) = mpsc::channel::<Arc<Vec<Event>>>(CHANNEL_BATCHES);
+        let mut acks = Vec::new();
+        for sink in self.sinks {
+            let (lane_tx, lane_rx) = mpsc::channel::<Arc<Vec<Event>>>(CHANNEL_BATCHES);
+            let (ack_tx, ack_rx) = watch::channel(None);
             lanes.push(lane_tx);
-            tasks.push(tokio::spawn(async move {
-                let mut last = None;
-                while let Some(batch) = lane_rx.recv().await {
-                    sink.write(&batch).await?;
-                    last = batch.last().map(|e| e.position).or(last);
-                }
-                let report = sink.finish().await?;
-                Ok::<_, SinkError>((sink.name(), report, last))
-            }));
+            acks.push(ack_rx);
+            tasks.push(tokio::spawn(drive_sink(sink, lane_rx, ack_tx)));
         }
+        let out =
+            EventSender::new(tx, self.stop.clone()).with_acknowledged(Acknowledged::new(acks));
+        let source_task = tokio::spawn(self.source.run(out, self.metrics.clone()));
 
         let mut sink_gone = false;
         while let Some(batch) = rx.recv().await {
@@ -233,4 +229,33 @@ impl Pipeline {
             last_position,
         })
     }
+}
+
+/// One sink's task: writes every batch in order and publishes what the target has
+/// acknowledged, after each batch and, while idle, every [`ACK_POLL`].
+async fn drive_sink(
+    mut sink: Box<dyn Sink>,
+    mut batches: mpsc::Receiver<Arc<Vec<Event>>>,
+    acknowledged: watch::Sender<Option<Position>>,
+) -> Result<(String, SinkReport, Option<Position>), SinkError> {
+    let mut last = None;
+    let mut poll = tokio::time::interval(ACK_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(batch) => {
+                    sink.write(&batch).await?;
+                    last = batch.last().map(|e| e.position).or(last);
+                }
+                None => break,
+            },
+            _ = poll.tick() => {}
+        }
+        let now = sink.acknowledged(last);
+        acknowledged.send_if_modified(|p| std::mem::replace(p, now) != now);
+    }
+    let report = sink.finish().await?;
+    acknowledged.send_replace(last);
+    Ok((sink.name(), report, last))
 }

@@ -47,6 +47,13 @@ pub trait Sink: Send {
     fn name(&self) -> String;
     /// Takes `batch` over, in order after every earlier batch.
     async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError>;
+    /// The position of the last event the target has durably taken, given `written`, the
+    /// position of the last event handed to `write`. A live source acks its master and
+    /// checkpoints with the lowest of these over all sinks, so it must never run ahead
+    /// of the target. Sinks done with an event once `write` returns keep the default.
+    fn acknowledged(&mut self, written: Option<Position>) -> Option<Position> {
+        written
+    }
     /// Flushes everything and releases the target.
     async fn finish(&mut self) -> Result<SinkReport, SinkError>;
 }

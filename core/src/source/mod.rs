@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::event::{BinlogOffset, Event};
+use crate::event::{BinlogOffset, Event, Position};
 use crate::pika::binlog::BinlogError;
 use crate::pika::normalize::Note;
 use crate::pika::storage::{ScanStats, StorageError};
@@ -73,12 +73,36 @@ impl StopSignal {
     }
 }
 
+/// What every sink has acknowledged: the lowest position over all sinks (see
+/// [`crate::sink::Sink::acknowledged`]).
+#[derive(Debug, Clone, Default)]
+pub struct Acknowledged(Vec<watch::Receiver<Option<Position>>>);
+
+impl Acknowledged {
+    pub fn new(sinks: Vec<watch::Receiver<Option<Position>>>) -> Acknowledged {
+        Acknowledged(sinks)
+    }
+
+    /// The last position every sink has taken; `None` until each has taken something.
+    pub fn position(&self) -> Option<Position> {
+        let mut low: Option<Position> = None;
+        for sink in &self.0 {
+            let p = (*sink.borrow())?;
+            low = Some(low.map_or(p, |l| l.min(p)));
+        }
+        low
+    }
+}
+
 /// The sending end of the event channel, batching events for a blocking reader.
 pub struct EventSender {
     tx: mpsc::Sender<Vec<Event>>,
     batch: Vec<Event>,
     batch_bytes: usize,
     stop: StopSignal,
+    acknowledged: Acknowledged,
+    /// Position of the last event queued.
+    last_pushed: Option<Position>,
 }
 
 impl EventSender {
@@ -88,27 +112,97 @@ impl EventSender {
             batch: Vec::with_capacity(BATCH_EVENTS),
             batch_bytes: 0,
             stop,
+            acknowledged: Acknowledged::default(),
+            last_pushed: None,
         }
+    }
+
+    /// A sender whose pipeline is gone: a placeholder while the real one is lent to a
+    /// blocking task.
+    pub fn closed() -> EventSender {
+        let (tx, _) = mpsc::channel(1);
+        EventSender::new(tx, StopSignal::default())
+    }
+
+    /// Lets the source see what the sinks have acknowledged.
+    pub fn with_acknowledged(mut self, acknowledged: Acknowledged) -> EventSender {
+        self.acknowledged = acknowledged;
+        self
+    }
+
+    /// The last position every sink has taken.
+    pub fn acknowledged(&self) -> Option<Position> {
+        self.acknowledged.position()
+    }
+
+    /// The position of the last event queued (sent or not).
+    pub fn last_pushed(&self) -> Option<Position> {
+        self.last_pushed
+    }
+
+    /// Whether every event queued so far has been acknowledged by every sink.
+    pub fn all_acknowledged(&self) -> bool {
+        match self.last_pushed {
+            None => true,
+            Some(p) => self.batch.is_empty() && self.acknowledged().is_some_and(|a| a >= p),
+        }
+    }
+
+    /// Queues an event from async code; false when the source should stop. The event is
+    /// kept either way.
+    pub async fn push(&mut self, event: Event) -> bool {
+        if self.queue(event) && !self.flush().await {
+            return false;
+        }
+        !self.stop.is_stopped()
+    }
+
+    /// Sends what is queued from async code; false when the pipeline is gone.
+    pub async fn flush(&mut self) -> bool {
+        match self.take_batch() {
+            None => !self.tx.is_closed(),
+            Some(batch) => self.tx.send(batch).await.is_ok(),
+        }
+    }
+
+    /// Adds `event` to the batch; true when the batch is full.
+    fn queue(&mut self, event: Event) -> bool {
+        self.last_pushed = Some(event.position);
+        self.batch_bytes += event.memory_estimate();
+        self.batch.push(event);
+        self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES
+    }
+
+    fn take_batch(&mut self) -> Option<Vec<Event>> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        self.batch_bytes = 0;
+        Some(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH_EVENTS),
+        ))
     }
 
     /// Queues an event from a blocking thread; false when the source should stop (the
     /// pipeline is gone or a stop was asked for). The event is kept either way.
     pub fn push_blocking(&mut self, event: Event) -> bool {
-        self.batch_bytes += event.memory_estimate();
-        self.batch.push(event);
-        let full = self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES;
+        let full = self.queue(event);
         let sent = !full || self.flush_blocking();
         sent && !self.stop.is_stopped()
     }
 
     /// Sends what is queued from a blocking thread; false when the pipeline is gone.
     pub fn flush_blocking(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return !self.tx.is_closed();
+        match self.take_batch() {
+            None => !self.tx.is_closed(),
+            Some(batch) => self.tx.blocking_send(batch).is_ok(),
         }
-        self.batch_bytes = 0;
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
-        self.tx.blocking_send(batch).is_ok()
+    }
+
+    /// Whether the pipeline stopped listening (a sink failed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Whether the source should stop: the pipeline stopped listening, or a stop was

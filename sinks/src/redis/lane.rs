@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pika_migrate_core::event::{DataType, Position};
+use pika_migrate_core::event::{BinlogOffset, DataType, Position};
 use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::resp::encode_command;
 use tokio::sync::{mpsc, watch};
@@ -64,6 +64,9 @@ pub struct LaneStats {
     pub conflicts_renamed: AtomicU64,
     /// Commands Redis refused and `on_error: skip` let pass.
     pub errors_skipped: AtomicU64,
+    /// Binlog commands not sent again because this lane's checkpoint says Redis
+    /// already applied them (a resumed stream).
+    pub already_applied: AtomicU64,
     /// Keys already logged for a type conflict (bounded).
     logged_conflicts: Mutex<HashSet<Vec<u8>>>,
 }
@@ -132,6 +135,19 @@ pub struct Lane {
     pub conn: Option<Connection>,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
+    /// The last binlog position this lane applied (its checkpoint key's position):
+    /// binlog commands at or before it are already in Redis and are skipped.
+    pub applied_binlog: Option<BinlogOffset>,
+    /// Lanes of the sink, recorded beside the position.
+    pub lanes: usize,
+}
+
+/// Whether `command` is a binlog command at or before `applied`.
+fn already_applied(command: &LaneCommand, applied: Option<BinlogOffset>) -> bool {
+    match (command.position, applied) {
+        (Position::Binlog { at, .. }, Some(applied)) => at <= applied,
+        _ => false,
+    }
 }
 
 impl Lane {
@@ -159,6 +175,14 @@ impl Lane {
                         Err(_) => break,
                     }
                 }
+            }
+            let before = pending.len();
+            let applied = self.applied_binlog;
+            pending.retain(|c| !already_applied(c, applied));
+            if pending.len() < before {
+                self.stats
+                    .already_applied
+                    .fetch_add((before - pending.len()) as u64, Ordering::Relaxed);
             }
             while !pending.is_empty() {
                 let take = self.next_pipeline_len(&pending);
@@ -281,7 +305,21 @@ impl Lane {
     async fn send(&mut self, commands: &[LaneCommand]) -> Result<Vec<Reply>, LaneError> {
         self.pipelines_sent += 1;
         let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
-        let marker = marker_key(self.id);
+        let marker = checkpoint_key(self.id);
+        let applied = commands
+            .iter()
+            .filter_map(|c| match c.position {
+                Position::Binlog { at, .. } => Some(at),
+                Position::Snapshot { .. } => None,
+            })
+            .max()
+            .max(self.applied_binlog);
+        let checkpoint = LaneCheckpoint {
+            token: token.clone(),
+            lanes: self.lanes,
+            applied,
+        }
+        .to_string();
         let mut encoded = Vec::with_capacity(
             64 + commands
                 .iter()
@@ -294,7 +332,7 @@ impl Lane {
         }
         encode_command(
             &mut encoded,
-            &[b"SET".as_slice(), marker.as_bytes(), token.as_bytes()],
+            &[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()],
         );
         encode_command(&mut encoded, &[b"EXEC".as_slice()]);
         let expected = commands.len() + 3;
@@ -308,11 +346,14 @@ impl Lane {
                     // Did the transaction run before the connection was lost?
                     reconnected = false;
                     match conn.call(&[b"GET".as_slice(), marker.as_bytes()]).await {
-                        Ok(Reply::Bulk(Some(v))) if v.as_ref() == token.as_bytes() => {
+                        Ok(Reply::Bulk(Some(v)))
+                            if LaneCheckpoint::parse(&v).is_some_and(|c| c.token == token) =>
+                        {
                             tracing::info!(
                                 lane = self.id,
                                 "the lost transaction had been applied; not resending"
                             );
+                            self.applied_binlog = applied;
                             return Ok(vec![Reply::Status("APPLIED".into()); commands.len()]);
                         }
                         Ok(_) => continue,
@@ -337,6 +378,7 @@ impl Lane {
             };
             match attempt {
                 Ok(()) => {
+                    self.applied_binlog = applied;
                     self.stats
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -427,8 +469,64 @@ impl Lane {
     }
 }
 
-/// The key a lane writes in every transaction so a resend after a lost reply can tell
-/// whether the transaction ran.
-pub fn marker_key(lane: usize) -> String {
-    format!("pika-migrate:lane:{lane}")
+/// The key a lane writes in every transaction (in the same MULTI/EXEC): a token that
+/// tells a resend after a lost reply whether the transaction ran, and the last binlog
+/// position the lane applied, which makes a resumed stream exactly-once.
+pub fn checkpoint_key(lane: usize) -> String {
+    format!("pika-migrate:checkpoint:{lane}")
+}
+
+/// The value of a lane's checkpoint key: `<token> <lanes> <filenum:offset | ->`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneCheckpoint {
+    pub token: String,
+    /// How many lanes the sink had: a key's lane depends on it.
+    pub lanes: usize,
+    pub applied: Option<BinlogOffset>,
+}
+
+impl std::fmt::Display for LaneCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ", self.token, self.lanes)?;
+        match self.applied {
+            Some(at) => write!(f, "{at}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+impl LaneCheckpoint {
+    pub fn parse(value: &[u8]) -> Option<LaneCheckpoint> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.split(' ');
+        let token = parts.next()?.to_owned();
+        let lanes = parts.next()?.parse().ok()?;
+        let applied = match parts.next()? {
+            "-" => None,
+            at => Some(at.parse().ok()?),
+        };
+        Some(LaneCheckpoint {
+            token,
+            lanes,
+            applied,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_values_round_trip() {
+        for applied in [None, Some(BinlogOffset::new(3, 1024))] {
+            let c = LaneCheckpoint {
+                token: "42-7:9".into(),
+                lanes: 8,
+                applied,
+            };
+            assert_eq!(LaneCheckpoint::parse(c.to_string().as_bytes()), Some(c));
+        }
+        assert_eq!(LaneCheckpoint::parse(b"old-marker-token"), None);
+    }
 }

@@ -5,8 +5,10 @@
 //!
 //! Every reply is read and checked. A key Pika held as several types follows
 //! `type_conflict`; anything else Redis refuses follows `on_error`. Each lane pipeline
-//! is one transaction that also writes the lane's marker key, so a resend after a lost
-//! connection never applies anything twice.
+//! is one transaction that also writes the lane's checkpoint key (a token and the last
+//! binlog position applied), so a resend after a lost connection never applies anything
+//! twice, and a resumed stream skips what each lane had already applied: binlog streams
+//! land exactly once.
 
 pub mod config;
 pub mod conn;
@@ -15,13 +17,14 @@ pub mod reply;
 pub mod url;
 pub mod verify;
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pika_migrate_core::event::{Chunk, Event, Op, Position};
+use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op, Position};
 use pika_migrate_core::pika::commands::{key_indexes, lookup, name_of};
 use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
@@ -32,7 +35,10 @@ use crate::encode::commands::{event_commands, ConflictStats};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
 use config::{HyperLogLogPolicy, RedisSinkConfig};
 use conn::{ConnectError, Connection};
-use lane::{Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats};
+use lane::{
+    checkpoint_key, Lane, LaneBatch, LaneCheckpoint, LaneCommand, LaneError, LaneSettings,
+    LaneStats,
+};
 use url::Target;
 
 /// Why the Redis sink could not start.
@@ -42,6 +48,8 @@ pub enum RedisSinkError {
     Url(String),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("cannot read the checkpoint key {key}: {error}")]
+    Checkpoint { key: String, error: String },
 }
 
 /// HyperLogLog keys named in the run summary (the count covers all of them).
@@ -67,6 +75,55 @@ pub struct RedisSink {
     hyperloglog_keys: Vec<String>,
     scratch: Vec<Vec<Bytes>>,
     per_lane: Vec<Vec<LaneCommand>>,
+    /// Batch numbers not yet applied by every lane, with their last event's position.
+    unacked: VecDeque<(u64, Position)>,
+    acked: Option<Position>,
+}
+
+/// Reads the lanes' checkpoint keys: the binlog position each lane applied last. When
+/// the lane count changed since, keys moved lanes, so every lane takes the lowest
+/// position (which may apply a few commands twice, and is said so).
+async fn read_checkpoints(
+    conn: &mut Connection,
+    lanes: usize,
+) -> Result<Vec<Option<BinlogOffset>>, RedisSinkError> {
+    async fn read(
+        conn: &mut Connection,
+        lane: usize,
+    ) -> Result<Option<LaneCheckpoint>, RedisSinkError> {
+        let key = checkpoint_key(lane);
+        match conn.call(&[b"GET".as_slice(), key.as_bytes()]).await {
+            Ok(reply::Reply::Bulk(Some(v))) => Ok(LaneCheckpoint::parse(&v)),
+            Ok(reply::Reply::Error(e)) => Err(RedisSinkError::Checkpoint { key, error: e }),
+            Ok(_) => Ok(None),
+            Err(e) => Err(RedisSinkError::Checkpoint {
+                key,
+                error: e.to_string(),
+            }),
+        }
+    }
+    let Some(first) = read(conn, 0).await? else {
+        return Ok(vec![None; lanes]);
+    };
+    if first.lanes == lanes {
+        let mut out = vec![first.applied];
+        for lane in 1..lanes {
+            out.push(read(conn, lane).await?.and_then(|c| c.applied));
+        }
+        return Ok(out);
+    }
+    let mut lowest = first.applied;
+    for lane in 1..first.lanes {
+        let applied = read(conn, lane).await?.and_then(|c| c.applied);
+        lowest = lowest.min(applied);
+    }
+    tracing::warn!(
+        before = first.lanes,
+        now = lanes,
+        resume_after = ?lowest,
+        "senders changed since the last run: every lane resumes after the lowest lane position, so commands a faster lane had applied may apply twice"
+    );
+    Ok(vec![lowest; lanes])
 }
 
 /// FNV-1a: stable across runs and platforms, so a key always lands in the same lane.
@@ -103,8 +160,12 @@ impl RedisSink {
         });
         let stats = Arc::new(LaneStats::default());
         let mut lanes = Vec::with_capacity(senders);
+        let mut checkpoints = Vec::new();
         for id in 0..senders {
-            let conn = Connection::connect(&target).await?;
+            let mut conn = Connection::connect(&target).await?;
+            if id == 0 {
+                checkpoints = read_checkpoints(&mut conn, senders).await?;
+            }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let (done_tx, done) = watch::channel(0);
             let lane = Lane {
@@ -115,6 +176,8 @@ impl RedisSink {
                 stats: stats.clone(),
                 conn: Some(conn),
                 pipelines_sent: 0,
+                applied_binlog: checkpoints.get(id).copied().flatten(),
+                lanes: senders,
             };
             lanes.push(LaneHandle {
                 tx,
@@ -134,6 +197,8 @@ impl RedisSink {
             hyperloglog_keys: Vec::new(),
             scratch: Vec::new(),
             per_lane: (0..senders).map(|_| Vec::new()).collect(),
+            unacked: VecDeque::new(),
+            acked: None,
         })
     }
 
@@ -298,7 +363,23 @@ impl Sink for RedisSink {
             }
             self.scratch = scratch;
         }
-        self.dispatch().await
+        self.dispatch().await?;
+        if let Some(last) = batch.last() {
+            self.unacked.push_back((self.seq, last.position));
+        }
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, _written: Option<Position>) -> Option<Position> {
+        let applied = self.applied();
+        while let Some(&(seq, position)) = self.unacked.front() {
+            if seq > applied {
+                break;
+            }
+            self.acked = Some(position);
+            self.unacked.pop_front();
+        }
+        self.acked
     }
 
     async fn finish(&mut self) -> Result<SinkReport, SinkError> {
@@ -337,6 +418,10 @@ impl Sink for RedisSink {
         let overwritten = s.conflicts_overwritten.load(Ordering::Relaxed);
         if overwritten > 0 {
             lines.push(format!("{name}: {overwritten} writes replaced a key of another type (type_conflict: overwrite)"));
+        }
+        let resumed = s.already_applied.load(Ordering::Relaxed);
+        if resumed > 0 {
+            lines.push(format!("{name}: {resumed} binlog commands were already applied before a restart (checkpoint keys) and were not sent again"));
         }
         let errors = s.errors_skipped.load(Ordering::Relaxed);
         if errors > 0 {
