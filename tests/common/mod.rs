@@ -14,6 +14,7 @@ use base64::Engine;
 use serde_json::Value as Json;
 
 pub mod pcap;
+pub mod pika_master;
 
 /// The fixture directory written by a real Pika 3.3.6.
 pub fn fixture(rel: &str) -> PathBuf {
