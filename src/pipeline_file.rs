@@ -7,6 +7,7 @@ use anyhow::Context;
 use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
 use pika_migrate_core::pipeline::Pipeline;
 use pika_migrate_core::source::binlog::{db_of_dir, BinlogSource};
+use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::Source;
 use pika_migrate_sinks::SinkConfig;
@@ -24,8 +25,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-pub fn build_source(config: &SourceConfig) -> Box<dyn Source> {
-    match config {
+pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaError> {
+    Ok(match config {
         SourceConfig::Snapshot(s) => Box::new(SnapshotSource {
             path: s.path.clone(),
             limits: s.chunk.into(),
@@ -36,11 +37,12 @@ pub fn build_source(config: &SourceConfig) -> Box<dyn Source> {
             follow: b.follow,
             db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
         }),
-    }
+        SourceConfig::Pika(p) => Box::new(PikaSource::new(p)?),
+    })
 }
 
 pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
-    let source = build_source(&config.source);
+    let source = build_source(&config.source)?;
     let mut sinks = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         sinks.push(

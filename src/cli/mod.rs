@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pika_migrate_core::config::ConfigError;
+use pika_migrate_core::pipeline::PipelineError;
+use pika_migrate_core::source::pika::ReplicaError;
+use pika_migrate_core::source::SourceError;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for an unusable pipeline file (sysexits' EX_CONFIG).
@@ -89,11 +92,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Maps an error to the process exit code: 78 for a bad pipeline file, 1 otherwise.
+/// Maps an error to the process exit code: 78 for a bad pipeline file, the replica's
+/// own codes for what the master refused (README, "Exit codes"), 1 otherwise.
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<ConfigError>()) {
-        EXIT_CONFIG
-    } else {
-        1
+    for c in e.chain() {
+        if c.is::<ConfigError>() {
+            return EXIT_CONFIG;
+        }
+        let replica = c
+            .downcast_ref::<ReplicaError>()
+            .or(match c.downcast_ref::<SourceError>() {
+                Some(SourceError::Replica(r)) => Some(r),
+                _ => None,
+            })
+            .or(match c.downcast_ref::<PipelineError>() {
+                Some(PipelineError::Source(SourceError::Replica(r))) => Some(r),
+                _ => None,
+            });
+        if let Some(r) = replica {
+            return r.exit_code();
+        }
     }
+    1
 }

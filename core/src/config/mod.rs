@@ -40,6 +40,47 @@ pub enum SourceConfig {
     Snapshot(SnapshotSourceConfig),
     /// Pika binlog files (`write2file<N>` + `manifest`).
     Binlog(BinlogSourceConfig),
+    /// A running Pika 3.2–3.4 master, joined as a replica: full sync, then its binlog.
+    Pika(PikaSourceConfig),
+}
+
+/// The live replica source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PikaSourceConfig {
+    /// The master's client address `HOST:PORT` (replication is on PORT + 2000).
+    pub master: String,
+    /// The master's `requirepass` (also what its rsync client authenticates with).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The address we announce as a replica, `IP:PORT`: the master must reach IP, and
+    /// pushes the dump to PORT + 1000, where our rsync daemon listens.
+    pub announce: String,
+    /// Where the dump is received and the checkpoint kept; one per migration.
+    pub work_dir: PathBuf,
+    /// What to do when the master can no longer serve our position after a full sync
+    /// was loaded: `refuse` (default; a second full sync would write dirty data) or
+    /// `allow`.
+    #[serde(default)]
+    pub resync: ResyncPolicy,
+    /// How big values of the dump are cut into events.
+    #[serde(default)]
+    pub chunk: ChunkConfig,
+    /// The `rsync` binary that serves the dump transfer.
+    #[serde(default = "default_rsync")]
+    pub rsync: PathBuf,
+}
+
+fn default_rsync() -> PathBuf {
+    PathBuf::from("rsync")
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResyncPolicy {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 #[derive(Debug, Clone, Deserialize)]

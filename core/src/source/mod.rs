@@ -3,6 +3,7 @@
 //! source, it never grows memory.
 
 pub mod binlog;
+pub mod pika;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,8 @@ pub enum SourceError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Binlog(#[from] BinlogError),
+    #[error(transparent)]
+    Replica(#[from] pika::ReplicaError),
     #[error("source task failed: {0}")]
     Task(String),
 }

@@ -1,0 +1,134 @@
+//! The replica's progress in `work_dir/checkpoint.json`, written atomically (temp file,
+//! fsync, rename, fsync of the directory) so a crash leaves either the old or the new
+//! one. It says how far the sinks have taken the master's data, and so where a restart
+//! resumes: the dump still being received, the dump received and being loaded, or the
+//! binlog from a position.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ReplicaError;
+use crate::event::BinlogOffset;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum Stage {
+    /// A full sync was asked for; nothing of it reached the sinks yet.
+    Transfer,
+    /// The dump (taken at `dump_at`) is complete on disk and being sent to the sinks.
+    Load { dump_at: BinlogOffset },
+    /// The sinks hold the master's data up to `at`; the binlog follows from there.
+    Stream { at: BinlogOffset },
+}
+
+impl Stage {
+    /// Whether sinks may already hold data of a full sync.
+    pub fn has_loaded(&self) -> bool {
+        !matches!(self, Stage::Transfer)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The master this work_dir follows; another master's checkpoint is refused.
+    pub master: String,
+    #[serde(flatten)]
+    pub stage: Stage,
+}
+
+pub struct CheckpointFile {
+    path: PathBuf,
+}
+
+impl CheckpointFile {
+    pub fn new(work_dir: &Path) -> CheckpointFile {
+        CheckpointFile {
+            path: work_dir.join("checkpoint.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<Option<Checkpoint>, ReplicaError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ReplicaError::io(&self.path, e)),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            ReplicaError::Config(format!(
+                "{}: unreadable checkpoint ({e}); move it away only if you know where the sinks stand",
+                self.path.display()
+            ))
+        })
+    }
+
+    pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), ReplicaError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = self.path.with_extension("json.tmp");
+        let io = |e| ReplicaError::io(&tmp, e);
+        let text = serde_json::to_vec(checkpoint)
+            .map_err(|e| ReplicaError::Config(format!("checkpoint: {e}")))?;
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&text).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| ReplicaError::io(&self.path, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ReplicaError::io(dir, e))
+    }
+
+    pub fn remove(&self) -> Result<(), ReplicaError> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ReplicaError::io(&self.path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_every_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CheckpointFile::new(dir.path());
+        assert_eq!(file.load().unwrap(), None);
+        for stage in [
+            Stage::Transfer,
+            Stage::Load {
+                dump_at: BinlogOffset::new(1, 507340),
+            },
+            Stage::Stream {
+                at: BinlogOffset::new(2, 84),
+            },
+        ] {
+            let c = Checkpoint {
+                master: "127.0.0.1:9221".into(),
+                stage,
+            };
+            file.save(&c).unwrap();
+            assert_eq!(file.load().unwrap(), Some(c));
+        }
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        assert!(text.contains(r#""stage":"stream""#), "{text}");
+        file.remove().unwrap();
+        assert_eq!(file.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CheckpointFile::new(dir.path());
+        std::fs::write(file.path(), "{not json").unwrap();
+        let e = file.load().unwrap_err().to_string();
+        assert!(e.contains("checkpoint.json"), "{e}");
+    }
+}

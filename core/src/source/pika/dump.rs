@@ -1,0 +1,175 @@
+//! The receiving end of a full sync: the directory the master's rsync writes into
+//! (`work_dir/dbsync/db<N>/`), and the `info` file it sends last, whose arrival means
+//! the dump is complete and which names the binlog position the dump was taken at.
+
+use std::path::{Path, PathBuf};
+
+use super::error::ReplicaError;
+use crate::event::BinlogOffset;
+
+/// blackwidow's five type databases, pre-created as a real replica does.
+const TYPE_DIRS: [&str; 5] = ["strings", "hashes", "lists", "sets", "zsets"];
+
+pub struct ReceiveDir {
+    /// The rsync module's path.
+    pub root: PathBuf,
+    pub db: u32,
+}
+
+impl ReceiveDir {
+    pub fn new(work_dir: &Path, db: u32) -> ReceiveDir {
+        ReceiveDir {
+            root: work_dir.join("dbsync"),
+            db,
+        }
+    }
+
+    pub fn db_dir(&self) -> PathBuf {
+        self.root.join(format!("db{}", self.db))
+    }
+
+    pub fn info_path(&self) -> PathBuf {
+        self.db_dir().join("info")
+    }
+
+    /// Empties the directory for a new dump: a stale `info` would pass for a finished
+    /// transfer, stale files for data.
+    pub fn reset(&self) -> Result<(), ReplicaError> {
+        let db = self.db_dir();
+        if db.exists() {
+            make_writable(&db);
+            std::fs::remove_dir_all(&db).map_err(|e| ReplicaError::io(&db, e))?;
+        }
+        for t in TYPE_DIRS {
+            let dir = db.join(t);
+            std::fs::create_dir_all(&dir).map_err(|e| ReplicaError::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The dump's position once its `info` arrived; `None` while it has not.
+    pub fn arrived(&self, master_port: u16) -> Result<Option<BinlogOffset>, ReplicaError> {
+        let path = self.info_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                parse_info(&text, master_port)
+                    .map(Some)
+                    .map_err(|reason| ReplicaError::DumpInfo {
+                        path: path.display().to_string(),
+                        reason,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ReplicaError::io(&path, e)),
+        }
+    }
+
+    /// Bytes received so far, for progress while waiting.
+    pub fn received_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.db_dir())
+    }
+}
+
+/// A master pushes its dump files with their own modes; a read-only directory could not
+/// be emptied otherwise.
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if m.is_dir() {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+            if let Ok(entries) = std::fs::read_dir(p) {
+                for e in entries.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Lines: elapsed `Ns`, master ip, master port, binlog filenum, offset (then term and
+/// index on a consensus master). The ip may be the master's source address rather than
+/// the host we were given, so only the port is checked, as far as it can be.
+pub fn parse_info(text: &str, master_port: u16) -> Result<BinlogOffset, String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    if lines.len() < 5 {
+        return Err(format!("{} lines, expected at least 5", lines.len()));
+    }
+    if lines.len() > 5 {
+        return Err(
+            "more than 5 lines: the master runs with consensus-level > 0, which is not supported"
+                .into(),
+        );
+    }
+    let port: u16 = lines[2]
+        .parse()
+        .map_err(|_| format!("line 3 {:?} is not a port", lines[2]))?;
+    if port != master_port {
+        return Err(format!(
+            "the dump is from the master on port {port}, we follow port {master_port}"
+        ));
+    }
+    let filenum = lines[3]
+        .parse()
+        .map_err(|_| format!("line 4 {:?} is not a binlog file number", lines[3]))?;
+    let offset = lines[4]
+        .parse()
+        .map_err(|_| format!("line 5 {:?} is not a binlog offset", lines[4]))?;
+    Ok(BinlogOffset::new(filenum, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_fixture_dumps_info() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/fixtures/pika-v3.3.6/dump/db0/info"),
+        )
+        .unwrap();
+        assert_eq!(parse_info(&text, 9221), Ok(BinlogOffset::new(1, 507340)));
+        assert!(parse_info(&text, 9222).unwrap_err().contains("port 9221"));
+    }
+
+    #[test]
+    fn refuses_damaged_or_consensus_info() {
+        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n", 9221).is_err());
+        assert!(parse_info("0s\n127.0.0.1\n9221\nx\n5\n", 9221)
+            .unwrap_err()
+            .contains("line 4"));
+        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n5\n3\n9\n", 9221)
+            .unwrap_err()
+            .contains("consensus"));
+    }
+
+    #[test]
+    fn reset_removes_a_stale_read_only_dump() {
+        use std::os::unix::fs::PermissionsExt;
+        let work = tempfile::tempdir().unwrap();
+        let dir = ReceiveDir::new(work.path(), 0);
+        dir.reset().unwrap();
+        std::fs::write(dir.info_path(), "0s\n127.0.0.1\n9221\n1\n5\n").unwrap();
+        let strings = dir.db_dir().join("strings");
+        std::fs::write(strings.join("000001.sst"), "x").unwrap();
+        std::fs::set_permissions(&strings, std::fs::Permissions::from_mode(0o555)).unwrap();
+        assert!(dir.arrived(9221).unwrap().is_some());
+        dir.reset().unwrap();
+        assert_eq!(dir.arrived(9221).unwrap(), None);
+        assert!(strings.is_dir());
+        assert_eq!(std::fs::read_dir(&strings).unwrap().count(), 0);
+    }
+}

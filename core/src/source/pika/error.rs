@@ -1,0 +1,81 @@
+//! Why the replica stopped. Errors that need an operator's action are fatal; the
+//! others (a lost link, a busy master) are retried with backoff.
+
+use crate::event::BinlogOffset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("source: {0}")]
+    Config(String),
+    #[error("cannot reach the Pika master at {addr}: {error}")]
+    Unreachable { addr: String, error: String },
+    #[error("the master {addr} refused our password ({reply}); set `password` to its requirepass")]
+    Auth { addr: String, reply: String },
+    #[error("the master {addr} is itself a replica ({role}); point `master` at the top of the replication chain")]
+    MasterIsReplica { addr: String, role: String },
+    #[error(
+        "the master {addr} {found}; this tool speaks the replication protocol of Pika 3.2–3.4"
+    )]
+    UnsupportedVersion { addr: String, found: String },
+    #[error("the master {addr} runs in sharding mode; only classic mode (instance-mode classic) is supported")]
+    Sharding { addr: String },
+    #[error("the master {addr} has {databases} databases; only a master with `databases 1` is supported")]
+    ManyDatabases { addr: String, databases: usize },
+    #[error(
+        "the master can no longer serve binlog position {at} (its binlog was purged). A full \
+         sync was already loaded into the sinks and a second one would write over them with \
+         dirty data, so it was refused. Raise expire-logs-nums on the master, empty the \
+         target and {work_dir} and start again; or set `resync: allow` in the source to take \
+         a new full sync over the existing data"
+    )]
+    Purged { at: BinlogOffset, work_dir: String },
+    #[error("the master refused TrySync at {at}: {reason}")]
+    TrySync { at: BinlogOffset, reason: String },
+    #[error("the binlog item the master sent ending at {at} does not decode: {error}")]
+    BadItem { at: BinlogOffset, error: String },
+    #[error("the dump's info file {path}: {reason}")]
+    DumpInfo { path: String, reason: String },
+    #[error("rsync daemon: {0}")]
+    Rsync(String),
+    #[error("{path}: {error}")]
+    Io {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// Worth another try after a pause: the link broke, the master is busy, …
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl ReplicaError {
+    pub fn io(path: &std::path::Path, error: std::io::Error) -> ReplicaError {
+        ReplicaError::Io {
+            path: path.display().to_string(),
+            error,
+        }
+    }
+
+    /// Whether retrying cannot help: the operator has to act.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            ReplicaError::Transient(_) | ReplicaError::Unreachable { .. }
+        )
+    }
+
+    /// The process exit code the CLI reports this with (sysexits where one fits).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReplicaError::Config(_) => 78,
+            ReplicaError::Unreachable { .. } => 69,
+            ReplicaError::Auth { .. } => 77,
+            ReplicaError::MasterIsReplica { .. }
+            | ReplicaError::UnsupportedVersion { .. }
+            | ReplicaError::Sharding { .. }
+            | ReplicaError::ManyDatabases { .. } => 76,
+            ReplicaError::Purged { .. } => 65,
+            _ => 1,
+        }
+    }
+}

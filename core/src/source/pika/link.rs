@@ -1,0 +1,188 @@
+//! The replication connection to the master's port + 2000. A reader task decodes the
+//! master's frames into a small bounded queue; a writer task sends our requests and, on
+//! its own, a ping whenever nothing was sent for a few seconds, so the master never
+//! hears silence from us (it drops a replica after 20 s), even while a slow sink holds
+//! our acks back.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::pika::repl::frame;
+use crate::pika::repl::proto::{InnerRequest, InnerResponse, Type};
+use crate::pika::repl::requests::{self, Announce};
+
+/// Longest we stay silent towards the master.
+pub const PING_EVERY: Duration = Duration::from_secs(3);
+/// Responses decoded ahead of the one being processed.
+const RESPONSES_AHEAD: usize = 8;
+/// How long a handshake answer may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+pub struct Link {
+    requests: mpsc::Sender<InnerRequest>,
+    responses: mpsc::Receiver<Result<InnerResponse, String>>,
+    session: Arc<AtomicI32>,
+    me: Announce,
+    db: u32,
+    last_heard: Instant,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Link {
+    pub async fn connect(addr: &str, me: Announce, db: u32) -> std::io::Result<Link> {
+        let stream = tokio::time::timeout(ANSWER_WITHIN, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let session = Arc::new(AtomicI32::new(-1));
+        let (req_tx, mut req_rx) = mpsc::channel::<InnerRequest>(16);
+        let (resp_tx, resp_rx) = mpsc::channel(RESPONSES_AHEAD);
+
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(64 << 10);
+            loop {
+                match frame::decode(&mut buf, frame::MAX_FRAME) {
+                    Ok(Some(body)) => {
+                        let decoded = InnerResponse::decode(body)
+                            .map_err(|e| format!("undecodable frame from the master: {e}"));
+                        let failed = decoded.is_err();
+                        if resp_tx.send(decoded).await.is_err() || failed {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = resp_tx.send(Err(e.to_string())).await;
+                        return;
+                    }
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        let _ = resp_tx
+                            .send(Err("the master closed the connection".into()))
+                            .await;
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = resp_tx.send(Err(format!("connection lost: {e}"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+
+        let ping_session = session.clone();
+        let ping_me = me.clone();
+        let writer = tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let request = match tokio::time::timeout(PING_EVERY, req_rx.recv()).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(_) => {
+                        let session = ping_session.load(Ordering::Relaxed);
+                        if session < 0 {
+                            continue;
+                        }
+                        requests::ping(&ping_me, db, session)
+                    }
+                };
+                out.clear();
+                frame::encode(&mut out, &request.encode_to_vec());
+                if wr.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        Ok(Link {
+            requests: req_tx,
+            responses: resp_rx,
+            session,
+            me,
+            db,
+            last_heard: Instant::now(),
+            tasks: [reader, writer],
+        })
+    }
+
+    /// The session pings are sent for (after TrySync or DBSync named it).
+    pub fn set_session(&self, id: i32) {
+        self.session.store(id, Ordering::Relaxed);
+    }
+
+    /// A keepalive answer (an ack of nothing) for the current session.
+    pub async fn ping(&self) {
+        let session = self.session.load(Ordering::Relaxed);
+        if session >= 0 {
+            let _ = self.send(requests::ping(&self.me, self.db, session)).await;
+        }
+    }
+
+    pub async fn send(&self, request: InnerRequest) -> Result<(), String> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| "the connection to the master is closed".to_owned())
+    }
+
+    /// The next response; cancel-safe (usable in `select!`).
+    pub async fn recv(&mut self) -> Result<InnerResponse, String> {
+        let r = self
+            .responses
+            .recv()
+            .await
+            .unwrap_or_else(|| Err("the connection to the master is closed".into()));
+        if r.is_ok() {
+            self.last_heard = Instant::now();
+        }
+        r
+    }
+
+    /// How long since the master last sent anything.
+    pub fn silent_for(&self) -> Duration {
+        self.last_heard.elapsed()
+    }
+
+    /// Sends `request` and waits for the response of the same type, skipping binlog
+    /// pushes and keepalives of an earlier session.
+    pub async fn call(&mut self, request: InnerRequest) -> Result<InnerResponse, String> {
+        let wanted = request.r#type;
+        self.send(request).await?;
+        let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+        loop {
+            let r = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no answer to {:?} within {ANSWER_WITHIN:?}",
+                        Type::try_from(wanted)
+                    )
+                })??;
+            if r.r#type == wanted {
+                return Ok(r);
+            }
+        }
+    }
+}

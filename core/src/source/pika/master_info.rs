@@ -1,0 +1,186 @@
+//! What the master says of itself on its client port (`INFO`), checked before we ask it
+//! to take us as a replica: the version we speak, and that it is not a replica itself.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::error::ReplicaError;
+use crate::event::BinlogOffset;
+use crate::resp::encode_command;
+
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterInfo {
+    pub version: Option<String>,
+    pub role: Option<String>,
+    /// db0's current binlog position (`db0 binlog_offset=F O,…`).
+    pub binlog_offset: Option<BinlogOffset>,
+}
+
+impl MasterInfo {
+    pub fn parse(text: &str) -> MasterInfo {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.trim_end().strip_prefix(name))
+                .map(str::to_owned)
+        };
+        MasterInfo {
+            version: field("pika_version:"),
+            role: field("role:"),
+            binlog_offset: field("db0 binlog_offset=").and_then(|v| {
+                let (at, _) = v.split_once(',').unwrap_or((&v, ""));
+                let (f, o) = at.split_once(' ')?;
+                Some(BinlogOffset::new(f.parse().ok()?, o.parse().ok()?))
+            }),
+        }
+    }
+
+    /// Refuses what we cannot follow: not Pika, a Pika outside 3.2–3.4, a replica.
+    pub fn check(&self, addr: &str) -> Result<(), ReplicaError> {
+        let Some(version) = &self.version else {
+            return Err(ReplicaError::UnsupportedVersion {
+                addr: addr.into(),
+                found: "does not report a pika_version (is it a Pika?)".into(),
+            });
+        };
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+        let major_minor = (parts.next().flatten(), parts.next().flatten());
+        if !matches!(major_minor, (Some(3), Some(2..=4))) {
+            return Err(ReplicaError::UnsupportedVersion {
+                addr: addr.into(),
+                found: format!("runs Pika {version}"),
+            });
+        }
+        match self.role.as_deref() {
+            Some(role) if role.contains("slave") => Err(ReplicaError::MasterIsReplica {
+                addr: addr.into(),
+                role: format!("role:{role}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Asks `addr` for `INFO` (after `AUTH password` when one is set).
+pub async fn fetch(addr: &str, password: Option<&str>) -> Result<MasterInfo, ReplicaError> {
+    let unreachable = |error: String| ReplicaError::Unreachable {
+        addr: addr.into(),
+        error,
+    };
+    let talk = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut conn = BufReader::new(stream);
+        if let Some(pw) = password.filter(|p| !p.is_empty()) {
+            let reply = call(&mut conn, &[b"AUTH".as_slice(), pw.as_bytes()])
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            if let Err(reply) = reply {
+                return Err(ReplicaError::Auth {
+                    addr: addr.into(),
+                    reply,
+                });
+            }
+        }
+        match call(&mut conn, &[b"INFO".as_slice()])
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+        {
+            Ok(text) => Ok(MasterInfo::parse(&text)),
+            Err(reply) if reply.contains("NOAUTH") || reply.contains("auth") => {
+                Err(ReplicaError::Auth {
+                    addr: addr.into(),
+                    reply,
+                })
+            }
+            Err(reply) => Err(unreachable(format!("INFO refused: {reply}"))),
+        }
+    };
+    tokio::time::timeout(ANSWER_WITHIN, talk)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {ANSWER_WITHIN:?}")))?
+}
+
+/// One command; `Ok(Err(text))` is an error reply, `Ok(Ok(text))` a status or bulk one.
+async fn call(
+    conn: &mut BufReader<TcpStream>,
+    argv: &[&[u8]],
+) -> std::io::Result<Result<String, String>> {
+    let mut out = Vec::new();
+    encode_command(&mut out, argv);
+    conn.get_mut().write_all(&out).await?;
+    let mut line = String::new();
+    if conn.read_line(&mut line).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end();
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad reply {line:?}"),
+        )
+    };
+    match line.as_bytes().first() {
+        Some(b'+') | Some(b':') => Ok(Ok(line[1..].to_owned())),
+        Some(b'-') => Ok(Err(line[1..].to_owned())),
+        Some(b'$') => {
+            let len: i64 = line[1..].parse().map_err(|_| bad())?;
+            if len < 0 {
+                return Ok(Ok(String::new()));
+            }
+            let mut body = vec![0; len as usize + 2];
+            conn.read_exact(&mut body).await?;
+            body.truncate(len as usize);
+            Ok(Ok(String::from_utf8_lossy(&body).into_owned()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str, role: &str) -> MasterInfo {
+        MasterInfo::parse(&format!(
+            "# Server\r\npika_version:{version}\r\n\r\n# Replication(MASTER)\r\nrole:{role}\r\n"
+        ))
+    }
+
+    #[test]
+    fn reads_the_masters_binlog_position() {
+        let i =
+            MasterInfo::parse("role:master\r\ndb0 binlog_offset=1 547194,safety_purge=none\r\n");
+        assert_eq!(i.binlog_offset, Some(BinlogOffset::new(1, 547194)));
+    }
+
+    #[test]
+    fn speaks_3_2_to_3_4_masters_only() {
+        for v in ["3.2.9", "3.3.6", "3.4.2"] {
+            assert!(info(v, "master").check("m").is_ok(), "{v}");
+        }
+        for v in ["3.5.0", "4.0.1", "2.3.6"] {
+            let e = info(v, "master").check("m").unwrap_err();
+            assert!(e.to_string().contains(v), "{e}");
+            assert_eq!(e.exit_code(), 76);
+        }
+        let redis = MasterInfo::parse("# Server\r\nredis_version:7.0.0\r\n");
+        assert!(redis
+            .check("m")
+            .unwrap_err()
+            .to_string()
+            .contains("is it a Pika"));
+    }
+
+    #[test]
+    fn refuses_a_master_that_is_a_replica() {
+        for role in ["slave", "master&&slave"] {
+            let e = info("3.3.6", role).check("m").unwrap_err();
+            assert!(matches!(e, ReplicaError::MasterIsReplica { .. }), "{e}");
+        }
+    }
+}

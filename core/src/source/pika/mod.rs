@@ -1,0 +1,462 @@
+//! The `pika` source: joins a running Pika 3.2–3.4 master as a replica. It takes a full
+//! sync (the master pushes its dump to our rsync daemon; we scan it), then follows the
+//! binlog from the dump's position, acking only what every sink has acknowledged, and
+//! keeps its place in `work_dir/checkpoint.json` so a restart resumes where the sinks
+//! stand, without a second full sync.
+//!
+//! `link` is the replication connection, `rsyncd` the daemon, `dump` the receiving
+//! directory, `checkpoint` the progress file, `master_info` the checks made on the
+//! master's client port, `stream` the binlog loop.
+
+pub mod checkpoint;
+pub mod dump;
+pub mod error;
+pub mod link;
+pub mod master_info;
+pub mod rsyncd;
+mod stream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::snapshot::SnapshotSource;
+use super::{EventSender, Source, SourceError, SourceReport};
+use crate::config::{PikaSourceConfig, ResyncPolicy};
+use crate::event::BinlogOffset;
+use crate::pika::repl::proto::{InnerResponse, StatusCode, TrySyncReplyCode};
+use crate::pika::repl::requests::{self, Announce};
+use crate::pika::storage::ChunkLimits;
+use crate::pipeline::Metrics;
+use checkpoint::{Checkpoint, CheckpointFile, Stage};
+use dump::ReceiveDir;
+pub use error::ReplicaError;
+use link::Link;
+
+/// The one database (classic mode, `databases 1`) we replicate.
+const DB: u32 = 0;
+/// Pause before retrying after a transient failure, doubling up to the maximum.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often we look for the dump's `info` file.
+const DUMP_POLL: Duration = Duration::from_millis(100);
+
+pub struct PikaSource {
+    master: String,
+    master_port: u16,
+    password: Option<String>,
+    announce: Announce,
+    work_dir: PathBuf,
+    resync: ResyncPolicy,
+    limits: ChunkLimits,
+    rsync: PathBuf,
+}
+
+fn split_addr(what: &str, addr: &str) -> Result<(String, u16), ReplicaError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| ReplicaError::Config(format!("{what} {addr:?} is not HOST:PORT")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ReplicaError::Config(format!("{what} {addr:?}: bad port")))?;
+    Ok((host.to_owned(), port))
+}
+
+impl PikaSource {
+    pub fn new(config: &PikaSourceConfig) -> Result<PikaSource, ReplicaError> {
+        let (_, master_port) = split_addr("master", &config.master)?;
+        let (ip, port) = split_addr("announce", &config.announce)?;
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(ReplicaError::Config(format!(
+                "announce {:?}: give the IP address the master reaches us at",
+                config.announce
+            )));
+        }
+        if master_port > u16::MAX - 2000 || port > u16::MAX - 1000 {
+            return Err(ReplicaError::Config(
+                "ports too high: replication uses master port + 2000, the dump announce port + 1000"
+                    .into(),
+            ));
+        }
+        Ok(PikaSource {
+            master: config.master.clone(),
+            master_port,
+            password: config.password.clone().filter(|p| !p.is_empty()),
+            announce: Announce { ip, port },
+            work_dir: config.work_dir.clone(),
+            resync: config.resync,
+            limits: config.chunk.into(),
+            rsync: config.rsync.clone(),
+        })
+    }
+
+    fn repl_addr(&self) -> String {
+        let host = self.master.rsplit_once(':').map_or("", |(h, _)| h);
+        format!("{host}:{}", self.master_port + 2000)
+    }
+}
+
+/// How an attempt ended when it did not fail.
+enum Ended {
+    /// Stopped on request; everything read was acknowledged.
+    Stopped,
+}
+
+/// One run of the replica: its progress and what it reports.
+struct Replica<'a> {
+    source: &'a PikaSource,
+    out: EventSender,
+    metrics: Metrics,
+    checkpoints: CheckpointFile,
+    checkpoint: Option<Checkpoint>,
+    report: SourceReport,
+    /// The master's binlog position when we started. A DBSync names its file: the
+    /// master re-uses a dump less than 50 files older rather than taking a new one.
+    master_at: BinlogOffset,
+}
+
+#[async_trait]
+impl Source for PikaSource {
+    fn describe(&self) -> String {
+        format!(
+            "pika master {} as replica {}:{}",
+            self.master, self.announce.ip, self.announce.port
+        )
+    }
+
+    async fn run(
+        self: Box<Self>,
+        out: EventSender,
+        metrics: Metrics,
+    ) -> Result<SourceReport, SourceError> {
+        let checkpoints = CheckpointFile::new(&self.work_dir);
+        std::fs::create_dir_all(&self.work_dir).map_err(|e| ReplicaError::io(&self.work_dir, e))?;
+        let checkpoint = checkpoints.load()?;
+        if let Some(c) = &checkpoint {
+            if c.master != self.master {
+                return Err(ReplicaError::Config(format!(
+                    "{} follows the master {}, not {}: use another work_dir",
+                    checkpoints.path().display(),
+                    c.master,
+                    self.master
+                ))
+                .into());
+            }
+            tracing::info!(stage = ?c.stage, "resuming from the checkpoint");
+        }
+        let info = master_info::fetch(&self.master, self.password.as_deref()).await?;
+        info.check(&self.master)?;
+        let mut replica = Replica {
+            source: &self,
+            out,
+            metrics,
+            checkpoints,
+            checkpoint,
+            report: SourceReport::default(),
+            master_at: info.binlog_offset.unwrap_or_default(),
+        };
+        replica.run().await?;
+        replica.out.flush().await;
+        replica.report.end_position = match &replica.checkpoint {
+            Some(Checkpoint {
+                stage: Stage::Stream { at },
+                ..
+            }) => Some(*at),
+            _ => None,
+        };
+        Ok(replica.report)
+    }
+}
+
+impl Replica<'_> {
+    async fn run(&mut self) -> Result<(), ReplicaError> {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            if self.out.should_stop() {
+                return Ok(());
+            }
+            match self.attempt().await {
+                Ok(Ended::Stopped) => return Ok(()),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "replication interrupted; reconnecting");
+                    let deadline = tokio::time::Instant::now() + backoff;
+                    while tokio::time::Instant::now() < deadline && !self.out.should_stop() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn save(&mut self, stage: Stage) -> Result<(), ReplicaError> {
+        let c = Checkpoint {
+            master: self.source.master.clone(),
+            stage,
+        };
+        self.checkpoints.save(&c)?;
+        self.checkpoint = Some(c);
+        Ok(())
+    }
+
+    /// Connects, handshakes, and goes on from wherever the checkpoint says.
+    async fn attempt(&mut self) -> Result<Ended, ReplicaError> {
+        let s = self.source;
+        let addr = s.repl_addr();
+        let mut link = Link::connect(&addr, s.announce.clone(), DB)
+            .await
+            .map_err(|e| ReplicaError::Unreachable {
+                addr: addr.clone(),
+                error: e.to_string(),
+            })?;
+        self.meta_sync(&mut link).await?;
+        let stage = self.checkpoint.as_ref().map(|c| c.stage.clone());
+        let at = match stage {
+            None | Some(Stage::Transfer) => {
+                let Some(dump_at) = self.transfer(&mut link).await? else {
+                    return Ok(Ended::Stopped);
+                };
+                self.save(Stage::Load { dump_at })?;
+                self.load(&mut link, dump_at).await?
+            }
+            Some(Stage::Load { dump_at }) => self.load(&mut link, dump_at).await?,
+            Some(Stage::Stream { at }) => Some(at),
+        };
+        let Some(at) = at else {
+            return Ok(Ended::Stopped);
+        };
+        self.try_sync(&mut link, at).await?;
+        stream::follow(self, link, at).await
+    }
+
+    async fn meta_sync(&mut self, link: &mut Link) -> Result<(), ReplicaError> {
+        let s = self.source;
+        let r = link
+            .call(requests::meta_sync(&s.announce, s.password.as_deref()))
+            .await
+            .map_err(ReplicaError::Transient)?;
+        let reply = r.reply.clone().unwrap_or_default();
+        match StatusCode::try_from(r.code) {
+            Ok(StatusCode::Ok) => {}
+            Ok(StatusCode::Other) => {
+                // "Slave AlreadyExist": the master has not noticed our previous
+                // connection is gone yet (up to 180 s).
+                return Err(ReplicaError::Transient(format!(
+                    "the master still lists {}:{} as a replica ({reply}); waiting for it to let go",
+                    s.announce.ip, s.announce.port
+                )));
+            }
+            _ if reply.contains("Slave AlreadyExist") => {
+                return Err(ReplicaError::Transient(format!("MetaSync: {reply}")));
+            }
+            _ => {
+                return Err(ReplicaError::Auth {
+                    addr: s.master.clone(),
+                    reply,
+                })
+            }
+        }
+        let meta = r.meta_sync.unwrap_or_default();
+        if !meta.classic_mode {
+            return Err(ReplicaError::Sharding {
+                addr: s.master.clone(),
+            });
+        }
+        if meta.tables_info.len() != 1 {
+            return Err(ReplicaError::ManyDatabases {
+                addr: s.master.clone(),
+                databases: meta.tables_info.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks for a full sync and waits until the whole dump is on disk; its position, or
+    /// `None` when stopped.
+    async fn transfer(&mut self, link: &mut Link) -> Result<Option<BinlogOffset>, ReplicaError> {
+        let s = self.source;
+        self.save(Stage::Transfer)?;
+        let dir = ReceiveDir::new(&s.work_dir, DB);
+        dir.reset()?;
+        let daemon = rsyncd::RsyncDaemon::start(
+            &s.rsync,
+            &s.work_dir.join("rsync"),
+            &dir.root,
+            &s.announce.ip,
+            s.announce.port + 1000,
+            s.password.as_deref().unwrap_or("default"),
+        )
+        .await?;
+        let result = self.wait_for_dump(link, &dir).await;
+        daemon.stop().await;
+        result
+    }
+
+    async fn wait_for_dump(
+        &mut self,
+        link: &mut Link,
+        dir: &ReceiveDir,
+    ) -> Result<Option<BinlogOffset>, ReplicaError> {
+        let s = self.source;
+        let r = link
+            .call(requests::db_sync(&s.announce, DB, self.master_at))
+            .await
+            .map_err(ReplicaError::Transient)?;
+        let Some(db_sync) = r.db_sync.filter(|_| r.code == StatusCode::Ok as i32) else {
+            return Err(ReplicaError::Transient(format!(
+                "the master refused the full sync: {}",
+                r.reply.unwrap_or_default()
+            )));
+        };
+        link.set_session(db_sync.session_id);
+        tracing::info!(session = db_sync.session_id, dir = %dir.db_dir().display(), "full sync: waiting for the master's dump");
+        let mut poll = tokio::time::interval(DUMP_POLL);
+        let mut last_log = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                r = link.recv() => { keepalive_or_lost(link, r).await?; }
+                _ = poll.tick() => {}
+            }
+            if self.out.should_stop() {
+                return Ok(None);
+            }
+            if let Some(dump_at) = dir.arrived(s.master_port)? {
+                tracing::info!(position = %dump_at, bytes = dir.received_bytes(), "full sync: dump received");
+                return Ok(Some(dump_at));
+            }
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                last_log = std::time::Instant::now();
+                tracing::info!(
+                    bytes = dir.received_bytes(),
+                    "full sync: receiving the dump"
+                );
+            }
+        }
+    }
+
+    /// Scans the received dump into the sinks and waits until they acknowledged all of
+    /// it; then the binlog goes on from `dump_at`. `None` when stopped.
+    async fn load(
+        &mut self,
+        link: &mut Link,
+        dump_at: BinlogOffset,
+    ) -> Result<Option<BinlogOffset>, ReplicaError> {
+        let s = self.source;
+        let dir = ReceiveDir::new(&s.work_dir, DB);
+        let scan = SnapshotSource {
+            path: dir.root.clone(),
+            limits: s.limits,
+        };
+        let metrics = self.metrics.clone();
+        let out = std::mem::replace(&mut self.out, EventSender::closed());
+        tracing::info!(position = %dump_at, "full sync: loading the dump into the sinks");
+        let mut task = tokio::task::spawn_blocking(move || {
+            let mut out = out;
+            let result = scan.scan_blocking(&mut out, &metrics);
+            (out, result)
+        });
+        // The link only needs to live on while we load; if it breaks, the binlog is
+        // asked for on a new one afterwards.
+        let mut link_up = true;
+        let (out, result) = loop {
+            tokio::select! {
+                done = &mut task => break done.map_err(|e| ReplicaError::Transient(format!("dump scan task: {e}")))?,
+                r = link.recv(), if link_up => {
+                    link_up = keepalive_or_lost(link, r).await.is_ok();
+                }
+            }
+        };
+        self.out = out;
+        let scanned = result.map_err(|e| ReplicaError::DumpInfo {
+            path: dir.db_dir().display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.report.scan = scanned.scan;
+        if self.out.should_stop() {
+            return Ok(None);
+        }
+        self.out.flush().await;
+        while !self.out.all_acknowledged() {
+            if self.out.should_stop() {
+                return Ok(None);
+            }
+            tokio::select! {
+                r = link.recv(), if link_up => {
+                    link_up = keepalive_or_lost(link, r).await.is_ok();
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        self.save(Stage::Stream { at: dump_at })?;
+        tracing::info!(position = %dump_at, "full sync: loaded; following the binlog");
+        Ok(Some(dump_at))
+    }
+
+    /// TrySync from `at`; on success the session is set on the link.
+    async fn try_sync(&mut self, link: &mut Link, at: BinlogOffset) -> Result<(), ReplicaError> {
+        let s = self.source;
+        let r = link
+            .call(requests::try_sync(&s.announce, DB, at))
+            .await
+            .map_err(ReplicaError::Transient)?;
+        let t = r.try_sync.clone().unwrap_or_default();
+        if r.code != StatusCode::Ok as i32 {
+            return Err(ReplicaError::TrySync {
+                at,
+                reason: r.reply.unwrap_or_else(|| format!("code {}", r.code)),
+            });
+        }
+        let master_at = t
+            .binlog_offset
+            .as_ref()
+            .map(|o| BinlogOffset::new(o.filenum, o.offset));
+        match TrySyncReplyCode::try_from(t.reply_code) {
+            Ok(TrySyncReplyCode::Ok) => {
+                let session = t.session_id.unwrap_or(0);
+                link.set_session(session);
+                link.send(requests::binlog_sync_first(&s.announce, DB, session, at))
+                    .await
+                    .map_err(ReplicaError::Transient)?;
+                tracing::info!(position = %at, session, master_position = ?master_at, "streaming the binlog");
+                Ok(())
+            }
+            Ok(TrySyncReplyCode::SyncPointBePurged) => {
+                if s.resync == ResyncPolicy::Allow {
+                    tracing::warn!(position = %at, "the master purged our binlog position; taking a new full sync (resync: allow)");
+                    self.save(Stage::Transfer)?;
+                    return Err(ReplicaError::Transient("binlog purged; full sync again".into()));
+                }
+                Err(ReplicaError::Purged {
+                    at,
+                    work_dir: s.work_dir.display().to_string(),
+                })
+            }
+            Ok(TrySyncReplyCode::SyncPointLarger) => Err(ReplicaError::TrySync {
+                at,
+                reason: format!(
+                    "the master's binlog ends at {}, before our position: is this the same master, or was it reset?",
+                    master_at.map(|m| m.to_string()).unwrap_or_default()
+                ),
+            }),
+            _ => Err(ReplicaError::TrySync {
+                at,
+                reason: "not an item boundary in the master's binlog".into(),
+            }),
+        }
+    }
+}
+
+/// A response outside the binlog stream: keepalives are answered, anything else is
+/// ignored; a broken link is an error.
+async fn keepalive_or_lost(
+    link: &mut Link,
+    r: Result<InnerResponse, String>,
+) -> Result<(), ReplicaError> {
+    let r = r.map_err(ReplicaError::Transient)?;
+    if !r.binlog_sync.is_empty() && r.binlog_sync.iter().all(|e| e.binlog.is_empty()) {
+        link.ping().await;
+    }
+    Ok(())
+}

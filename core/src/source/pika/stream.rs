@@ -1,0 +1,178 @@
+//! Following the master's binlog. Items become events in order; each item waits in
+//! `unacked` until every sink has acknowledged its event (or at once when it carries
+//! none), and the master hears an ack for exactly the offsets it sent, as a prefix of
+//! what it pushed. A slow sink therefore holds the master's window, and memory stays
+//! bounded; the link's own pings keep the session alive meanwhile.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::Stage;
+use super::error::ReplicaError;
+use super::link::Link;
+use super::{Ended, Replica, DB};
+use crate::event::{BinlogOffset, Position};
+use crate::pika::binlog::{BinlogEntry, BinlogItem};
+use crate::pika::repl::proto::{self, Type};
+use crate::pika::repl::requests;
+use crate::source::binlog::entry_to_event;
+
+/// How often acks are looked for.
+const ACK_POLL: Duration = Duration::from_millis(10);
+/// The checkpoint file is rewritten at most this often (and when the stream ends).
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// With nothing outstanding, a master that sends nothing (not even its 2-s keepalives)
+/// for this long has dropped us.
+const SILENCE: Duration = Duration::from_secs(30);
+
+/// An item pushed by the master, not yet acked to it.
+struct Pushed {
+    /// The offset exactly as the master sent it (acks must repeat it).
+    sent: proto::BinlogOffset,
+    end: BinlogOffset,
+    has_event: bool,
+}
+
+struct Acks {
+    unacked: VecDeque<Pushed>,
+    /// Everything up to here is acknowledged by the sinks and acked to the master.
+    at: BinlogOffset,
+    saved: BinlogOffset,
+    saved_when: Instant,
+}
+
+impl Acks {
+    /// Takes the prefix the sinks have acknowledged; the offsets to ack, if any.
+    fn take(
+        &mut self,
+        sinks: Option<Position>,
+    ) -> Option<(proto::BinlogOffset, proto::BinlogOffset)> {
+        let covered = |end: BinlogOffset| matches!(sinks, Some(p @ Position::Binlog { .. }) if p.binlog_offset() >= end);
+        let mut range: Option<(proto::BinlogOffset, proto::BinlogOffset)> = None;
+        while let Some(front) = self.unacked.front() {
+            if front.has_event && !covered(front.end) {
+                break;
+            }
+            let Some(p) = self.unacked.pop_front() else {
+                break;
+            };
+            self.at = p.end;
+            range = Some(match range {
+                None => (p.sent.clone(), p.sent),
+                Some((first, _)) => (first, p.sent),
+            });
+        }
+        range
+    }
+}
+
+/// Streams from `at` (already accepted by TrySync) until stopped or the link breaks.
+pub(super) async fn follow(
+    replica: &mut Replica<'_>,
+    mut link: Link,
+    at: BinlogOffset,
+) -> Result<Ended, ReplicaError> {
+    let me = replica.source.announce.clone();
+    let mut acks = Acks {
+        unacked: VecDeque::new(),
+        at,
+        saved: at,
+        saved_when: Instant::now(),
+    };
+    let mut session = None;
+    let mut previous_end = at;
+    let mut poll = tokio::time::interval(ACK_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome: Result<(), ReplicaError> = loop {
+        tokio::select! {
+            r = link.recv() => {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => break Err(ReplicaError::Transient(e)),
+                };
+                if r.r#type != Type::BinlogSync as i32 {
+                    continue;
+                }
+                let mut items = 0;
+                let mut failure = None;
+                for entry in r.binlog_sync {
+                    // The first push names the session TrySync gave us; older sessions'
+                    // pushes are stale.
+                    let current = *session.get_or_insert(entry.session_id);
+                    if entry.session_id != current {
+                        continue;
+                    }
+                    if entry.binlog.is_empty() {
+                        continue;
+                    }
+                    items += 1;
+                    let end = BinlogOffset::new(entry.binlog_offset.filenum, entry.binlog_offset.offset);
+                    let item = match BinlogItem::decode(&entry.binlog) {
+                        Ok(item) => item,
+                        Err(e) => {
+                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            break;
+                        }
+                    };
+                    let entry_read = BinlogEntry { start: previous_end, end, item };
+                    previous_end = end;
+                    replica.report.binlog_items += 1;
+                    let event = entry_to_event(DB, &entry_read, &mut replica.report);
+                    let has_event = event.is_some();
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event });
+                    if let Some(event) = event {
+                        replica.out.push(event).await;
+                    }
+                }
+                replica.out.flush().await;
+                if let Some(e) = failure {
+                    break Err(e);
+                }
+                if items == 0 {
+                    link.ping().await;
+                }
+            }
+            _ = poll.tick() => {}
+        }
+        if let Some((first, last)) = acks.take(replica.out.acknowledged()) {
+            let session = session.unwrap_or_default();
+            if let Err(e) = link
+                .send(requests::binlog_ack(&me, DB, session, &first, &last))
+                .await
+            {
+                break Err(ReplicaError::Transient(e));
+            }
+        }
+        if acks.at != acks.saved && acks.saved_when.elapsed() >= SAVE_EVERY {
+            if let Err(e) = save(replica, &mut acks) {
+                break Err(e);
+            }
+        }
+        if replica.out.should_stop() {
+            break Ok(());
+        }
+        if acks.unacked.is_empty() && link.silent_for() >= SILENCE {
+            break Err(ReplicaError::Transient(format!(
+                "the master sent nothing for {SILENCE:?}; it may have dropped us"
+            )));
+        }
+    };
+    // Whatever ended the stream, let the sinks take what was read, so the position we
+    // keep (and resume from) covers it, and a resumed stream neither skips nor repeats.
+    drop(link);
+    replica.out.flush().await;
+    while !replica.out.all_acknowledged() && !replica.out.is_closed() {
+        tokio::time::sleep(ACK_POLL).await;
+    }
+    acks.take(replica.out.acknowledged());
+    save(replica, &mut acks)?;
+    tracing::info!(position = %acks.at, "binlog position saved");
+    outcome.map(|()| Ended::Stopped)
+}
+
+fn save(replica: &mut Replica<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
+    replica.save(Stage::Stream { at: acks.at })?;
+    acks.saved = acks.at;
+    acks.saved_when = Instant::now();
+    Ok(())
+}
