@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use crate::event::{DataType, Event, Op, Position};
 use crate::sink::{Sink, SinkError, SinkReport};
 use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
+use crate::status::{Stage, Status, StatusReport};
 
 /// Batches buffered between the source and the pipeline, and before each sink.
 const CHANNEL_BATCHES: usize = 16;
@@ -25,6 +26,7 @@ struct Counters {
     commands: AtomicU64,
     expected_keys: AtomicU64,
     by_type: [AtomicU64; 5],
+    status: Status,
 }
 
 /// Shared handle on a run's counters.
@@ -46,6 +48,17 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
+    /// The run's stage, positions and per-sink state.
+    pub fn status(&self) -> &Status {
+        &self.0.status
+    }
+
+    /// The status with the counters, as `GET /status` shows it.
+    pub fn report(&self) -> StatusReport {
+        let m = self.snapshot();
+        self.0.status.report(m.keys, m.expected_keys, m.events)
+    }
+
     pub fn set_expected_keys(&self, n: u64) {
         self.0.expected_keys.store(n, Ordering::Relaxed);
     }
@@ -168,12 +181,16 @@ impl Pipeline {
         let mut lanes = Vec::new();
         let mut tasks = Vec::new();
         let mut acks = Vec::new();
+        let status = self.metrics.status().clone();
+        status.set_stage(Stage::Reading);
         for sink in self.sinks {
             let (lane_tx, lane_rx) = mpsc::channel::<Arc<Vec<Event>>>(CHANNEL_BATCHES);
             let (ack_tx, ack_rx) = watch::channel(None);
             lanes.push(lane_tx);
             acks.push(ack_rx);
-            tasks.push(tokio::spawn(drive_sink(sink, lane_rx, ack_tx)));
+            let slot = status.add_sink(sink.name());
+            let report = (status.clone(), slot);
+            tasks.push(tokio::spawn(drive_sink(sink, lane_rx, ack_tx, report)));
         }
         let out =
             EventSender::new(tx, self.stop.clone()).with_acknowledged(Acknowledged::new(acks));
@@ -217,6 +234,7 @@ impl Pipeline {
         let source = source_task
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))?;
+        self.metrics.status().set_stage(Stage::Stopped);
         if let Some(e) = first_error {
             return Err(e.into());
         }
@@ -237,8 +255,10 @@ async fn drive_sink(
     mut sink: Box<dyn Sink>,
     mut batches: mpsc::Receiver<Arc<Vec<Event>>>,
     acknowledged: watch::Sender<Option<Position>>,
+    (status, slot): (Status, usize),
 ) -> Result<(String, SinkReport, Option<Position>), SinkError> {
     let mut last = None;
+    let mut written = 0;
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,15 +267,19 @@ async fn drive_sink(
                 Some(batch) => {
                     sink.write(&batch).await?;
                     last = batch.last().map(|e| e.position).or(last);
+                    written = batch.len();
                 }
                 None => break,
             },
             _ = poll.tick() => {}
         }
         let now = sink.acknowledged(last);
-        acknowledged.send_if_modified(|p| std::mem::replace(p, now) != now);
+        if acknowledged.send_if_modified(|p| std::mem::replace(p, now) != now) || written > 0 {
+            status.sink_wrote(slot, std::mem::take(&mut written), now);
+        }
     }
     let report = sink.finish().await?;
     acknowledged.send_replace(last);
+    status.sink_wrote(slot, 0, last);
     Ok((sink.name(), report, last))
 }

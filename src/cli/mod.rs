@@ -4,6 +4,7 @@ mod bench;
 mod inspect;
 mod progress;
 mod run;
+mod status;
 mod validate;
 mod verify;
 
@@ -56,6 +57,18 @@ pub enum Command {
         #[command(subcommand)]
         what: inspect::What,
     },
+    /// Show the status of a running pipeline (its `status.listen` endpoint).
+    Status {
+        /// The endpoint, `IP:PORT`.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Or the pipeline file, whose `status.listen` is used.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark helpers (see scripts/bench).
     Bench {
         #[command(subcommand)]
@@ -88,6 +101,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { config } => validate::validate(&config),
         Command::Verify { config } => verify::verify(&config).await,
         Command::Inspect { what } => inspect::inspect(what).await,
+        Command::Status { addr, config, json } => status::show(addr, config, json).await,
         Command::Bench { what } => tokio::task::spawn_blocking(move || bench::run(what)).await?,
     }
 }

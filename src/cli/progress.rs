@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pika_migrate_core::pipeline::Metrics;
+use pika_migrate_core::status::Stage;
 use tokio::task::JoinHandle;
 
 pub struct Progress {
@@ -26,10 +27,26 @@ impl Progress {
         let task = tokio::spawn(async move {
             loop {
                 let m = metrics.snapshot();
+                let r = metrics.report();
                 ticking.set_length(m.expected_keys.max(m.keys));
                 ticking.set_position(m.keys);
+                let live = match r.stage {
+                    Stage::FullSyncTransfer => {
+                        format!(
+                            "receiving the dump: {:.1} MiB, ",
+                            r.dump_bytes as f64 / 1048576.0
+                        )
+                    }
+                    Stage::Streaming => format!(
+                        "streaming at {}, lag {} items / {} s, ",
+                        r.position.as_deref().unwrap_or("-"),
+                        r.lag_items,
+                        r.lag_seconds
+                    ),
+                    _ => String::new(),
+                };
                 ticking.set_message(format!(
-                    "{} commands, {:.1} MiB",
+                    "{live}{} commands, {:.1} MiB",
                     m.commands,
                     m.bytes as f64 / 1048576.0
                 ));

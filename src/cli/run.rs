@@ -10,6 +10,10 @@ use crate::pipeline_file;
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
     let pipeline = pipeline_file::build(&config).await?;
+    let status = match &config.status {
+        Some(s) => Some(super::status::serve(s.listen, pipeline.metrics.clone()).await?),
+        None => None,
+    };
     let progress = Progress::start(pipeline.metrics.clone());
     let stop = pipeline.stop.clone();
     let signals = tokio::spawn(async move {
@@ -19,6 +23,9 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     });
     let result = pipeline.run().await;
     signals.abort();
+    if let Some(status) = status {
+        status.abort();
+    }
     progress.finish();
     let report = result?;
     for (_, sink) in &report.sinks {

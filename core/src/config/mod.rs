@@ -30,6 +30,16 @@ pub struct PipelineConfig<S> {
     pub filters: Vec<FilterConfig>,
     /// Where events go; each sink gets every event that passed the filters.
     pub sinks: Vec<S>,
+    /// The status endpoint (JSON and Prometheus text over HTTP).
+    #[serde(default)]
+    pub status: Option<StatusConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// `IP:PORT` to serve `GET /status` (JSON) and `GET /metrics` (Prometheus) on.
+    pub listen: std::net::SocketAddr,
 }
 
 /// A source of change events.

@@ -29,6 +29,7 @@ use crate::pika::repl::proto::{InnerResponse, StatusCode, TrySyncReplyCode};
 use crate::pika::repl::requests::{self, Announce};
 use crate::pika::storage::ChunkLimits;
 use crate::pipeline::Metrics;
+use crate::status::Stage as Phase;
 use checkpoint::{Checkpoint, CheckpointFile, Stage};
 use dump::ReceiveDir;
 pub use error::ReplicaError;
@@ -145,6 +146,8 @@ impl Source for PikaSource {
             }
             tracing::info!(stage = ?c.stage, "resuming from the checkpoint");
         }
+        metrics.status().set_master(&self.master);
+        metrics.status().set_stage(Phase::Connecting);
         let info = master_info::fetch(&self.master, self.password.as_deref()).await?;
         info.check(&self.master)?;
         let mut replica = Replica {
@@ -180,6 +183,8 @@ impl Replica<'_> {
                 Ok(Ended::Stopped) => return Ok(()),
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
+                    self.metrics.status().error(&e.to_string());
+                    self.metrics.status().set_stage(Phase::Connecting);
                     tracing::warn!(error = %e, retry_in = ?backoff, "replication interrupted; reconnecting");
                     let deadline = tokio::time::Instant::now() + backoff;
                     while tokio::time::Instant::now() < deadline && !self.out.should_stop() {
@@ -192,6 +197,9 @@ impl Replica<'_> {
     }
 
     fn save(&mut self, stage: Stage) -> Result<(), ReplicaError> {
+        if let Stage::Stream { at } = stage {
+            self.metrics.status().set_position(at);
+        }
         let c = Checkpoint {
             master: self.source.master.clone(),
             stage,
@@ -278,6 +286,7 @@ impl Replica<'_> {
     async fn transfer(&mut self, link: &mut Link) -> Result<Option<BinlogOffset>, ReplicaError> {
         let s = self.source;
         self.save(Stage::Transfer)?;
+        self.metrics.status().set_stage(Phase::FullSyncTransfer);
         let dir = ReceiveDir::new(&s.work_dir, DB);
         dir.reset()?;
         let daemon = rsyncd::RsyncDaemon::start(
@@ -350,6 +359,7 @@ impl Replica<'_> {
             limits: s.limits,
         };
         let metrics = self.metrics.clone();
+        metrics.status().set_stage(Phase::FullSyncLoad);
         let out = std::mem::replace(&mut self.out, EventSender::closed());
         tracing::info!(position = %dump_at, "full sync: loading the dump into the sinks");
         let mut task = tokio::task::spawn_blocking(move || {

@@ -31,6 +31,7 @@ struct Pushed {
     sent: proto::BinlogOffset,
     end: BinlogOffset,
     has_event: bool,
+    exec_time: u32,
 }
 
 struct Acks {
@@ -79,6 +80,9 @@ pub(super) async fn follow(
         saved: at,
         saved_when: Instant::now(),
     };
+    let status = replica.metrics.status().clone();
+    status.set_stage(crate::status::Stage::Streaming);
+    status.set_position(at);
     let mut session = None;
     let mut previous_end = at;
     let mut poll = tokio::time::interval(ACK_POLL);
@@ -119,12 +123,13 @@ pub(super) async fn follow(
                     replica.report.binlog_items += 1;
                     let event = entry_to_event(DB, &entry_read, &mut replica.report);
                     let has_event = event.is_some();
-                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event });
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time: entry_read.item.exec_time });
                     if let Some(event) = event {
                         replica.out.push(event).await;
                     }
                 }
                 replica.out.flush().await;
+                status.set_stream(Some(previous_end), acks.unacked.len(), acks.unacked.front().map(|p| p.exec_time));
                 if let Some(e) = failure {
                     break Err(e);
                 }
