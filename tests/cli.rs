@@ -210,6 +210,7 @@ fn validate_accepts_the_shipped_examples_and_help_is_everywhere() {
         &["--help"][..],
         &["run", "--help"],
         &["validate", "--help"],
+        &["status", "--help"],
         &["inspect", "binlog", "--help"],
         &["inspect", "snapshot", "--help"],
     ] {
