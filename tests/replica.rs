@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::pika_master::{MasterOptions, PikaMaster};
 use common::*;
+use pika_migrate_core::event::BinlogOffset;
 
 /// An announced replica port whose port + 1000 (our rsync daemon's) is free too.
 fn announce_port() -> u16 {
@@ -73,9 +74,47 @@ impl Migration {
 
     /// The checkpoint's stage (`transfer`, `load`, `stream`), if any.
     fn stage(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.dir.path().join("work/checkpoint.json")).ok()?;
-        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        json["stage"].as_str().map(str::to_owned)
+        self.checkpoint()?["stage"].as_str().map(str::to_owned)
+    }
+
+    fn checkpoint(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.work_dir().join("checkpoint.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The checkpoint's `at` (stage `stream`): where a restart resumes the binlog.
+    fn checkpoint_at(&self) -> Option<BinlogOffset> {
+        serde_json::from_value(self.checkpoint()?.get("at")?.clone()).ok()
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Processes (pid, command line) running with this migration's work dir in their
+    /// command line: our rsync daemon (`--config=<work_dir>/rsync/rsyncd.conf`) and its
+    /// children. The tool itself names only the pipeline file.
+    fn processes_in_work_dir(&self) -> Vec<(u32, String)> {
+        let work = self.work_dir().display().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&work) {
+                found.push((pid, cmdline));
+            }
+        }
+        found
+    }
+
+    /// How many times the tool lost its link and went back to reconnecting.
+    fn interruptions(&self) -> usize {
+        self.log_text().matches("replication interrupted").count()
     }
 }
 
@@ -288,7 +327,6 @@ fn kill_9_at_transfer_load_and_streaming_loses_nothing_and_full_syncs_once() {
     wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
-    eprintln!("kills: {kills:?}, full syncs: {}", master.dbsyncs());
     assert!(kills.len() >= 5, "{kills:?}");
     assert_eq!(
         master.dbsyncs(),
@@ -432,4 +470,220 @@ fn a_purged_position_after_a_full_sync_is_refused_unless_resync_is_allowed() {
     assert!(m
         .log_text()
         .contains("taking a new full sync (resync: allow)"));
+}
+
+/// Starts the tool on a fresh migration and waits until it streams, caught up.
+fn streaming(master: &PikaMaster, m: &Migration) -> Child {
+    let tool = m.start();
+    wait_until("streaming", CATCH_UP, || {
+        m.stage().as_deref() == Some("stream")
+    });
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(master));
+    tool
+}
+
+/// After a cut or a master restart the tool rejoins on its own: the master lists it
+/// again and takes its acks.
+fn wait_rejoined(master: &PikaMaster) {
+    wait_until("the tool to rejoin the master", CATCH_UP, || {
+        master.replicas().len() == 1
+    });
+}
+
+#[test]
+fn a_network_cut_while_streaming_is_resumed_without_loss_or_duplicates() {
+    let redis = RedisServer::start();
+    let reference = RedisServer::start();
+    let mut ref_conn = reference.client();
+    let master = PikaMaster::start(MasterOptions::default());
+    let m = Migration::new(&master, &redis, "");
+    let tool = streaming(&master, &m);
+
+    // Three cuts, each with writes before it (some still in flight, unacked, when it
+    // hits) and writes while the tool is away.
+    let mut next = 0;
+    for round in 0..3 {
+        write_both(&master, &mut ref_conn, next..next + 1000);
+        next += 1000;
+        master.cut();
+        assert!(master.replicas().is_empty(), "round {round}: cut");
+        write_both(&master, &mut ref_conn, next..next + 500);
+        next += 500;
+        wait_rejoined(&master);
+    }
+    write_both(&master, &mut ref_conn, next..next + 1000);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    assert_eq!(master.replicas().len(), 1, "the master lists us again");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert!(m.interruptions() >= 3, "{}", m.log_text());
+    assert_resumed_exactly(&master, &m, &redis, &reference);
+}
+
+/// After a clean stop: still the one full sync, the checkpoint at the master's
+/// position, and exactly the master's data.
+fn assert_resumed_exactly(
+    master: &PikaMaster,
+    m: &Migration,
+    redis: &RedisServer,
+    reference: &RedisServer,
+) {
+    assert_eq!(
+        master.dbsyncs(),
+        1,
+        "resumed by TrySync, no second full sync"
+    );
+    assert_eq!(m.checkpoint_at(), Some(master.position()));
+    assert_redis_holds_the_masters_data(redis, reference);
+}
+
+#[test]
+fn a_master_restart_is_resumed_from_the_checkpoint() {
+    let redis = RedisServer::start();
+    let reference = RedisServer::start();
+    let mut ref_conn = reference.client();
+    let master = PikaMaster::start(MasterOptions::default());
+    let m = Migration::new(&master, &redis, "");
+    let tool = streaming(&master, &m);
+
+    // A restart with writes in flight, then more writes while the tool is away.
+    write_both(&master, &mut ref_conn, 0..1500);
+    master.restart();
+    write_both(&master, &mut ref_conn, 1500..2500);
+    wait_rejoined(&master);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    // A restart of an idle master (everything acked), then writes.
+    master.restart();
+    write_both(&master, &mut ref_conn, 2500..4000);
+    wait_rejoined(&master);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    assert_eq!(master.replicas().len(), 1, "the master lists us again");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert!(m.interruptions() >= 2, "{}", m.log_text());
+    assert_resumed_exactly(&master, &m, &redis, &reference);
+}
+
+#[test]
+fn a_slow_sink_holding_acks_does_not_get_us_dropped() {
+    const DROP_AFTER: Duration = Duration::from_secs(5);
+    const PAUSE: Duration = Duration::from_secs(8);
+    let redis = RedisServer::start();
+    let reference = RedisServer::start();
+    let mut ref_conn = reference.client();
+    let master = PikaMaster::start(MasterOptions {
+        drop_after: DROP_AFTER,
+        ..MasterOptions::default()
+    });
+    let m = Migration::new(&master, &redis, "");
+    let tool = streaming(&master, &m);
+    write_both(&master, &mut ref_conn, 0..500);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+
+    // The target stalls every write for longer than the master tolerates silence
+    // (CLIENT PAUSE ... WRITE since Redis 6.2; a plain pause before that).
+    let mut pauser = redis.client();
+    let ms = PAUSE.as_millis().to_string();
+    let paused_at = Instant::now();
+    let write_only: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(&ms)
+        .arg("WRITE")
+        .query(&mut pauser);
+    if write_only.is_err() {
+        let () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(&ms)
+            .query(&mut pauser)
+            .unwrap();
+    }
+    let before = master.acked();
+    write_both(&master, &mut ref_conn, 500..2500);
+
+    // Past the master's drop timeout the sink still holds the acks back...
+    let past_drop = paused_at + DROP_AFTER + Duration::from_secs(1);
+    std::thread::sleep(past_drop.saturating_duration_since(Instant::now()));
+    assert!(
+        paused_at.elapsed() < PAUSE,
+        "the checks ran after the pause"
+    );
+    assert_eq!(
+        master.acked(),
+        before,
+        "nothing acked while Redis is paused"
+    );
+    assert!(!caught_up(&master));
+
+    // ...yet once Redis takes writes again, the same session catches up.
+    wait_until("the stream to catch up after the pause", CATCH_UP, || {
+        caught_up(&master)
+    });
+    assert!(paused_at.elapsed() >= PAUSE);
+    assert_eq!(m.interruptions(), 0, "{}", m.log_text());
+    assert_eq!(master.replicas().len(), 1, "the master still lists us");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert_resumed_exactly(&master, &m, &redis, &reference);
+}
+
+#[test]
+fn sigterm_while_streaming_saves_the_position_and_exits_0() {
+    let redis = RedisServer::start();
+    let reference = RedisServer::start();
+    let mut ref_conn = reference.client();
+    let master = PikaMaster::start(MasterOptions::default());
+    let m = Migration::new(&master, &redis, "");
+
+    // 1. A full sync (its rsync daemon seen while the dump is pushed), writes, caught
+    // up: the checkpoint after SIGTERM is exactly where the master's acks stand.
+    master.set_push_delay(Duration::from_millis(100));
+    let tool = m.start();
+    wait_until("our rsync daemon", Duration::from_secs(20), || {
+        m.processes_in_work_dir()
+            .iter()
+            .any(|(_, cmd)| cmd.contains("rsync") && cmd.contains("--daemon"))
+    });
+    master.set_push_delay(Duration::ZERO);
+    wait_until("streaming", CATCH_UP, || {
+        m.stage().as_deref() == Some("stream")
+    });
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    write_both(&master, &mut ref_conn, 0..2000);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(m.stage().as_deref(), Some("stream"));
+    assert_eq!(m.checkpoint_at(), master.acked(), "{:?}", m.checkpoint());
+    assert_eq!(m.checkpoint_at(), Some(master.position()));
+    // The rsync daemon of the full sync is gone with the run.
+    assert_eq!(m.processes_in_work_dir(), vec![], "left behind");
+
+    // 2. A restart streams on from there; SIGTERM while writes are still arriving: the
+    // checkpoint covers what Redis took, at least all the master heard acks for.
+    let tool = m.start();
+    wait_rejoined(&master);
+    write_both(&master, &mut ref_conn, 2000..4000);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(m.stage().as_deref(), Some("stream"));
+    let at = m.checkpoint_at().expect("a stream position");
+    let acked = master.acked().expect("acks");
+    eprintln!(
+        "stopped with acked {acked}, checkpoint {at}, master at {}",
+        master.position()
+    );
+    assert!(
+        acked <= at && at <= master.position(),
+        "acked {acked}, checkpoint {at}, master at {}",
+        master.position()
+    );
+
+    // 3. And on again: more writes land exactly, no second full sync.
+    let tool = m.start();
+    write_both(&master, &mut ref_conn, 4000..5000);
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(m.checkpoint_at(), master.acked());
+    assert_eq!(master.dbsyncs(), 1, "no second full sync");
+    assert_eq!(m.interruptions(), 0, "{}", m.log_text());
+    assert_redis_holds_the_masters_data(&redis, &reference);
+    assert_eq!(m.processes_in_work_dir(), vec![], "left behind");
 }

@@ -179,7 +179,14 @@ impl Replica<'_> {
             if self.out.should_stop() {
                 return Ok(());
             }
-            match self.attempt().await {
+            let started = std::time::Instant::now();
+            let outcome = self.attempt().await;
+            // A link that lived a while was a success: the next blip starts over from a
+            // short pause.
+            if started.elapsed() >= BACKOFF_MAX * 3 {
+                backoff = BACKOFF_FIRST;
+            }
+            match outcome {
                 Ok(Ended::Stopped) => return Ok(()),
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
