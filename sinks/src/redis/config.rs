@@ -43,6 +43,10 @@ pub struct RedisSinkConfig {
     /// How long a lane keeps reconnecting to a lost server before giving up.
     #[serde(default = "default_retry_seconds")]
     pub retry_seconds: u64,
+    /// The target is a Redis Cluster: `url` is a seed node; commands are routed by hash
+    /// slot to the master serving it, `senders` lanes per master.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -4,7 +4,7 @@
 //! lost connection reconnects with backoff and resends the pipeline in order.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::resp::encode_command;
 use tokio::sync::{mpsc, watch};
 
+use super::cluster::slot_of;
 use super::config::OnError;
 use super::conn::{ConnectError, Connection};
 use super::reply::Reply;
@@ -115,7 +116,6 @@ pub enum LaneError {
 }
 
 pub struct LaneSettings {
-    pub target: Target,
     pub batch: usize,
     pub linger: Duration,
     pub retry_for: Duration,
@@ -123,10 +123,21 @@ pub struct LaneSettings {
     pub type_conflict: TypeConflict,
     /// Distinguishes this run's transactions from an earlier run's.
     pub run_id: String,
+    /// In a cluster: a hash tag per slot (transactions are cut by slot, each with the
+    /// lane's checkpoint key in its slot), and the flag a MOVED reply raises so the sink
+    /// reloads the slot map.
+    pub cluster: Option<ClusterSettings>,
+}
+
+pub struct ClusterSettings {
+    pub tags: Vec<String>,
+    pub moved: AtomicBool,
 }
 
 pub struct Lane {
     pub id: usize,
+    /// The server this lane writes to (in a cluster, its master).
+    pub target: Target,
     pub settings: Arc<LaneSettings>,
     pub rx: mpsc::Receiver<LaneBatch>,
     /// The highest batch number whose commands are all applied.
@@ -210,9 +221,46 @@ impl Lane {
         limit
     }
 
-    /// Sends one pipeline, then handles every reply.
+    /// Sends one pipeline, then handles every reply. In a cluster, one transaction per
+    /// slot, in order of first appearance (a key's commands keep their order).
     async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
-        let replies = self.send(&commands).await?;
+        let Some(cluster) = &self.settings.cluster else {
+            let marker = checkpoint_key(self.id);
+            return self.apply_one(commands, &marker).await;
+        };
+        let mut groups: Vec<(u16, Vec<LaneCommand>)> = Vec::new();
+        for c in commands {
+            let slot = slot_of(c.key());
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, g)) => g.push(c),
+                None => groups.push((slot, vec![c])),
+            }
+        }
+        let markers: Vec<String> = groups
+            .iter()
+            .map(|(slot, _)| {
+                format!(
+                    "{}:{{{}}}",
+                    checkpoint_key(self.id),
+                    cluster.tags[*slot as usize]
+                )
+            })
+            .collect();
+        for ((_, group), marker) in groups.into_iter().zip(markers) {
+            self.apply_one(group, &marker).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(
+        &mut self,
+        commands: Vec<LaneCommand>,
+        marker: &str,
+    ) -> Result<(), LaneError> {
+        let mut replies = self.send(&commands, marker).await?;
+        if let Some((addr, asking)) = redirection(&replies) {
+            replies = self.redirected(&commands, marker, &addr, asking).await?;
+        }
         let mut fixups = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
             if let Reply::Error(text) = reply {
@@ -220,7 +268,7 @@ impl Lane {
             }
         }
         if !fixups.is_empty() {
-            let replies = self.send(&fixups).await?;
+            let replies = self.send(&fixups, marker).await?;
             for (command, reply) in fixups.into_iter().zip(replies) {
                 if let Reply::Error(text) = reply {
                     self.refused_finally(&command, text)?;
@@ -302,10 +350,13 @@ impl Lane {
     /// marker key to learn whether the transaction ran before the reply was lost, and
     /// resends it only if it did not. A transaction that never reached EXEC is discarded
     /// by Redis, so nothing runs twice.
-    async fn send(&mut self, commands: &[LaneCommand]) -> Result<Vec<Reply>, LaneError> {
+    async fn send(
+        &mut self,
+        commands: &[LaneCommand],
+        marker: &str,
+    ) -> Result<Vec<Reply>, LaneError> {
         self.pipelines_sent += 1;
         let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
-        let marker = checkpoint_key(self.id);
         let applied = commands
             .iter()
             .filter_map(|c| match c.position {
@@ -364,12 +415,12 @@ impl Lane {
                     .pipeline(&encoded, expected, &mut replies)
                     .await
                     .map_err(|e| e.to_string()),
-                None => match Connection::connect(&self.settings.target).await {
+                None => match Connection::connect(&self.target).await {
                     Ok(conn) => {
                         self.conn = Some(conn);
                         reconnected = true;
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(lane = self.id, target = %self.settings.target, "reconnected");
+                        tracing::info!(lane = self.id, target = %self.target, "reconnected");
                         continue;
                     }
                     Err(e) if e.is_transient() => Err(e.to_string()),
@@ -383,7 +434,7 @@ impl Lane {
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
-                    return self.unpack(commands, replies).await;
+                    return self.unpack(commands, replies, marker).await;
                 }
                 Err(last) => {
                     self.conn = None;
@@ -395,7 +446,7 @@ impl Lane {
                             last,
                         });
                     }
-                    tracing::warn!(lane = self.id, target = %self.settings.target, error = %last, retry_in = ?backoff, "Redis unreachable; retrying");
+                    tracing::warn!(lane = self.id, target = %self.target, error = %last, retry_in = ?backoff, "Redis unreachable; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -410,6 +461,7 @@ impl Lane {
         &mut self,
         commands: &[LaneCommand],
         mut replies: Vec<Reply>,
+        marker: &str,
     ) -> Result<Vec<Reply>, LaneError> {
         let n = commands.len();
         let exec = if replies.len() == n + 3 {
@@ -452,7 +504,7 @@ impl Lane {
                 let mut rest_replies = if rest.is_empty() {
                     Vec::new()
                 } else {
-                    Box::pin(self.send(&rest)).await?
+                    Box::pin(self.send(&rest, marker)).await?
                 }
                 .into_iter();
                 Ok((0..n)
@@ -466,6 +518,70 @@ impl Lane {
                     .collect())
             }
         }
+    }
+}
+
+/// `MOVED slot host:port` or `ASK slot host:port` in a cluster: the commands' slot is
+/// served elsewhere (every command of a transaction shares one slot).
+fn redirection(replies: &[Reply]) -> Option<(String, bool)> {
+    replies.iter().find_map(|r| match r {
+        Reply::Error(e) if e.starts_with("MOVED ") || e.starts_with("ASK ") => {
+            let addr = e.split(' ').nth(2)?.to_owned();
+            Some((addr, e.starts_with("ASK ")))
+        }
+        _ => None,
+    })
+}
+
+impl Lane {
+    /// Sends a transaction to the node a MOVED or ASK named, on a connection of its own.
+    /// A MOVED also tells the sink to reload the slot map before routing anything else.
+    /// During a slot migration (ASK) each command goes alone after ASKING, since the
+    /// flag lasts one command.
+    async fn redirected(
+        &mut self,
+        commands: &[LaneCommand],
+        marker: &str,
+        addr: &str,
+        asking: bool,
+    ) -> Result<Vec<Reply>, LaneError> {
+        let mut target = self.target.clone();
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "6379"));
+        target.host = host.to_owned();
+        target.port = port.parse().unwrap_or(6379);
+        tracing::info!(lane = self.id, node = %addr, asking, "cluster redirection");
+        if let Some(cluster) = &self.settings.cluster {
+            if !asking {
+                cluster.moved.store(true, Ordering::SeqCst);
+            }
+        }
+        let home = self.conn.take();
+        self.conn = Some(Connection::connect(&target).await?);
+        let result = if asking {
+            let mut replies = Vec::with_capacity(commands.len());
+            for c in commands {
+                let conn = self.conn.as_mut().ok_or(LaneError::GaveUp {
+                    seconds: 0,
+                    last: "no connection".into(),
+                })?;
+                let mut buf = Vec::new();
+                encode_command(&mut buf, &[b"ASKING".as_slice()]);
+                encode_command(&mut buf, &c.argv);
+                let mut got = Vec::with_capacity(2);
+                conn.pipeline(&buf, 2, &mut got)
+                    .await
+                    .map_err(|e| LaneError::GaveUp {
+                        seconds: 0,
+                        last: e.to_string(),
+                    })?;
+                replies.push(got.pop().unwrap_or(Reply::Bulk(None)));
+            }
+            Ok(replies)
+        } else {
+            self.send(commands, marker).await
+        };
+        self.conn = home;
+        result
     }
 }
 

@@ -10,6 +10,7 @@
 //! twice, and a resumed stream skips what each lane had already applied: binlog streams
 //! land exactly once.
 
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod lane;
@@ -18,7 +19,7 @@ pub mod url;
 pub mod verify;
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +34,12 @@ use tokio::task::JoinHandle;
 
 use crate::encode::commands::{event_commands, ConflictStats};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
+use cluster::SlotMap;
 use config::{HyperLogLogPolicy, RedisSinkConfig};
 use conn::{ConnectError, Connection};
 use lane::{
-    checkpoint_key, Lane, LaneBatch, LaneCheckpoint, LaneCommand, LaneError, LaneSettings,
-    LaneStats,
+    checkpoint_key, ClusterSettings, Lane, LaneBatch, LaneCheckpoint, LaneCommand, LaneError,
+    LaneSettings, LaneStats,
 };
 use url::Target;
 
@@ -48,6 +50,8 @@ pub enum RedisSinkError {
     Url(String),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error("redis cluster: {0}")]
+    Cluster(String),
     #[error("cannot read the checkpoint key {key}: {error}")]
     Checkpoint { key: String, error: String },
 }
@@ -66,6 +70,10 @@ struct LaneHandle {
 pub struct RedisSink {
     config: RedisSinkConfig,
     target: Target,
+    /// In a cluster, which master serves each slot; lanes are `senders` per master.
+    slots: Option<SlotMap>,
+    senders: usize,
+    settings: Arc<LaneSettings>,
     lanes: Vec<LaneHandle>,
     stats: Arc<LaneStats>,
     /// Number of the last batch handed to the lanes.
@@ -142,8 +150,17 @@ impl RedisSink {
     pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
         let target: Target = config.url.parse().map_err(RedisSinkError::Url)?;
         let senders = config.senders.max(1);
+        let slots = if config.cluster {
+            let mut seed = Connection::connect(&target).await?;
+            let map = SlotMap::fetch(&mut seed)
+                .await
+                .map_err(|e| RedisSinkError::Cluster(format!("{target}: {e}")))?;
+            tracing::info!(masters = map.nodes.len(), "redis cluster slot map loaded");
+            Some(map)
+        } else {
+            None
+        };
         let settings = Arc::new(LaneSettings {
-            target: target.clone(),
             batch: config.batch.max(1),
             linger: Duration::from_millis(config.linger_ms),
             retry_for: Duration::from_secs(config.retry_seconds),
@@ -157,19 +174,31 @@ impl RedisSink {
                     .map(|d| d.as_nanos())
                     .unwrap_or(0)
             ),
+            cluster: slots.as_ref().map(|_| ClusterSettings {
+                tags: cluster::slot_tags(),
+                moved: AtomicBool::new(false),
+            }),
         });
         let stats = Arc::new(LaneStats::default());
-        let mut lanes = Vec::with_capacity(senders);
-        let mut checkpoints = Vec::new();
-        for id in 0..senders {
-            let mut conn = Connection::connect(&target).await?;
-            if id == 0 {
+        let nodes = slots.as_ref().map_or(1, |m| m.nodes.len());
+        let mut lanes = Vec::with_capacity(senders * nodes);
+        let mut checkpoints = vec![None; senders];
+        for id in 0..senders * nodes {
+            let lane_target = match &slots {
+                Some(map) => map.target(&target, id / senders),
+                None => target.clone(),
+            };
+            let mut conn = Connection::connect(&lane_target).await?;
+            // A resumed stream skips what each lane applied; in a cluster the lanes'
+            // positions are spread over every slot, so there it is at least once.
+            if id == 0 && slots.is_none() {
                 checkpoints = read_checkpoints(&mut conn, senders).await?;
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let (done_tx, done) = watch::channel(0);
             let lane = Lane {
                 id,
+                target: lane_target,
                 settings: settings.clone(),
                 rx,
                 done: done_tx,
@@ -185,10 +214,14 @@ impl RedisSink {
                 task: Some(tokio::spawn(lane.run())),
             });
         }
-        tracing::info!(target = %target, lanes = senders, batch = config.batch, "redis sink connected");
+        tracing::info!(target = %target, lanes = lanes.len(), batch = config.batch, "redis sink connected");
+        let lane_count = lanes.len();
         Ok(RedisSink {
             config,
             target,
+            slots,
+            senders,
+            settings,
             lanes,
             stats,
             seq: 0,
@@ -196,7 +229,7 @@ impl RedisSink {
             hyperloglogs: 0,
             hyperloglog_keys: Vec::new(),
             scratch: Vec::new(),
-            per_lane: (0..senders).map(|_| Vec::new()).collect(),
+            per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
             unacked: VecDeque::new(),
             acked: None,
         })
@@ -283,6 +316,73 @@ impl RedisSink {
         self.error(None, "a lane stopped")
     }
 
+    /// The lane that owns `key`: by hash among `senders`, within its master in a cluster.
+    fn lane_for(&self, key: &[u8]) -> usize {
+        let lane = lane_of(key, self.senders);
+        match &self.slots {
+            Some(map) => map.node_of(key) * self.senders + lane,
+            None => lane,
+        }
+    }
+
+    /// A key-less command in a cluster: run alone on every master, in order.
+    async fn run_on_every_master(
+        &mut self,
+        argv: Vec<Bytes>,
+        writes: Option<pika_migrate_core::event::DataType>,
+        position: Position,
+    ) -> Result<(), SinkError> {
+        self.dispatch().await?;
+        self.drain().await?;
+        for lane in (0..self.lanes.len()).step_by(self.senders) {
+            self.per_lane[lane].push(LaneCommand {
+                key_index: None,
+                argv: argv.clone(),
+                writes,
+                position,
+            });
+        }
+        self.dispatch().await?;
+        self.drain().await
+    }
+
+    /// After a MOVED, lets every lane finish what it has (so nothing for a moved slot
+    /// is overtaken), then loads the new slot map.
+    async fn reload_slots_if_moved(&mut self) -> Result<(), SinkError> {
+        if self.slots.is_none() || !self.settings_moved() {
+            return Ok(());
+        }
+        self.drain().await?;
+        let mut conn = Connection::connect(&self.target)
+            .await
+            .map_err(|e| self.error(None, e))?;
+        let map = SlotMap::fetch(&mut conn)
+            .await
+            .map_err(|e| self.error(None, RedisSinkError::Cluster(e)))?;
+        let known = self.slots.as_ref().map(|m| m.nodes.clone());
+        if known.as_ref() != Some(&map.nodes) {
+            return Err(self.error(
+                None,
+                RedisSinkError::Cluster(format!(
+                    "the cluster's masters changed ({:?} → {:?}); restart to connect to the new ones",
+                    known.unwrap_or_default(),
+                    map.nodes
+                )),
+            ));
+        }
+        tracing::info!("redis cluster slot map reloaded after a MOVED");
+        self.slots = Some(map);
+        Ok(())
+    }
+
+    /// Whether a lane saw a MOVED since the last reload (and clears the flag).
+    fn settings_moved(&self) -> bool {
+        self.settings
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.moved.swap(false, Ordering::SeqCst))
+    }
+
     /// Whether `event` is a Pika HyperLogLog to leave out (counting it either way).
     fn skip_hyperloglog(&mut self, event: &Event) -> bool {
         let Op::Snapshot {
@@ -311,7 +411,7 @@ impl Sink for RedisSink {
     }
 
     async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
-        let lanes = self.lanes.len();
+        self.reload_slots_if_moved().await?;
         for event in batch {
             if self.skip_hyperloglog(event) {
                 continue;
@@ -338,11 +438,17 @@ impl Sink for RedisSink {
                         lookup(&name_of(&argv)).and_then(|s| s.data_type),
                     ),
                 };
-                let first_lane = keys.first().map(|i| lane_of(&argv[*i], lanes));
+                let first_lane = keys.first().map(|i| self.lane_for(&argv[*i]));
                 let alone = match first_lane {
                     None => true,
-                    Some(lane) => keys[1..].iter().any(|i| lane_of(&argv[*i], lanes) != lane),
+                    Some(lane) => keys[1..].iter().any(|i| self.lane_for(&argv[*i]) != lane),
                 };
+                if first_lane.is_none() && self.slots.is_some() {
+                    // FLUSHDB and the like: every master must run it.
+                    self.run_on_every_master(argv, writes, event.position)
+                        .await?;
+                    continue;
+                }
                 let command = LaneCommand {
                     key_index: keys.first().copied(),
                     argv,

@@ -59,7 +59,9 @@ pub struct VerifyReport {
 const KEPT_DIFFERENCES: usize = 50;
 
 pub struct Verifier {
-    conn: Connection,
+    /// One connection, or one per master of a cluster (indexed like `slots.nodes`).
+    conns: Vec<Connection>,
+    slots: Option<super::cluster::SlotMap>,
     type_conflict: TypeConflict,
     hyperloglog: HyperLogLogPolicy,
     current: Option<Current>,
@@ -89,8 +91,22 @@ fn text(reply: &Reply) -> String {
 impl Verifier {
     pub async fn connect(config: &RedisSinkConfig) -> Result<Verifier, super::RedisSinkError> {
         let target: super::url::Target = config.url.parse().map_err(super::RedisSinkError::Url)?;
+        let mut seed = Connection::connect(&target).await?;
+        let (conns, slots) = if config.cluster {
+            let map = super::cluster::SlotMap::fetch(&mut seed)
+                .await
+                .map_err(super::RedisSinkError::Cluster)?;
+            let mut conns = Vec::new();
+            for i in 0..map.nodes.len() {
+                conns.push(Connection::connect(&map.target(&target, i)).await?);
+            }
+            (conns, Some(map))
+        } else {
+            (vec![seed], None)
+        };
         Ok(Verifier {
-            conn: Connection::connect(&target).await?,
+            conns,
+            slots,
             type_conflict: config.type_conflict,
             hyperloglog: config.hyperloglog,
             current: None,
@@ -246,14 +262,27 @@ impl Verifier {
         if self.checks.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::new();
-        for c in &self.checks {
-            encode_command(&mut encoded, &c.argv);
+        // Each check goes to the node serving its key; replies are put back in order.
+        let mut per_node: Vec<(Vec<u8>, Vec<usize>)> =
+            vec![(Vec::new(), Vec::new()); self.conns.len()];
+        for (i, c) in self.checks.iter().enumerate() {
+            let node = self.slots.as_ref().map_or(0, |m| m.node_of(&c.key));
+            encode_command(&mut per_node[node].0, &c.argv);
+            per_node[node].1.push(i);
         }
-        let mut replies = Vec::with_capacity(self.checks.len());
-        self.conn
-            .pipeline(&encoded, self.checks.len(), &mut replies)
-            .await?;
+        let mut replies = vec![super::reply::Reply::Bulk(None); self.checks.len()];
+        for (node, (encoded, indexes)) in per_node.into_iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
+            }
+            let mut got = Vec::with_capacity(indexes.len());
+            self.conns[node]
+                .pipeline(&encoded, indexes.len(), &mut got)
+                .await?;
+            for (i, reply) in indexes.into_iter().zip(got) {
+                replies[i] = reply;
+            }
+        }
         let now = now_ms();
         let checks = std::mem::take(&mut self.checks);
         for (check, reply) in checks.iter().zip(replies) {
