@@ -47,6 +47,9 @@ pub struct RedisSinkConfig {
     /// slot to the master serving it, `senders` lanes per master.
     #[serde(default)]
     pub cluster: bool,
+    /// TLS settings for a `rediss://` url (CA file, client certificate).
+    #[serde(default)]
+    pub tls: Option<super::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

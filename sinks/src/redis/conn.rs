@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
 use super::reply::{self, Reply};
@@ -30,8 +30,12 @@ pub enum ConnectError {
         command: &'static str,
         reply: String,
     },
-    #[error("{target}: TLS (rediss://) is not supported by this build yet")]
-    TlsUnsupported { target: Target },
+    #[error("{target}: TLS handshake failed: {source}")]
+    Tls {
+        target: Target,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ConnectError {
@@ -43,8 +47,12 @@ impl ConnectError {
     }
 }
 
+/// A plain or TLS byte stream.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct Connection {
-    stream: BufWriter<TcpStream>,
+    stream: BufWriter<Box<dyn Stream>>,
     read_buf: BytesMut,
 }
 
@@ -52,11 +60,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Connection {
     pub async fn connect(target: &Target) -> Result<Connection, ConnectError> {
-        if target.tls {
-            return Err(ConnectError::TlsUnsupported {
-                target: target.clone(),
-            });
-        }
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((target.host.as_str(), target.port)),
@@ -71,8 +74,33 @@ impl Connection {
             source,
         })?;
         let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match (&target.tls_client, target.tls) {
+            (Some(tls), true) => {
+                let handshake = tls.handshake(tcp, &target.host);
+                let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| ConnectError::Tls {
+                        target: target.clone(),
+                        source: std::io::Error::other(format!(
+                            "no answer within {CONNECT_TIMEOUT:?}: is it a TLS port?"
+                        )),
+                    })?
+                    .map_err(|source| ConnectError::Tls {
+                        target: target.clone(),
+                        source,
+                    })?;
+                Box::new(tls_stream)
+            }
+            (None, true) => {
+                return Err(ConnectError::Tls {
+                    target: target.clone(),
+                    source: std::io::Error::other("no TLS settings"),
+                })
+            }
+            _ => Box::new(tcp),
+        };
         let mut conn = Connection {
-            stream: BufWriter::with_capacity(1 << 20, tcp),
+            stream: BufWriter::with_capacity(1 << 20, stream),
             read_buf: BytesMut::with_capacity(1 << 16),
         };
         let io = |source| ConnectError::Io {

@@ -112,7 +112,13 @@ pub enum LaneError {
     #[error("lost the connection and gave up after {seconds} s: {last}")]
     GaveUp { seconds: u64, last: String },
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(Box<ConnectError>),
+}
+
+impl From<ConnectError> for LaneError {
+    fn from(e: ConnectError) -> Self {
+        LaneError::Connect(Box::new(e))
+    }
 }
 
 pub struct LaneSettings {

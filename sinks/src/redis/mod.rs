@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod lane;
 pub mod reply;
+pub mod tls;
 pub mod url;
 pub mod verify;
 
@@ -49,11 +50,17 @@ pub enum RedisSinkError {
     #[error("bad url: {0}")]
     Url(String),
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(Box<ConnectError>),
     #[error("redis cluster: {0}")]
     Cluster(String),
     #[error("cannot read the checkpoint key {key}: {error}")]
     Checkpoint { key: String, error: String },
+}
+
+impl From<ConnectError> for RedisSinkError {
+    fn from(e: ConnectError) -> Self {
+        RedisSinkError::Connect(Box::new(e))
+    }
 }
 
 /// HyperLogLog keys named in the run summary (the count covers all of them).
@@ -86,6 +93,23 @@ pub struct RedisSink {
     /// Batch numbers not yet applied by every lane, with their last event's position.
     unacked: VecDeque<(u64, Position)>,
     acked: Option<Position>,
+}
+
+/// The sink's target: its url, with the TLS client built when it is `rediss://`.
+pub fn target_of(config: &RedisSinkConfig) -> Result<Target, RedisSinkError> {
+    let mut target: Target = config.url.parse().map_err(RedisSinkError::Url)?;
+    if target.tls {
+        let tls = config.tls.clone().unwrap_or_default();
+        target.tls_client = Some(
+            tls.client()
+                .map_err(|e| RedisSinkError::Url(format!("{target}: tls: {e}")))?,
+        );
+    } else if config.tls.is_some() {
+        return Err(RedisSinkError::Url(format!(
+            "{target}: `tls:` is set but the url is not rediss://"
+        )));
+    }
+    Ok(target)
 }
 
 /// Reads the lanes' checkpoint keys: the binlog position each lane applied last. When
@@ -148,7 +172,7 @@ impl RedisSink {
     /// Connects every lane now, so bad credentials, unknown hosts and refused
     /// connections fail at start with a clear message.
     pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
-        let target: Target = config.url.parse().map_err(RedisSinkError::Url)?;
+        let target = target_of(&config)?;
         let senders = config.senders.max(1);
         let slots = if config.cluster {
             let mut seed = Connection::connect(&target).await?;

@@ -11,6 +11,8 @@ pub struct Target {
     pub password: Option<String>,
     pub db: u32,
     pub tls: bool,
+    /// The TLS client settings (set by the sink from its `tls:` config).
+    pub tls_client: Option<super::tls::TlsClient>,
 }
 
 impl fmt::Debug for Target {
@@ -106,6 +108,7 @@ impl std::str::FromStr for Target {
             password,
             db,
             tls,
+            tls_client: None,
         })
     }
 }

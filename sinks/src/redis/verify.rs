@@ -90,7 +90,7 @@ fn text(reply: &Reply) -> String {
 
 impl Verifier {
     pub async fn connect(config: &RedisSinkConfig) -> Result<Verifier, super::RedisSinkError> {
-        let target: super::url::Target = config.url.parse().map_err(super::RedisSinkError::Url)?;
+        let target = super::target_of(config)?;
         let mut seed = Connection::connect(&target).await?;
         let (conns, slots) = if config.cluster {
             let map = super::cluster::SlotMap::fetch(&mut seed)
