@@ -68,6 +68,8 @@ pub struct LaneStats {
     /// Binlog commands not sent again because this lane's checkpoint says Redis
     /// already applied them (a resumed stream).
     pub already_applied: AtomicU64,
+    /// Commands over several cluster slots run by `cross_slot`.
+    pub cross_slot: AtomicU64,
     /// Keys already logged for a type conflict (bounded).
     logged_conflicts: Mutex<HashSet<Vec<u8>>>,
 }

@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod cross_slot;
 pub mod lane;
 pub mod reply;
 pub mod tls;
@@ -42,6 +43,7 @@ use lane::{
     checkpoint_key, ClusterSettings, Lane, LaneBatch, LaneCheckpoint, LaneCommand, LaneError,
     LaneSettings, LaneStats,
 };
+use reply::Reply;
 use url::Target;
 
 /// Why the Redis sink could not start.
@@ -81,6 +83,7 @@ pub struct RedisSink {
     slots: Option<SlotMap>,
     senders: usize,
     settings: Arc<LaneSettings>,
+    cross_slot: cross_slot::CrossSlot,
     lanes: Vec<LaneHandle>,
     stats: Arc<LaneStats>,
     /// Number of the last batch handed to the lanes.
@@ -246,6 +249,7 @@ impl RedisSink {
             slots,
             senders,
             settings,
+            cross_slot: cross_slot::CrossSlot::default(),
             lanes,
             stats,
             seq: 0,
@@ -347,6 +351,51 @@ impl RedisSink {
             Some(map) => map.node_of(key) * self.senders + lane,
             None => lane,
         }
+    }
+
+    /// Whether `argv` is a command a cluster refuses: keys in several slots.
+    fn spans_slots(&self, argv: &[Bytes], keys: &[usize]) -> bool {
+        self.slots.is_some()
+            && keys.len() > 1
+            && keys[1..]
+                .iter()
+                .any(|i| cluster::slot_of(&argv[*i]) != cluster::slot_of(&argv[keys[0]]))
+    }
+
+    /// Runs a command spanning slots (`cross_slot`), every lane drained; a refusal
+    /// follows `on_error`.
+    async fn run_across_slots(
+        &mut self,
+        argv: &[Bytes],
+        keys: &[usize],
+        position: Position,
+    ) -> Result<(), SinkError> {
+        let (Some(map), Some(cluster)) = (&self.slots, &self.settings.cluster) else {
+            return Ok(());
+        };
+        let outcome = self
+            .cross_slot
+            .run(map, &self.target, &cluster.tags, argv, keys)
+            .await;
+        let problem = match outcome {
+            Ok(Reply::Error(e)) => e,
+            Ok(_) => {
+                self.stats.cross_slot.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let command = String::from_utf8_lossy(&argv[0]).into_owned();
+        let key = display_key(&argv[keys[0]]);
+        if self.config.on_error == config::OnError::Skip {
+            self.stats.errors_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(command = %command, key = %key, position = %position, reply = %problem, "Redis refused a command across slots; skipped (on_error: skip)");
+            return Ok(());
+        }
+        Err(self.error(
+            Some(position),
+            format!("Redis refused {command} on key {key:?} (across cluster slots) at {position}: {problem}"),
+        ))
     }
 
     /// A key-less command in a cluster: run alone on every master, in order.
@@ -467,6 +516,12 @@ impl Sink for RedisSink {
                     None => true,
                     Some(lane) => keys[1..].iter().any(|i| self.lane_for(&argv[*i]) != lane),
                 };
+                if self.spans_slots(&argv, &keys) {
+                    self.dispatch().await?;
+                    self.drain().await?;
+                    self.run_across_slots(&argv, &keys, event.position).await?;
+                    continue;
+                }
                 if first_lane.is_none() && self.slots.is_some() {
                     // FLUSHDB and the like: every master must run it.
                     self.run_on_every_master(argv, writes, event.position)
@@ -552,6 +607,10 @@ impl Sink for RedisSink {
         let resumed = s.already_applied.load(Ordering::Relaxed);
         if resumed > 0 {
             lines.push(format!("{name}: {resumed} binlog commands were already applied before a restart (checkpoint keys) and were not sent again"));
+        }
+        let across = s.cross_slot.load(Ordering::Relaxed);
+        if across > 0 {
+            lines.push(format!("{name}: {across} commands over keys of several cluster slots run by copying the keys into one slot and back"));
         }
         let errors = s.errors_skipped.load(Ordering::Relaxed);
         if errors > 0 {
