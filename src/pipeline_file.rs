@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
+use pika_migrate_core::filter::FilterChain;
 use pika_migrate_core::pipeline::Pipeline;
 use pika_migrate_core::source::binlog::{db_of_dir, BinlogSource};
 use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
@@ -22,6 +23,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: "sinks: at least one sink is needed".into(),
         });
     }
+    // Bad patterns and contradictory settings are the file's errors.
+    FilterChain::build(&config.filters).map_err(|e| ConfigError::Unplaced {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     Ok(config)
 }
 
@@ -51,5 +57,6 @@ pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
                 .with_context(|| format!("sinks[{i}]: cannot start"))?,
         );
     }
-    Ok(Pipeline::new(source, sinks))
+    let filters = FilterChain::build(&config.filters)?;
+    Ok(Pipeline::new(source, sinks).with_filters(filters))
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod event;
+pub mod filter;
 pub mod pika;
 pub mod pipeline;
 pub mod resp;

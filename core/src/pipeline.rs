@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{DataType, Event, Op, Position};
+use crate::filter::FilterChain;
 use crate::sink::{Sink, SinkError, SinkReport};
 use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
 use crate::status::{Stage, Status, StatusReport};
@@ -26,6 +27,7 @@ struct Counters {
     commands: AtomicU64,
     expected_keys: AtomicU64,
     by_type: [AtomicU64; 5],
+    filtered: AtomicU64,
     status: Status,
 }
 
@@ -45,6 +47,8 @@ pub struct MetricsSnapshot {
     pub expected_keys: u64,
     /// Snapshot keys per type, in [`DataType::TYPE_ORDER`] order.
     pub keys_by_type: [u64; 5],
+    /// Events the filters dropped.
+    pub filtered: u64,
 }
 
 impl Metrics {
@@ -94,6 +98,7 @@ impl Metrics {
             commands: load(&c.commands),
             expected_keys: load(&c.expected_keys),
             keys_by_type: std::array::from_fn(|i| load(&c.by_type[i])),
+            filtered: load(&c.filtered),
         }
     }
 }
@@ -128,6 +133,9 @@ impl RunReport {
                 t.commands, self.source.binlog_items
             ));
         }
+        if t.filtered > 0 {
+            parts.push(format!("{} events filtered out", t.filtered));
+        }
         let secs = self.elapsed.as_secs_f64();
         format!(
             "done: {}; {} events, {:.1} MiB in {:.2} s",
@@ -160,6 +168,7 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Stops the source; everything it read is still written before `run` returns.
     pub stop: StopSignal,
+    pub filters: FilterChain,
 }
 
 impl Pipeline {
@@ -169,7 +178,13 @@ impl Pipeline {
             sinks,
             metrics: Metrics::default(),
             stop: StopSignal::default(),
+            filters: FilterChain::default(),
         }
+    }
+
+    pub fn with_filters(mut self, filters: FilterChain) -> Pipeline {
+        self.filters = filters;
+        self
     }
 
     /// Runs until the source is exhausted and every sink has finished.
@@ -192,12 +207,32 @@ impl Pipeline {
             let report = (status.clone(), slot);
             tasks.push(tokio::spawn(drive_sink(sink, lane_rx, ack_tx, report)));
         }
-        let out =
-            EventSender::new(tx, self.stop.clone()).with_acknowledged(Acknowledged::new(acks));
+        // What the source sees as acknowledged: a batch is done once the sinks took
+        // what the filters left of it, so dropped events do not hold the source back.
+        let (done_tx, done_rx) = watch::channel(None);
+        let (passed_tx, passed_rx) = mpsc::channel(CHANNEL_BATCHES * 4);
+        let tracker = tokio::spawn(track_batches(passed_rx, Acknowledged::new(acks), done_tx));
+        let out = EventSender::new(tx, self.stop.clone())
+            .with_acknowledged(Acknowledged::new(vec![done_rx]));
         let source_task = tokio::spawn(self.source.run(out, self.metrics.clone()));
 
         let mut sink_gone = false;
-        while let Some(batch) = rx.recv().await {
+        while let Some(mut batch) = rx.recv().await {
+            let last_in = batch.last().map(|e| e.position);
+            let dropped = self.filters.apply(&mut batch);
+            if dropped > 0 {
+                self.metrics
+                    .0
+                    .filtered
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+            if let Some(last_in) = last_in {
+                let last_out = batch.last().map(|e| e.position);
+                let _ = passed_tx.send((last_out, last_in)).await;
+            }
+            if batch.is_empty() {
+                continue;
+            }
             for event in &batch {
                 self.metrics.count(event);
             }
@@ -213,6 +248,7 @@ impl Pipeline {
         }
         drop(rx);
         drop(lanes);
+        drop(passed_tx);
 
         let mut sinks = Vec::new();
         let mut last_position: Option<Position> = None;
@@ -235,6 +271,7 @@ impl Pipeline {
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))?;
         self.metrics.status().set_stage(Stage::Stopped);
+        tracker.abort();
         if let Some(e) = first_error {
             return Err(e.into());
         }
@@ -282,4 +319,36 @@ async fn drive_sink(
     acknowledged.send_replace(last);
     status.sink_wrote(slot, 0, last);
     Ok((sink.name(), report, last))
+}
+
+/// Turns the sinks' acknowledged positions into the source's: each batch the source
+/// sent is done once every sink acknowledged the last event the filters left of it
+/// (at once when they left none), and then counts as done up to its last input event.
+async fn track_batches(
+    mut batches: mpsc::Receiver<(Option<Position>, Position)>,
+    sinks: Acknowledged,
+    done: watch::Sender<Option<Position>>,
+) {
+    let mut pending: std::collections::VecDeque<(Option<Position>, Position)> =
+        std::collections::VecDeque::new();
+    let mut poll = tokio::time::interval(ACK_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            b = batches.recv(), if open => match b {
+                Some(b) => pending.push_back(b),
+                None => open = false,
+            },
+            _ = poll.tick() => {}
+        }
+        let acked = sinks.position();
+        while let Some(&(out, input)) = pending.front() {
+            if out.is_some_and(|o| acked.is_none_or(|a| a < o)) {
+                break;
+            }
+            done.send_replace(Some(input));
+            pending.pop_front();
+        }
+    }
 }

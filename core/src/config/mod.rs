@@ -148,10 +148,7 @@ impl From<ChunkConfig> for ChunkLimits {
     }
 }
 
-/// Filters of the chain. Built-in filters and plugins are added here.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum FilterConfig {}
+pub use crate::filter::FilterConfig;
 
 fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BinlogOffset>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;

@@ -1,0 +1,159 @@
+//! The filter chain: built-in filters configured in YAML, applied in order to every
+//! event between the source and the sinks. A filter keeps an event, changes it in place
+//! (rename, expiry), or drops it.
+
+mod command;
+pub mod glob;
+mod key;
+mod kind;
+mod rename;
+mod ttl;
+
+use serde::Deserialize;
+
+use crate::event::Event;
+
+pub use key::{KeyFilterConfig, Pattern};
+
+/// One filter of the `filters:` list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum FilterConfig {
+    /// Keep or drop keys by glob, prefix or regex.
+    Key(KeyFilterConfig),
+    /// Keep or drop data types.
+    Type(KeepOrDrop),
+    /// Keep or drop binlog commands by name.
+    Command(KeepOrDrop),
+    /// Add, strip or replace a key prefix, on every key argument.
+    Rename(rename::RenameFilterConfig),
+    /// Drop soon-expiring keys, or set or clear expiries.
+    Ttl(ttl::TtlFilterConfig),
+}
+
+/// `keep: [...]` or `drop: [...]`, exactly one of them (the `type` and `command`
+/// filters).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepOrDrop {
+    #[serde(default)]
+    pub keep: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+impl KeepOrDrop {
+    /// The names, and whether they are the ones to keep.
+    fn names(&self) -> Result<(&[String], bool), String> {
+        match (self.keep.is_empty(), self.drop.is_empty()) {
+            (false, true) => Ok((&self.keep, true)),
+            (true, false) => Ok((&self.drop, false)),
+            _ => Err("give either `keep` or `drop`".into()),
+        }
+    }
+}
+
+/// What a filter does with an event.
+pub trait Filter: Send + Sync {
+    /// Keeps `event` (possibly changed) with `true`, drops it with `false`.
+    fn apply(&self, event: &mut Event) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("filters[{index}] ({kind}): {message}")]
+pub struct FilterError {
+    pub index: usize,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The configured filters, in order.
+#[derive(Default)]
+pub struct FilterChain {
+    filters: Vec<Box<dyn Filter>>,
+}
+
+impl FilterChain {
+    pub fn build(configs: &[FilterConfig]) -> Result<FilterChain, FilterError> {
+        let mut filters: Vec<Box<dyn Filter>> = Vec::new();
+        for (index, config) in configs.iter().enumerate() {
+            let (kind, built): (&'static str, Result<Box<dyn Filter>, String>) = match config {
+                FilterConfig::Key(c) => ("key", c.build().map(|f| Box::new(f) as Box<dyn Filter>)),
+                FilterConfig::Type(c) => (
+                    "type",
+                    kind::TypeFilter::build(c).map(|f| Box::new(f) as Box<dyn Filter>),
+                ),
+                FilterConfig::Command(c) => (
+                    "command",
+                    command::CommandFilter::build(c).map(|f| Box::new(f) as Box<dyn Filter>),
+                ),
+                FilterConfig::Rename(c) => {
+                    ("rename", c.build().map(|f| Box::new(f) as Box<dyn Filter>))
+                }
+                FilterConfig::Ttl(c) => ("ttl", c.build().map(|f| Box::new(f) as Box<dyn Filter>)),
+            };
+            filters.push(built.map_err(|message| FilterError {
+                index,
+                kind,
+                message,
+            })?);
+        }
+        Ok(FilterChain { filters })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Applies every filter to every event of `batch`; returns how many were dropped.
+    pub fn apply(&self, batch: &mut Vec<Event>) -> usize {
+        if self.filters.is_empty() {
+            return 0;
+        }
+        let before = batch.len();
+        batch.retain_mut(|e| self.filters.iter().all(|f| f.apply(e)));
+        before - batch.len()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Fixture events for the filters' tests.
+    use std::path::PathBuf;
+
+    use crate::event::Event;
+    use crate::pika::binlog::{BinlogReader, ReadOutcome};
+    use crate::pika::storage::{ChunkLimits, Snapshot};
+    use crate::source::binlog::entry_to_event;
+    use crate::source::SourceReport;
+
+    fn fixture(rel: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/pika-v3.3.6")
+            .join(rel)
+    }
+
+    pub fn snapshot_events() -> Vec<Event> {
+        let snapshot = Snapshot::open(&fixture("dump")).unwrap();
+        let mut out = Vec::new();
+        let mut seq = 0;
+        for db in &snapshot.dbs {
+            db.scan(ChunkLimits::default(), 0, &mut seq, &mut |e| {
+                out.push(e);
+                true
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    pub fn binlog_events() -> Vec<Event> {
+        let mut reader = BinlogReader::open(&fixture("binlog"), None).unwrap();
+        let mut report = SourceReport::default();
+        let mut out = Vec::new();
+        while let ReadOutcome::Entry(e) = reader.read_next().unwrap() {
+            out.extend(entry_to_event(0, &e, &mut report));
+        }
+        out
+    }
+}
