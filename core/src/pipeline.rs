@@ -157,6 +157,8 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
     #[error("pipeline task failed: {0}")]
     Task(String),
 }
@@ -217,9 +219,16 @@ impl Pipeline {
         let source_task = tokio::spawn(self.source.run(out, self.metrics.clone()));
 
         let mut sink_gone = false;
+        let mut filter_error = None;
         while let Some(mut batch) = rx.recv().await {
             let last_in = batch.last().map(|e| e.position);
-            let dropped = self.filters.apply(&mut batch);
+            let dropped = match self.filters.apply(&mut batch) {
+                Ok(n) => n,
+                Err(e) => {
+                    filter_error = Some(e);
+                    0
+                }
+            };
             if dropped > 0 {
                 self.metrics
                     .0
@@ -231,6 +240,9 @@ impl Pipeline {
                 let _ = passed_tx.send((last_out, last_in)).await;
             }
             if batch.is_empty() {
+                if filter_error.is_some() {
+                    break;
+                }
                 continue;
             }
             for event in &batch {
@@ -242,7 +254,7 @@ impl Pipeline {
                     sink_gone = true;
                 }
             }
-            if sink_gone {
+            if sink_gone || filter_error.is_some() {
                 break;
             }
         }
@@ -274,6 +286,9 @@ impl Pipeline {
         tracker.abort();
         if let Some(e) = first_error {
             return Err(e.into());
+        }
+        if let Some(e) = filter_error {
+            return Err(PipelineError::Filter(e));
         }
         let source = source?;
         Ok(RunReport {

@@ -87,6 +87,27 @@ fn read_line_number(bytes: &[u8], pos: &mut usize) -> Option<usize> {
     Some(n)
 }
 
+/// A score as Redis parses it back exactly (`inf`, `-inf`, shortest round-trip digits).
+pub fn score_text(score: f64) -> Bytes {
+    let text = if score == f64::INFINITY {
+        "inf".to_owned()
+    } else if score == f64::NEG_INFINITY {
+        "-inf".to_owned()
+    } else {
+        format!("{score:?}")
+    };
+    Bytes::from(text)
+}
+
+/// A score as text (`inf`, `-inf`, `+inf` and any float); `None` when it is not one.
+pub fn parse_score(text: &str) -> Option<f64> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "inf" | "+inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        t => t.parse().ok().filter(|s: &f64| !s.is_nan()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod command;
 pub mod glob;
 mod key;
 mod kind;
+pub mod plugin;
 mod rename;
 mod ttl;
 
@@ -29,6 +30,26 @@ pub enum FilterConfig {
     Rename(rename::RenameFilterConfig),
     /// Drop soon-expiring keys, or set or clear expiries.
     Ttl(ttl::TtlFilterConfig),
+    /// A shared library built with the `pika-migrate-plugin` SDK.
+    Plugin(PluginConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The `.so` file.
+    pub path: std::path::PathBuf,
+    /// Handed to the plugin as JSON text.
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+}
+
+/// What a filter made of an event.
+pub enum Outcome {
+    Keep,
+    Drop,
+    /// Replaced by these (possibly none); they go on through the later filters.
+    Replace(Vec<Event>),
 }
 
 /// `keep: [...]` or `drop: [...]`, exactly one of them (the `type` and `command`
@@ -57,13 +78,27 @@ impl KeepOrDrop {
 pub trait Filter: Send + Sync {
     /// Keeps `event` (possibly changed) with `true`, drops it with `false`.
     fn apply(&self, event: &mut Event) -> bool;
+
+    /// The general form: keep, drop, replace, or fail (plugins).
+    fn apply_full(&self, event: &mut Event) -> Result<Outcome, String> {
+        Ok(if self.apply(event) {
+            Outcome::Keep
+        } else {
+            Outcome::Drop
+        })
+    }
+
+    /// How errors name the filter.
+    fn name(&self) -> String {
+        String::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("filters[{index}] ({kind}): {message}")]
 pub struct FilterError {
     pub index: usize,
-    pub kind: &'static str,
+    pub kind: String,
     pub message: String,
 }
 
@@ -91,10 +126,18 @@ impl FilterChain {
                     ("rename", c.build().map(|f| Box::new(f) as Box<dyn Filter>))
                 }
                 FilterConfig::Ttl(c) => ("ttl", c.build().map(|f| Box::new(f) as Box<dyn Filter>)),
+                FilterConfig::Plugin(c) => {
+                    let json = serde_json::to_string(&c.config).unwrap_or_else(|_| "null".into());
+                    (
+                        "plugin",
+                        plugin::PluginFilter::load(&c.path, &json)
+                            .map(|f| Box::new(f) as Box<dyn Filter>),
+                    )
+                }
             };
             filters.push(built.map_err(|message| FilterError {
                 index,
-                kind,
+                kind: kind.to_owned(),
                 message,
             })?);
         }
@@ -105,14 +148,51 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
-    /// Applies every filter to every event of `batch`; returns how many were dropped.
-    pub fn apply(&self, batch: &mut Vec<Event>) -> usize {
+    /// Applies every filter to every event of `batch`; returns how many fewer events
+    /// there are. A filter's failure names it; the events before it stay in `batch`.
+    pub fn apply(&self, batch: &mut Vec<Event>) -> Result<usize, FilterError> {
         if self.filters.is_empty() {
-            return 0;
+            return Ok(0);
         }
-        let before = batch.len();
-        batch.retain_mut(|e| self.filters.iter().all(|f| f.apply(e)));
-        before - batch.len()
+        let input = std::mem::take(batch);
+        let before = input.len();
+        for event in input {
+            self.run_from(0, event, batch)?;
+        }
+        Ok(before.saturating_sub(batch.len()))
+    }
+
+    fn run_from(
+        &self,
+        start: usize,
+        mut event: Event,
+        out: &mut Vec<Event>,
+    ) -> Result<(), FilterError> {
+        for (index, filter) in self.filters.iter().enumerate().skip(start) {
+            let outcome = filter
+                .apply_full(&mut event)
+                .map_err(|message| FilterError {
+                    index,
+                    kind: filter.name(),
+                    message: format!(
+                        "{message} (key {}, at {})",
+                        crate::pika::storage::format::display_key(&event.key),
+                        event.position
+                    ),
+                })?;
+            match outcome {
+                Outcome::Keep => {}
+                Outcome::Drop => return Ok(()),
+                Outcome::Replace(events) => {
+                    for e in events {
+                        self.run_from(index + 1, e, out)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        out.push(event);
+        Ok(())
     }
 }
 

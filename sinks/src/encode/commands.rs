@@ -36,17 +36,7 @@ fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
-/// A score as Redis parses it back exactly (`inf`, `-inf`, shortest round-trip digits).
-pub fn score_text(score: f64) -> Bytes {
-    let text = if score == f64::INFINITY {
-        "inf".to_owned()
-    } else if score == f64::NEG_INFINITY {
-        "-inf".to_owned()
-    } else {
-        format!("{score:?}")
-    };
-    Bytes::from(text)
-}
+pub use pika_migrate_core::resp::score_text;
 
 /// Appends the commands for `event` to `out`.
 pub fn event_commands(

@@ -1,0 +1,250 @@
+//! Filter plugins: shared libraries built with the `pika-migrate-plugin` SDK, loaded
+//! with libloading. The loader checks the ABI version and every symbol, hands the
+//! plugin its config as JSON text, and lends it each event as borrowed slices; what the
+//! plugin emits or reports is copied during the call. A loaded library is never
+//! unloaded (Rust libraries that use thread-locals crash when unloaded).
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use libloading::Library;
+use pika_migrate_plugin::abi::{
+    self, AbiVersionFn, FilterFn, FreeFn, NewFn, PmBytes, PmEvent, PmHost,
+};
+
+use super::{Filter, Outcome};
+use crate::event::{Chunk, Event, Op};
+use crate::pika::commands;
+
+pub struct PluginFilter {
+    path: PathBuf,
+    state: *mut c_void,
+    filter: FilterFn,
+    free: FreeFn,
+}
+
+// SAFETY: the SDK requires plugin filters to be Send + Sync, and the host calls one
+// plugin from one task at a time.
+unsafe impl Send for PluginFilter {}
+unsafe impl Sync for PluginFilter {}
+
+impl Drop for PluginFilter {
+    fn drop(&mut self) {
+        // SAFETY: state came from this plugin's `new` and is not used again.
+        unsafe { (self.free)(self.state) }
+    }
+}
+
+/// What the plugin handed back during one call.
+#[derive(Default)]
+struct Call {
+    emitted: Vec<(Bytes, Vec<Bytes>)>,
+    error: Option<String>,
+}
+
+extern "C" fn on_emit(ctx: *mut c_void, key: PmBytes, values: *const PmBytes, len: usize) {
+    // SAFETY: ctx is the `Call` of the running call; the slices are valid for it.
+    unsafe {
+        let call = &mut *(ctx as *mut Call);
+        let values = (0..len)
+            .map(|i| Bytes::copy_from_slice((*values.add(i)).as_slice()))
+            .collect();
+        call.emitted
+            .push((Bytes::copy_from_slice(key.as_slice()), values));
+    }
+}
+
+extern "C" fn on_error(ctx: *mut c_void, message: PmBytes) {
+    // SAFETY: as in `on_emit`.
+    unsafe {
+        let call = &mut *(ctx as *mut Call);
+        call.error = Some(String::from_utf8_lossy(message.as_slice()).into_owned());
+    }
+}
+
+fn host(call: &mut Call) -> PmHost {
+    PmHost {
+        ctx: call as *mut Call as *mut c_void,
+        emit: on_emit,
+        error: on_error,
+    }
+}
+
+impl PluginFilter {
+    pub fn load(path: &Path, config_json: &str) -> Result<PluginFilter, String> {
+        // SAFETY: loading runs the library's initialisers; the operator chose it.
+        let lib = unsafe { Library::new(path) }
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let lib: &'static Library = Box::leak(Box::new(lib));
+        let symbol = |name: &[u8]| {
+            format!(
+                "{}: missing symbol {}: not a pika-migrate plugin (build it with export_filter!)",
+                path.display(),
+                String::from_utf8_lossy(name)
+            )
+        };
+        // SAFETY: the symbols' types are the ABI's; the version is checked first.
+        unsafe {
+            let version: AbiVersionFn = *lib
+                .get::<AbiVersionFn>(abi::SYMBOL_ABI_VERSION)
+                .map_err(|_| symbol(abi::SYMBOL_ABI_VERSION))?;
+            let v = version();
+            if v != abi::ABI_VERSION {
+                return Err(format!(
+                    "{}: plugin ABI version {v}, this pika-migrate speaks version {}; rebuild the plugin with its SDK",
+                    path.display(),
+                    abi::ABI_VERSION
+                ));
+            }
+            let new: NewFn = *lib
+                .get::<NewFn>(abi::SYMBOL_NEW)
+                .map_err(|_| symbol(abi::SYMBOL_NEW))?;
+            let filter: FilterFn = *lib
+                .get::<FilterFn>(abi::SYMBOL_FILTER)
+                .map_err(|_| symbol(abi::SYMBOL_FILTER))?;
+            let free: FreeFn = *lib
+                .get::<FreeFn>(abi::SYMBOL_FREE)
+                .map_err(|_| symbol(abi::SYMBOL_FREE))?;
+            let mut call = Call::default();
+            let table = host(&mut call);
+            let state = new(PmBytes::from_slice(config_json.as_bytes()), &table);
+            if state.is_null() {
+                return Err(format!(
+                    "{}: {}",
+                    path.display(),
+                    call.error.unwrap_or_else(|| "refused its config".into())
+                ));
+            }
+            Ok(PluginFilter {
+                path: path.to_owned(),
+                state,
+                filter,
+                free,
+            })
+        }
+    }
+}
+
+/// A snapshot chunk's elements flattened as the ABI says (scores as text).
+fn flatten(chunk: &Chunk, scores: &mut Vec<Bytes>) -> Vec<Bytes> {
+    match chunk {
+        Chunk::String(v) => vec![v.clone()],
+        Chunk::Hash(pairs) => pairs
+            .iter()
+            .flat_map(|(f, v)| [f.clone(), v.clone()])
+            .collect(),
+        Chunk::List(items) | Chunk::Set(items) => items.clone(),
+        Chunk::Zset(members) => members
+            .iter()
+            .flat_map(|(m, s)| {
+                let score = crate::resp::score_text(*s);
+                scores.push(score.clone());
+                [m.clone(), score]
+            })
+            .collect(),
+    }
+}
+
+/// Rebuilds a chunk of `like`'s type from flattened elements.
+fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
+    let pairs = |values: Vec<Bytes>| -> Result<Vec<(Bytes, Bytes)>, String> {
+        if values.len() % 2 != 0 {
+            return Err("an odd number of elements for a hash or zset".into());
+        }
+        Ok(values
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect())
+    };
+    Ok(match like {
+        Chunk::String(_) => match <[Bytes; 1]>::try_from(values) {
+            Ok([v]) => Chunk::String(v),
+            Err(v) => return Err(format!("a string takes 1 element, got {}", v.len())),
+        },
+        Chunk::Hash(_) => Chunk::Hash(pairs(values)?),
+        Chunk::List(_) => Chunk::List(values),
+        Chunk::Set(_) => Chunk::Set(values),
+        Chunk::Zset(_) => Chunk::Zset(
+            pairs(values)?
+                .into_iter()
+                .map(|(m, s)| {
+                    let text = String::from_utf8_lossy(&s).into_owned();
+                    crate::resp::parse_score(&text)
+                        .map(|s| (m, s))
+                        .ok_or_else(|| format!("score {text:?} is not a number"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+impl Filter for PluginFilter {
+    fn apply(&self, _event: &mut Event) -> bool {
+        true
+    }
+
+    fn apply_full(&self, event: &mut Event) -> Result<Outcome, String> {
+        let mut scores = Vec::new();
+        let (kind, values, expire) = match &event.op {
+            Op::Snapshot {
+                chunk,
+                expire_at_ms,
+                ..
+            } => (
+                abi::KIND_SNAPSHOT,
+                flatten(chunk, &mut scores),
+                expire_at_ms.unwrap_or(-1),
+            ),
+            Op::Command { argv } => (abi::KIND_COMMAND, argv.clone(), -1),
+        };
+        let data_type = match &event.op {
+            Op::Snapshot { chunk, .. } => chunk.data_type().as_str(),
+            Op::Command { .. } => event.data_type.map_or("", |t| t.as_str()),
+        };
+        let lent: Vec<PmBytes> = values.iter().map(|v| PmBytes::from_slice(v)).collect();
+        let view = PmEvent {
+            db: event.db,
+            kind,
+            data_type: PmBytes::from_slice(data_type.as_bytes()),
+            key: PmBytes::from_slice(&event.key),
+            values: lent.as_ptr(),
+            values_len: lent.len(),
+            expire_at_ms: expire,
+        };
+        let mut call = Call::default();
+        let table = host(&mut call);
+        // SAFETY: everything lent lives until the call returns.
+        let verdict = unsafe { (self.filter)(self.state, &view, &table) };
+        match verdict {
+            abi::VERDICT_KEEP => Ok(Outcome::Keep),
+            abi::VERDICT_DROP => Ok(Outcome::Drop),
+            abi::VERDICT_REPLACE => {
+                let mut out = Vec::with_capacity(call.emitted.len());
+                for (key, values) in call.emitted {
+                    let mut e = event.clone();
+                    e.key = key;
+                    match &mut e.op {
+                        Op::Snapshot { chunk, .. } => *chunk = unflatten(chunk, values)?,
+                        Op::Command { argv } => {
+                            if values.is_empty() {
+                                return Err("a replacement command has no name".into());
+                            }
+                            e.data_type = commands::lookup(&commands::name_of(&values))
+                                .and_then(|s| s.data_type);
+                            *argv = values;
+                        }
+                    }
+                    out.push(e);
+                }
+                Ok(Outcome::Replace(out))
+            }
+            abi::VERDICT_ERROR => Err(call.error.unwrap_or_else(|| "failed".into())),
+            other => Err(format!("unknown verdict {other}")),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("plugin {}", self.path.display())
+    }
+}
