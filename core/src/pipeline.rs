@@ -1,6 +1,7 @@
 //! Wires a source to its sinks: events flow one way through bounded channels; each
 //! sink runs in its own task, so a slow sink slows the source instead of growing memory.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{DataType, Event, Op, Position};
-use crate::filter::FilterChain;
+use crate::filter::{FilterChain, FilterError};
 use crate::sink::{Sink, SinkError, SinkReport};
 use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
 use crate::status::{Stage, Status, StatusReport};
@@ -190,7 +191,7 @@ impl Pipeline {
     }
 
     /// Runs until the source is exhausted and every sink has finished.
-    pub async fn run(self) -> Result<RunReport, PipelineError> {
+    pub async fn run(mut self) -> Result<RunReport, PipelineError> {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         tracing::info!(source = %self.source.describe(), sinks = self.sinks.len(), "pipeline starting");
@@ -220,9 +221,36 @@ impl Pipeline {
 
         let mut sink_gone = false;
         let mut filter_error = None;
-        while let Some(mut batch) = rx.recv().await {
-            let last_in = batch.last().map(|e| e.position);
-            let dropped = match self.filters.apply(&mut batch) {
+        // Filters run on blocking threads, several batches at once, and their results
+        // are taken in order: the stream keeps its order without one thread doing all.
+        let filters = Arc::new(std::mem::take(&mut self.filters));
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut filtering: VecDeque<FilterTask> = VecDeque::new();
+        let mut source_done = false;
+        loop {
+            if filtering.is_empty() {
+                match rx.recv().await {
+                    Some(batch) => filtering.push_back(start_filtering(&filters, batch)),
+                    None => source_done = true,
+                }
+            }
+            while !source_done && filtering.len() < parallel {
+                match rx.try_recv() {
+                    Ok(batch) => filtering.push_back(start_filtering(&filters, batch)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => source_done = true,
+                }
+            }
+            let Some(next) = filtering.pop_front() else {
+                break;
+            };
+            let (batch, last_in, outcome) = match next {
+                FilterTask::Done(b, l, o) => (b, l, o),
+                FilterTask::Running(task) => task
+                    .await
+                    .map_err(|e| PipelineError::Task(format!("filters: {e}")))?,
+            };
+            let dropped = match outcome {
                 Ok(n) => n,
                 Err(e) => {
                     filter_error = Some(e);
@@ -258,6 +286,7 @@ impl Pipeline {
                 break;
             }
         }
+        drop(filtering);
         drop(rx);
         drop(lanes);
         drop(passed_tx);
@@ -366,4 +395,24 @@ async fn track_batches(
             pending.pop_front();
         }
     }
+}
+
+type Filtered = (Vec<Event>, Option<Position>, Result<usize, FilterError>);
+
+/// A batch going through the filters: done at once when there are none.
+enum FilterTask {
+    Done(Vec<Event>, Option<Position>, Result<usize, FilterError>),
+    Running(tokio::task::JoinHandle<Filtered>),
+}
+
+fn start_filtering(filters: &Arc<FilterChain>, mut batch: Vec<Event>) -> FilterTask {
+    let last_in = batch.last().map(|e| e.position);
+    if filters.is_empty() {
+        return FilterTask::Done(batch, last_in, Ok(0));
+    }
+    let filters = filters.clone();
+    FilterTask::Running(tokio::task::spawn_blocking(move || {
+        let outcome = filters.apply(&mut batch);
+        (batch, last_in, outcome)
+    }))
 }
