@@ -8,6 +8,7 @@ use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig}
 use pika_migrate_core::filter::FilterChain;
 use pika_migrate_core::pipeline::Pipeline;
 use pika_migrate_core::source::binlog::{db_of_dir, BinlogSource};
+use pika_migrate_core::source::capture::CaptureSource;
 use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::Source;
@@ -42,8 +43,17 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
             from: b.from,
             follow: b.follow,
             db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
+            rate: b.rate,
         }),
         SourceConfig::Pika(p) => Box::new(PikaSource::new(p)?),
+        SourceConfig::Capture(c) => Box::new(CaptureSource {
+            path: c.path.clone(),
+            from: c.from,
+            to: c.to,
+            rate: c.rate,
+            follow: c.follow,
+            skip_corrupt: c.skip_corrupt,
+        }),
     })
 }
 

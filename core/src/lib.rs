@@ -4,6 +4,7 @@
 //! `pika` knows Pika's bytes; `event`, `pipeline`, `sink` and `config` know nothing of
 //! them nor of any particular sink.
 
+pub mod capture;
 pub mod config;
 pub mod event;
 pub mod filter;

@@ -1,6 +1,7 @@
 //! Sinks of pika-migrate. Each sink owns its config, its encoding and its retries;
 //! `encode` holds the encodings several sinks share.
 
+pub mod capture;
 pub mod encode;
 pub mod file;
 pub mod redis;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkConfig {
     File(file::FileSinkConfig),
+    Capture(capture::CaptureSinkConfig),
     Redis(redis::config::RedisSinkConfig),
 }
 
@@ -23,12 +25,15 @@ pub enum BuildError {
     File(#[from] file::FileSinkError),
     #[error(transparent)]
     Redis(#[from] redis::RedisSinkError),
+    #[error(transparent)]
+    Capture(#[from] pika_migrate_core::capture::CaptureError),
 }
 
 /// Builds a sink from its config, connecting or opening what it needs.
 pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
     Ok(match config {
         SinkConfig::File(c) => Box::new(file::FileSink::open(c.clone()).await?),
+        SinkConfig::Capture(c) => Box::new(capture::CaptureSink::open(c)?),
         SinkConfig::Redis(c) => Box::new(redis::RedisSink::connect(c.clone()).await?),
     })
 }

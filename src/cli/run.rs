@@ -41,6 +41,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("snapshot: {} expired key(s) skipped", scan.expired);
         }
     }
+    if report.source.skipped_records > 0 {
+        eprintln!(
+            "capture: {} damaged record(s) skipped",
+            report.source.skipped_records
+        );
+    }
     if let Some(end) = report.source.end_position {
         eprintln!("source position at the end: {end}");
     }

@@ -52,6 +52,31 @@ pub enum SourceConfig {
     Binlog(BinlogSourceConfig),
     /// A running Pika 3.2–3.4 master, joined as a replica: full sync, then its binlog.
     Pika(PikaSourceConfig),
+    /// A capture directory recorded by the `capture` sink.
+    Capture(CaptureSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSourceConfig {
+    /// The capture directory.
+    pub path: PathBuf,
+    /// `FILENUM:OFFSET`: only events after it (binlog events ending after it, dumps
+    /// taken after it).
+    #[serde(default, deserialize_with = "de_offset")]
+    pub from: Option<BinlogOffset>,
+    /// `FILENUM:OFFSET`: events up to it, then stop.
+    #[serde(default, deserialize_with = "de_offset")]
+    pub to: Option<BinlogOffset>,
+    /// At most this many events per second.
+    #[serde(default)]
+    pub rate: Option<u64>,
+    /// Keep reading as the capture grows.
+    #[serde(default)]
+    pub follow: bool,
+    /// Pass over damaged records (counted and logged) instead of stopping at the first.
+    #[serde(default)]
+    pub skip_corrupt: bool,
 }
 
 /// The live replica source.
@@ -117,6 +142,9 @@ pub struct BinlogSourceConfig {
     /// Database index the directory belongs to (`log_db<N>`); guessed from the name.
     #[serde(default)]
     pub db: Option<u32>,
+    /// At most this many events per second (a replay at a chosen pace).
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 /// Chunking of big values.

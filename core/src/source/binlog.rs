@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{EventSender, Source, SourceError, SourceReport};
+use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
 use crate::event::{BinlogOffset, Event, Op, Position};
 use crate::pika::binlog::{BinlogEntry, BinlogReader, ReadOutcome};
 use crate::pika::commands;
@@ -21,6 +21,8 @@ pub struct BinlogSource {
     pub from: Option<BinlogOffset>,
     pub follow: bool,
     pub db: u32,
+    /// At most this many events per second.
+    pub rate: Option<u64>,
 }
 
 /// The database a binlog directory belongs to, from its name (`log_db3` → 3).
@@ -80,11 +82,13 @@ impl BinlogSource {
         report: &mut SourceReport,
     ) -> Result<(), SourceError> {
         let mut reader = BinlogReader::open(&self.path, self.from)?;
+        let mut pace = RateLimit::new(self.rate);
         loop {
             match reader.read_next()? {
                 ReadOutcome::Entry(entry) => {
                     report.binlog_items += 1;
                     if let Some(event) = entry_to_event(self.db, &entry, report) {
+                        pace.wait_blocking(out);
                         if !out.push_blocking(event) {
                             break;
                         }
@@ -115,8 +119,6 @@ impl Source for BinlogSource {
         mut out: EventSender,
         _metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        tokio::task::spawn_blocking(move || self.read_blocking(&mut out))
-            .await
-            .map_err(|e| SourceError::Task(e.to_string()))?
+        run_blocking(move || self.read_blocking(&mut out)).await
     }
 }

@@ -3,6 +3,7 @@
 //! source, it never grows memory.
 
 pub mod binlog;
+pub mod capture;
 pub mod pika;
 pub mod snapshot;
 
@@ -25,6 +26,46 @@ pub const BATCH_EVENTS: usize = 256;
 /// bounded however big the chunks are (channel capacity × this).
 pub const BATCH_BYTES: usize = 2 << 20;
 
+/// Runs a blocking reader on tokio's blocking pool, as every file source does.
+pub async fn run_blocking<F>(read: F) -> Result<SourceReport, SourceError>
+where
+    F: FnOnce() -> Result<SourceReport, SourceError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| SourceError::Task(e.to_string()))?
+}
+
+/// Holds a reader to at most `rate` events per second (none: no limit).
+pub struct RateLimit {
+    rate: Option<u64>,
+    started: std::time::Instant,
+    sent: u64,
+}
+
+impl RateLimit {
+    pub fn new(rate: Option<u64>) -> RateLimit {
+        RateLimit {
+            rate: rate.filter(|r| *r > 0),
+            started: std::time::Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Waits (on this blocking thread) until the next event is due; what is queued in
+    /// `out` is sent first, so the pace shows downstream.
+    pub fn wait_blocking(&mut self, out: &mut EventSender) {
+        if let Some(rate) = self.rate {
+            let due = std::time::Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                out.flush_blocking();
+                std::thread::sleep(wait);
+            }
+        }
+        self.sent += 1;
+    }
+}
+
 /// What a finished source reports for the run summary.
 #[derive(Debug, Clone, Default)]
 pub struct SourceReport {
@@ -36,6 +77,8 @@ pub struct SourceReport {
     pub notes: BTreeMap<Note, u64>,
     /// Where a resumed read would start.
     pub end_position: Option<BinlogOffset>,
+    /// Damaged capture records passed over (`skip_corrupt`).
+    pub skipped_records: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +89,8 @@ pub enum SourceError {
     Binlog(#[from] BinlogError),
     #[error(transparent)]
     Replica(#[from] pika::ReplicaError),
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
     #[error("source task failed: {0}")]
     Task(String),
 }

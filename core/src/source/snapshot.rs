@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{EventSender, Source, SourceError, SourceReport};
+use super::{run_blocking, EventSender, Source, SourceError, SourceReport};
 use crate::pika::storage::{ChunkLimits, ScanStats, Snapshot};
 use crate::pipeline::Metrics;
 
@@ -76,8 +76,6 @@ impl Source for SnapshotSource {
         mut out: EventSender,
         metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        tokio::task::spawn_blocking(move || self.scan_blocking(&mut out, &metrics))
-            .await
-            .map_err(|e| SourceError::Task(e.to_string()))?
+        run_blocking(move || self.scan_blocking(&mut out, &metrics)).await
     }
 }
