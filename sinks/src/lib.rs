@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod encode;
 pub mod file;
+pub mod kafka;
 pub mod redis;
 
 use pika_migrate_core::sink::Sink;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 pub enum SinkConfig {
     File(file::FileSinkConfig),
     Capture(capture::CaptureSinkConfig),
+    Kafka(kafka::KafkaSinkConfig),
     Redis(redis::config::RedisSinkConfig),
 }
 
@@ -27,6 +29,8 @@ pub enum BuildError {
     Redis(#[from] redis::RedisSinkError),
     #[error(transparent)]
     Capture(#[from] pika_migrate_core::capture::CaptureError),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSinkError),
 }
 
 /// Builds a sink from its config, connecting or opening what it needs.
@@ -34,6 +38,7 @@ pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
     Ok(match config {
         SinkConfig::File(c) => Box::new(file::FileSink::open(c.clone()).await?),
         SinkConfig::Capture(c) => Box::new(capture::CaptureSink::open(c)?),
+        SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::connect(c.clone())?),
         SinkConfig::Redis(c) => Box::new(redis::RedisSink::connect(c.clone()).await?),
     })
 }

@@ -38,6 +38,21 @@ fn b(s: &'static str) -> Bytes {
 
 pub use pika_migrate_core::resp::score_text;
 
+/// Appends the commands for `event` to `out` as RESP (`scratch` holds them meanwhile).
+pub fn event_resp(
+    event: &Event,
+    policy: TypeConflict,
+    stats: &mut ConflictStats,
+    scratch: &mut Vec<Vec<Bytes>>,
+    out: &mut Vec<u8>,
+) {
+    scratch.clear();
+    event_commands(event, policy, stats, scratch);
+    for argv in scratch.iter() {
+        pika_migrate_core::resp::encode_command(out, argv);
+    }
+}
+
 /// Appends the commands for `event` to `out`.
 pub fn event_commands(
     event: &Event,

@@ -12,7 +12,7 @@ use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-use crate::encode::commands::{event_commands, ConflictStats, TypeConflict};
+use crate::encode::commands::{event_resp, ConflictStats, TypeConflict};
 use crate::encode::envelope::envelope;
 
 /// `type: file`.
@@ -95,16 +95,13 @@ impl FileSink {
                     );
                     self.selected_db = event.db;
                 }
-                self.commands.clear();
-                event_commands(
+                event_resp(
                     event,
                     self.config.type_conflict,
                     &mut self.conflicts,
                     &mut self.commands,
+                    &mut self.buf,
                 );
-                for argv in &self.commands {
-                    encode_command(&mut self.buf, argv);
-                }
             }
         }
     }
