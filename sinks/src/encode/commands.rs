@@ -47,17 +47,20 @@ pub fn event_resp(
     out: &mut Vec<u8>,
 ) {
     scratch.clear();
-    event_commands(event, policy, stats, scratch);
+    event_commands(event, policy, stats, false, scratch);
     for argv in scratch.iter() {
         pika_migrate_core::resp::encode_command(out, argv);
     }
 }
 
-/// Appends the commands for `event` to `out`.
+/// Appends the commands for `event` to `out`. `target_empty`: the target held nothing
+/// when the run began, so a snapshot key needs no DEL before its first chunk (unless it
+/// must replace another type of the same name this run wrote: `overwrite`).
 pub fn event_commands(
     event: &Event,
     policy: TypeConflict,
     stats: &mut ConflictStats,
+    target_empty: bool,
     out: &mut Vec<Vec<Bytes>>,
 ) {
     let (chunk, part, expire_at_ms, also) = match &event.op {
@@ -107,7 +110,8 @@ pub fn event_commands(
         }
     }
     let starts = part.starts_key();
-    if starts && t != DataType::String {
+    let nothing_to_clear = target_empty && (also.is_empty() || policy != TypeConflict::Overwrite);
+    if starts && t != DataType::String && !nothing_to_clear {
         out.push(vec![b("DEL"), key.clone()]);
     }
     chunk_command(&key, chunk, part, out);
@@ -210,7 +214,7 @@ mod tests {
     fn run(events: &[Event], policy: TypeConflict) -> (Vec<String>, ConflictStats) {
         let (mut out, mut stats) = (Vec::new(), ConflictStats::default());
         for e in events {
-            event_commands(e, policy, &mut stats, &mut out);
+            event_commands(e, policy, &mut stats, false, &mut out);
         }
         (text(&out), stats)
     }
@@ -241,6 +245,32 @@ mod tests {
                 "SET s ab",
                 "APPEND s cd"
             ]
+        );
+    }
+
+    #[test]
+    fn an_empty_target_needs_no_del_unless_another_type_is_replaced() {
+        let hash = |also: &[DataType]| {
+            snapshot(
+                "h",
+                Chunk::Hash(vec![(b("f"), b("v"))]),
+                Part::Whole,
+                None,
+                also,
+            )
+        };
+        let commands = |e: &Event, policy| {
+            let (mut out, mut stats) = (Vec::new(), ConflictStats::default());
+            event_commands(e, policy, &mut stats, true, &mut out);
+            text(&out)
+        };
+        assert_eq!(
+            commands(&hash(&[]), TypeConflict::FirstWins),
+            ["HSET h f v"]
+        );
+        assert_eq!(
+            commands(&hash(&[DataType::String]), TypeConflict::Overwrite),
+            ["DEL h", "HSET h f v"]
         );
     }
 

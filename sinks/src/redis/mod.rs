@@ -96,6 +96,8 @@ pub struct RedisSink {
     /// Batch numbers not yet applied by every lane, with their last event's position.
     unacked: VecDeque<(u64, Position)>,
     acked: Option<Position>,
+    /// The target database was empty at start: snapshot keys need no DEL first.
+    target_empty: bool,
 }
 
 /// The sink's target: its url, with the TLS client built when it is `rediss://`.
@@ -210,6 +212,7 @@ impl RedisSink {
         let nodes = slots.as_ref().map_or(1, |m| m.nodes.len());
         let mut lanes = Vec::with_capacity(senders * nodes);
         let mut checkpoints = vec![None; senders];
+        let mut target_empty = false;
         for id in 0..senders * nodes {
             let lane_target = match &slots {
                 Some(map) => map.target(&target, id / senders),
@@ -220,6 +223,10 @@ impl RedisSink {
             // positions are spread over every slot, so there it is at least once.
             if id == 0 && slots.is_none() {
                 checkpoints = read_checkpoints(&mut conn, senders).await?;
+                target_empty = matches!(
+                    conn.call(&[b"DBSIZE".as_slice()]).await,
+                    Ok(reply::Reply::Int(0))
+                );
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let (done_tx, done) = watch::channel(0);
@@ -260,6 +267,7 @@ impl RedisSink {
             per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
             unacked: VecDeque::new(),
             acked: None,
+            target_empty,
         })
     }
 
@@ -495,6 +503,7 @@ impl Sink for RedisSink {
                 event,
                 self.config.type_conflict,
                 &mut self.conflicts,
+                self.target_empty,
                 &mut scratch,
             );
             let snapshot_type = match &event.op {
