@@ -29,6 +29,10 @@ pub struct LaneCommand {
     pub key_index: Option<usize>,
     /// The data type the command writes, for a WRONGTYPE reply.
     pub writes: Option<DataType>,
+    /// Applying it twice in a row leaves what applying it once does (snapshot SET,
+    /// HSET, SADD, ZADD, DEL, PEXPIREAT): a pipeline of only such commands needs no
+    /// transaction to be resent safely.
+    pub idempotent: bool,
     pub position: Position,
 }
 
@@ -312,6 +316,7 @@ impl Lane {
                     ],
                     key_index: Some(1),
                     writes: None,
+                    idempotent: command.idempotent,
                     position: command.position,
                 });
                 fixups.push(command);
@@ -385,22 +390,33 @@ impl Lane {
                 .map(|c| c.argv.iter().map(|a| a.len() + 16).sum::<usize>())
                 .sum::<usize>(),
         );
-        encode_command(&mut encoded, &[b"MULTI".as_slice()]);
+        // Only idempotent snapshot commands: a plain pipeline, resent whole after a
+        // lost connection. Anything else goes in a transaction with the checkpoint key.
+        let plain = commands.iter().all(|c| c.idempotent);
+        if !plain {
+            encode_command(&mut encoded, &[b"MULTI".as_slice()]);
+        }
         for c in commands {
             encode_command(&mut encoded, &c.argv);
         }
-        encode_command(
-            &mut encoded,
-            &[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()],
-        );
-        encode_command(&mut encoded, &[b"EXEC".as_slice()]);
-        let expected = commands.len() + 3;
+        if !plain {
+            encode_command(
+                &mut encoded,
+                &[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()],
+            );
+            encode_command(&mut encoded, &[b"EXEC".as_slice()]);
+        }
+        let expected = commands.len() + if plain { 0 } else { 3 };
         let mut replies = Vec::with_capacity(expected);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         let mut reconnected = false;
         loop {
             let attempt = match self.conn.as_mut() {
+                Some(_) if reconnected && plain => {
+                    reconnected = false;
+                    continue;
+                }
                 Some(conn) if reconnected => {
                     // Did the transaction run before the connection was lost?
                     reconnected = false;
@@ -442,6 +458,9 @@ impl Lane {
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
+                    if plain {
+                        return Ok(replies);
+                    }
                     return self.unpack(commands, replies, marker).await;
                 }
                 Err(last) => {

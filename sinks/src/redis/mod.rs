@@ -420,6 +420,7 @@ impl RedisSink {
                 key_index: None,
                 argv: argv.clone(),
                 writes,
+                idempotent: false,
                 position,
             });
         }
@@ -537,7 +538,10 @@ impl Sink for RedisSink {
                         .await?;
                     continue;
                 }
+                let idempotent =
+                    snapshot_type.is_some() && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND");
                 let command = LaneCommand {
+                    idempotent,
                     key_index: keys.first().copied(),
                     argv,
                     writes,
