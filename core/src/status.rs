@@ -45,6 +45,8 @@ pub struct SinkStatus {
     pub events: u64,
     /// The last position the target acknowledged.
     pub acknowledged: Option<String>,
+    /// Events handed to the sink per second, over the last few seconds.
+    pub events_per_second: f64,
 }
 
 /// A copy of the status at one moment (the JSON of `GET /status`).
@@ -78,7 +80,12 @@ struct Inner {
     report: StatusReport,
     /// exec_time of the oldest unacknowledged item.
     oldest_unacked_exec: Option<u32>,
+    /// Per sink: when its rate was last computed, and its event count then.
+    rate_samples: Vec<(std::time::Instant, u64)>,
 }
+
+/// How long a rate is averaged over.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Shared handle on a run's status.
 #[derive(Debug, Clone, Default)]
@@ -158,7 +165,20 @@ impl Status {
 
     /// The status now; `keys`/`events` come from the pipeline's counters.
     pub fn report(&self, keys_done: u64, keys_total: u64, events: u64) -> StatusReport {
-        let s = self.lock();
+        let mut s = self.lock();
+        let inner = &mut *s;
+        let now = std::time::Instant::now();
+        inner
+            .rate_samples
+            .resize(inner.report.sinks.len(), (now, 0));
+        for (sink, sample) in inner.report.sinks.iter_mut().zip(&mut inner.rate_samples) {
+            let elapsed = now.duration_since(sample.0);
+            if elapsed >= RATE_WINDOW {
+                sink.events_per_second =
+                    (sink.events - sample.1) as f64 / elapsed.as_secs_f64();
+                *sample = (now, sink.events);
+            }
+        }
         let mut r = s.report.clone();
         r.keys_done = keys_done;
         r.keys_total = keys_total.max(keys_done);

@@ -156,9 +156,10 @@ fn human(r: &serde_json::Value) -> String {
     if let Some(sinks) = r["sinks"].as_array() {
         for sink in sinks {
             out.push_str(&format!(
-                "sink:      {}: {} events, acknowledged {}\n",
+                "sink:      {}: {} events ({:.0}/s), acknowledged {}\n",
                 sink["name"].as_str().unwrap_or("?"),
                 sink["events"],
+                sink["events_per_second"].as_f64().unwrap_or(0.0),
                 sink["acknowledged"].as_str().unwrap_or("-")
             ));
         }
