@@ -270,3 +270,39 @@ impl Sink for KafkaSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(options: &[(&str, &str)]) -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic: default_topic(),
+            format: KafkaFormat::Json,
+            acks: default_acks(),
+            type_conflict: TypeConflict::default(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_and_sasl_settings_reach_librdkafka() {
+        // librdkafka checks these at creation: without TLS support built in, "ssl"
+        // would be refused here.
+        assert!(KafkaSink::connect(config(&[
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanisms", "SCRAM-SHA-256"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+        ]))
+        .is_ok());
+        let Err(e) = KafkaSink::connect(config(&[("security.protocol", "carrier-pigeon")])) else {
+            panic!("a bad setting must be refused");
+        };
+        assert!(e.to_string().contains("security.protocol"), "{e}");
+    }
+}
