@@ -105,3 +105,29 @@ fn bad_filter_settings_are_named_by_the_validator() {
         assert!(stderr.contains(says), "{says}: {stderr}");
     }
 }
+
+#[test]
+fn the_db_filter_moves_the_dump_and_the_binlog_to_another_database() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for source in [
+        format!("  type: snapshot\n  path: {}", fixture("dump").display()),
+        format!(
+            "  type: binlog\n  path: {}\n  from: \"1:507340\"",
+            fixture("binlog").display()
+        ),
+    ] {
+        let yaml = format!(
+            "source:\n{source}\nfilters:\n  - type: db\n    map: {{0: 2}}\nsinks:\n  - type: redis\n    url: {}\n",
+            redis.url()
+        );
+        let pipeline = write_pipeline(dir.path(), &yaml);
+        let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    assert!(redis.state().is_empty(), "nothing in db 0");
+    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut actual = redis.state_of_db(2);
+    without_replayed_hyperloglogs(&mut expected, &mut actual);
+    assert_same(&expected, &actual);
+}

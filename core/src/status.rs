@@ -174,8 +174,7 @@ impl Status {
         for (sink, sample) in inner.report.sinks.iter_mut().zip(&mut inner.rate_samples) {
             let elapsed = now.duration_since(sample.0);
             if elapsed >= RATE_WINDOW {
-                sink.events_per_second =
-                    (sink.events - sample.1) as f64 / elapsed.as_secs_f64();
+                sink.events_per_second = (sink.events - sample.1) as f64 / elapsed.as_secs_f64();
                 *sample = (now, sink.events);
             }
         }

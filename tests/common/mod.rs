@@ -354,7 +354,15 @@ impl RedisServer {
 
     /// Every key of db 0 with its type, value and absolute expiry.
     pub fn state(&self) -> State {
-        let mut con = self.client();
+        self.state_of_db(0)
+    }
+
+    /// Every key of database `db` with its type, value and absolute expiry.
+    pub fn state_of_db(&self, db: u32) -> State {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         let now = now_ms();
         let mut state = State::new();

@@ -3,6 +3,7 @@
 //! (rename, expiry), or drops it.
 
 mod command;
+mod db;
 pub mod glob;
 mod key;
 mod kind;
@@ -30,6 +31,8 @@ pub enum FilterConfig {
     Rename(rename::RenameFilterConfig),
     /// Drop soon-expiring keys, or set or clear expiries.
     Ttl(ttl::TtlFilterConfig),
+    /// Move a source database's events to another database.
+    Db(db::DbFilterConfig),
     /// A shared library built with the `pika-migrate-plugin` SDK.
     Plugin(PluginConfig),
 }
@@ -126,6 +129,7 @@ impl FilterChain {
                     ("rename", c.build().map(|f| Box::new(f) as Box<dyn Filter>))
                 }
                 FilterConfig::Ttl(c) => ("ttl", c.build().map(|f| Box::new(f) as Box<dyn Filter>)),
+                FilterConfig::Db(c) => ("db", c.build().map(|f| Box::new(f) as Box<dyn Filter>)),
                 FilterConfig::Plugin(c) => {
                     let json = serde_json::to_string(&c.config).unwrap_or_else(|_| "null".into());
                     (

@@ -33,6 +33,8 @@ pub struct LaneCommand {
     /// HSET, SADD, ZADD, DEL, PEXPIREAT): a pipeline of only such commands needs no
     /// transaction to be resent safely.
     pub idempotent: bool,
+    /// The Redis database it goes to.
+    pub db: u32,
     pub position: Position,
 }
 
@@ -237,8 +239,19 @@ impl Lane {
     /// slot, in order of first appearance (a key's commands keep their order).
     async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
         let Some(cluster) = &self.settings.cluster else {
+            // One pipeline per run of commands for the same database.
             let marker = checkpoint_key(self.id);
-            return self.apply_one(commands, &marker).await;
+            let mut runs: Vec<Vec<LaneCommand>> = Vec::new();
+            for c in commands {
+                match runs.last_mut() {
+                    Some(run) if run[0].db == c.db => run.push(c),
+                    _ => runs.push(vec![c]),
+                }
+            }
+            for run in runs {
+                self.apply_one(run, &marker).await?;
+            }
+            return Ok(());
         };
         let mut groups: Vec<(u16, Vec<LaneCommand>)> = Vec::new();
         for c in commands {
@@ -317,6 +330,7 @@ impl Lane {
                     key_index: Some(1),
                     writes: None,
                     idempotent: command.idempotent,
+                    db: command.db,
                     position: command.position,
                 });
                 fixups.push(command);
@@ -393,11 +407,24 @@ impl Lane {
         // Only idempotent snapshot commands: a plain pipeline, resent whole after a
         // lost connection. Anything else goes in a transaction with the checkpoint key.
         let plain = commands.iter().all(|c| c.idempotent);
+        // Commands for another database than the connection's are wrapped in SELECTs,
+        // so the connection is back in its own one (where the checkpoint key lives)
+        // after every pipeline.
+        let home = self.target.db.to_string();
+        let db = commands.first().map_or(self.target.db, |c| c.db);
+        let select = usize::from(db != self.target.db);
+        let db_text = db.to_string();
         if !plain {
             encode_command(&mut encoded, &[b"MULTI".as_slice()]);
         }
+        if select == 1 {
+            encode_command(&mut encoded, &[b"SELECT".as_slice(), db_text.as_bytes()]);
+        }
         for c in commands {
             encode_command(&mut encoded, &c.argv);
+        }
+        if select == 1 {
+            encode_command(&mut encoded, &[b"SELECT".as_slice(), home.as_bytes()]);
         }
         if !plain {
             encode_command(
@@ -406,7 +433,7 @@ impl Lane {
             );
             encode_command(&mut encoded, &[b"EXEC".as_slice()]);
         }
-        let expected = commands.len() + if plain { 0 } else { 3 };
+        let expected = commands.len() + 2 * select + if plain { 0 } else { 3 };
         let mut replies = Vec::with_capacity(expected);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
@@ -459,9 +486,13 @@ impl Lane {
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
                     if plain {
-                        return Ok(replies);
+                        return Ok(replies
+                            .into_iter()
+                            .skip(select)
+                            .take(commands.len())
+                            .collect());
                     }
-                    return self.unpack(commands, replies, marker).await;
+                    return self.unpack(commands, replies, marker, select).await;
                 }
                 Err(last) => {
                     self.conn = None;
@@ -489,20 +520,21 @@ impl Lane {
         commands: &[LaneCommand],
         mut replies: Vec<Reply>,
         marker: &str,
+        select: usize,
     ) -> Result<Vec<Reply>, LaneError> {
         let n = commands.len();
-        let exec = if replies.len() == n + 3 {
+        let exec = if replies.len() == n + 3 + 2 * select {
             replies.pop()
         } else {
             None
         };
         match exec {
-            Some(Reply::Array(Some(mut items))) if items.len() == n + 1 => {
-                items.truncate(n);
-                Ok(items)
+            Some(Reply::Array(Some(items))) if items.len() == n + 1 + 2 * select => {
+                Ok(items.into_iter().skip(select).take(n).collect())
             }
             _ => {
-                let queued = &replies[1..=n.min(replies.len().saturating_sub(1))];
+                let first = 1 + select;
+                let queued = &replies[first.min(replies.len())..(first + n).min(replies.len())];
                 let rejected: Vec<usize> = queued
                     .iter()
                     .enumerate()

@@ -352,6 +352,16 @@ impl RedisSink {
         self.error(None, "a lane stopped")
     }
 
+    /// The database an event goes to: Pika's db N lands N databases after the url's
+    /// (a cluster has only database 0).
+    fn db_of(&self, event: &Event) -> u32 {
+        if self.slots.is_some() {
+            0
+        } else {
+            self.target.db + event.db
+        }
+    }
+
     /// The lane that owns `key`: by hash among `senders`, within its master in a cluster.
     fn lane_for(&self, key: &[u8]) -> usize {
         let lane = lane_of(key, self.senders);
@@ -421,6 +431,7 @@ impl RedisSink {
                 argv: argv.clone(),
                 writes,
                 idempotent: false,
+                db: 0,
                 position,
             });
         }
@@ -542,6 +553,7 @@ impl Sink for RedisSink {
                     snapshot_type.is_some() && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND");
                 let command = LaneCommand {
                     idempotent,
+                    db: self.db_of(event),
                     key_index: keys.first().copied(),
                     argv,
                     writes,
