@@ -525,10 +525,10 @@ impl Sink for RedisSink {
             for argv in scratch.drain(..) {
                 // Snapshot commands (DEL, SET/APPEND, HSET, …, PEXPIREAT) all have their
                 // key first; only binlog commands need the command table.
-                let (keys, writes) = match snapshot_type {
-                    Some(t) => (vec![1], Some(t)),
+                let (keys, writes): (std::borrow::Cow<[usize]>, _) = match snapshot_type {
+                    Some(t) => ((&[1][..]).into(), Some(t)),
                     None => (
-                        key_indexes(&argv),
+                        key_indexes(&argv).into(),
                         lookup(&name_of(&argv)).and_then(|s| s.data_type),
                     ),
                 };

@@ -1,9 +1,10 @@
 //! Reads every live key of one Pika database out of its five RocksDB directories and
 //! emits it as snapshot events, big values in chunks.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, ReadOptions, DB};
 
 use super::comparator::{
@@ -327,16 +328,15 @@ impl PikaDb {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let element = Bytes::copy_from_slice(&k[prefix.len()..]);
+            let element = &k[prefix.len()..];
             match t {
-                DataType::Hash => chunk.hash.push((element, Bytes::copy_from_slice(v))),
-                DataType::Set => chunk.members.push(element),
+                DataType::Hash => chunk.push_hash(element, v),
+                DataType::Set => chunk.push_member(element),
                 _ => {
                     let score = parse_score(v).map_err(|r| self.corrupt(t, &out.key, r))?;
-                    chunk.zset.push((element, score));
+                    chunk.push_scored(element, score);
                 }
             }
-            chunk.bytes += k.len() - prefix.len() + v.len();
             if chunk.is_full(limits) {
                 out.push(chunk.take());
             }
@@ -373,8 +373,7 @@ impl PikaDb {
             if !k.starts_with(&prefix) {
                 break;
             }
-            chunk.members.push(Bytes::copy_from_slice(v));
-            chunk.bytes += v.len();
+            chunk.push_member(v);
             seen += 1;
             if chunk.is_full(limits) {
                 out.push(chunk.take());
@@ -462,9 +461,12 @@ impl<'a> Siblings<'a> {
 /// Elements of one chunk being gathered.
 struct ChunkBuf {
     t: DataType,
-    hash: Vec<(Bytes, Bytes)>,
-    members: Vec<Bytes>,
-    zset: Vec<(Bytes, f64)>,
+    /// Every element's bytes of the chunk in one buffer: one allocation per chunk,
+    /// not one per field and value; the elements are slices of it.
+    arena: BytesMut,
+    hash: Vec<(Range<usize>, Range<usize>)>,
+    members: Vec<Range<usize>>,
+    zset: Vec<(Range<usize>, f64)>,
     bytes: usize,
 }
 
@@ -472,11 +474,34 @@ impl ChunkBuf {
     fn new(t: DataType) -> ChunkBuf {
         ChunkBuf {
             t,
+            arena: BytesMut::new(),
             hash: Vec::new(),
             members: Vec::new(),
             zset: Vec::new(),
             bytes: 0,
         }
+    }
+
+    fn copy(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(b);
+        self.bytes += b.len();
+        start..self.arena.len()
+    }
+
+    fn push_hash(&mut self, field: &[u8], value: &[u8]) {
+        let (f, v) = (self.copy(field), self.copy(value));
+        self.hash.push((f, v));
+    }
+
+    fn push_member(&mut self, member: &[u8]) {
+        let m = self.copy(member);
+        self.members.push(m);
+    }
+
+    fn push_scored(&mut self, member: &[u8], score: f64) {
+        let m = self.copy(member);
+        self.zset.push((m, score));
     }
 
     fn len(&self) -> usize {
@@ -493,13 +518,24 @@ impl ChunkBuf {
 
     fn take(&mut self) -> Chunk {
         self.bytes = 0;
-        match self.t {
-            DataType::Hash => Chunk::Hash(std::mem::take(&mut self.hash)),
-            DataType::Set => Chunk::Set(std::mem::take(&mut self.members)),
-            DataType::List => Chunk::List(std::mem::take(&mut self.members)),
-            DataType::Zset => Chunk::Zset(std::mem::take(&mut self.zset)),
+        let arena = self.arena.split().freeze();
+        let slice = |r: &Range<usize>| arena.slice(r.clone());
+        let chunk = match self.t {
+            DataType::Hash => Chunk::Hash(
+                self.hash
+                    .iter()
+                    .map(|(f, v)| (slice(f), slice(v)))
+                    .collect(),
+            ),
+            DataType::Set => Chunk::Set(self.members.iter().map(slice).collect()),
+            DataType::List => Chunk::List(self.members.iter().map(slice).collect()),
+            DataType::Zset => Chunk::Zset(self.zset.iter().map(|(m, s)| (slice(m), *s)).collect()),
             DataType::String => Chunk::String(Bytes::new()),
-        }
+        };
+        self.hash.clear();
+        self.members.clear();
+        self.zset.clear();
+        chunk
     }
 }
 
