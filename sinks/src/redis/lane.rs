@@ -160,6 +160,8 @@ pub struct Lane {
     pub conn: Option<Connection>,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
+    /// The encoding buffer, kept between pipelines.
+    pub encoded: Vec<u8>,
     /// The last binlog position this lane applied (its checkpoint key's position):
     /// binlog commands at or before it are already in Redis and are skipped.
     pub applied_binlog: Option<BinlogOffset>,
@@ -187,10 +189,12 @@ impl Lane {
             let mut closed = false;
             if !pending.is_empty() {
                 let deadline = tokio::time::Instant::now() + self.settings.linger;
-                while pending.len() < self.settings.batch && memory(&pending) < PIPELINE_BYTES {
+                let mut gathered = memory(&pending);
+                while pending.len() < self.settings.batch && gathered < PIPELINE_BYTES {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(more)) => {
                             seq = more.seq;
+                            gathered += memory(&more.commands);
                             pending.extend(more.commands);
                         }
                         Ok(None) => {
@@ -398,7 +402,10 @@ impl Lane {
             applied,
         }
         .to_string();
-        let mut encoded = Vec::with_capacity(
+        // The lane's buffer, reused pipeline after pipeline (given back on success).
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        encoded.reserve(
             64 + commands
                 .iter()
                 .map(|c| c.argv.iter().map(|a| a.len() + 16).sum::<usize>())
@@ -485,6 +492,10 @@ impl Lane {
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
+                    // Keep the buffer unless one huge pipeline made it big.
+                    if encoded.capacity() <= 2 * PIPELINE_BYTES {
+                        self.encoded = encoded;
+                    }
                     if plain {
                         return Ok(replies
                             .into_iter()

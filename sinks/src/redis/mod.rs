@@ -239,6 +239,7 @@ impl RedisSink {
                 stats: stats.clone(),
                 conn: Some(conn),
                 pipelines_sent: 0,
+                encoded: Vec::new(),
                 applied_binlog: checkpoints.get(id).copied().flatten(),
                 lanes: senders,
             };
