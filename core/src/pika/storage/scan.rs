@@ -235,11 +235,12 @@ impl PikaDb {
                 _ => Some(self.iter(t, data_cf(t))?),
             };
             let mut siblings = Siblings::new(self, t)?;
+            let mut arena = Arena::default();
             while meta.valid() {
                 let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
                     break;
                 };
-                let key = Bytes::copy_from_slice(key);
+                let key = arena.copy(key);
                 let also_types = siblings.types_of(self, &key, now)?;
                 let mut out = KeyEmitter {
                     db: self.index,
@@ -261,7 +262,7 @@ impl PikaDb {
                     (_, Some(rows)) => {
                         self.collection_key(t, &mut out, rows, value, limits, now)?
                     }
-                    (_, None) => self.string_key(&mut out, value, limits, now)?,
+                    (_, None) => self.string_key(&mut out, &mut arena, value, limits, now)?,
                 };
                 if out.stopped {
                     return Ok(stats);
@@ -279,6 +280,7 @@ impl PikaDb {
     fn string_key(
         &self,
         out: &mut KeyEmitter,
+        arena: &mut Arena,
         value: &[u8],
         limits: ChunkLimits,
         now: i64,
@@ -295,7 +297,7 @@ impl PikaDb {
         let mut at = 0;
         loop {
             let end = (at + step).min(value.len());
-            out.push(Chunk::String(Bytes::copy_from_slice(&value[at..end])));
+            out.push(Chunk::String(arena.copy(&value[at..end])));
             at = end;
             if at >= value.len() {
                 break;
@@ -459,6 +461,27 @@ impl<'a> Siblings<'a> {
 }
 
 /// Elements of one chunk being gathered.
+/// Small byte strings (keys, short values) copied into shared blocks: one allocation
+/// per block rather than two per string (its buffer, then the shared header its first
+/// clone adds). Big ones get their own allocation, so a block never pins much.
+#[derive(Default)]
+struct Arena(BytesMut);
+
+impl Arena {
+    const BLOCK: usize = 64 << 10;
+
+    fn copy(&mut self, b: &[u8]) -> Bytes {
+        if b.len() > Self::BLOCK / 16 {
+            return Bytes::copy_from_slice(b);
+        }
+        if self.0.capacity() - self.0.len() < b.len() {
+            self.0 = BytesMut::with_capacity(Self::BLOCK);
+        }
+        self.0.extend_from_slice(b);
+        self.0.split().freeze()
+    }
+}
+
 struct ChunkBuf {
     t: DataType,
     /// Every element's bytes of the chunk in one buffer: one allocation per chunk,
