@@ -68,24 +68,37 @@ impl Metrics {
         self.0.expected_keys.store(n, Ordering::Relaxed);
     }
 
-    fn count(&self, event: &Event) {
+    /// Counts a batch: tallied locally, then one atomic add per counter.
+    fn count(&self, batch: &[Event]) {
+        let (mut bytes, mut keys, mut commands) = (0u64, 0u64, 0u64);
+        let mut by_type = [0u64; 5];
+        for event in batch {
+            bytes += event.payload_bytes() as u64;
+            match &event.op {
+                Op::Snapshot { part, chunk, .. } if part.starts_key() => {
+                    keys += 1;
+                    let slot = DataType::TYPE_ORDER
+                        .iter()
+                        .position(|t| *t == chunk.data_type())
+                        .unwrap_or(0);
+                    by_type[slot] += 1;
+                }
+                Op::Snapshot { .. } => {}
+                Op::Command { .. } => commands += 1,
+            }
+        }
         let c = &self.0;
-        c.events.fetch_add(1, Ordering::Relaxed);
-        c.bytes
-            .fetch_add(event.payload_bytes() as u64, Ordering::Relaxed);
-        match &event.op {
-            Op::Snapshot { part, chunk, .. } if part.starts_key() => {
-                c.keys.fetch_add(1, Ordering::Relaxed);
-                let slot = DataType::TYPE_ORDER
-                    .iter()
-                    .position(|t| *t == chunk.data_type())
-                    .unwrap_or(0);
-                c.by_type[slot].fetch_add(1, Ordering::Relaxed);
+        let add = |a: &AtomicU64, n: u64| {
+            if n > 0 {
+                a.fetch_add(n, Ordering::Relaxed);
             }
-            Op::Snapshot { .. } => {}
-            Op::Command { .. } => {
-                c.commands.fetch_add(1, Ordering::Relaxed);
-            }
+        };
+        add(&c.events, batch.len() as u64);
+        add(&c.bytes, bytes);
+        add(&c.keys, keys);
+        add(&c.commands, commands);
+        for (slot, n) in by_type.into_iter().enumerate() {
+            add(&c.by_type[slot], n);
         }
     }
 
@@ -273,9 +286,7 @@ impl Pipeline {
                 }
                 continue;
             }
-            for event in &batch {
-                self.metrics.count(event);
-            }
+            self.metrics.count(&batch);
             let batch = Arc::new(batch);
             for lane in &lanes {
                 if lane.send(batch.clone()).await.is_err() {
