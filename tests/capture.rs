@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -178,14 +178,8 @@ fn follow_picks_up_what_is_recorded_later() {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     };
-    let wait = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait("the dump's events", &|| lines() > 500);
+    let within = Duration::from_secs(30);
+    wait_until("the dump's events", within, || lines() > 500);
     let before = lines();
     let (code, stderr) = run(
         dir.path(),
@@ -196,7 +190,7 @@ fn follow_picks_up_what_is_recorded_later() {
         &sink,
     );
     assert_eq!(code, 0, "{stderr}");
-    wait("the binlog's events", &|| lines() > before + 100);
+    wait_until("the binlog's events", within, || lines() > before + 100);
     Command::new("kill")
         .args(["-TERM", &follower.id().to_string()])
         .status()

@@ -54,11 +54,9 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("the broker to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Broker {
             child: Some(child),
             port,
@@ -242,15 +240,6 @@ fn offset_of(envelope_position: &serde_json::Value) -> (u64, u64) {
     )
 }
 
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
 #[test]
 fn a_broker_down_in_the_middle_of_a_run_loses_nothing_unconfirmed() {
     let mut broker = Broker::start();
@@ -280,15 +269,13 @@ fn a_broker_down_in_the_middle_of_a_run_loses_nothing_unconfirmed() {
         .spawn()
         .unwrap();
     let status = || -> serde_json::Value {
-        get(status_port, "/status")
+        http_get(status_port, "/status")
             .and_then(|b| serde_json::from_str(&b).ok())
             .unwrap_or(serde_json::Value::Null)
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status()["events"].as_u64().unwrap_or(0) < 300 {
-        assert!(Instant::now() < deadline, "the run did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the run to start", Duration::from_secs(30), || {
+        status()["events"].as_u64().unwrap_or(0) >= 300
+    });
     broker.stop();
     std::thread::sleep(Duration::from_millis(300));
     // What the sink had seen confirmed before the broker went: "binlog@F:O" (or none).

@@ -95,12 +95,7 @@ fn a_slot_moved_while_streaming_is_followed_by_moved() {
     let cluster = RedisCluster::start(3);
     let master = PikaMaster::start(MasterOptions::default());
     let tmp = tempfile::tempdir().unwrap();
-    let announce = loop {
-        let p = free_port();
-        if p < 60000 && std::net::TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() {
-            break p;
-        }
-    };
+    let announce = announce_port();
     let yaml = format!(
         "source:\n  type: pika\n  master: 127.0.0.1:{}\n  announce: 127.0.0.1:{announce}\n  work_dir: {}\nsinks:\n  - type: redis\n    url: {}\n    cluster: true\n    senders: 2\n    on_error: skip\n",
         master.port(),
@@ -114,11 +109,9 @@ fn a_slot_moved_while_streaming_is_followed_by_moved() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while master.acked() != Some(master.position()) {
-        assert!(std::time::Instant::now() < deadline, "no catch-up");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let caught_up = || master.acked() == Some(master.position());
+    let within = std::time::Duration::from_secs(60);
+    wait_until("the stream to catch up", within, caught_up);
 
     // The slot of `moved:key` (empty so far) now belongs to another master; the sink
     // still has the old map.
@@ -148,13 +141,7 @@ fn a_slot_moved_while_streaming_is_followed_by_moved() {
     // The next batch is routed with the reloaded map.
     for round in 0..2 {
         master.write(&[b"RPUSH", key.as_bytes(), format!("after{round}").as_bytes()]);
-        while master.acked() != Some(master.position()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no catch-up after the move"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_until("the stream to catch up after the move", within, caught_up);
     }
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &tool.id().to_string()])

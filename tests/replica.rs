@@ -13,16 +13,6 @@ use common::pika_master::{MasterOptions, PikaMaster};
 use common::*;
 use pika_migrate_core::event::BinlogOffset;
 
-/// An announced replica port whose port + 1000 (our rsync daemon's) is free too.
-fn announce_port() -> u16 {
-    loop {
-        let p = free_port();
-        if p < 60000 && std::net::TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// One migration: a work dir, a pipeline file, a log of every run of the tool.
 struct Migration {
     dir: tempfile::TempDir,
@@ -150,14 +140,6 @@ fn stop(mut child: Child) -> i32 {
 fn kill9(mut child: Child) {
     signal(&child, "-KILL");
     let _ = child.wait();
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The `i`-th of the writes a test makes on the master while we replicate: every type,
@@ -346,56 +328,47 @@ fn refused(options: MasterOptions, password: Option<&str>) -> (i32, String) {
     m.run_to_end()
 }
 
+/// A master built from `options` is refused with exit code 76 and a message saying why.
+fn assert_unsupported(options: MasterOptions, says: &str) {
+    let (code, log) = refused(options, None);
+    assert_eq!(code, 76, "{log}");
+    assert!(log.contains(says), "{log}");
+}
+
 #[test]
 fn a_master_in_sharding_mode_is_refused() {
-    let (code, log) = refused(
-        MasterOptions {
-            classic_mode: false,
-            ..MasterOptions::default()
-        },
-        None,
-    );
-    assert_eq!(code, 76, "{log}");
-    assert!(log.contains("sharding mode"), "{log}");
+    let options = MasterOptions {
+        classic_mode: false,
+        ..MasterOptions::default()
+    };
+    assert_unsupported(options, "sharding mode");
 }
 
 #[test]
 fn a_master_with_several_databases_is_refused() {
-    let (code, log) = refused(
-        MasterOptions {
-            databases: 3,
-            ..MasterOptions::default()
-        },
-        None,
-    );
-    assert_eq!(code, 76, "{log}");
-    assert!(log.contains("has 3 databases"), "{log}");
+    let options = MasterOptions {
+        databases: 3,
+        ..MasterOptions::default()
+    };
+    assert_unsupported(options, "has 3 databases");
 }
 
 #[test]
 fn a_master_that_is_itself_a_replica_is_refused() {
-    let (code, log) = refused(
-        MasterOptions {
-            role: "slave",
-            ..MasterOptions::default()
-        },
-        None,
-    );
-    assert_eq!(code, 76, "{log}");
-    assert!(log.contains("is itself a replica"), "{log}");
+    let options = MasterOptions {
+        role: "slave",
+        ..MasterOptions::default()
+    };
+    assert_unsupported(options, "is itself a replica");
 }
 
 #[test]
 fn a_pika_version_we_do_not_speak_is_refused() {
-    let (code, log) = refused(
-        MasterOptions {
-            version: "3.5.2".into(),
-            ..MasterOptions::default()
-        },
-        None,
-    );
-    assert_eq!(code, 76, "{log}");
-    assert!(log.contains("runs Pika 3.5.2"), "{log}");
+    let options = MasterOptions {
+        version: "3.5.2".into(),
+        ..MasterOptions::default()
+    };
+    assert_unsupported(options, "runs Pika 3.5.2");
 }
 
 #[test]

@@ -3,20 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
 
 #[test]
 fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
@@ -37,20 +27,15 @@ fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
         .unwrap();
 
     // The binlog has 1430 items; once all are acknowledged the status says so.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(body) = get(port, "/status") {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            if json["sinks"][0]["acknowledged"]
-                .as_str()
-                .is_some_and(|a| a.ends_with("1:542923"))
-            {
-                break json;
-            }
+    let mut status = serde_json::Value::Null;
+    wait_until("a complete status", Duration::from_secs(30), || {
+        if let Some(body) = http_get(port, "/status") {
+            status = serde_json::from_str(&body).unwrap();
         }
-        assert!(Instant::now() < deadline, "no complete status");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        status["sinks"][0]["acknowledged"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("1:542923"))
+    });
     assert_eq!(status["stage"], "reading");
     assert_eq!(status["events"], 1430);
     assert_eq!(status["sinks"][0]["events"], 1430);
@@ -59,7 +44,7 @@ fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
         .unwrap()
         .starts_with("redis"));
 
-    let metrics = get(port, "/metrics").unwrap();
+    let metrics = http_get(port, "/metrics").unwrap();
     assert!(
         metrics.contains("pika_migrate_events_total 1430"),
         "{metrics}"
@@ -68,7 +53,10 @@ fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
         metrics.contains("pika_migrate_stage{stage=\"reading\"} 1"),
         "{metrics}"
     );
-    assert!(get(port, "/nothing").is_none(), "unknown paths are 404");
+    assert!(
+        http_get(port, "/nothing").is_none(),
+        "unknown paths are 404"
+    );
 
     let (code, out, err) = run_cli(&["status", "-c", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

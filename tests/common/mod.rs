@@ -496,6 +496,37 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Waits until `done`, failing the test with `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A replica address to announce: a free port whose port + 1000 (where the tool's
+/// rsync daemon listens for the dump) is free too.
+pub fn announce_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 60000 && TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
 /// Writes a pipeline file into `dir` and returns its path.
 pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
