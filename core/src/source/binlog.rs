@@ -2,7 +2,6 @@
 //! from a position, optionally following the active file as it grows.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -12,9 +11,6 @@ use crate::pika::binlog::{BinlogEntry, BinlogReader, ReadOutcome};
 use crate::pika::commands;
 use crate::pika::normalize::{normalize, Note};
 use crate::pipeline::Metrics;
-
-/// How often a following reader looks for new data.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct BinlogSource {
     pub path: PathBuf,
@@ -68,14 +64,6 @@ pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -
 }
 
 impl BinlogSource {
-    /// Reads to the end; what was read before an error is still delivered.
-    fn read_blocking(&self, out: &mut EventSender) -> Result<SourceReport, SourceError> {
-        let mut report = SourceReport::default();
-        let result = self.read_into(out, &mut report);
-        out.flush_blocking();
-        result.map(|()| report)
-    }
-
     fn read_into(
         &self,
         out: &mut EventSender,
@@ -95,10 +83,9 @@ impl BinlogSource {
                     }
                 }
                 ReadOutcome::CaughtUp if self.follow => {
-                    if !out.flush_blocking() || out.should_stop() {
+                    if !out.wait_for_more_blocking() {
                         break;
                     }
-                    std::thread::sleep(POLL_INTERVAL);
                 }
                 ReadOutcome::CaughtUp => break,
             }
@@ -116,9 +103,9 @@ impl Source for BinlogSource {
 
     async fn run(
         self: Box<Self>,
-        mut out: EventSender,
+        out: EventSender,
         _metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        run_blocking(move || self.read_blocking(&mut out)).await
+        run_blocking(out, move |out, report| self.read_into(out, report)).await
     }
 }

@@ -3,7 +3,6 @@
 //! with `follow` keeps reading as the capture grows.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -11,8 +10,6 @@ use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceRep
 use crate::capture::reader::{CaptureReader, ReadOutcome};
 use crate::event::{BinlogOffset, Event, Position};
 use crate::pipeline::Metrics;
-
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct CaptureSource {
     pub path: PathBuf,
@@ -34,13 +31,6 @@ impl CaptureSource {
         let from_ok = self.from.is_none_or(|f| at > f);
         let past_end = self.to.is_some_and(|t| at > t);
         (from_ok && !past_end, past_end)
-    }
-
-    fn read_blocking(&self, out: &mut EventSender) -> Result<SourceReport, SourceError> {
-        let mut report = SourceReport::default();
-        let result = self.read_into(out, &mut report);
-        out.flush_blocking();
-        result.map(|()| report)
     }
 
     fn read_into(
@@ -73,10 +63,9 @@ impl CaptureSource {
                     tracing::warn!(error = %e, "damaged capture record skipped (skip_corrupt)");
                 }
                 ReadOutcome::CaughtUp if self.follow => {
-                    if !out.flush_blocking() || out.should_stop() {
+                    if !out.wait_for_more_blocking() {
                         break;
                     }
-                    std::thread::sleep(POLL_INTERVAL);
                 }
                 ReadOutcome::CaughtUp => break,
             }
@@ -93,9 +82,9 @@ impl Source for CaptureSource {
 
     async fn run(
         self: Box<Self>,
-        mut out: EventSender,
+        out: EventSender,
         _metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        run_blocking(move || self.read_blocking(&mut out)).await
+        run_blocking(out, move |out, report| self.read_into(out, report)).await
     }
 }

@@ -26,15 +26,24 @@ pub const BATCH_EVENTS: usize = 256;
 /// bounded however big the chunks are (channel capacity × this).
 pub const BATCH_BYTES: usize = 2 << 20;
 
-/// Runs a blocking reader on tokio's blocking pool, as every file source does.
-pub async fn run_blocking<F>(read: F) -> Result<SourceReport, SourceError>
+/// Runs a blocking reader on tokio's blocking pool, as every file source does. What it
+/// read before an error is still sent.
+pub async fn run_blocking<F>(mut out: EventSender, read: F) -> Result<SourceReport, SourceError>
 where
-    F: FnOnce() -> Result<SourceReport, SourceError> + Send + 'static,
+    F: FnOnce(&mut EventSender, &mut SourceReport) -> Result<(), SourceError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| SourceError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let mut report = SourceReport::default();
+        let result = read(&mut out, &mut report);
+        out.flush_blocking();
+        result.map(|()| report)
+    })
+    .await
+    .map_err(|e| SourceError::Task(e.to_string()))?
 }
+
+/// How often a source following a growing input looks for more.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Holds a reader to at most `rate` events per second (none: no limit).
 pub struct RateLimit {
@@ -246,6 +255,16 @@ impl EventSender {
             None => !self.tx.is_closed(),
             Some(batch) => self.tx.blocking_send(batch).is_ok(),
         }
+    }
+
+    /// For a source following a growing input that has caught up: sends what is queued
+    /// and pauses; false when it should stop instead.
+    pub fn wait_for_more_blocking(&mut self) -> bool {
+        if !self.flush_blocking() || self.should_stop() {
+            return false;
+        }
+        std::thread::sleep(FOLLOW_POLL);
+        true
     }
 
     /// Whether the pipeline stopped listening (a sink failed).

@@ -73,9 +73,13 @@ impl Source for SnapshotSource {
 
     async fn run(
         self: Box<Self>,
-        mut out: EventSender,
+        out: EventSender,
         metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        run_blocking(move || self.scan_blocking(&mut out, &metrics)).await
+        run_blocking(out, move |out, report| {
+            *report = self.scan_into(out, &metrics)?;
+            Ok(())
+        })
+        .await
     }
 }
