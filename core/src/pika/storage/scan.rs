@@ -1,7 +1,6 @@
 //! Reads every live key of one Pika database out of its five RocksDB directories and
 //! emits it as snapshot events, big values in chunks.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -249,6 +248,7 @@ impl PikaDb {
                     seq,
                     emit: &mut *emit,
                     stats: &mut stats,
+                    arena: &mut arena,
                     expire_at_ms: None,
                     also_types,
                     pending: None,
@@ -262,7 +262,7 @@ impl PikaDb {
                     (_, Some(rows)) => {
                         self.collection_key(t, &mut out, rows, value, limits, now)?
                     }
-                    (_, None) => self.string_key(&mut out, &mut arena, value, limits, now)?,
+                    (_, None) => self.string_key(&mut out, value, limits, now)?,
                 };
                 if out.stopped {
                     return Ok(stats);
@@ -280,7 +280,6 @@ impl PikaDb {
     fn string_key(
         &self,
         out: &mut KeyEmitter,
-        arena: &mut Arena,
         value: &[u8],
         limits: ChunkLimits,
         now: i64,
@@ -297,7 +296,8 @@ impl PikaDb {
         let mut at = 0;
         loop {
             let end = (at + step).min(value.len());
-            out.push(Chunk::String(arena.copy(&value[at..end])));
+            let slice = out.arena.copy(&value[at..end]);
+            out.push(Chunk::String(slice));
             at = end;
             if at >= value.len() {
                 break;
@@ -330,15 +330,16 @@ impl PikaDb {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let element = &k[prefix.len()..];
+            let element = out.arena.copy(&k[prefix.len()..]);
             match t {
-                DataType::Hash => chunk.push_hash(element, v),
-                DataType::Set => chunk.push_member(element),
+                DataType::Hash => chunk.hash.push((element, out.arena.copy(v))),
+                DataType::Set => chunk.members.push(element),
                 _ => {
                     let score = parse_score(v).map_err(|r| self.corrupt(t, &out.key, r))?;
-                    chunk.push_scored(element, score);
+                    chunk.zset.push((element, score));
                 }
             }
+            chunk.bytes += k.len() - prefix.len() + v.len();
             if chunk.is_full(limits) {
                 out.push(chunk.take());
             }
@@ -375,7 +376,8 @@ impl PikaDb {
             if !k.starts_with(&prefix) {
                 break;
             }
-            chunk.push_member(v);
+            chunk.members.push(out.arena.copy(v));
+            chunk.bytes += v.len();
             seen += 1;
             if chunk.is_full(limits) {
                 out.push(chunk.take());
@@ -461,7 +463,7 @@ impl<'a> Siblings<'a> {
 }
 
 /// Elements of one chunk being gathered.
-/// Small byte strings (keys, short values) copied into shared blocks: one allocation
+/// Small byte strings (keys, elements, short values) copied into shared blocks: one allocation
 /// per block rather than two per string (its buffer, then the shared header its first
 /// clone adds). Big ones get their own allocation, so a block never pins much.
 #[derive(Default)]
@@ -484,12 +486,9 @@ impl Arena {
 
 struct ChunkBuf {
     t: DataType,
-    /// Every element's bytes of the chunk in one buffer: one allocation per chunk,
-    /// not one per field and value; the elements are slices of it.
-    arena: BytesMut,
-    hash: Vec<(Range<usize>, Range<usize>)>,
-    members: Vec<Range<usize>>,
-    zset: Vec<(Range<usize>, f64)>,
+    hash: Vec<(Bytes, Bytes)>,
+    members: Vec<Bytes>,
+    zset: Vec<(Bytes, f64)>,
     bytes: usize,
 }
 
@@ -497,34 +496,11 @@ impl ChunkBuf {
     fn new(t: DataType) -> ChunkBuf {
         ChunkBuf {
             t,
-            arena: BytesMut::new(),
             hash: Vec::new(),
             members: Vec::new(),
             zset: Vec::new(),
             bytes: 0,
         }
-    }
-
-    fn copy(&mut self, b: &[u8]) -> Range<usize> {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(b);
-        self.bytes += b.len();
-        start..self.arena.len()
-    }
-
-    fn push_hash(&mut self, field: &[u8], value: &[u8]) {
-        let (f, v) = (self.copy(field), self.copy(value));
-        self.hash.push((f, v));
-    }
-
-    fn push_member(&mut self, member: &[u8]) {
-        let m = self.copy(member);
-        self.members.push(m);
-    }
-
-    fn push_scored(&mut self, member: &[u8], score: f64) {
-        let m = self.copy(member);
-        self.zset.push((m, score));
     }
 
     fn len(&self) -> usize {
@@ -541,24 +517,13 @@ impl ChunkBuf {
 
     fn take(&mut self) -> Chunk {
         self.bytes = 0;
-        let arena = self.arena.split().freeze();
-        let slice = |r: &Range<usize>| arena.slice(r.clone());
-        let chunk = match self.t {
-            DataType::Hash => Chunk::Hash(
-                self.hash
-                    .iter()
-                    .map(|(f, v)| (slice(f), slice(v)))
-                    .collect(),
-            ),
-            DataType::Set => Chunk::Set(self.members.iter().map(slice).collect()),
-            DataType::List => Chunk::List(self.members.iter().map(slice).collect()),
-            DataType::Zset => Chunk::Zset(self.zset.iter().map(|(m, s)| (slice(m), *s)).collect()),
+        match self.t {
+            DataType::Hash => Chunk::Hash(std::mem::take(&mut self.hash)),
+            DataType::Set => Chunk::Set(std::mem::take(&mut self.members)),
+            DataType::List => Chunk::List(std::mem::take(&mut self.members)),
+            DataType::Zset => Chunk::Zset(std::mem::take(&mut self.zset)),
             DataType::String => Chunk::String(Bytes::new()),
-        };
-        self.hash.clear();
-        self.members.clear();
-        self.zset.clear();
-        chunk
+        }
     }
 }
 
@@ -571,6 +536,8 @@ struct KeyEmitter<'a> {
     seq: &'a mut u64,
     emit: &'a mut dyn FnMut(Event) -> bool,
     stats: &'a mut ScanStats,
+    /// Where the key's elements are copied to.
+    arena: &'a mut Arena,
     expire_at_ms: Option<i64>,
     also_types: TypeSet,
     pending: Option<Chunk>,
