@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use pika_migrate_core::resp::encode_command;
 
 use super::cluster::{slot_of, SlotMap};
 use super::conn::Connection;
@@ -47,16 +46,12 @@ impl CrossSlot {
         node: usize,
         argv: &[&[u8]],
     ) -> Result<Reply, String> {
-        let conn = self.conn(map, seed, node).await?;
-        let mut buf = Vec::new();
-        encode_command(&mut buf, argv);
-        let mut out = Vec::with_capacity(1);
-        let result = conn.pipeline(&buf, 1, &mut out).await;
-        if let Err(e) = result {
+        let reply = self.conn(map, seed, node).await?.call(argv).await;
+        if reply.is_err() {
+            // A broken connection is opened afresh next time.
             self.conns.remove(&node);
-            return Err(e.to_string());
         }
-        Ok(out.pop().unwrap_or(Reply::Bulk(None)))
+        reply.map_err(|e| e.to_string())
     }
 
     /// Moves `from` (on `from_node`) to `to` (on `to_node`): value and expiry, or its

@@ -374,11 +374,13 @@ impl RedisSink {
 
     /// Whether `argv` is a command a cluster refuses: keys in several slots.
     fn spans_slots(&self, argv: &[Bytes], keys: &[usize]) -> bool {
-        self.slots.is_some()
-            && keys.len() > 1
-            && keys[1..]
-                .iter()
-                .any(|i| cluster::slot_of(&argv[*i]) != cluster::slot_of(&argv[keys[0]]))
+        let Some((first, rest)) = keys.split_first() else {
+            return false;
+        };
+        self.slots.is_some() && !rest.is_empty() && {
+            let slot = cluster::slot_of(&argv[*first]);
+            rest.iter().any(|i| cluster::slot_of(&argv[*i]) != slot)
+        }
     }
 
     /// Runs a command spanning slots (`cross_slot`), every lane drained; a refusal
