@@ -23,21 +23,10 @@ fn record_fixture(capture: &Path) {
         "  - type: capture\n    path: {}\n    rotate_mb: 1\n",
         capture.display()
     );
-    let (code, stderr) = run(
-        dir.path(),
-        &format!("  type: snapshot\n  path: {}", fixture("dump").display()),
-        &sink,
-    );
+    let (code, stderr) = run(dir.path(), &dump_source(), &sink);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("events recorded"), "{stderr}");
-    let (code, stderr) = run(
-        dir.path(),
-        &format!(
-            "  type: binlog\n  path: {}\n  from: \"1:507340\"",
-            fixture("binlog").display()
-        ),
-        &sink,
-    );
+    let (code, stderr) = run(dir.path(), &binlog_source(Some("1:507340")), &sink);
     assert_eq!(code, 0, "{stderr}");
 }
 
@@ -152,11 +141,7 @@ fn follow_picks_up_what_is_recorded_later() {
     let capture = work.path().join("capture");
     let dir = tempfile::tempdir().unwrap();
     let sink = format!("  - type: capture\n    path: {}\n", capture.display());
-    let (code, stderr) = run(
-        dir.path(),
-        &format!("  type: snapshot\n  path: {}", fixture("dump").display()),
-        &sink,
-    );
+    let (code, stderr) = run(dir.path(), &dump_source(), &sink);
     assert_eq!(code, 0, "{stderr}");
 
     let out = work.path().join("followed.jsonl");
@@ -181,14 +166,7 @@ fn follow_picks_up_what_is_recorded_later() {
     let within = Duration::from_secs(30);
     wait_until("the dump's events", within, || lines() > 500);
     let before = lines();
-    let (code, stderr) = run(
-        dir.path(),
-        &format!(
-            "  type: binlog\n  path: {}\n  from: \"1:507340\"",
-            fixture("binlog").display()
-        ),
-        &sink,
-    );
+    let (code, stderr) = run(dir.path(), &binlog_source(Some("1:507340")), &sink);
     assert_eq!(code, 0, "{stderr}");
     wait_until("the binlog's events", within, || lines() > before + 100);
     Command::new("kill")

@@ -110,13 +110,7 @@ fn bad_filter_settings_are_named_by_the_validator() {
 fn the_db_filter_moves_the_dump_and_the_binlog_to_another_database() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    for source in [
-        format!("  type: snapshot\n  path: {}", fixture("dump").display()),
-        format!(
-            "  type: binlog\n  path: {}\n  from: \"1:507340\"",
-            fixture("binlog").display()
-        ),
-    ] {
+    for source in [dump_source(), binlog_source(Some("1:507340"))] {
         let yaml = format!(
             "source:\n{source}\nfilters:\n  - type: db\n    map: {{0: 2}}\nsinks:\n  - type: redis\n    url: {}\n",
             redis.url()

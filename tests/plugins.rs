@@ -46,14 +46,6 @@ fn pipeline(dir: &std::path::Path, source: &str, filters: &str, sink: &str) -> P
     write_pipeline(dir, &yaml)
 }
 
-fn dump() -> String {
-    format!("  type: snapshot\n  path: {}", fixture("dump").display())
-}
-
-fn binlog() -> String {
-    format!("  type: binlog\n  path: {}", fixture("binlog").display())
-}
-
 #[test]
 fn key_rewrite_moves_the_snapshot_under_a_new_prefix_in_redis() {
     let redis = RedisServer::start();
@@ -63,7 +55,7 @@ fn key_rewrite_moves_the_snapshot_under_a_new_prefix_in_redis() {
         plugin("pm-key-rewrite").display()
     );
     let sink = format!("  - type: redis\n    url: {}\n", redis.url());
-    let file = pipeline(dir.path(), &dump(), &filters, &sink);
+    let file = pipeline(dir.path(), &dump_source(), &filters, &sink);
     let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let expected: State = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()))
@@ -91,7 +83,7 @@ fn tenant_drop_removes_a_tenant_from_the_binlog() {
         "  - type: file\n    path: {}\n    format: jsonl\n",
         out.display()
     );
-    let file = pipeline(dir.path(), &binlog(), &filters, &sink);
+    let file = pipeline(dir.path(), &binlog_source(None), &filters, &sink);
     let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("events filtered out"), "{stderr}");
@@ -110,7 +102,7 @@ fn with_plugin(command: &str, path: &std::path::Path, config: &str) -> (i32, Str
     let filters = format!("  - type: plugin\n    path: {}\n{config}", path.display());
     let file = pipeline(
         dir.path(),
-        &dump(),
+        &dump_source(),
         &filters,
         "  - type: file\n    path: '-'\n    format: jsonl\n",
     );

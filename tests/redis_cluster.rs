@@ -20,10 +20,6 @@ fn run_into_cluster(
     (code, stderr, pipeline, tmp)
 }
 
-fn dump_source() -> String {
-    format!("  type: snapshot\n  path: {}", fixture("dump").display())
-}
-
 #[test]
 fn the_snapshot_lands_exactly_across_three_masters() {
     let cluster = RedisCluster::start(3);
@@ -57,7 +53,7 @@ fn the_binlog_replays_exactly_commands_across_slots_included() {
     // Pika has no slots: its binlog has RPOPLPUSH, SMOVE, *STORE, MSET, PFMERGE … over
     // keys of different slots, which a cluster refuses as such.
     let cluster = RedisCluster::start(3);
-    let source = format!("  type: binlog\n  path: {}", fixture("binlog").display());
+    let source = binlog_source(None);
     let (code, stderr, _, _tmp) = run_into_cluster(&source, &cluster.url(), "");
     assert_eq!(code, 0, "{stderr}");
     assert!(

@@ -14,20 +14,6 @@ fn run_into(source: &str, url: &str, extra: &str) -> (i32, String) {
     (code, stderr)
 }
 
-fn dump_source() -> String {
-    format!("  type: snapshot\n  path: {}", fixture("dump").display())
-}
-
-fn binlog_source(from: Option<&str>) -> String {
-    let from = from
-        .map(|f| format!("\n  from: \"{f}\""))
-        .unwrap_or_default();
-    format!(
-        "  type: binlog\n  path: {}{from}",
-        fixture("binlog").display()
-    )
-}
-
 #[test]
 fn snapshot_lands_exactly_with_first_wins() {
     let redis = RedisServer::start();

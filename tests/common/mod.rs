@@ -527,6 +527,23 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
+/// The `source:` body for the fixture dump.
+pub fn dump_source() -> String {
+    format!("  type: snapshot\n  path: {}", fixture("dump").display())
+}
+
+/// The `source:` body for the fixture binlog, from `from` (a `F:O` position) or its
+/// first item.
+pub fn binlog_source(from: Option<&str>) -> String {
+    let from = from
+        .map(|f| format!("\n  from: \"{f}\""))
+        .unwrap_or_default();
+    format!(
+        "  type: binlog\n  path: {}{from}",
+        fixture("binlog").display()
+    )
+}
+
 /// Writes a pipeline file into `dir` and returns its path.
 pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
