@@ -1,7 +1,7 @@
 //! `command`: keeps or drops binlog commands by name (case-insensitive), e.g. drop
 //! `flushdb` and `flushall`. Snapshot data passes.
 
-use super::{Filter, KeepOrDrop};
+use super::{KeepOrDrop, Rule};
 use crate::event::{Event, Op};
 use crate::pika::commands::name_of;
 
@@ -20,7 +20,7 @@ impl CommandFilter {
     }
 }
 
-impl Filter for CommandFilter {
+impl Rule for CommandFilter {
     fn apply(&self, event: &mut Event) -> bool {
         let Op::Command { argv } = &event.op else {
             return true;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::Filter;
+use super::Rule;
 use crate::event::Event;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,7 +29,7 @@ impl DbFilterConfig {
     }
 }
 
-impl Filter for DbFilter {
+impl Rule for DbFilter {
     fn apply(&self, event: &mut Event) -> bool {
         if let Some(to) = self.map.get(&event.db) {
             event.db = *to;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use regex::bytes::Regex;
 use serde::Deserialize;
 
-use super::{glob, Filter};
+use super::{glob, Rule};
 use crate::event::{Event, Op};
 use crate::pika::commands::{key_indexes, name_of};
 
@@ -88,7 +88,7 @@ fn independent_keys(name: &str) -> Option<usize> {
     }
 }
 
-impl Filter for KeyFilter {
+impl Rule for KeyFilter {
     fn apply(&self, event: &mut Event) -> bool {
         let Op::Command { argv } = &mut event.op else {
             return self.passes(&event.key);

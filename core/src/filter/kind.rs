@@ -1,6 +1,6 @@
 //! `type`: keeps or drops data types. Type-less commands (DEL, FLUSHDB, …) pass.
 
-use super::{Filter, KeepOrDrop};
+use super::{KeepOrDrop, Rule};
 use crate::event::{DataType, Event, Op};
 
 pub struct TypeFilter {
@@ -30,7 +30,7 @@ impl TypeFilter {
     }
 }
 
-impl Filter for TypeFilter {
+impl Rule for TypeFilter {
     fn apply(&self, event: &mut Event) -> bool {
         let t = match &event.op {
             Op::Snapshot { chunk, .. } => Some(chunk.data_type()),

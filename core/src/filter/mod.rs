@@ -77,23 +77,32 @@ impl KeepOrDrop {
     }
 }
 
-/// What a filter does with an event.
+/// What a filter does with an event: keep it (possibly changed), drop it, replace it,
+/// or fail (plugins).
 pub trait Filter: Send + Sync {
-    /// Keeps `event` (possibly changed) with `true`, drops it with `false`.
-    fn apply(&self, event: &mut Event) -> bool;
+    fn apply(&self, event: &mut Event) -> Result<Outcome, String>;
 
-    /// The general form: keep, drop, replace, or fail (plugins).
-    fn apply_full(&self, event: &mut Event) -> Result<Outcome, String> {
-        Ok(if self.apply(event) {
+    /// How errors name the filter.
+    fn name(&self) -> String;
+}
+
+/// A built-in filter: keeps `event` (possibly changed) with `true`, drops it with
+/// `false`, never fails.
+pub trait Rule: Send + Sync {
+    fn apply(&self, event: &mut Event) -> bool;
+}
+
+impl<R: Rule> Filter for R {
+    fn apply(&self, event: &mut Event) -> Result<Outcome, String> {
+        Ok(if Rule::apply(self, event) {
             Outcome::Keep
         } else {
             Outcome::Drop
         })
     }
 
-    /// How errors name the filter.
     fn name(&self) -> String {
-        String::new()
+        "built-in".into()
     }
 }
 
@@ -173,17 +182,15 @@ impl FilterChain {
         out: &mut Vec<Event>,
     ) -> Result<(), FilterError> {
         for (index, filter) in self.filters.iter().enumerate().skip(start) {
-            let outcome = filter
-                .apply_full(&mut event)
-                .map_err(|message| FilterError {
-                    index,
-                    kind: filter.name(),
-                    message: format!(
-                        "{message} (key {}, at {})",
-                        crate::pika::storage::format::display_key(&event.key),
-                        event.position
-                    ),
-                })?;
+            let outcome = filter.apply(&mut event).map_err(|message| FilterError {
+                index,
+                kind: filter.name(),
+                message: format!(
+                    "{message} (key {}, at {})",
+                    crate::pika::storage::format::display_key(&event.key),
+                    event.position
+                ),
+            })?;
             match outcome {
                 Outcome::Keep => {}
                 Outcome::Drop => return Ok(()),

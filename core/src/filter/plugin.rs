@@ -180,11 +180,7 @@ fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
 }
 
 impl Filter for PluginFilter {
-    fn apply(&self, _event: &mut Event) -> bool {
-        true
-    }
-
-    fn apply_full(&self, event: &mut Event) -> Result<Outcome, String> {
+    fn apply(&self, event: &mut Event) -> Result<Outcome, String> {
         let mut scores = Vec::new();
         let (kind, values, expire) = match &event.op {
             Op::Snapshot {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::Filter;
+use super::Rule;
 use crate::event::{Event, Op};
 use crate::pika::commands::key_indexes;
 
@@ -66,7 +66,7 @@ impl RenameFilter {
     }
 }
 
-impl Filter for RenameFilter {
+impl Rule for RenameFilter {
     fn apply(&self, event: &mut Event) -> bool {
         event.key = self.rename(&event.key);
         if let Op::Command { argv } = &mut event.op {

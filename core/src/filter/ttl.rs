@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::Filter;
+use super::Rule;
 use crate::event::{Event, Op};
 use crate::pika::commands::name_of;
 
@@ -47,7 +47,7 @@ impl TtlFilterConfig {
     }
 }
 
-impl Filter for TtlFilter {
+impl Rule for TtlFilter {
     fn apply(&self, event: &mut Event) -> bool {
         match &mut event.op {
             Op::Snapshot { expire_at_ms, .. } => match self {
