@@ -248,11 +248,14 @@ fn a_broker_down_in_the_middle_of_a_run_loses_nothing_unconfirmed() {
     // idempotent producer's id, which a real Kafka keeps on disk, and would refuse its
     // sequence numbers. So here the producer is plain, one request in flight (still in
     // order); what is tested is that the sink acknowledges only what was confirmed and
-    // resends the rest. The fixture's 1 MiB string needs a larger message limit.
+    // resends the rest. The fixture's 1 MiB string needs a larger message limit. The
+    // restarted broker has no topic either, and answers a write to it with an error a
+    // real Kafka would not give: reconnecting only after 5 s leaves the test the time
+    // to create it first.
     let file = write_pipeline(
         dir.path(),
         &format!(
-            "source:\n{source}\nsinks:\n{}    options: {{message.timeout.ms: '120000', message.max.bytes: '8000000', enable.idempotence: 'false', max.in.flight.requests.per.connection: '1'}}\nstatus:\n  listen: 127.0.0.1:{status_port}\n",
+            "source:\n{source}\nsinks:\n{}    options: {{message.timeout.ms: '120000', message.max.bytes: '8000000', enable.idempotence: 'false', max.in.flight.requests.per.connection: '1', reconnect.backoff.ms: '5000', reconnect.backoff.max.ms: '5000'}}\nstatus:\n  listen: 127.0.0.1:{status_port}\n",
             kafka_sink(&broker)
         ),
     );
