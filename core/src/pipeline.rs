@@ -287,9 +287,15 @@ impl Pipeline {
                 continue;
             }
             self.metrics.count(&batch);
+            // The last sink is sent the batch itself: alone, it then owns it outright.
             let batch = Arc::new(batch);
-            for lane in &lanes {
-                if lane.send(batch.clone()).await.is_err() {
+            if let Some((final_lane, others)) = lanes.split_last() {
+                for lane in others {
+                    if lane.send(Arc::clone(&batch)).await.is_err() {
+                        sink_gone = true;
+                    }
+                }
+                if final_lane.send(batch).await.is_err() {
                     sink_gone = true;
                 }
             }
@@ -357,9 +363,11 @@ async fn drive_sink(
         tokio::select! {
             batch = batches.recv() => match batch {
                 Some(batch) => {
-                    sink.write(&batch).await?;
+                    // A copy only when another sink still holds the same batch.
+                    let batch = Arc::unwrap_or_clone(batch);
                     last = batch.last().map(|e| e.position).or(last);
                     written = batch.len();
+                    sink.write(batch).await?;
                 }
                 None => break,
             },

@@ -45,8 +45,9 @@ pub struct SinkReport {
 pub trait Sink: Send {
     /// Name used in logs, metrics and errors (`file ./out.resp`).
     fn name(&self) -> String;
-    /// Takes `batch` over, in order after every earlier batch.
-    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError>;
+    /// Takes `batch` over, in order after every earlier batch. The sink owns it, so it
+    /// can move keys and values on to its target without copying or counting them again.
+    async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError>;
     /// The position of the last event the target has durably taken, given `written`, the
     /// position of the last event handed to `write`. A live source acks its master and
     /// checkpoints with the lowest of these over all sinks, so it must never run ahead

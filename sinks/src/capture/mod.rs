@@ -46,9 +46,9 @@ impl Sink for CaptureSink {
         format!("capture {}", self.writer.dir().display())
     }
 
-    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError> {
         let name = self.name();
-        for event in batch {
+        for event in &batch {
             self.writer
                 .append(event)
                 .map_err(|e| SinkError::new(&name, Some(event.position), e))?;

@@ -40,7 +40,7 @@ pub use pika_migrate_core::resp::score_text;
 
 /// Appends the commands for `event` to `out` as RESP (`scratch` holds them meanwhile).
 pub fn event_resp(
-    event: &Event,
+    event: Event,
     policy: TypeConflict,
     stats: &mut ConflictStats,
     scratch: &mut Vec<Vec<Bytes>>,
@@ -53,19 +53,20 @@ pub fn event_resp(
     }
 }
 
-/// Appends the commands for `event` to `out`. `target_empty`: the target held nothing
-/// when the run began, so a snapshot key needs no DEL before its first chunk (unless it
-/// must replace another type of the same name this run wrote: `overwrite`).
+/// Appends the commands for `event` to `out`, moving its keys and values into them.
+/// `target_empty`: the target held nothing when the run began, so a snapshot key needs
+/// no DEL before its first chunk (unless it must replace another type of the same name
+/// this run wrote: `overwrite`).
 pub fn event_commands(
-    event: &Event,
+    event: Event,
     policy: TypeConflict,
     stats: &mut ConflictStats,
     target_empty: bool,
     out: &mut Vec<Vec<Bytes>>,
 ) {
-    let (chunk, part, expire_at_ms, also) = match &event.op {
+    let (chunk, part, expire_at_ms, also) = match event.op {
         Op::Command { argv } => {
-            out.push(argv.clone());
+            out.push(argv);
             return;
         }
         Op::Snapshot {
@@ -73,10 +74,10 @@ pub fn event_commands(
             part,
             expire_at_ms,
             also_types,
-        } => (chunk, *part, *expire_at_ms, *also_types),
+        } => (chunk, part, expire_at_ms, also_types),
     };
     let t = chunk.data_type();
-    let mut key = event.key.clone();
+    let mut key = event.key;
     if let Some(first) = also.first_before(t) {
         match policy {
             TypeConflict::FirstWins => {
@@ -87,7 +88,7 @@ pub fn event_commands(
                         let types: Vec<&str> =
                             also.iter().chain([t]).map(DataType::as_str).collect();
                         tracing::warn!(
-                            key = %display_key(&event.key),
+                            key = %display_key(&key),
                             types = %types.join(","),
                             kept = first.as_str(),
                             "key exists as several types in Pika; keeping the first (type_conflict: first-wins)"
@@ -114,15 +115,16 @@ pub fn event_commands(
     if starts && t != DataType::String && !nothing_to_clear {
         out.push(vec![b("DEL"), key.clone()]);
     }
-    chunk_command(&key, chunk, part, out);
-    if part.ends_key() {
-        if let Some(ms) = expire_at_ms {
+    match expire_at_ms.filter(|_| part.ends_key()) {
+        Some(ms) => {
+            chunk_command(key.clone(), chunk, part, out);
             out.push(vec![b("PEXPIREAT"), key, Bytes::from(ms.to_string())]);
         }
+        None => chunk_command(key, chunk, part, out),
     }
 }
 
-fn chunk_command(key: &Bytes, chunk: &Chunk, part: Part, out: &mut Vec<Vec<Bytes>>) {
+fn chunk_command(key: Bytes, chunk: Chunk, part: Part, out: &mut Vec<Vec<Bytes>>) {
     if chunk.is_empty() {
         return;
     }
@@ -134,32 +136,33 @@ fn chunk_command(key: &Bytes, chunk: &Chunk, part: Part, out: &mut Vec<Vec<Bytes
             } else {
                 b("APPEND")
             });
-            argv.push(key.clone());
-            argv.push(value.clone());
+            argv.push(key);
+            argv.push(value);
         }
         Chunk::Hash(pairs) => {
             argv.push(b("HSET"));
-            argv.push(key.clone());
+            argv.push(key);
             for (field, value) in pairs {
-                argv.push(field.clone());
-                argv.push(value.clone());
+                argv.push(field);
+                argv.push(value);
             }
         }
-        Chunk::List(items) | Chunk::Set(items) => {
-            argv.push(if matches!(chunk, Chunk::List(_)) {
-                b("RPUSH")
-            } else {
-                b("SADD")
-            });
-            argv.push(key.clone());
-            argv.extend(items.iter().cloned());
+        Chunk::List(items) => {
+            argv.push(b("RPUSH"));
+            argv.push(key);
+            argv.extend(items);
+        }
+        Chunk::Set(items) => {
+            argv.push(b("SADD"));
+            argv.push(key);
+            argv.extend(items);
         }
         Chunk::Zset(members) => {
             argv.push(b("ZADD"));
-            argv.push(key.clone());
+            argv.push(key);
             for (member, score) in members {
-                argv.push(score_text(*score));
-                argv.push(member.clone());
+                argv.push(score_text(score));
+                argv.push(member);
             }
         }
     }
@@ -214,7 +217,7 @@ mod tests {
     fn run(events: &[Event], policy: TypeConflict) -> (Vec<String>, ConflictStats) {
         let (mut out, mut stats) = (Vec::new(), ConflictStats::default());
         for e in events {
-            event_commands(e, policy, &mut stats, false, &mut out);
+            event_commands(e.clone(), policy, &mut stats, false, &mut out);
         }
         (text(&out), stats)
     }
@@ -261,7 +264,7 @@ mod tests {
         };
         let commands = |e: &Event, policy| {
             let (mut out, mut stats) = (Vec::new(), ConflictStats::default());
-            event_commands(e, policy, &mut stats, true, &mut out);
+            event_commands(e.clone(), policy, &mut stats, true, &mut out);
             text(&out)
         };
         assert_eq!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pika_migrate_core::event::Event;
+use pika_migrate_core::event::{Event, Position};
 use pika_migrate_core::resp::encode_command;
 use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use serde::Deserialize;
@@ -80,11 +80,11 @@ impl FileSink {
         })
     }
 
-    fn encode(&mut self, event: &Event) {
+    fn encode(&mut self, event: Event) {
         match self.config.format {
             FileFormat::Jsonl => {
                 // Writing JSON into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut self.buf, &envelope(event));
+                let _ = serde_json::to_writer(&mut self.buf, &envelope(&event));
                 self.buf.push(b'\n');
             }
             FileFormat::Resp => {
@@ -106,10 +106,10 @@ impl FileSink {
         }
     }
 
-    fn error(&self, event: Option<&Event>, source: std::io::Error) -> SinkError {
+    fn error(&self, position: Option<Position>, source: std::io::Error) -> SinkError {
         SinkError::new(
             self.name(),
-            event.map(|e| e.position),
+            position,
             FileSinkError::Io {
                 path: self.config.path.clone(),
                 source,
@@ -124,17 +124,18 @@ impl Sink for FileSink {
         format!("file {}", self.config.path.display())
     }
 
-    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError> {
         self.buf.clear();
+        let first = batch.first().map(|e| e.position);
         for event in batch {
             self.encode(event);
         }
         if let Err(e) = self.out.write_all(&self.buf).await {
-            return Err(self.error(batch.first(), e));
+            return Err(self.error(first, e));
         }
         self.bytes_written += self.buf.len() as u64;
         if let Err(e) = self.out.flush().await {
-            return Err(self.error(batch.first(), e));
+            return Err(self.error(first, e));
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ impl KafkaSink {
             KafkaFormat::Resp => {
                 let mut out = Vec::new();
                 event_resp(
-                    event,
+                    event.clone(),
                     self.config.type_conflict,
                     &mut self.conflicts,
                     &mut self.commands,
@@ -192,11 +192,11 @@ impl Sink for KafkaSink {
         format!("kafka {} {}", self.config.brokers, self.config.topic)
     }
 
-    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError> {
         if let Some(e) = self.failure() {
             return Err(self.error(None, KafkaSinkError::Delivery(e)));
         }
-        for event in batch {
+        for event in &batch {
             let topic = self.topic(event);
             let value = self.value(event);
             let position = event.position.to_string();

@@ -215,7 +215,11 @@ impl Lane {
             }
             while !pending.is_empty() {
                 let take = self.next_pipeline_len(&pending);
-                let chunk: Vec<LaneCommand> = pending.drain(..take).collect();
+                let chunk = if take == pending.len() {
+                    std::mem::take(&mut pending)
+                } else {
+                    pending.drain(..take).collect()
+                };
                 self.apply(chunk).await?;
             }
             let _ = self.done.send(seq);
@@ -245,15 +249,12 @@ impl Lane {
         let Some(cluster) = &self.settings.cluster else {
             // One pipeline per run of commands for the same database.
             let marker = checkpoint_key(self.id);
-            let mut runs: Vec<Vec<LaneCommand>> = Vec::new();
-            for c in commands {
-                match runs.last_mut() {
-                    Some(run) if run[0].db == c.db => run.push(c),
-                    _ => runs.push(vec![c]),
-                }
-            }
-            for run in runs {
+            let mut run = commands;
+            while let Some(db) = run.first().map(|c| c.db) {
+                let same = run.iter().take_while(|c| c.db == db).count();
+                let rest = run.split_off(same);
                 self.apply_one(run, &marker).await?;
+                run = rest;
             }
             return Ok(());
         };

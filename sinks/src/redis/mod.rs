@@ -510,12 +510,18 @@ impl Sink for RedisSink {
         format!("redis {}", self.target)
     }
 
-    async fn write(&mut self, batch: &[Event]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError> {
         self.reload_slots_if_moved().await?;
+        let last_position = batch.last().map(|e| e.position);
         for event in batch {
-            if self.skip_hyperloglog(event) {
+            if self.skip_hyperloglog(&event) {
                 continue;
             }
+            let snapshot_type = match &event.op {
+                Op::Snapshot { chunk, .. } => Some(chunk.data_type()),
+                Op::Command { .. } => None,
+            };
+            let (db, position) = (self.db_of(&event), event.position);
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             event_commands(
@@ -525,10 +531,6 @@ impl Sink for RedisSink {
                 self.target_empty,
                 &mut scratch,
             );
-            let snapshot_type = match &event.op {
-                Op::Snapshot { chunk, .. } => Some(chunk.data_type()),
-                Op::Command { .. } => None,
-            };
             for argv in scratch.drain(..) {
                 // Snapshot commands (DEL, SET/APPEND, HSET, …, PEXPIREAT) all have their
                 // key first; only binlog commands need the command table.
@@ -547,24 +549,23 @@ impl Sink for RedisSink {
                 if self.spans_slots(&argv, &keys) {
                     self.dispatch().await?;
                     self.drain().await?;
-                    self.run_across_slots(&argv, &keys, event.position).await?;
+                    self.run_across_slots(&argv, &keys, position).await?;
                     continue;
                 }
                 if first_lane.is_none() && self.slots.is_some() {
                     // FLUSHDB and the like: every master must run it.
-                    self.run_on_every_master(argv, writes, event.position)
-                        .await?;
+                    self.run_on_every_master(argv, writes, position).await?;
                     continue;
                 }
                 let idempotent =
                     snapshot_type.is_some() && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND");
                 let command = LaneCommand {
                     idempotent,
-                    db: self.db_of(event),
+                    db,
                     key_index: keys.first().copied(),
                     argv,
                     writes,
-                    position: event.position,
+                    position,
                 };
                 if alone {
                     // Everything before must be applied first, and it must be applied
@@ -581,8 +582,8 @@ impl Sink for RedisSink {
             self.scratch = scratch;
         }
         self.dispatch().await?;
-        if let Some(last) = batch.last() {
-            self.unacked.push_back((self.seq, last.position));
+        if let Some(last) = last_position {
+            self.unacked.push_back((self.seq, last));
         }
         Ok(())
     }
