@@ -62,6 +62,31 @@ fn dump_then_binlog_tail_gives_the_later_state() {
 }
 
 #[test]
+fn several_network_threads_land_the_same_data() {
+    // One thread is the default; a multi-thread runtime must keep every key's order too.
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    for source in [dump_source(), binlog_source(Some("1:507340"))] {
+        let yaml = format!(
+            "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n    senders: 4\n    batch: 16\n",
+            redis.url()
+        );
+        let pipeline = write_pipeline(tmp.path(), &yaml);
+        let (code, _, stderr) =
+            run_cli(&["--threads", "3", "run", "-c", pipeline.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut actual = redis.state();
+    without_replayed_hyperloglogs(&mut expected, &mut actual);
+    assert_same(&expected, &actual);
+
+    let (code, _, stderr) = run_cli(&["--threads", "0", "run", "-c", "unused.yaml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--threads"), "{stderr}");
+}
+
+#[test]
 fn a_binlog_sent_again_is_applied_once_thanks_to_the_lane_checkpoints() {
     // The binlog has INCRs, list pushes and appends: applied twice, they would show.
     let redis = RedisServer::start();

@@ -28,6 +28,12 @@ pub struct Cli {
     /// Log filter (e.g. `info`, `debug`, `pika_migrate_core=trace`); RUST_LOG works too.
     #[arg(long, global = true, env = "PIKA_MIGRATE_LOG")]
     pub log: Option<String>,
+    /// Threads for network work: the sinks' connections and the replication link.
+    /// Scanning, decoding and filters have threads of their own whatever this is. One
+    /// is enough for a single Redis; raise it for a cluster of many masters.
+    #[arg(long, global = true, env = "PIKA_MIGRATE_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
     #[command(subcommand)]
     pub command: Command,
 }
