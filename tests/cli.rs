@@ -219,3 +219,58 @@ fn validate_accepts_the_shipped_examples_and_help_is_everywhere() {
         assert!(stdout.contains("Usage:"), "{args:?}");
     }
 }
+
+/// The nice value of every thread of process `pid` (field 19 of each task's stat).
+fn thread_nice_values(pid: u32) -> Vec<i64> {
+    let mut values = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // The command name may hold spaces; fields count from after its ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        values.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    values
+}
+
+#[test]
+fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
+    let (tmp, dir) = binlog_copy();
+    let out = tmp.path().join("out.jsonl");
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\n  follow: true\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            dir.display(),
+            out.display()
+        ),
+    );
+    for (args, nice) in [
+        (vec![], 10),
+        (vec!["--nice", "3"], 3),
+        (vec!["--nice", "0"], 0),
+    ] {
+        let child = Command::new(bin())
+            .args(args)
+            .args(["run", "-c", pipeline.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Following: the source's blocking thread and the runtime are both up by now.
+        assert_eq!(wait_for_lines(&out, 1430), 1430);
+        let values = thread_nice_values(child.id());
+        assert!(values.len() >= 2, "{values:?}");
+        assert!(
+            values.iter().all(|v| *v == nice),
+            "{values:?} (want {nice})"
+        );
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+        std::fs::remove_file(&out).unwrap();
+    }
+    let (code, _, stderr) = run_cli(&["--nice", "20", "validate", "-c", "x.yaml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--nice"), "{stderr}");
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod inspect;
+mod priority;
 mod progress;
 mod run;
 mod status;
@@ -17,6 +18,8 @@ use pika_migrate_core::pipeline::PipelineError;
 use pika_migrate_core::source::pika::ReplicaError;
 use pika_migrate_core::source::SourceError;
 use tracing_subscriber::EnvFilter;
+
+pub use priority::lower_priority;
 
 /// Exit code for an unusable pipeline file (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -34,6 +37,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PIKA_MIGRATE_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
+    /// Scheduling priority (nice) to run at, 0 to 19. The default, 10, lets the Pika
+    /// or Redis server on the same machine have the CPU whenever it needs it, which
+    /// also makes a load into a local Redis faster. 0 keeps the normal priority.
+    #[arg(long, global = true, env = "PIKA_MIGRATE_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub nice: u8,
     #[command(subcommand)]
     pub command: Command,
 }
