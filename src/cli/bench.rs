@@ -21,10 +21,14 @@ pub enum Bench {
         keys: u64,
         #[arg(long, value_enum, default_value_t = Kind::Mixed)]
         kind: Kind,
-        /// Add big keys: a hash and a list of 1,000,000 elements, a set and a sorted set
-        /// of 500,000, and a 32 MiB string.
+        /// Add big keys: a hash and a list of `--big-elements` elements, a set and a
+        /// sorted set of half as many, and a string of `--big-string-mib`.
         #[arg(long)]
         big: bool,
+        #[arg(long, default_value_t = 1_000_000)]
+        big_elements: u64,
+        #[arg(long, default_value_t = 32)]
+        big_string_mib: usize,
     },
 }
 
@@ -57,6 +61,8 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         keys,
         kind,
         big,
+        big_elements,
+        big_string_mib,
     } = bench;
     let mut w = DumpWriter::create(&out).with_context(|| format!("creating {}", out.display()))?;
     let f: Vec<Vec<u8>> = (0..4).map(|i| format!("field{i}").into_bytes()).collect();
@@ -85,7 +91,8 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         }
     }
     if big {
-        let n = 1_000_000u64;
+        let n = big_elements;
+        let half = (n / 2) as usize;
         let items: Vec<Vec<u8>> = (0..n)
             .map(|i| format!("element:{i:08}").into_bytes())
             .collect();
@@ -93,14 +100,14 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         w.hash(b"big:hash", &fields, 0)?;
         let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
         w.list(b"big:list", &refs, 0)?;
-        w.set(b"big:set", &refs[..500_000], 0)?;
-        let scored: Vec<(&[u8], f64)> = refs[..500_000]
+        w.set(b"big:set", &refs[..half], 0)?;
+        let scored: Vec<(&[u8], f64)> = refs[..half]
             .iter()
             .enumerate()
             .map(|(i, m)| (*m, i as f64 / 7.0))
             .collect();
         w.zset(b"big:zset", &scored, 0)?;
-        w.string(b"big:string", &value(7, 32 << 20), 0)?;
+        w.string(b"big:string", &value(7, big_string_mib << 20), 0)?;
     }
     w.finish(BinlogOffset::new(0, 0))?;
     eprintln!(
