@@ -85,8 +85,9 @@ fn memory(commands: &[LaneCommand]) -> usize {
 }
 
 /// Estimated memory after which a lane stops gathering and sends its transaction even
-/// if `batch` commands have not gathered, so big values do not pile up.
-const PIPELINE_BYTES: usize = 4 << 20;
+/// if `batch` commands have not gathered, so big values do not pile up (each lane also
+/// keeps an encoding buffer up to twice this).
+const PIPELINE_BYTES: usize = 1 << 20;
 
 /// How many distinct keys are logged for conflicts and errors before only counting.
 const LOGGED_KEYS: usize = 1000;

@@ -71,7 +71,7 @@ const LISTED_HLL_KEYS: usize = 20;
 /// so a lane whose queue is full while it waits for Redis holds back every other lane:
 /// with 2, Redis sat idle a quarter of the time. 16 holds one default pipeline (512
 /// commands, 32 per lane from a 256-event batch over 8 lanes) while the previous one is
-/// in flight, and bounds what waits to 16 source batches (each at most 2 MiB).
+/// in flight, and bounds what waits to 16 source batches (each at most 512 KiB).
 const LANE_QUEUE: usize = 16;
 
 struct LaneHandle {

@@ -29,7 +29,7 @@ impl Default for ChunkLimits {
     fn default() -> Self {
         ChunkLimits {
             elements: 512,
-            bytes: 1 << 20,
+            bytes: 256 << 10,
         }
     }
 }
