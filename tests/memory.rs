@@ -11,22 +11,21 @@ use common::*;
 fn peak_rss_loading_big_keys(elements: u64) -> u64 {
     let tmp = tempfile::tempdir().unwrap();
     let dump = tmp.path().join("db0");
-    let (code, _, stderr) = run_cli(&[
-        "bench",
-        "generate",
-        "--out",
-        dump.to_str().unwrap(),
-        "--keys",
-        "100",
-        "--kind",
-        "mixed",
-        "--big",
-        "--big-elements",
-        &elements.to_string(),
-        "--big-string-mib",
-        "1",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let elements_arg = elements.to_string();
+    generate_dump(
+        &dump,
+        &[
+            "--keys",
+            "100",
+            "--kind",
+            "mixed",
+            "--big",
+            "--big-elements",
+            &elements_arg,
+            "--big-string-mib",
+            "1",
+        ],
+    );
     let redis = RedisServer::start();
     let pipeline = write_pipeline(
         tmp.path(),

@@ -12,17 +12,7 @@ use common::*;
 fn a_redis_killed_mid_load_ends_with_exactly_the_source_data() {
     let tmp = tempfile::tempdir().unwrap();
     let dump = tmp.path().join("db0");
-    let (code, _, stderr) = run_cli(&[
-        "bench",
-        "generate",
-        "--out",
-        dump.to_str().unwrap(),
-        "--keys",
-        "200000",
-        "--kind",
-        "mixed",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    generate_dump(&dump, &["--keys", "200000", "--kind", "mixed"]);
     // Every transaction is on disk before Redis answers, so a SIGKILL loses nothing
     // that was acknowledged.
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);

@@ -545,6 +545,14 @@ pub fn binlog_source(from: Option<&str>) -> String {
 }
 
 /// Writes a pipeline file into `dir` and returns its path.
+/// Writes a synthetic dump with `pika-migrate bench generate --out out` and `args`.
+pub fn generate_dump(out: &Path, args: &[&str]) {
+    let mut all = vec!["bench", "generate", "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (code, _, stderr) = run_cli(&all);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, yaml).unwrap();
