@@ -1,17 +1,18 @@
 //! Memory stays flat however big a collection is: keys three times bigger load with
-//! the same peak RSS, and land exactly.
+//! the same peak RSS, and land exactly. A string, which RocksDB reads in one piece, is
+//! in memory once.
 
 mod common;
 
 use common::*;
 
 /// Loads a dump whose hash and list have `elements` elements (set and sorted set half
-/// as many) into a fresh Redis, checks it with `verify`, and returns the run's peak RSS
-/// in MiB as its summary prints it.
-fn peak_rss_loading_big_keys(elements: u64) -> u64 {
+/// as many) and whose big string has `string_mib` into a fresh Redis, checks it with
+/// `verify`, and returns the run's peak RSS in MiB as its summary prints it.
+fn peak_rss_loading_big_keys(elements: u64, string_mib: u64) -> u64 {
     let tmp = tempfile::tempdir().unwrap();
     let dump = tmp.path().join("db0");
-    let elements_arg = elements.to_string();
+    let (elements_arg, string_arg) = (elements.to_string(), string_mib.to_string());
     generate_dump(
         &dump,
         &[
@@ -23,7 +24,7 @@ fn peak_rss_loading_big_keys(elements: u64) -> u64 {
             "--big-elements",
             &elements_arg,
             "--big-string-mib",
-            "1",
+            &string_arg,
         ],
     );
     let redis = RedisServer::start();
@@ -54,12 +55,25 @@ fn peak_rss_loading_big_keys(elements: u64) -> u64 {
 fn peak_memory_does_not_grow_with_the_biggest_collection() {
     // At 1,000,000 elements a key is already more than every queue holds; 3,000,000
     // adds about 120 MiB of elements (the hash alone has 72 MiB).
-    let small = peak_rss_loading_big_keys(1_000_000);
-    let big = peak_rss_loading_big_keys(3_000_000);
+    let small = peak_rss_loading_big_keys(1_000_000, 1);
+    let big = peak_rss_loading_big_keys(3_000_000, 1);
     eprintln!("peak RSS: {small} MiB (1,000,000 elements), {big} MiB (3,000,000)");
     assert!(
         big <= small + 8,
         "peak RSS {small} MiB with 1,000,000-element keys but {big} MiB with 3,000,000"
     );
     assert!(big < 200, "peak RSS {big} MiB");
+}
+
+#[test]
+fn a_big_string_is_in_memory_once() {
+    // A 33 MiB string already fills every queue with its slices; 64 MiB more may only
+    // add those 64 MiB.
+    let small = peak_rss_loading_big_keys(1000, 33);
+    let big = peak_rss_loading_big_keys(1000, 97);
+    eprintln!("peak RSS: {small} MiB (33 MiB string), {big} MiB (97 MiB)");
+    assert!(
+        big <= small + 64 + 12,
+        "peak RSS {small} MiB with a 33 MiB string but {big} MiB with 97 MiB"
+    );
 }
