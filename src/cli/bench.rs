@@ -22,13 +22,16 @@ pub enum Bench {
         #[arg(long, value_enum, default_value_t = Kind::Mixed)]
         kind: Kind,
         /// Add big keys: a hash and a list of `--big-elements` elements, a set and a
-        /// sorted set of half as many, and a string of `--big-string-mib`.
+        /// sorted set of half as many, and a string of `--big-string-mib`. The big hash's
+        /// values have `--big-value-bytes` each.
         #[arg(long)]
         big: bool,
         #[arg(long, default_value_t = 1_000_000)]
         big_elements: u64,
         #[arg(long, default_value_t = 32)]
         big_string_mib: usize,
+        #[arg(long, default_value_t = 8)]
+        big_value_bytes: usize,
     },
 }
 
@@ -63,6 +66,7 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         big,
         big_elements,
         big_string_mib,
+        big_value_bytes,
     } = bench;
     let mut w = DumpWriter::create(&out).with_context(|| format!("creating {}", out.display()))?;
     let f: Vec<Vec<u8>> = (0..4).map(|i| format!("field{i}").into_bytes()).collect();
@@ -96,7 +100,12 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         let items: Vec<Vec<u8>> = (0..n)
             .map(|i| format!("element:{i:08}").into_bytes())
             .collect();
-        let fields: Vec<(&[u8], &[u8])> = items.iter().map(|x| (x.as_slice(), &x[8..])).collect();
+        let values: Vec<Vec<u8>> = (0..n).map(|i| value(i, big_value_bytes)).collect();
+        let fields: Vec<(&[u8], &[u8])> = items
+            .iter()
+            .zip(&values)
+            .map(|(x, v)| (x.as_slice(), v.as_slice()))
+            .collect();
         w.hash(b"big:hash", &fields, 0)?;
         let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
         w.list(b"big:list", &refs, 0)?;
