@@ -246,13 +246,18 @@ fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
             out.display()
         ),
     );
-    for (args, nice) in [
-        (vec![], 10),
-        (vec!["--nice", "3"], 3),
-        (vec!["--nice", "0"], 0),
-    ] {
-        let child = Command::new(bin())
-            .args(args)
+    let bin = bin();
+    let bin = bin.to_str().unwrap();
+    // A process started lower (`nice -n 15`) is never raised.
+    let runs: [(&[&str], i64); 4] = [
+        (&[bin], 10),
+        (&[bin, "--nice", "3"], 3),
+        (&[bin, "--nice", "0"], 0),
+        (&["nice", "-n", "15", bin], 15),
+    ];
+    for (command, nice) in runs {
+        let child = Command::new(command[0])
+            .args(&command[1..])
             .args(["run", "-c", pipeline.to_str().unwrap()])
             .stderr(Stdio::null())
             .spawn()

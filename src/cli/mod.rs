@@ -39,7 +39,8 @@ pub struct Cli {
     pub threads: u16,
     /// Scheduling priority (nice) to run at, 0 to 19. The default, 10, lets the Pika
     /// or Redis server on the same machine have the CPU whenever it needs it, which
-    /// also makes a load into a local Redis faster. 0 keeps the normal priority.
+    /// also makes a load into a local Redis faster. 0 keeps the normal priority; a
+    /// process started lower keeps its own.
     #[arg(long, global = true, env = "PIKA_MIGRATE_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(u8).range(0..=19))]
     pub nice: u8,

@@ -1,18 +1,37 @@
 //! Runs the process at a lower scheduling priority. Before the runtime starts, so every
 //! thread (they inherit it) runs at it.
 
-/// Lowers this thread's priority to `nice`; threads started afterwards inherit it.
-/// Lowering needs no privilege, so this fails only on a system without `setpriority`.
-pub fn lower_priority(nice: u8) -> std::io::Result<()> {
-    if nice == 0 {
+use std::io;
+
+/// Lowers this thread's priority to `nice`; threads started afterwards inherit it. A
+/// process already started lower (`nice -n 15 pika-migrate …`) stays where it is.
+pub fn lower_priority(nice: u8) -> io::Result<()> {
+    let nice = libc::c_int::from(nice);
+    if nice <= current_nice()? {
         return Ok(());
     }
     // SAFETY: setpriority reads its three integer arguments and nothing else; `who` 0
     // is the calling thread (Linux keeps nice per thread).
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if rc == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error())
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// This thread's nice value.
+fn current_nice() -> io::Result<libc::c_int> {
+    // getpriority may return -1 as a value, so errno, cleared first, tells an error.
+    // SAFETY: __errno_location is this thread's errno; getpriority reads its arguments.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let errno = io::Error::last_os_error();
+    match errno.raw_os_error() {
+        Some(0) | None => Ok(nice),
+        Some(_) if nice != -1 => Ok(nice),
+        Some(_) => Err(errno),
     }
 }
