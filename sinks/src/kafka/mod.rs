@@ -132,13 +132,13 @@ impl KafkaSink {
             .replace("{type}", event.data_type.map_or("none", |t| t.as_str()))
     }
 
-    fn value(&mut self, event: &Event) -> Vec<u8> {
+    fn value(&mut self, event: Event) -> Vec<u8> {
         match self.config.format {
-            KafkaFormat::Json => envelope(event).to_string().into_bytes(),
+            KafkaFormat::Json => envelope(&event).to_string().into_bytes(),
             KafkaFormat::Resp => {
                 let mut out = Vec::new();
                 event_resp(
-                    event.clone(),
+                    event,
                     self.config.type_conflict,
                     &mut self.conflicts,
                     &mut self.commands,
@@ -196,10 +196,12 @@ impl Sink for KafkaSink {
         if let Some(e) = self.failure() {
             return Err(self.error(None, KafkaSinkError::Delivery(e)));
         }
-        for event in &batch {
-            let topic = self.topic(event);
+        for event in batch {
+            let topic = self.topic(&event);
+            let (at, key) = (event.position, event.key.clone());
+            let is_command = matches!(event.op, pika_migrate_core::event::Op::Command { .. });
             let value = self.value(event);
-            let position = event.position.to_string();
+            let position = at.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "pika-position",
@@ -207,16 +209,14 @@ impl Sink for KafkaSink {
                 })
                 .insert(Header {
                     key: "pika-op",
-                    value: Some(
-                        if matches!(event.op, pika_migrate_core::event::Op::Command { .. }) {
-                            "command".as_bytes()
-                        } else {
-                            "snapshot".as_bytes()
-                        },
-                    ),
+                    value: Some(if is_command {
+                        "command".as_bytes()
+                    } else {
+                        "snapshot".as_bytes()
+                    }),
                 });
             let mut record = FutureRecord::to(&topic)
-                .key(event.key.as_ref())
+                .key(key.as_ref())
                 .payload(&value)
                 .headers(headers);
             let future = loop {
@@ -228,21 +228,18 @@ impl Sink for KafkaSink {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err((e, _)) => {
-                        return Err(self.error(
-                            Some(event.position),
-                            KafkaSinkError::Delivery(e.to_string()),
-                        ))
+                        return Err(self.error(Some(at), KafkaSinkError::Delivery(e.to_string())))
                     }
                 }
             };
             let Some(pending) = &self.pending else {
                 return Err(self.error(None, KafkaSinkError::Delivery("finished".into())));
             };
-            if pending.send((future, event.position)).await.is_err() {
+            if pending.send((future, at)).await.is_err() {
                 let e = self
                     .failure()
                     .unwrap_or_else(|| "delivery tracking stopped".into());
-                return Err(self.error(Some(event.position), KafkaSinkError::Delivery(e)));
+                return Err(self.error(Some(at), KafkaSinkError::Delivery(e)));
             }
             self.sent += 1;
         }
