@@ -101,13 +101,27 @@ fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
     .unwrap();
 }
 
-/// Every message of `topic` (all partitions, from the start) until `want` arrived.
+/// Every message of `topic` (all partitions, from the start) until `want` arrived, as
+/// (key, JSON envelope, position header).
 fn consume(
     broker: &Broker,
     topic: &str,
     partitions: i32,
     want: usize,
 ) -> Vec<(Vec<u8>, serde_json::Value, String)> {
+    consume_raw(broker, topic, partitions, want)
+        .into_iter()
+        .map(|(key, payload, position)| (key, serde_json::from_slice(&payload).unwrap(), position))
+        .collect()
+}
+
+/// Every message of `topic` until `want` arrived, as (key, payload, position header).
+fn consume_raw(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+) -> Vec<(Vec<u8>, Vec<u8>, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.addr())
         .set("group.id", "pika-migrate-tests")
@@ -125,7 +139,7 @@ fn consume(
     while out.len() < want && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
-            let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let value = m.payload().unwrap_or_default().to_vec();
             let position = m
                 .headers()
                 .and_then(|h| h.iter().find(|h| h.key == "pika-position"))
@@ -306,4 +320,31 @@ fn a_broker_down_in_the_middle_of_a_run_loses_nothing_unconfirmed() {
             e["position"]
         );
     }
+}
+
+#[test]
+fn resp_messages_are_the_commands_the_file_sink_writes() {
+    let broker = Broker::start();
+    create_topic(&broker, "pika.resp", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let resp_file = dir.path().join("dump.resp");
+    let sinks = format!(
+        "  - type: kafka\n    brokers: {}\n    topic: pika.resp\n    format: resp\n    options: {{message.max.bytes: '8000000'}}\n  - type: file\n    path: {}\n    format: resp\n",
+        broker.addr(),
+        resp_file.display()
+    );
+    let file = write_pipeline(
+        dir.path(),
+        &format!("source:\n{}\nsinks:\n{sinks}", dump_source()),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let events = jsonl_of(&dump_source()).len();
+    let got = consume_raw(&broker, "pika.resp", 1, events);
+    assert_eq!(got.len(), events, "one message per event");
+    let joined: Vec<u8> = got
+        .into_iter()
+        .flat_map(|(_, payload, _)| payload)
+        .collect();
+    assert_eq!(joined, std::fs::read(&resp_file).unwrap());
 }
