@@ -21,6 +21,9 @@ pub enum Bench {
         keys: u64,
         #[arg(long, value_enum, default_value_t = Kind::Mixed)]
         kind: Kind,
+        /// Fields of each small hash.
+        #[arg(long, default_value_t = 4)]
+        hash_fields: usize,
         /// Add big keys: a hash and a list of `--big-elements` elements, a set and a
         /// sorted set of half as many, and a string of `--big-string-mib`. The big hash's
         /// values have `--big-value-bytes` each.
@@ -39,7 +42,7 @@ pub enum Bench {
 pub enum Kind {
     /// 16-byte strings only.
     Strings,
-    /// Hashes of 4 small fields only.
+    /// Hashes of `--hash-fields` small fields only.
     Hashes,
     /// 50 % strings, 20 % hashes, 10 % each lists, sets, sorted sets.
     Mixed,
@@ -63,13 +66,16 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
         out,
         keys,
         kind,
+        hash_fields,
         big,
         big_elements,
         big_string_mib,
         big_value_bytes,
     } = bench;
     let mut w = DumpWriter::create(&out).with_context(|| format!("creating {}", out.display()))?;
-    let f: Vec<Vec<u8>> = (0..4).map(|i| format!("field{i}").into_bytes()).collect();
+    let f: Vec<Vec<u8>> = (0..hash_fields)
+        .map(|i| format!("field{i}").into_bytes())
+        .collect();
     for i in 0..keys {
         let key = format!("bench:{i:010}").into_bytes();
         let v = value(i, 16);
