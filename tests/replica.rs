@@ -212,7 +212,7 @@ fn write_both(
 /// What Redis must hold: the fixture master's final state plus the test's writes (as
 /// the reference Redis holds them).
 fn assert_redis_holds_the_masters_data(redis: &RedisServer, reference: &RedisServer) {
-    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut expected = binlog_end_state();
     expected.extend(reference.state());
     let mut actual = redis.state();
     without_replayed_hyperloglogs(&mut expected, &mut actual);
@@ -682,7 +682,7 @@ fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream() {
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert_eq!(m.checkpoint_at(), Some(master.position()));
 
-    let mut expected = redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()));
+    let mut expected = binlog_end_state();
     expected.extend(
         reference
             .state()
