@@ -22,6 +22,22 @@ fn wait_for_lines(path: &std::path::Path, n: usize) -> usize {
     }
 }
 
+/// A pipeline in `work` that follows the binlog directory `binlog` into `out` (JSON lines).
+fn following_binlog_into_jsonl(
+    work: &std::path::Path,
+    binlog: &std::path::Path,
+    out: &std::path::Path,
+) -> std::path::PathBuf {
+    write_pipeline(
+        work,
+        &format!(
+            "source:\n  type: binlog\n  path: {}\n  follow: true\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            binlog.display(),
+            out.display()
+        ),
+    )
+}
+
 #[test]
 fn follow_picks_up_new_binlog_data_and_sigterm_stops_cleanly() {
     let (tmp, dir) = binlog_copy();
@@ -29,14 +45,7 @@ fn follow_picks_up_new_binlog_data_and_sigterm_stops_cleanly() {
     let full = std::fs::read(&active).unwrap();
     std::fs::write(&active, &full[..507_400]).unwrap();
     let out = tmp.path().join("out.jsonl");
-    let pipeline = write_pipeline(
-        tmp.path(),
-        &format!(
-            "source:\n  type: binlog\n  path: {}\n  follow: true\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
-            dir.display(),
-            out.display()
-        ),
-    );
+    let pipeline = following_binlog_into_jsonl(tmp.path(), &dir, &out);
     let child = Command::new(bin())
         .args(["run", "-c", pipeline.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -238,14 +247,7 @@ fn thread_nice_values(pid: u32) -> Vec<i64> {
 fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
     let (tmp, dir) = binlog_copy();
     let out = tmp.path().join("out.jsonl");
-    let pipeline = write_pipeline(
-        tmp.path(),
-        &format!(
-            "source:\n  type: binlog\n  path: {}\n  follow: true\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
-            dir.display(),
-            out.display()
-        ),
-    );
+    let pipeline = following_binlog_into_jsonl(tmp.path(), &dir, &out);
     let bin = bin();
     let bin = bin.to_str().unwrap();
     // A process started lower (`nice -n 15`) is never raised.
