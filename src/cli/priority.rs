@@ -29,9 +29,9 @@ fn current_nice() -> io::Result<libc::c_int> {
         libc::getpriority(libc::PRIO_PROCESS, 0)
     };
     let errno = io::Error::last_os_error();
-    match errno.raw_os_error() {
-        Some(0) | None => Ok(nice),
-        Some(_) if nice != -1 => Ok(nice),
-        Some(_) => Err(errno),
+    if nice == -1 && errno.raw_os_error().is_some_and(|e| e != 0) {
+        Err(errno)
+    } else {
+        Ok(nice)
     }
 }
