@@ -216,11 +216,7 @@ impl Lane {
             }
             while !pending.is_empty() {
                 let take = self.next_pipeline_len(&pending);
-                let chunk = if take == pending.len() {
-                    std::mem::take(&mut pending)
-                } else {
-                    pending.drain(..take).collect()
-                };
+                let chunk: Vec<LaneCommand> = pending.drain(..take).collect();
                 self.apply(chunk).await?;
             }
             let _ = self.done.send(seq);
