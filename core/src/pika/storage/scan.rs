@@ -40,7 +40,6 @@ pub struct ScanStats {
     /// Live keys emitted, per type in [`DataType::TYPE_ORDER`] order.
     pub keys: [u64; 5],
     pub events: u64,
-    pub bytes: u64,
     /// Keys skipped because they had expired by the time of the scan.
     pub expired: u64,
     /// Lists whose data rows did not match their meta count.
@@ -61,7 +60,6 @@ impl ScanStats {
             *a += b;
         }
         self.events += other.events;
-        self.bytes += other.bytes;
         self.expired += other.expired;
         self.inconsistent_lists += other.inconsistent_lists;
     }
@@ -613,7 +611,6 @@ impl KeyEmitter<'_> {
         };
         *self.seq += 1;
         self.stats.events += 1;
-        self.stats.bytes += event.payload_bytes() as u64;
         if !(self.emit)(event) {
             self.stopped = true;
         }
