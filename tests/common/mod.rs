@@ -1,4 +1,4 @@
-//! Shared test support: the real-Pika fixtures, their expected data, a real redis-server
+//! Shared test support: the real-Pika fixtures (`tests/fixtures/`), their expected data, a real redis-server
 //! started on a free 127.0.0.1 port, and readers that turn Redis or pika-migrate output
 //! into comparable key states.
 
@@ -15,16 +15,13 @@ use serde_json::Value as Json;
 
 pub mod pcap;
 pub mod pika_master;
+pub mod real_pika;
 
-/// The fixture directory written by a real Pika 3.3.6.
+/// The fixture directory written by a real Pika 3.3.6 (`tests/fixtures/pika-v3.3.6`).
 pub fn fixture(rel: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pika-v3.3.6");
-    assert!(
-        root.is_dir(),
-        "fixtures not found at {} (shared/ must sit beside the clone)",
-        root.display()
-    );
-    root.join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pika-v3.3.6")
+        .join(rel)
 }
 
 /// The built `pika-migrate` binary.

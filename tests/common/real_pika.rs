@@ -1,0 +1,509 @@
+//! Real Pika masters for tests: the unmodified servers of `PIKA_BIN_DIR` (by default
+//! `../shared/tools/pika` beside the clone), started as throwaway masters on free
+//! loopback ports, each in its own directory, and read back through the `redis` crate.
+//!
+//! When the binaries are not there, a test asks [`pika_or_skip`] and skips with one line
+//! saying why; with `PIKA_REQUIRED=1` (set by `.ci/run` when `../shared/tools/pika`
+//! exists) a missing binary fails the test instead.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{now_ms, parse_score, KeyState, State, Val};
+
+/// One Pika release: its binary and the config template it starts from.
+#[derive(Debug, Clone)]
+pub struct PikaBin {
+    pub version: &'static str,
+    pub path: PathBuf,
+    template: PathBuf,
+}
+
+impl PikaBin {
+    /// 3.2, 3.3 and 3.4 take the dump pushed by rsync; 3.5 and 4.0 let us pull it.
+    pub fn pushes_dump(&self) -> bool {
+        self.version.starts_with("3.2") || self.version.starts_with("3.3")
+    }
+}
+
+/// Where the Pika binaries are looked for.
+pub fn pika_bin_dir() -> PathBuf {
+    match std::env::var_os("PIKA_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/pika"),
+    }
+}
+
+/// The Pika `version` (`3.3.6`, …), or why it cannot be had here.
+pub fn find_pika(version: &'static str) -> Result<PikaBin, String> {
+    let dir = pika_bin_dir();
+    let path = dir.join(format!("pika-{version}"));
+    let template = match version.get(..3) {
+        Some("3.5") => dir.join("pika-3.5.conf.template"),
+        Some("4.0") => dir.join("pika-4.0.conf.template"),
+        _ => dir.join("pika.conf.template"),
+    };
+    for needed in [&path, &template] {
+        if !needed.is_file() {
+            return Err(format!("{} not found (PIKA_BIN_DIR)", needed.display()));
+        }
+    }
+    Ok(PikaBin {
+        version,
+        path,
+        template,
+    })
+}
+
+/// The Pika `version`, or `None` after printing why the calling test is skipped. Under
+/// `PIKA_REQUIRED=1`, a missing binary fails the test.
+pub fn pika_or_skip(version: &'static str, test: &str) -> Option<PikaBin> {
+    match find_pika(version) {
+        Ok(bin) => Some(bin),
+        Err(why) if std::env::var_os("PIKA_REQUIRED").is_some_and(|v| v != "0") => {
+            panic!("{test}: Pika {version} is required (PIKA_REQUIRED) but {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {test} needs a real Pika {version}: {why}");
+            None
+        }
+    }
+}
+
+/// Settings a test gives its master; the rest come from the template.
+#[derive(Debug, Clone)]
+pub struct PikaOptions {
+    pub password: Option<String>,
+    pub databases: u32,
+    /// `config-key : value` lines replacing the template's.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for PikaOptions {
+    fn default() -> Self {
+        PikaOptions {
+            password: None,
+            databases: 1,
+            settings: Vec::new(),
+        }
+    }
+}
+
+impl PikaOptions {
+    pub fn password(mut self, p: &str) -> Self {
+        self.password = Some(p.to_owned());
+        self
+    }
+
+    pub fn databases(mut self, n: u32) -> Self {
+        self.databases = n;
+        self
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A real Pika master in its own directory, on free loopback ports; stopped on drop
+/// (with the rsync daemon Pika 3.2/3.3 leaves behind).
+pub struct RealPika {
+    pub bin: PikaBin,
+    pub port: u16,
+    pub password: Option<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// How long a master may take to answer after being started.
+const START_WITHIN: Duration = Duration::from_secs(30);
+/// How long a SIGTERM'd master may take to exit before it is killed (3.3.6 can hang in
+/// its exit path with a replica attached).
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// A client port whose companions are free too: P + 1000 (Pika 3.x's rsync daemon),
+/// P + 2000 (replication), P + 10001 (3.5+'s rsync service).
+fn free_pika_port() -> u16 {
+    loop {
+        let p = super::free_port();
+        if p >= 50000 {
+            continue;
+        }
+        let free = [1000, 2000, 10001]
+            .iter()
+            .all(|d| TcpListener::bind(("127.0.0.1", p + d)).is_ok());
+        if free {
+            return p;
+        }
+    }
+}
+
+impl RealPika {
+    pub fn start(bin: &PikaBin, options: PikaOptions) -> RealPika {
+        let mut why = String::new();
+        // A port found free can be taken before Pika binds it: try a few.
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("pika-master-")
+                .tempdir()
+                .unwrap();
+            let port = free_pika_port();
+            write_config(bin, dir.path(), port, &options);
+            let mut pika = RealPika {
+                bin: bin.clone(),
+                port,
+                password: options.password.clone(),
+                dir,
+                child: None,
+            };
+            pika.spawn();
+            if pika.wait_up() {
+                return pika;
+            }
+            why = pika.fatal_log();
+            pika.stop();
+        }
+        panic!("Pika {} did not start: {why}", bin.version);
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("stdout.log")).unwrap();
+        let mut command = Command::new(&self.bin.path);
+        command
+            .arg("-c")
+            .arg(self.conf())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // 3.5 and 4.0 refuse to start below maxclients + 5000 open files.
+        // SAFETY: setrlimit is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 65536,
+                    rlim_max: 65536,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                Ok(())
+            });
+        }
+        self.child = Some(command.spawn().unwrap());
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("pika.conf")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn wait_up(&mut self) -> bool {
+        let deadline = Instant::now() + START_WITHIN;
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 64];
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp
+                .read(&mut reply)
+                .is_ok_and(|n| reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-"))
+    }
+
+    /// What Pika wrote to `log/pika.FATAL` (why it would not start), if anything.
+    fn fatal_log(&self) -> String {
+        let log = self.dir.path().join("log");
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(&log) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains("FATAL") {
+                    text += &std::fs::read_to_string(e.path()).unwrap_or_default();
+                }
+            }
+        }
+        text + &std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited in time; and Pika's own rsync daemon.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + STOP_WITHIN;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_leftover_rsync();
+    }
+
+    /// `kill -9` of the master (its rsync daemon is killed too).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_leftover_rsync();
+    }
+
+    /// Starts the master again on the same ports and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped (or killed) master again on the same ports and directory.
+    pub fn start_again(&mut self) {
+        self.spawn();
+        let up = self.wait_up();
+        assert!(up, "Pika did not come back: {}", self.fatal_log());
+    }
+
+    /// Pika 3.2/3.3 run `rsync --daemon` on port + 1000, which outlives them; it is found
+    /// by its config path on its command line.
+    fn kill_leftover_rsync(&self) {
+        let mark = self.dir.path().join("dbsync").display().to_string();
+        for (pid, cmdline) in processes() {
+            if cmdline.contains("rsync") && cmdline.contains(&mark) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// A client of the master (authenticated when it has a password).
+    pub fn client(&self) -> redis::Connection {
+        self.client_of_db(0)
+    }
+
+    pub fn client_of_db(&self, db: u32) -> redis::Connection {
+        let auth = self
+            .password
+            .as_deref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        redis::Client::open(format!("redis://{auth}127.0.0.1:{}/{db}", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// `INFO` (all sections).
+    pub fn info(&self) -> String {
+        redis::cmd("INFO").query(&mut self.client()).unwrap()
+    }
+
+    /// The master's current binlog position of `db` (`INFO replication`).
+    pub fn binlog_offset(&self, db: u32) -> (u32, u64) {
+        let info = self.info();
+        let prefix = format!("db{db} binlog_offset=");
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in INFO:\n{info}"));
+        let at = line.split(',').next().unwrap();
+        let (f, o) = at.split_once(' ').unwrap();
+        (f.parse().unwrap(), o.parse().unwrap())
+    }
+
+    /// The replicas the master lists (`slaveN:ip=…,port=…`), as `ip:port`.
+    pub fn replicas(&self) -> Vec<String> {
+        self.info()
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("ip="))
+            .filter_map(|l| {
+                let field = |name: &str| {
+                    l.split(',')
+                        .find_map(|f| f.split_once(&format!("{name}=")).map(|(_, v)| v))
+                };
+                Some(format!("{}:{}", field("ip")?, field("port")?))
+            })
+            .collect()
+    }
+
+    /// How many full syncs the master has served, counted in its logs across restarts.
+    pub fn full_syncs_served(&self) -> usize {
+        let log = self.dir.path().join("log");
+        let mut n = 0;
+        for e in std::fs::read_dir(&log).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `pika.INFO` is a link to the newest file; count the files themselves.
+            if name.contains(".log.INFO.") {
+                let text = std::fs::read(e.path()).unwrap_or_default();
+                n += String::from_utf8_lossy(&text)
+                    .matches("Handle DBSync Request Success")
+                    .count();
+            }
+        }
+        n
+    }
+
+    /// Every key of database `db` with its types, values and absolute expiries, as the
+    /// master shows them. Pika 3.x can hold one name as several types: each is probed.
+    pub fn state_of_db(&self, db: u32) -> State {
+        let mut con = self.client_of_db(db);
+        let keys: BTreeSet<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+        let mut state = State::new();
+        let now = now_ms();
+        for key in keys {
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap_or(-1);
+            let expire_at_ms = (pttl >= 0).then_some(now + pttl);
+            for val in values_of(&mut con, &key) {
+                let t = val.type_name().to_owned();
+                state.insert((key.clone(), t), KeyState { val, expire_at_ms });
+            }
+        }
+        state
+    }
+
+    pub fn state(&self) -> State {
+        self.state_of_db(0)
+    }
+}
+
+/// The values one key name holds, one per type (Pika keeps each type apart).
+fn values_of(con: &mut redis::Connection, key: &[u8]) -> Vec<Val> {
+    let mut out = Vec::new();
+    let string: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con).unwrap_or(None);
+    if let Some(v) = string {
+        out.push(Val::String(v));
+    }
+    let hash: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(key)
+        .query(con)
+        .unwrap_or_default();
+    if !hash.is_empty() {
+        out.push(Val::Hash(hash));
+    }
+    let list: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .unwrap_or_default();
+    if !list.is_empty() {
+        out.push(Val::List(list));
+    }
+    // ZSCAN, not ZRANGE: Pika 3.3.6's ZRANGE skips a member scored -inf.
+    let mut zset = std::collections::BTreeMap::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, page): (u64, Vec<(Vec<u8>, String)>) = redis::cmd("ZSCAN")
+            .arg(key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .unwrap_or_default();
+        zset.extend(page.into_iter().map(|(m, s)| (m, parse_score(&s))));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !zset.is_empty() {
+        out.push(Val::Zset(zset));
+    }
+    let set: BTreeSet<Vec<u8>> = redis::cmd("SMEMBERS")
+        .arg(key)
+        .query(con)
+        .unwrap_or_default();
+    if !set.is_empty() {
+        out.push(Val::Set(set));
+    }
+    out
+}
+
+impl Drop for RealPika {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn write_config(bin: &PikaBin, dir: &Path, port: u16, options: &PikaOptions) {
+    let template = std::fs::read_to_string(&bin.template).unwrap();
+    let mut text = template
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@PASS@", options.password.as_deref().unwrap_or(""));
+    let mut settings = options.settings.clone();
+    settings.push(("databases".into(), options.databases.to_string()));
+    for (key, value) in settings {
+        let line = format!("{key} : {value}");
+        let mut found = false;
+        text = text
+            .lines()
+            .map(|l| {
+                let is_it = l
+                    .split_once(':')
+                    .is_some_and(|(k, _)| k.trim() == key && !l.trim_start().starts_with('#'));
+                if is_it {
+                    found = true;
+                    line.clone()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        if !found {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    std::fs::write(dir.join("pika.conf"), text).unwrap();
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: a plain syscall on a pid this test started (or found by its own paths).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// Every process as (pid, command line).
+pub fn processes() -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+    }
+    found
+}
