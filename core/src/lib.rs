@@ -6,8 +6,10 @@
 
 pub mod capture;
 pub mod config;
+pub mod display;
 pub mod event;
 pub mod filter;
+pub mod metrics;
 pub mod pika;
 pub mod pipeline;
 pub mod resp;

@@ -2,120 +2,22 @@
 //! sink runs in its own task, so a slow sink slows the source instead of growing memory.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::event::{DataType, Event, Op, Position};
+use crate::event::{DataType, Event, Position};
 use crate::filter::{FilterChain, FilterError};
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::sink::{Sink, SinkError, SinkReport};
 use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
-use crate::status::{Stage, Status, StatusReport};
+use crate::status::{Stage, Status};
 
 /// Batches buffered between the source and the pipeline, and before each sink.
 const CHANNEL_BATCHES: usize = 16;
 /// How often an idle sink task asks its sink what the target has acknowledged.
 const ACK_POLL: Duration = Duration::from_millis(10);
-
-/// Live counters of a run, for progress bars and status.
-#[derive(Debug, Default)]
-struct Counters {
-    events: AtomicU64,
-    bytes: AtomicU64,
-    keys: AtomicU64,
-    commands: AtomicU64,
-    expected_keys: AtomicU64,
-    by_type: [AtomicU64; 5],
-    filtered: AtomicU64,
-    status: Status,
-}
-
-/// Shared handle on a run's counters.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics(Arc<Counters>);
-
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetricsSnapshot {
-    pub events: u64,
-    pub bytes: u64,
-    /// Snapshot keys started (one per key and type).
-    pub keys: u64,
-    pub commands: u64,
-    /// The source's estimate of the keys it will emit (0 when unknown).
-    pub expected_keys: u64,
-    /// Snapshot keys per type, in [`DataType::TYPE_ORDER`] order.
-    pub keys_by_type: [u64; 5],
-    /// Events the filters dropped.
-    pub filtered: u64,
-}
-
-impl Metrics {
-    /// The run's stage, positions and per-sink state.
-    pub fn status(&self) -> &Status {
-        &self.0.status
-    }
-
-    /// The status with the counters, as `GET /status` shows it.
-    pub fn report(&self) -> StatusReport {
-        let m = self.snapshot();
-        self.0.status.report(m.keys, m.expected_keys, m.events)
-    }
-
-    pub fn set_expected_keys(&self, n: u64) {
-        self.0.expected_keys.store(n, Ordering::Relaxed);
-    }
-
-    /// Counts a batch: tallied locally, then one atomic add per counter.
-    fn count(&self, batch: &[Event]) {
-        let (mut bytes, mut keys, mut commands) = (0u64, 0u64, 0u64);
-        let mut by_type = [0u64; 5];
-        for event in batch {
-            bytes += event.payload_bytes() as u64;
-            match &event.op {
-                Op::Snapshot { part, chunk, .. } if part.starts_key() => {
-                    keys += 1;
-                    let slot = DataType::TYPE_ORDER
-                        .iter()
-                        .position(|t| *t == chunk.data_type())
-                        .unwrap_or(0);
-                    by_type[slot] += 1;
-                }
-                Op::Snapshot { .. } => {}
-                Op::Command { .. } => commands += 1,
-            }
-        }
-        let c = &self.0;
-        let add = |a: &AtomicU64, n: u64| {
-            if n > 0 {
-                a.fetch_add(n, Ordering::Relaxed);
-            }
-        };
-        add(&c.events, batch.len() as u64);
-        add(&c.bytes, bytes);
-        add(&c.keys, keys);
-        add(&c.commands, commands);
-        for (slot, n) in by_type.into_iter().enumerate() {
-            add(&c.by_type[slot], n);
-        }
-    }
-
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        let c = &self.0;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        MetricsSnapshot {
-            events: load(&c.events),
-            bytes: load(&c.bytes),
-            keys: load(&c.keys),
-            commands: load(&c.commands),
-            expected_keys: load(&c.expected_keys),
-            keys_by_type: std::array::from_fn(|i| load(&c.by_type[i])),
-            filtered: load(&c.filtered),
-        }
-    }
-}
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -270,12 +172,7 @@ impl Pipeline {
                     0
                 }
             };
-            if dropped > 0 {
-                self.metrics
-                    .0
-                    .filtered
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
-            }
+            self.metrics.count_filtered(dropped);
             if let Some(last_in) = last_in {
                 let last_out = batch.last().map(|e| e.position);
                 let _ = passed_tx.send((last_out, last_in)).await;

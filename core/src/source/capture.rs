@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
 use crate::capture::reader::{CaptureReader, ReadOutcome};
 use crate::event::{BinlogOffset, Event, Position};
-use crate::pipeline::Metrics;
+use crate::metrics::Metrics;
 
 pub struct CaptureSource {
     pub path: PathBuf,

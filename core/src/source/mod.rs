@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{BinlogOffset, Event, Position};
+use crate::metrics::Metrics;
 use crate::pika::binlog::BinlogError;
 use crate::pika::normalize::Note;
 use crate::pika::storage::{ScanStats, StorageError};
-use crate::pipeline::Metrics;
 
 /// Events per batch handed to the pipeline.
 pub const BATCH_EVENTS: usize = 256;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{BinlogOffset, DataType, Position};
-use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::resp::encode_command;
 use tokio::sync::{mpsc, watch};
 

@@ -7,8 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{Chunk, DataType, Event, Op};
-use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::resp::encode_command;
 
 use super::config::{HyperLogLogPolicy, RedisSinkConfig};

@@ -111,19 +111,6 @@ pub fn parse_score(v: &[u8]) -> Result<f64, String> {
     Ok(f64::from_le_bytes(bits))
 }
 
-/// A key for messages: printable ASCII as is, other bytes as `\xNN` (like redis-cli).
-pub fn display_key(key: &[u8]) -> String {
-    let mut out = String::with_capacity(key.len());
-    for &b in key {
-        if b.is_ascii_graphic() || b == b' ' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +135,5 @@ mod tests {
         assert_eq!((m.count, m.version, m.expiry), (3, 77, Expiry(None)));
         assert!(CollectionMeta::parse(&meta[..8]).is_err());
         assert!(ListMeta::parse(&meta).is_err());
-        assert_eq!(display_key(b"a\xff b"), "a\\xff b");
     }
 }

@@ -10,10 +10,11 @@ use super::comparator::{
     compare_lists_data_key, compare_zsets_score_key, LISTS_DATA_KEY, ZSETS_SCORE_KEY,
 };
 use super::format::{
-    data_key_prefix, display_key, parse_score, parse_string_value, CollectionMeta, Expiry, ListMeta,
+    data_key_prefix, parse_score, parse_string_value, CollectionMeta, Expiry, ListMeta,
 };
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::StorageError;
+use crate::display::display_key;
 use crate::event::{BinlogOffset, Chunk, DataType, Event, Op, Part, Position, TypeSet};
 
 /// How values are cut into events.
