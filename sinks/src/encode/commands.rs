@@ -6,8 +6,8 @@
 //! key which other types it has, so the policy is applied here without remembering keys.
 
 use bytes::Bytes;
+use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{Chunk, DataType, Event, Op, Part};
-use pika_migrate_core::pika::storage::format::display_key;
 use serde::Deserialize;
 
 /// What to do when a key exists as several types in the source.
@@ -54,7 +54,7 @@ pub fn event_resp(
 }
 
 /// Appends the commands for `event` to `out`, moving its keys and values into them.
-/// `target_empty`: the target held nothing when the run began, so a snapshot key needs
+/// `target_empty`: the target held nothing when this dump began loading, so a snapshot key needs
 /// no DEL before its first chunk (unless it must replace another type of the same name
 /// this run wrote: `overwrite`).
 pub fn event_commands(

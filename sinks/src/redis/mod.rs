@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op, Position};
 use pika_migrate_core::pika::commands::{key_indexes, lookup, name_of};
-use pika_migrate_core::pika::storage::format::display_key;
 use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -100,7 +100,18 @@ pub struct RedisSink {
     /// Batch numbers not yet applied by every lane, with their last event's position.
     unacked: VecDeque<(u64, Position)>,
     acked: Option<Position>,
-    /// The target database was empty at start: snapshot keys need no DEL first.
+    /// Per target database, the scan being loaded: the position of its last snapshot
+    /// event, and whether the database held nothing when the scan began (its keys then
+    /// need no DEL first). A snapshot event that does not come after the last one of its
+    /// database, or one after a binlog command there, begins a new scan (a second full
+    /// sync), and the database is looked at again.
+    scans: std::collections::HashMap<u32, Scan>,
+}
+
+/// A full sync's dump being loaded into one target database.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    last: Position,
     target_empty: bool,
 }
 
@@ -216,7 +227,6 @@ impl RedisSink {
         let nodes = slots.as_ref().map_or(1, |m| m.nodes.len());
         let mut lanes = Vec::with_capacity(senders * nodes);
         let mut checkpoints = vec![None; senders];
-        let mut target_empty = false;
         for id in 0..senders * nodes {
             let lane_target = match &slots {
                 Some(map) => map.target(&target, id / senders),
@@ -227,10 +237,6 @@ impl RedisSink {
             // positions are spread over every slot, so there it is at least once.
             if id == 0 && slots.is_none() {
                 checkpoints = read_checkpoints(&mut conn, senders).await?;
-                target_empty = matches!(
-                    conn.call(&[b"DBSIZE".as_slice()]).await,
-                    Ok(reply::Reply::Int(0))
-                );
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let (done_tx, done) = watch::channel(0);
@@ -272,7 +278,7 @@ impl RedisSink {
             per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
             unacked: VecDeque::new(),
             acked: None,
-            target_empty,
+            scans: std::collections::HashMap::new(),
         })
     }
 
@@ -483,6 +489,44 @@ impl RedisSink {
             .is_some_and(|c| c.moved.swap(false, Ordering::SeqCst))
     }
 
+    /// Whether snapshot keys of `event` (going to database `db`) need no DEL first: its
+    /// scan began on an empty database. At the start of a scan, what was written before
+    /// is applied first, then the database is looked at (a cluster never counts as empty).
+    async fn scan_target_empty(&mut self, db: u32, event: &Event) -> Result<bool, SinkError> {
+        let position = event.position;
+        if let Some(scan) = self.scans.get_mut(&db) {
+            if scan.last < position {
+                scan.last = position;
+                return Ok(scan.target_empty);
+            }
+        }
+        let target_empty = if self.slots.is_some() {
+            false
+        } else {
+            self.dispatch().await?;
+            self.drain().await?;
+            let mut target = self.target.clone();
+            target.db = db;
+            let mut conn = Connection::connect(&target)
+                .await
+                .map_err(|e| self.error(Some(position), e))?;
+            let size = conn
+                .call(&[b"DBSIZE".as_slice()])
+                .await
+                .map_err(|e| self.error(Some(position), e))?;
+            matches!(size, Reply::Int(0))
+        };
+        tracing::debug!(db, target_empty, at = %position, "a dump begins loading");
+        self.scans.insert(
+            db,
+            Scan {
+                last: position,
+                target_empty,
+            },
+        );
+        Ok(target_empty)
+    }
+
     /// Whether `event` is a Pika HyperLogLog to leave out (counting it either way).
     fn skip_hyperloglog(&mut self, event: &Event) -> bool {
         let Op::Snapshot {
@@ -522,13 +566,22 @@ impl Sink for RedisSink {
                 Op::Command { .. } => None,
             };
             let (db, position) = (self.db_of(&event), event.position);
+            let target_empty = match snapshot_type {
+                Some(_) => self.scan_target_empty(db, &event).await?,
+                None => {
+                    // A binlog command ends the scan of its database: a dump loaded
+                    // after it is a new full sync over what is there now.
+                    self.scans.remove(&db);
+                    false
+                }
+            };
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             event_commands(
                 event,
                 self.config.type_conflict,
                 &mut self.conflicts,
-                self.target_empty,
+                target_empty,
                 &mut scratch,
             );
             for argv in scratch.drain(..) {
