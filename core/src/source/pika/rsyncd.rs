@@ -1,7 +1,10 @@
 //! The rsync daemon a Pika master pushes its dump to: the Debian `rsync` binary run as
 //! our child, bound to the announced address only, module `document`, user `rsync_user`
 //! with the master's requirepass (or `default`) as secret, as a real replica runs it.
+//! It is ready once the socket listening on that address is its own: a daemon of
+//! someone else on the same port would otherwise take our dump.
 
+use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +13,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use super::error::ReplicaError;
+use super::listener;
 
 /// How long the daemon may take to listen.
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -58,15 +62,21 @@ impl RsyncDaemon {
         }
         write_private(&files.secret(), &format!("rsync_user:{secret}\n"))?;
         // rsync started as root drops to `nobody` unless told otherwise, and could then
-        // not write into our directories: run it as whoever we are.
-        let me = std::fs::metadata(files.secret()).map_err(|e| ReplicaError::io(&files.dir, e))?;
+        // not write into our directories: as root, it runs as root. Under any other user
+        // it must not be told: it would try setgroups and refuse every transfer.
+        // SAFETY: geteuid cannot fail.
+        let identity = if unsafe { libc::geteuid() } == 0 {
+            let me =
+                std::fs::metadata(files.secret()).map_err(|e| ReplicaError::io(&files.dir, e))?;
+            format!("uid = {}\ngid = {}\n", me.uid(), me.gid())
+        } else {
+            String::new()
+        };
         let conf = format!(
             "use chroot = no\nmax connections = 10\nlist = no\nstrict modes = no\n\
-             read only = no\nuid = {uid}\ngid = {gid}\npid file = {pid}\n\
+             read only = no\n{identity}pid file = {pid}\n\
              lock file = {lock}\nlog file = {log}\n\n[document]\npath = {path}\n\
              auth users = rsync_user\nsecrets file = {secret}\n",
-            uid = me.uid(),
-            gid = me.gid(),
             pid = files.pid().display(),
             lock = files.dir.join("rsyncd.lock").display(),
             log = files.log().display(),
@@ -98,8 +108,29 @@ impl RsyncDaemon {
             .spawn()
             .map_err(|e| ReplicaError::Rsync(format!("cannot start {}: {e}", rsync.display())))?;
         let addr = format!("{ip}:{port}");
+        let ip_addr: IpAddr = ip
+            .parse()
+            .map_err(|_| ReplicaError::Config(format!("announce ip {ip:?} is not an IP")))?;
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         loop {
+            let listeners = listener::listening_on(ip_addr, port);
+            let ours = child
+                .id()
+                .is_some_and(|pid| listeners.iter().any(|l| listener::held_by(pid, l.inode)));
+            if ours {
+                tracing::info!(%addr, module = %module_path.display(), "rsync daemon listening for the dump");
+                return Ok(RsyncDaemon { child, addr });
+            }
+            // Someone else's socket on our port: the master would push our dump to it.
+            if let Some(other) = listeners.first() {
+                let _ = child.kill().await;
+                let who = listener::holder(other.inode)
+                    .unwrap_or_else(|| "a process of another user".into());
+                return Err(ReplicaError::Rsync(format!(
+                    "port {port} (announce port + 1000, where the master pushes the dump) on {ip} \
+                     is already held by {who}; free it or announce another port"
+                )));
+            }
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
                 if let Some(mut stderr) = child.stderr.take() {
@@ -114,11 +145,8 @@ impl RsyncDaemon {
                     tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
                 )));
             }
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                tracing::info!(%addr, module = %module_path.display(), "rsync daemon listening for the dump");
-                return Ok(RsyncDaemon { child, addr });
-            }
             if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill().await;
                 return Err(ReplicaError::Rsync(format!(
                     "not listening on {addr} after {READY_WITHIN:?}"
                 )));
