@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
-use pika_migrate_core::pika::normalize::normalize;
+use pika_migrate_core::pika::normalize::{normalize, Normalized};
 use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
 use pika_migrate_core::source::snapshot::unix_now;
 use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
@@ -176,7 +176,17 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
     let mut out = BufWriter::new(stdout.lock());
     while let ReadOutcome::Entry(entry) = reader.read_next()? {
         let item = &entry.item;
-        let redis = normalize(&item.argv, item.exec_time);
+        // A command the tool would refuse is listed with the reason, not fatal here.
+        let (redis, refused) = match normalize(&item.argv, item.exec_time) {
+            Ok(redis) => (redis, None),
+            Err(e) => (
+                Normalized {
+                    argv: None,
+                    note: None,
+                },
+                Some(e.reason),
+            ),
+        };
         let rewritten = redis.note.is_some();
         let line = if json {
             json!({
@@ -188,12 +198,14 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
                 "args": item.argv.iter().map(|a| bytes_value(a)).collect::<Vec<_>>(),
                 "redis": redis.argv.as_ref().map(|argv| argv.iter().map(|a| bytes_value(a)).collect::<Vec<_>>()),
                 "note": redis.note.map(|n| n.as_str()),
+                "error": refused,
             })
             .to_string()
         } else {
-            let applied = match (&redis.argv, rewritten) {
-                (Some(argv), true) => format!("\t=> {}", show_argv(argv)),
-                (None, _) => "\t=> (skipped)".to_owned(),
+            let applied = match (&redis.argv, rewritten, &refused) {
+                (_, _, Some(reason)) => format!("\t=> (refused: {reason})"),
+                (Some(argv), true, _) => format!("\t=> {}", show_argv(argv)),
+                (None, _, _) => "\t=> (skipped)".to_owned(),
                 _ => String::new(),
             };
             format!(

@@ -63,6 +63,15 @@ impl Note {
     }
 }
 
+/// A binlog command whose numbers cannot be turned into an absolute expiry: an
+/// argument so large that the time it names does not fit in 64 bits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command}: {reason}")]
+pub struct NormalizeError {
+    pub command: String,
+    pub reason: String,
+}
+
 /// Compare-and-set for Pika's `SET key value VX old [PXAT ms]`.
 const SET_VX_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[2] then \
 if ARGV[3] then return redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3]) end \
@@ -89,6 +98,12 @@ fn int(v: &Bytes) -> Option<i64> {
 
 fn ms(v: i64) -> Bytes {
     b(&v.to_string())
+}
+
+/// `base + n × unit` without wrapping: an expiry out of range is an error, not a time
+/// in the past.
+fn at(base: i64, n: i64, unit: i64) -> Option<i64> {
+    n.checked_mul(unit)?.checked_add(base)
 }
 
 fn keep(argv: &[Bytes], note: Option<Note>) -> Normalized {
@@ -119,11 +134,21 @@ fn redis_type_name(pika: &Bytes) -> Option<&'static str> {
 }
 
 /// Normalizes `argv`, logged by the master at unix second `exec_time`.
-pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
+pub fn normalize(argv: &[Bytes], exec_time: u32) -> Result<Normalized, NormalizeError> {
     let now_ms = i64::from(exec_time) * 1000;
     let name = name_of(argv);
     let unrecognized = || keep(argv, Some(Note::Unrecognized));
-    match (name.as_str(), argv.len()) {
+    let out_of_range = || NormalizeError {
+        command: crate::display::display_command(argv),
+        reason: "the expiry it names is out of range".into(),
+    };
+    // An expiry argument, made absolute: `None` when it is not a number (the command is
+    // then passed on as is), an error when the time it names overflows.
+    let absolute = |arg: &Bytes, base: i64, unit: i64| match int(arg) {
+        None => Ok(None),
+        Some(n) => at(base, n, unit).map(Some).ok_or_else(out_of_range),
+    };
+    Ok(match (name.as_str(), argv.len()) {
         ("padding" | "dummy", _) => Normalized {
             argv: None,
             note: Some(Note::Skipped),
@@ -135,54 +160,44 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
                     argv[1].clone(),
                     argv[3].clone(),
                     b("PXAT"),
-                    ms(ts * 1000),
+                    ms(at(0, ts, 1000).ok_or_else(out_of_range)?),
                 ],
                 Note::PikaOnlyRewritten,
             ),
             Some(_) => rewritten(vec![b("DEL"), argv[1].clone()], Note::PikaOnlyRewritten),
             None => unrecognized(),
         },
-        ("setex", 4) => match int(&argv[2]) {
-            Some(secs) => rewritten(
-                vec![
-                    b("SET"),
-                    argv[1].clone(),
-                    argv[3].clone(),
-                    b("PXAT"),
-                    ms(now_ms + secs * 1000),
-                ],
-                Note::AbsoluteExpiry,
-            ),
-            None => unrecognized(),
+        ("setex" | "psetex", 4) => {
+            let unit = if name == "setex" { 1000 } else { 1 };
+            match absolute(&argv[2], now_ms, unit)? {
+                Some(expire_at) => rewritten(
+                    vec![
+                        b("SET"),
+                        argv[1].clone(),
+                        argv[3].clone(),
+                        b("PXAT"),
+                        ms(expire_at),
+                    ],
+                    Note::AbsoluteExpiry,
+                ),
+                None => unrecognized(),
+            }
+        }
+        ("set", n) if n > 3 => match normalize_set(argv, now_ms) {
+            Ok(Some(normalized)) => normalized,
+            Ok(None) => unrecognized(),
+            Err(()) => return Err(out_of_range()),
         },
-        ("psetex", 4) => match int(&argv[2]) {
-            Some(millis) => rewritten(
-                vec![
-                    b("SET"),
-                    argv[1].clone(),
-                    argv[3].clone(),
-                    b("PXAT"),
-                    ms(now_ms + millis),
-                ],
-                Note::AbsoluteExpiry,
-            ),
-            None => unrecognized(),
-        },
-        ("set", n) if n > 3 => normalize_set(argv, now_ms).unwrap_or_else(unrecognized),
-        ("expire", 3) => match int(&argv[2]) {
-            Some(secs) => rewritten(
-                vec![b("PEXPIREAT"), argv[1].clone(), ms(now_ms + secs * 1000)],
-                Note::AbsoluteExpiry,
-            ),
-            None => unrecognized(),
-        },
-        ("pexpire", 3) => match int(&argv[2]) {
-            Some(millis) => rewritten(
-                vec![b("PEXPIREAT"), argv[1].clone(), ms(now_ms + millis)],
-                Note::AbsoluteExpiry,
-            ),
-            None => unrecognized(),
-        },
+        ("expire" | "pexpire", 3) => {
+            let unit = if name == "expire" { 1000 } else { 1 };
+            match absolute(&argv[2], now_ms, unit)? {
+                Some(expire_at) => rewritten(
+                    vec![b("PEXPIREAT"), argv[1].clone(), ms(expire_at)],
+                    Note::AbsoluteExpiry,
+                ),
+                None => unrecognized(),
+            }
+        }
         ("delvx", 3) => rewritten(
             vec![
                 b("EVAL"),
@@ -215,12 +230,13 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Normalized {
         },
         ("spop", 2) => keep(argv, Some(Note::NonDeterministic)),
         _ => keep(argv, None),
-    }
+    })
 }
 
 /// `SET k v [NX|XX] [EX s|PX ms] [VX old]` in any order. EX/PX become PXAT; VX becomes a
-/// compare-and-set script. `None` when an option is not understood.
-fn normalize_set(argv: &[Bytes], now_ms: i64) -> Option<Normalized> {
+/// compare-and-set script. `Ok(None)` when an option is not understood, `Err` when an
+/// expiry is out of range.
+fn normalize_set(argv: &[Bytes], now_ms: i64) -> Result<Option<Normalized>, ()> {
     let (key, value) = (argv[1].clone(), argv[2].clone());
     let mut flags = Vec::new();
     let mut expire_at_ms = None;
@@ -229,40 +245,50 @@ fn normalize_set(argv: &[Bytes], now_ms: i64) -> Option<Normalized> {
     let mut i = 3;
     while i < argv.len() {
         let opt = String::from_utf8_lossy(&argv[i]).to_ascii_lowercase();
-        let arg = argv.get(i + 1);
-        match opt.as_str() {
-            "nx" | "xx" | "keepttl" | "get" => {
-                flags.push(argv[i].clone());
-                i += 1;
-                continue;
-            }
-            // Pika keeps whole seconds: PX is truncated to seconds by Pika itself.
-            "ex" => expire_at_ms = Some(now_ms + int(arg?)? * 1000),
-            "px" => expire_at_ms = Some(now_ms + int(arg?)? / 1000 * 1000),
-            "exat" => expire_at_ms = Some(int(arg?)? * 1000),
-            "pxat" => expire_at_ms = Some(int(arg?)?),
-            "vx" => vx = Some(arg?.clone()),
-            _ => return None,
+        if matches!(opt.as_str(), "nx" | "xx" | "keepttl" | "get") {
+            flags.push(argv[i].clone());
+            i += 1;
+            continue;
         }
+        let Some(arg) = argv.get(i + 1) else {
+            return Ok(None);
+        };
+        if opt == "vx" {
+            vx = Some(arg.clone());
+            i += 2;
+            continue;
+        }
+        let Some(n) = int(arg) else {
+            return Ok(None);
+        };
+        // Pika keeps whole seconds: PX is truncated to seconds by Pika itself.
+        let expire_at = match opt.as_str() {
+            "ex" => at(now_ms, n, 1000),
+            "px" => at(now_ms, n / 1000, 1000),
+            "exat" => at(0, n, 1000),
+            "pxat" => Some(n),
+            _ => return Ok(None),
+        };
+        expire_at_ms = Some(expire_at.ok_or(())?);
         relative |= matches!(opt.as_str(), "ex" | "px");
         i += 2;
     }
     if let Some(old) = vx {
         let mut script = vec![b("EVAL"), b(SET_VX_SCRIPT), b("1"), key, value, old];
         script.extend(expire_at_ms.map(ms));
-        return Some(rewritten(script, Note::PikaOnlyRewritten));
+        return Ok(Some(rewritten(script, Note::PikaOnlyRewritten)));
     }
-    let Some(at) = expire_at_ms else {
-        return Some(keep(argv, None));
+    let Some(expire_at) = expire_at_ms else {
+        return Ok(Some(keep(argv, None)));
     };
     let mut out = vec![argv[0].clone(), key, value];
     out.extend(flags);
     out.push(b("PXAT"));
-    out.push(ms(at));
-    Some(Normalized {
+    out.push(ms(expire_at));
+    Ok(Some(Normalized {
         argv: Some(out),
         note: relative.then_some(Note::AbsoluteExpiry),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -290,31 +316,31 @@ mod tests {
     #[test]
     fn relative_expiries_become_absolute_from_exec_time() {
         assert_eq!(
-            text(&normalize(&argv("SETEX k 10 v"), T)),
+            text(&normalize(&argv("SETEX k 10 v"), T).unwrap()),
             "SET k v PXAT 1700000010000"
         );
         assert_eq!(
-            text(&normalize(&argv("psetex k 1500 v"), T)),
+            text(&normalize(&argv("psetex k 1500 v"), T).unwrap()),
             "SET k v PXAT 1700000001500"
         );
         assert_eq!(
-            text(&normalize(&argv("EXPIRE k 5"), T)),
+            text(&normalize(&argv("EXPIRE k 5"), T).unwrap()),
             "PEXPIREAT k 1700000005000"
         );
         assert_eq!(
-            text(&normalize(&argv("pexpire k 5"), T)),
+            text(&normalize(&argv("pexpire k 5"), T).unwrap()),
             "PEXPIREAT k 1700000000005"
         );
         assert_eq!(
-            text(&normalize(&argv("SET k v NX EX 1"), T)),
+            text(&normalize(&argv("SET k v NX EX 1"), T).unwrap()),
             "SET k v NX PXAT 1700000001000"
         );
         assert_eq!(
-            text(&normalize(&argv("set k v px 2500 xx"), T)),
+            text(&normalize(&argv("set k v px 2500 xx"), T).unwrap()),
             "set k v xx PXAT 1700000002000"
         );
         assert_eq!(
-            normalize(&argv("SET k v EX 1"), T).note,
+            normalize(&argv("SET k v EX 1"), T).unwrap().note,
             Some(Note::AbsoluteExpiry)
         );
     }
@@ -322,36 +348,61 @@ mod tests {
     #[test]
     fn pika_only_forms_become_redis_commands() {
         assert_eq!(
-            text(&normalize(&argv("pksetexat k 1800000000 v"), T)),
+            text(&normalize(&argv("pksetexat k 1800000000 v"), T).unwrap()),
             "SET k v PXAT 1800000000000"
         );
-        assert_eq!(text(&normalize(&argv("pksetexat k 0 v"), T)), "DEL k");
-        let vx = normalize(&argv("SET k new VX old EX 3"), T);
+        assert_eq!(
+            text(&normalize(&argv("pksetexat k 0 v"), T).unwrap()),
+            "DEL k"
+        );
+        let vx = normalize(&argv("SET k new VX old EX 3"), T).unwrap();
         assert_eq!(vx.note, Some(Note::PikaOnlyRewritten));
         let vx = vx.argv.unwrap();
         assert_eq!(vx[0], "EVAL");
         assert_eq!(&vx[2..], &argv("1 k new old 1700000003000")[..]);
-        let delvx = normalize(&argv("delvx k v"), T).argv.unwrap();
+        let delvx = normalize(&argv("delvx k v"), T).unwrap().argv.unwrap();
         assert_eq!(&delvx[2..], &argv("1 k v")[..]);
-        let flush = normalize(&argv("flushdb hashes"), T).argv.unwrap();
+        let flush = normalize(&argv("flushdb hashes"), T).unwrap().argv.unwrap();
         assert_eq!(&flush[2..], &argv("0 * hash")[..]);
         let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
+            .unwrap()
             .argv
             .unwrap();
         assert_eq!(&pattern[2..], &argv("0 user:* string")[..]);
     }
 
     #[test]
+    fn expiries_out_of_range_are_errors_naming_the_command() {
+        for words in [
+            "EXPIRE k 9223372036854775807",
+            "pexpire k 9223372036854775807",
+            "SETEX k 9223372036854775 v",
+            "psetex k 9223372036854775807 v",
+            "pksetexat k 9223372036854775807 v",
+            "SET k v EX 9223372036854775",
+            "SET k v EXAT 9223372036854775807",
+            "SET k v PX 9223372036854775807",
+        ] {
+            let e = normalize(&argv(words), T).unwrap_err();
+            assert!(e.command.starts_with(&words[..6]), "{words}: {e}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        // Not numbers at all: passed on as is, for Redis to refuse.
+        let n = normalize(&argv("EXPIRE k soon"), T).unwrap();
+        assert_eq!(n.note, Some(Note::Unrecognized));
+    }
+
+    #[test]
     fn padding_is_skipped_and_spop_is_flagged() {
-        assert_eq!(normalize(&argv("padding *****"), T).argv, None);
+        assert_eq!(normalize(&argv("padding *****"), T).unwrap().argv, None);
         assert_eq!(
-            normalize(&argv("SPOP s"), T).note,
+            normalize(&argv("SPOP s"), T).unwrap().note,
             Some(Note::NonDeterministic)
         );
-        let plain = normalize(&argv("HSET h f v"), T);
+        let plain = normalize(&argv("HSET h f v"), T).unwrap();
         assert_eq!((text(&plain).as_str(), plain.note), ("HSET h f v", None));
         assert_eq!(
-            normalize(&argv("SET k v BOGUS 1"), T).note,
+            normalize(&argv("SET k v BOGUS 1"), T).unwrap().note,
             Some(Note::Unrecognized)
         );
     }

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 
 use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
 use crate::event::{BinlogOffset, Event, Op, Position};
-use crate::pika::binlog::{BinlogEntry, BinlogReader, ReadOutcome};
+use crate::metrics::Metrics;
+use crate::pika::binlog::{BinlogEntry, BinlogError, BinlogReader, ReadOutcome};
 use crate::pika::commands;
-use crate::pika::normalize::{normalize, Note};
-use crate::pipeline::Metrics;
+use crate::pika::normalize::{normalize, NormalizeError, Note};
 
 pub struct BinlogSource {
     pub path: PathBuf,
@@ -32,9 +32,13 @@ pub fn db_of_dir(path: &std::path::Path) -> u32 {
 
 /// Turns one binlog entry into the event to apply, counting what normalizing did.
 /// `None` when the item carries nothing to apply (padding).
-pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -> Option<Event> {
+pub fn entry_to_event(
+    db: u32,
+    entry: &BinlogEntry,
+    report: &mut SourceReport,
+) -> Result<Option<Event>, NormalizeError> {
     let item = &entry.item;
-    let normalized = normalize(&item.argv, item.exec_time);
+    let normalized = normalize(&item.argv, item.exec_time)?;
     if let Some(note) = normalized.note {
         let count = report.notes.entry(note).or_insert(0);
         *count += 1;
@@ -47,9 +51,11 @@ pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -
             );
         }
     }
-    let argv = normalized.argv?;
+    let Some(argv) = normalized.argv else {
+        return Ok(None);
+    };
     let name = commands::name_of(&argv);
-    Some(Event {
+    Ok(Some(Event {
         db,
         key: commands::first_key(&argv).unwrap_or_default(),
         data_type: commands::lookup(&name).and_then(|s| s.data_type),
@@ -60,7 +66,7 @@ pub fn entry_to_event(db: u32, entry: &BinlogEntry, report: &mut SourceReport) -
             term: item.term,
         },
         exec_time: Some(item.exec_time),
-    })
+    }))
 }
 
 impl BinlogSource {
@@ -75,7 +81,16 @@ impl BinlogSource {
             match reader.read_next()? {
                 ReadOutcome::Entry(entry) => {
                     report.binlog_items += 1;
-                    if let Some(event) = entry_to_event(self.db, &entry, report) {
+                    let event = entry_to_event(self.db, &entry, report).map_err(|e| {
+                        BinlogError::Corrupt {
+                            path: self
+                                .path
+                                .join(crate::pika::binlog::file_name(entry.start.filenum)),
+                            offset: entry.start.offset,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    if let Some(event) = event {
                         pace.wait_blocking(out);
                         if !out.push_blocking(event) {
                             break;
