@@ -6,6 +6,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Largest frame accepted by default (Pika's own reader refuses 512 MiB and more).
 pub const MAX_FRAME: usize = 512 << 20;
+/// Most room reserved at once for a frame still arriving.
+const RESERVE_STEP: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("frame of {len} bytes is larger than the {max}-byte limit")]
@@ -31,7 +33,9 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameTooL
         return Err(FrameTooLarge { len, max });
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        // Room for what is still to come, in steps: the length is the peer's claim, and
+        // memory should follow the bytes that actually arrive.
+        buf.reserve((4 + len - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     buf.advance(4);

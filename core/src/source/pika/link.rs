@@ -1,8 +1,9 @@
 //! The replication connection to the master's port + 2000. A reader task decodes the
-//! master's frames into a small bounded queue; a writer task sends our requests and, on
-//! its own, a ping whenever nothing was sent for a few seconds, so the master never
-//! hears silence from us (it drops a replica after 20 s), even while a slow sink holds
-//! our acks back.
+//! master's frames into a small bounded queue (bounded in responses and in bytes); a
+//! writer task sends our requests and, on its own, a ping whenever nothing was sent for
+//! a few seconds, so the master never hears silence from us (it drops a replica after
+//! 20 s), even while a slow sink holds our acks back. A write that fails ends the link,
+//! and TCP keepalive notices a peer that vanished without closing.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::pika::repl::frame;
@@ -23,12 +24,24 @@ use crate::pika::repl::requests::{self, Announce};
 pub const PING_EVERY: Duration = Duration::from_secs(3);
 /// Responses decoded ahead of the one being processed.
 const RESPONSES_AHEAD: usize = 8;
+/// Bytes of frames decoded ahead of the one being processed; a frame larger than this
+/// is read alone.
+const BYTES_AHEAD: usize = 64 << 20;
 /// How long a handshake answer may take.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// TCP keepalive: probes after this much idleness, then every interval, a few times.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// A response with the read-ahead budget it holds until it is taken.
+type Queued = (Result<InnerResponse, String>, Option<OwnedSemaphorePermit>);
 
 pub struct Link {
     requests: mpsc::Sender<InnerRequest>,
-    responses: mpsc::Receiver<Result<InnerResponse, String>>,
+    responses: mpsc::Receiver<Queued>,
+    /// Set by the writer when a write fails: the link is dead even if nothing arrives.
+    broken: watch::Receiver<Option<String>>,
     session: Arc<AtomicI32>,
     me: Announce,
     db: u32,
@@ -52,43 +65,49 @@ impl Link {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         let (mut rd, mut wr) = stream.into_split();
         let session = Arc::new(AtomicI32::new(-1));
         let (req_tx, mut req_rx) = mpsc::channel::<InnerRequest>(16);
-        let (resp_tx, resp_rx) = mpsc::channel(RESPONSES_AHEAD);
+        let (resp_tx, resp_rx) = mpsc::channel::<Queued>(RESPONSES_AHEAD);
+        let (broken_tx, broken) = watch::channel(None);
+        let budget = Arc::new(Semaphore::new(BYTES_AHEAD));
 
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(64 << 10);
             loop {
                 match frame::decode(&mut buf, frame::MAX_FRAME) {
                     Ok(Some(body)) => {
+                        // Waits while the frames queued ahead hold the whole budget.
+                        let cost = body.len().clamp(1, BYTES_AHEAD) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                            return;
+                        };
                         let decoded = InnerResponse::decode(body)
                             .map_err(|e| format!("undecodable frame from the master: {e}"));
                         let failed = decoded.is_err();
-                        if resp_tx.send(decoded).await.is_err() || failed {
+                        if resp_tx.send((decoded, Some(permit))).await.is_err() || failed {
                             return;
                         }
                         continue;
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        let _ = resp_tx.send(Err(e.to_string())).await;
+                        let _ = resp_tx.send((Err(e.to_string()), None)).await;
                         return;
                     }
                 }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) => {
-                        let _ = resp_tx
-                            .send(Err("the master closed the connection".into()))
-                            .await;
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = resp_tx.send(Err(format!("connection lost: {e}"))).await;
-                        return;
-                    }
-                }
+                let lost = match rd.read_buf(&mut buf).await {
+                    Ok(0) => "the master closed the connection".to_owned(),
+                    Ok(_) => continue,
+                    Err(e) => format!("connection lost: {e}"),
+                };
+                let _ = resp_tx.send((Err(lost), None)).await;
+                return;
             }
         });
 
@@ -110,7 +129,8 @@ impl Link {
                 };
                 out.clear();
                 frame::encode(&mut out, &request.encode_to_vec());
-                if wr.write_all(&out).await.is_err() {
+                if let Err(e) = wr.write_all(&out).await {
+                    broken_tx.send_replace(Some(format!("writing to the master failed: {e}")));
                     return;
                 }
             }
@@ -119,6 +139,7 @@ impl Link {
         Ok(Link {
             requests: req_tx,
             responses: resp_rx,
+            broken,
             session,
             me,
             db,
@@ -147,13 +168,21 @@ impl Link {
             .map_err(|_| "the connection to the master is closed".to_owned())
     }
 
-    /// The next response; cancel-safe (usable in `select!`).
+    /// The next response; cancel-safe (usable in `select!`). An error once the link is
+    /// broken: the master closed it, a read or a write failed.
     pub async fn recv(&mut self) -> Result<InnerResponse, String> {
-        let r = self
-            .responses
-            .recv()
-            .await
-            .unwrap_or_else(|| Err("the connection to the master is closed".into()));
+        let r = tokio::select! {
+            biased;
+            r = self.responses.recv() => match r {
+                Some((r, _budget)) => r,
+                None => Err("the connection to the master is closed".into()),
+            },
+            why = self.broken.wait_for(Option::is_some) => {
+                // The writer ended: it failed (and said why) or was stopped.
+                let why = why.ok().and_then(|w| w.clone());
+                Err(why.unwrap_or_else(|| "the connection to the master is closed".into()))
+            }
+        };
         if r.is_ok() {
             self.last_heard = Instant::now();
         }

@@ -11,6 +11,10 @@ use crate::event::BinlogOffset;
 use crate::resp::encode_command;
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// Longest reply we read: an INFO is a few KiB; a bigger claim is not a Pika's.
+const MAX_REPLY: usize = 1 << 20;
+/// Longest reply line (a status, an error or a length).
+const MAX_LINE: u64 = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterInfo {
@@ -114,7 +118,8 @@ async fn call(
     encode_command(&mut out, argv);
     conn.get_mut().write_all(&out).await?;
     let mut line = String::new();
-    if conn.read_line(&mut line).await? == 0 {
+    // A reply line is short; a peer sending no newline must not grow it without end.
+    if (&mut *conn).take(MAX_LINE).read_line(&mut line).await? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     let line = line.trim_end();
@@ -129,12 +134,18 @@ async fn call(
         Some(b'-') => Ok(Err(line[1..].to_owned())),
         Some(b'$') => {
             let len: i64 = line[1..].parse().map_err(|_| bad())?;
-            if len < 0 {
+            let Ok(len) = usize::try_from(len) else {
                 return Ok(Ok(String::new()));
+            };
+            if len > MAX_REPLY {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a reply of {len} bytes announced, more than the {MAX_REPLY} an INFO can be"),
+                ));
             }
-            let mut body = vec![0; len as usize + 2];
+            let mut body = vec![0; len + 2];
             conn.read_exact(&mut body).await?;
-            body.truncate(len as usize);
+            body.truncate(len);
             Ok(Ok(String::from_utf8_lossy(&body).into_owned()))
         }
         _ => Err(bad()),
