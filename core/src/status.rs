@@ -1,10 +1,19 @@
 //! What a run is doing right now, for the status endpoint and the progress bar: the
 //! source's stage and positions (a live replica fills them in), each sink's counts and
-//! acknowledged position, and errors. Cheap to update; read as a [`StatusReport`].
+//! acknowledged position, errors, and how long the sinks take to acknowledge what the
+//! master sends. Cheap to update; read as a [`StatusReport`], or as Prometheus text
+//! (written by `prometheus-client`, the exposition crate of the Prometheus project).
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 
 use crate::event::{BinlogOffset, Position};
@@ -25,6 +34,16 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Starting,
+        Stage::Connecting,
+        Stage::FullSyncTransfer,
+        Stage::FullSyncLoad,
+        Stage::Streaming,
+        Stage::Reading,
+        Stage::Stopped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Starting => "starting",
@@ -62,8 +81,11 @@ pub struct StatusReport {
     /// Items received and not yet acknowledged by every sink.
     pub lag_items: u64,
     /// Seconds between now and the write time of the oldest item not yet acknowledged
-    /// (0 when caught up).
+    /// (0 when caught up). Pika logs write times in whole seconds.
     pub lag_seconds: u64,
+    /// Milliseconds since the oldest item not yet acknowledged by every sink arrived
+    /// from the master (0 when caught up).
+    pub lag_ms: u64,
     /// Bytes of the dump received so far (full sync).
     pub dump_bytes: u64,
     pub keys_done: u64,
@@ -78,18 +100,36 @@ pub struct StatusReport {
 #[derive(Debug, Default)]
 struct Inner {
     report: StatusReport,
-    /// exec_time of the oldest unacknowledged item.
-    oldest_unacked_exec: Option<u32>,
+    /// The oldest unacknowledged item: its exec_time, and when it arrived.
+    oldest_unacked: Option<(u32, Instant)>,
     /// Per sink: when its rate was last computed, and its event count then.
-    rate_samples: Vec<(std::time::Instant, u64)>,
+    rate_samples: Vec<(Instant, u64)>,
 }
 
 /// How long a rate is averaged over.
-const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Upper bounds of the acknowledgement latency buckets, in seconds: 1 ms to 60 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
 
 /// Shared handle on a run's status.
-#[derive(Debug, Clone, Default)]
-pub struct Status(Arc<Mutex<Inner>>);
+#[derive(Debug, Clone)]
+pub struct Status {
+    inner: Arc<Mutex<Inner>>,
+    /// Seconds from a binlog item's arrival to its acknowledgement by every sink.
+    ack_latency: Histogram,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            inner: Arc::default(),
+            ack_latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -101,7 +141,7 @@ fn unix_now() -> u64 {
 impl Status {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere must not take the status down with it.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn set_stage(&self, stage: Stage) {
@@ -125,19 +165,26 @@ impl Status {
     }
 
     /// The stream's state after receiving or acking: the master's last sent offset, how
-    /// many items wait for the sinks, and the write time of the oldest of them.
+    /// many items wait for the sinks, and the oldest of them (its write time on the
+    /// master, and when it arrived).
     pub fn set_stream(
         &self,
         master_sent: Option<BinlogOffset>,
         unacked: usize,
-        oldest_exec: Option<u32>,
+        oldest: Option<(u32, Instant)>,
     ) {
         let mut s = self.lock();
         if let Some(sent) = master_sent {
             s.report.master_sent = Some(sent.to_string());
         }
         s.report.lag_items = unacked as u64;
-        s.oldest_unacked_exec = oldest_exec;
+        s.oldest_unacked = oldest;
+    }
+
+    /// Records how long an item took from its arrival to its acknowledgement by every
+    /// sink.
+    pub fn acked_after(&self, latency: Duration) {
+        self.ack_latency.observe(latency.as_secs_f64());
     }
 
     pub fn error(&self, e: &str) {
@@ -182,117 +229,148 @@ impl Status {
         r.keys_done = keys_done;
         r.keys_total = keys_total.max(keys_done);
         r.events = events;
-        r.lag_seconds = s
-            .oldest_unacked_exec
-            .map_or(0, |t| unix_now().saturating_sub(u64::from(t)));
+        if let Some((exec, arrived)) = s.oldest_unacked {
+            r.lag_seconds = unix_now().saturating_sub(u64::from(exec));
+            r.lag_ms = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+        }
         r
+    }
+
+    /// Prometheus text of `report` (taken from this status) and of the latency
+    /// histogram, every name prefixed `pika_migrate_`.
+    pub fn prometheus(&self, report: StatusReport) -> String {
+        let mut registry = Registry::with_prefix("pika_migrate");
+        registry.register_with_unit(
+            "ack_latency",
+            "time from a binlog item's arrival from the master to its acknowledgement by every sink",
+            Unit::Seconds,
+            self.ack_latency.clone(),
+        );
+        registry.register_collector(Box::new(ReportCollector(report)));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
     }
 }
 
-impl StatusReport {
-    /// Prometheus text exposition of the numbers an operator graphs.
-    pub fn prometheus(&self) -> String {
-        fn offset_value(p: &Option<String>) -> Option<(u64, u64)> {
-            let (f, o) = p.as_deref()?.split_once(':')?;
-            Some((f.parse().ok()?, o.split(':').next()?.parse().ok()?))
-        }
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, labels: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP pika_migrate_{name} {help}\n# TYPE pika_migrate_{name} gauge\npika_migrate_{name}{labels} {v}\n"
-            ));
+/// The numbers of one [`StatusReport`], encoded at scrape time.
+#[derive(Debug)]
+struct ReportCollector(StatusReport);
+
+fn offset_value(p: &Option<String>) -> Option<(u64, u64)> {
+    let (f, o) = p.as_deref()?.split_once(':')?;
+    Some((f.parse().ok()?, o.split(':').next()?.parse().ok()?))
+}
+
+impl Collector for ReportCollector {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let r = &self.0;
+        let mut gauge = |name: &str, help: &str, unit: Option<Unit>, v: u64| {
+            let metric = ConstGauge::new(v);
+            let e = out.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
+            metric.encode(e)
         };
-        for stage in [
-            Stage::Starting,
-            Stage::Connecting,
-            Stage::FullSyncTransfer,
-            Stage::FullSyncLoad,
-            Stage::Streaming,
-            Stage::Reading,
-            Stage::Stopped,
-        ] {
-            gauge(
-                "stage",
-                "1 for the stage the run is in",
-                &format!("{{stage=\"{}\"}}", stage.as_str()),
-                u64::from(self.stage == stage),
-            );
-        }
-        if let Some((f, o)) = offset_value(&self.position) {
+        if let Some((f, o)) = offset_value(&r.position) {
             gauge(
                 "position_filenum",
                 "binlog file of our acknowledged position",
-                "",
+                None,
                 f,
-            );
+            )?;
             gauge(
                 "position_offset",
                 "binlog offset of our acknowledged position",
-                "",
+                None,
                 o,
-            );
+            )?;
         }
-        if let Some((f, o)) = offset_value(&self.master_sent) {
+        if let Some((f, o)) = offset_value(&r.master_sent) {
             gauge(
                 "master_sent_filenum",
                 "binlog file of the last item the master sent",
-                "",
+                None,
                 f,
-            );
+            )?;
             gauge(
                 "master_sent_offset",
                 "binlog offset of the last item the master sent",
-                "",
+                None,
                 o,
-            );
+            )?;
         }
         gauge(
             "lag_items",
             "items received and not yet acknowledged by every sink",
-            "",
-            self.lag_items,
-        );
+            None,
+            r.lag_items,
+        )?;
         gauge(
-            "lag_seconds",
-            "age of the oldest unacknowledged item",
-            "",
-            self.lag_seconds,
-        );
+            "lag",
+            "age of the oldest item not yet acknowledged by every sink, since the master wrote it",
+            Some(Unit::Seconds),
+            r.lag_seconds,
+        )?;
         gauge(
-            "dump_bytes",
+            "lag_milliseconds",
+            "time since the oldest item not yet acknowledged by every sink arrived",
+            None,
+            r.lag_ms,
+        )?;
+        gauge(
+            "dump",
             "bytes of the full-sync dump received",
-            "",
-            self.dump_bytes,
-        );
+            Some(Unit::Bytes),
+            r.dump_bytes,
+        )?;
         gauge(
             "keys_done",
             "snapshot keys sent to the sinks",
-            "",
-            self.keys_done,
-        );
-        gauge("keys_total", "snapshot keys expected", "", self.keys_total);
+            None,
+            r.keys_done,
+        )?;
         gauge(
-            "events_total",
-            "events read from the source",
-            "",
-            self.events,
-        );
-        gauge(
-            "errors_total",
-            "interruptions recovered from",
-            "",
-            self.errors,
-        );
-        for s in &self.sinks {
-            let label = format!("{{sink=\"{}\"}}", s.name.replace('"', "'"));
-            gauge(
-                "sink_events_total",
-                "events handed to the sink",
-                &label,
-                s.events,
-            );
+            "keys_expected",
+            "snapshot keys the dump holds (estimate)",
+            None,
+            r.keys_total,
+        )?;
+
+        let stage = ConstGauge::new(0i64);
+        let mut e = out.encode_descriptor(
+            "stage",
+            "1 for the stage the run is in, 0 for the others",
+            None,
+            stage.metric_type(),
+        )?;
+        for s in Stage::ALL {
+            let labels = [("stage", s.as_str())];
+            ConstGauge::new(i64::from(r.stage == s)).encode(e.encode_family(&labels)?)?;
         }
-        out
+
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let metric = ConstCounter::new(v);
+            let e = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+            metric.encode(e)
+        };
+        counter("events", "events read from the source", r.events)?;
+        counter(
+            "errors",
+            "interruptions recovered from (lost links, busy master)",
+            r.errors,
+        )?;
+
+        let mut e = out.encode_descriptor(
+            "sink_events",
+            "events handed to each sink",
+            None,
+            MetricType::Counter,
+        )?;
+        for sink in &r.sinks {
+            let labels = [("sink", sink.name.as_str())];
+            ConstCounter::new(sink.events).encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -306,14 +384,18 @@ mod tests {
         s.set_stage(Stage::Streaming);
         s.set_master("127.0.0.1:9221");
         s.set_position(BinlogOffset::new(1, 507340));
-        s.set_stream(Some(BinlogOffset::new(1, 600000)), 12, Some(1));
+        let arrived = Instant::now() - Duration::from_millis(1500);
+        s.set_stream(Some(BinlogOffset::new(1, 600000)), 12, Some((1, arrived)));
+        s.acked_after(Duration::from_millis(3));
+        s.acked_after(Duration::from_millis(300));
         let i = s.add_sink("redis r".into());
         s.sink_wrote(i, 5, None);
         let r = s.report(3, 2, 9);
         assert_eq!(r.keys_total, 3);
         assert_eq!(r.lag_items, 12);
         assert!(r.lag_seconds > 1_000_000);
-        let text = r.prometheus();
+        assert!((1500..10_000).contains(&r.lag_ms), "{}", r.lag_ms);
+        let text = s.prometheus(r.clone());
         assert!(
             text.contains("pika_migrate_stage{stage=\"streaming\"} 1"),
             "{text}"
@@ -328,6 +410,14 @@ mod tests {
         );
         assert!(
             text.contains("pika_migrate_sink_events_total{sink=\"redis r\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pika_migrate_ack_latency_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pika_migrate_ack_latency_seconds_count 2"),
             "{text}"
         );
         let json = serde_json::to_value(&r).unwrap();

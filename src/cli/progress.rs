@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pika_migrate_core::pipeline::Metrics;
+use pika_migrate_core::metrics::Metrics;
 use pika_migrate_core::status::Stage;
 use tokio::task::JoinHandle;
 
@@ -25,23 +25,39 @@ impl Progress {
         bar.set_style(style);
         let ticking = bar.clone();
         let task = tokio::spawn(async move {
+            // The dump's bytes a few seconds ago, for the transfer rate.
+            let mut dump_samples = std::collections::VecDeque::new();
             loop {
                 let m = metrics.snapshot();
                 let r = metrics.report();
                 ticking.set_length(m.expected_keys.max(m.keys));
                 ticking.set_position(m.keys);
+                let now = std::time::Instant::now();
+                dump_samples.push_back((now, r.dump_bytes));
+                while dump_samples.len() > 25 {
+                    dump_samples.pop_front();
+                }
                 let live = match r.stage {
                     Stage::FullSyncTransfer => {
+                        let rate = dump_samples.front().map_or(0.0, |(t, b)| {
+                            let secs = now.duration_since(*t).as_secs_f64();
+                            if secs > 0.0 {
+                                r.dump_bytes.saturating_sub(*b) as f64 / secs
+                            } else {
+                                0.0
+                            }
+                        });
                         format!(
-                            "receiving the dump: {:.1} MiB, ",
-                            r.dump_bytes as f64 / 1048576.0
+                            "receiving the dump: {:.1} MiB at {:.1} MiB/s, ",
+                            r.dump_bytes as f64 / 1048576.0,
+                            rate / 1048576.0
                         )
                     }
                     Stage::Streaming => format!(
-                        "streaming at {}, lag {} items / {} s, ",
+                        "streaming at {}, lag {} items / {} ms, ",
                         r.position.as_deref().unwrap_or("-"),
                         r.lag_items,
-                        r.lag_seconds
+                        r.lag_ms
                     ),
                     _ => String::new(),
                 };

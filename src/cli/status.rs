@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use pika_migrate_core::pipeline::Metrics;
+use pika_migrate_core::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -58,8 +58,8 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         ),
         "/metrics" => (
             "200 OK",
-            "text/plain; version=0.0.4",
-            metrics.report().prometheus(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.prometheus(),
         ),
         _ => (
             "404 Not Found",
@@ -141,8 +141,9 @@ fn human(r: &serde_json::Value) -> String {
             s("master_sent")
         ));
         out.push_str(&format!(
-            "lag:       {} items, {} s\n",
+            "lag:       {} items, {} ms since arrival, {} s since the master wrote it\n",
             s("lag_items"),
+            s("lag_ms"),
             s("lag_seconds")
         ));
     }
