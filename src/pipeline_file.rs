@@ -37,6 +37,7 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
         SourceConfig::Snapshot(s) => Box::new(SnapshotSource {
             path: s.path.clone(),
             limits: s.chunk.into(),
+            rate: s.rate,
         }),
         SourceConfig::Binlog(b) => Box::new(BinlogSource {
             path: b.path.clone(),

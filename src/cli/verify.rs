@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use pika_migrate_core::config::SourceConfig;
-use pika_migrate_core::pipeline::Metrics;
+use pika_migrate_core::metrics::Metrics;
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::{EventSender, StopSignal};
 use pika_migrate_sinks::redis::verify::Verifier;
@@ -32,6 +32,7 @@ pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
     let source = SnapshotSource {
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
+        rate: None,
     };
     let (tx, mut rx) = mpsc::channel(16);
     let scan = tokio::task::spawn_blocking(move || {

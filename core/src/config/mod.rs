@@ -101,6 +101,18 @@ pub struct PikaSourceConfig {
     /// How big values of the dump are cut into events.
     #[serde(default)]
     pub chunk: ChunkConfig,
+    /// At most this many events per second while a full sync's dump is loaded (to
+    /// spare the target); the binlog stream is never held back.
+    #[serde(default)]
+    pub load_rate: Option<u64>,
+    /// Seconds without a new byte of the dump after which the full sync is asked for
+    /// again (three times in a row: the run stops).
+    #[serde(default = "default_transfer_timeout")]
+    pub transfer_timeout: u64,
+    /// Seconds to keep reconnecting to a master whose replication port stopped
+    /// answering, before giving up (exit code 69).
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
     /// The `rsync` binary that serves the dump transfer.
     #[serde(default = "default_rsync")]
     pub rsync: PathBuf,
@@ -108,6 +120,14 @@ pub struct PikaSourceConfig {
 
 fn default_rsync() -> PathBuf {
     PathBuf::from("rsync")
+}
+
+fn default_transfer_timeout() -> u64 {
+    600
+}
+
+fn default_retry_seconds() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -126,6 +146,9 @@ pub struct SnapshotSourceConfig {
     /// How big values are cut into events.
     #[serde(default)]
     pub chunk: ChunkConfig,
+    /// At most this many events per second (to spare the target).
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,7 +341,7 @@ mod tests {
             try_parse("source:\n  type: snapshot\n  path: x\n  bogus: 1\nsinks: []\n").unwrap_err();
         assert_eq!(
             unknown,
-            "p.yaml:4:3: source: unknown field `bogus`, expected `path` or `chunk`"
+            "p.yaml:4:3: source: unknown field `bogus`, expected one of `path`, `chunk`, `rate`"
         );
         let wrong = try_parse("source:\n  type: binlog\n  path: x\n  follow: maybe\nsinks: []\n")
             .unwrap_err();

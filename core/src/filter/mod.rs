@@ -187,7 +187,7 @@ impl FilterChain {
                 kind: filter.name(),
                 message: format!(
                     "{message} (key {}, at {})",
-                    crate::pika::storage::format::display_key(&event.key),
+                    crate::display::display_key(&event.key),
                     event.position
                 ),
             })?;
@@ -220,7 +220,7 @@ pub(crate) mod testing {
 
     fn fixture(rel: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/pika-v3.3.6")
+            .join("../tests/fixtures/pika-v3.3.6")
             .join(rel)
     }
 
@@ -243,7 +243,7 @@ pub(crate) mod testing {
         let mut report = SourceReport::default();
         let mut out = Vec::new();
         while let ReadOutcome::Entry(e) = reader.read_next().unwrap() {
-            out.extend(entry_to_event(0, &e, &mut report));
+            out.extend(entry_to_event(0, &e, &mut report).unwrap());
         }
         out
     }

@@ -5,13 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{run_blocking, EventSender, Source, SourceError, SourceReport};
+use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
+use crate::metrics::Metrics;
 use crate::pika::storage::{ChunkLimits, ScanStats, Snapshot};
-use crate::pipeline::Metrics;
 
 pub struct SnapshotSource {
     pub path: PathBuf,
     pub limits: ChunkLimits,
+    /// At most this many events per second.
+    pub rate: Option<u64>,
 }
 
 /// Current unix time in seconds: what "expired" is judged against.
@@ -45,9 +47,11 @@ impl SnapshotSource {
         let now = unix_now();
         let mut total = ScanStats::default();
         let mut seq = 0;
+        let mut pace = RateLimit::new(self.rate);
         for db in &snapshot.dbs {
             tracing::info!(db = db.index, path = %db.path.display(), position = ?db.info.as_ref().map(|i| i.position), "scanning database");
             let stats = db.scan(self.limits, now, &mut seq, &mut |event| {
+                pace.wait_blocking(out);
                 out.push_blocking(event)
             })?;
             total.add(&stats);

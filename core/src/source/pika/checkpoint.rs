@@ -38,6 +38,7 @@ pub struct Checkpoint {
     pub stage: Stage,
 }
 
+#[derive(Debug, Clone)]
 pub struct CheckpointFile {
     path: PathBuf,
 }

@@ -10,6 +10,7 @@ use crate::event::BinlogOffset;
 /// blackwidow's five type databases, pre-created as a real replica does.
 const TYPE_DIRS: [&str; 5] = ["strings", "hashes", "lists", "sets", "zsets"];
 
+#[derive(Debug, Clone)]
 pub struct ReceiveDir {
     /// The rsync module's path.
     pub root: PathBuf,
@@ -138,7 +139,7 @@ mod tests {
     fn reads_the_fixture_dumps_info() {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/pika-v3.3.6/dump/db0/info"),
+                .join("../tests/fixtures/pika-v3.3.6/dump/db0/info"),
         )
         .unwrap();
         assert_eq!(parse_info(&text, 9221), Ok(BinlogOffset::new(1, 507340)));

@@ -37,6 +37,20 @@ pub enum ReplicaError {
     DumpInfo { path: String, reason: String },
     #[error("rsync daemon: {0}")]
     Rsync(String),
+    #[error(
+        "no new byte of the dump arrived for {secs} s, {times} full syncs in a row: check that the \
+         master reaches {ip}:{dump_port} (where it pushes the dump), has the rsync binary, and \
+         what its log says"
+    )]
+    TransferStalled {
+        secs: u64,
+        times: u32,
+        dump_port: u16,
+        ip: String,
+    },
+    /// An error that is retried while it lasts, then fatal (a master gone for good).
+    #[error("{0}")]
+    GaveUp(Box<ReplicaError>),
     #[error("{path}: {error}")]
     Io {
         path: String,
@@ -64,6 +78,14 @@ impl ReplicaError {
         )
     }
 
+    /// The same error, no longer to be retried.
+    pub fn into_fatal(self) -> ReplicaError {
+        match self {
+            e if e.is_fatal() => e,
+            e => ReplicaError::GaveUp(Box::new(e)),
+        }
+    }
+
     /// The process exit code the CLI reports this with (sysexits where one fits).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -75,6 +97,8 @@ impl ReplicaError {
             | ReplicaError::Sharding { .. }
             | ReplicaError::ManyDatabases { .. } => 76,
             ReplicaError::Purged { .. } => 65,
+            ReplicaError::TransferStalled { .. } => 69,
+            ReplicaError::GaveUp(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod dump;
 pub mod error;
 pub mod link;
+pub mod listener;
 pub mod master_info;
 pub mod rsyncd;
 mod stream;
@@ -25,10 +26,10 @@ use super::snapshot::SnapshotSource;
 use super::{EventSender, Source, SourceError, SourceReport};
 use crate::config::{PikaSourceConfig, ResyncPolicy};
 use crate::event::BinlogOffset;
+use crate::metrics::Metrics;
 use crate::pika::repl::proto::{InnerResponse, StatusCode, TrySyncReplyCode};
 use crate::pika::repl::requests::{self, Announce};
 use crate::pika::storage::ChunkLimits;
-use crate::pipeline::Metrics;
 use crate::status::Stage as Phase;
 use checkpoint::{Checkpoint, CheckpointFile, Stage};
 use dump::ReceiveDir;
@@ -42,6 +43,16 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How often we look for the dump's `info` file.
 const DUMP_POLL: Duration = Duration::from_millis(100);
+/// How often the bytes of the dump received so far are counted.
+const DUMP_COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A master that sends nothing for this long, not even the keepalives it sends every
+/// 2 s (3.3) or 10 s (3.2) to a replica with nothing outstanding, has dropped us.
+const SILENCE: Duration = Duration::from_secs(30);
+/// How long a replication port never reached in this run is retried: long enough for
+/// a master that is just starting, short enough to report a wrong address.
+const FIRST_CONNECT_FOR: Duration = Duration::from_secs(10);
+/// Full syncs in a row that stall (no new byte for `transfer_timeout`) before we stop.
+const STALLED_TRANSFERS: u32 = 3;
 
 pub struct PikaSource {
     master: String,
@@ -51,6 +62,9 @@ pub struct PikaSource {
     work_dir: PathBuf,
     resync: ResyncPolicy,
     limits: ChunkLimits,
+    load_rate: Option<u64>,
+    transfer_timeout: Duration,
+    retry_for: Duration,
     rsync: PathBuf,
 }
 
@@ -88,6 +102,9 @@ impl PikaSource {
             work_dir: config.work_dir.clone(),
             resync: config.resync,
             limits: config.chunk.into(),
+            load_rate: config.load_rate,
+            transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
+            retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
         })
     }
@@ -115,6 +132,24 @@ struct Replica<'a> {
     /// The master's binlog position when we started. A DBSync names its file: the
     /// master re-uses a dump less than 50 files older rather than taking a new one.
     master_at: BinlogOffset,
+    /// Whether the replication port answered once in this run (a master that did is
+    /// given `retry_seconds` to come back; one that never did, a few seconds).
+    connected_once: bool,
+    /// Since when the replication port has been refusing us, if it is.
+    unreachable_since: Option<std::time::Instant>,
+    /// Full syncs in a row that stalled.
+    stalled_transfers: u32,
+}
+
+/// Runs file work (checkpoint writes with their fsyncs, walks of the dump directory) on
+/// a blocking thread: on the runtime's thread, a slow disk would stall the link's pings
+/// and get us dropped by the master.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReplicaError> + Send + 'static,
+) -> Result<T, ReplicaError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ReplicaError::Transient(format!("file task: {e}")))?
 }
 
 #[async_trait]
@@ -132,8 +167,13 @@ impl Source for PikaSource {
         metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
         let checkpoints = CheckpointFile::new(&self.work_dir);
-        std::fs::create_dir_all(&self.work_dir).map_err(|e| ReplicaError::io(&self.work_dir, e))?;
-        let checkpoint = checkpoints.load()?;
+        let work_dir = self.work_dir.clone();
+        let file = checkpoints.clone();
+        let checkpoint = blocking(move || {
+            std::fs::create_dir_all(&work_dir).map_err(|e| ReplicaError::io(&work_dir, e))?;
+            file.load()
+        })
+        .await?;
         if let Some(c) = &checkpoint {
             if c.master != self.master {
                 return Err(ReplicaError::Config(format!(
@@ -158,6 +198,9 @@ impl Source for PikaSource {
             checkpoint,
             report: SourceReport::default(),
             master_at: info.binlog_offset.unwrap_or_default(),
+            connected_once: false,
+            unreachable_since: None,
+            stalled_transfers: 0,
         };
         replica.run().await?;
         replica.out.flush().await;
@@ -189,6 +232,18 @@ impl Replica<'_> {
             match outcome {
                 Ok(Ended::Stopped) => return Ok(()),
                 Err(e) if e.is_fatal() => return Err(e),
+                Err(ReplicaError::Unreachable { addr, error }) if self.gave_up_connecting() => {
+                    return Err(ReplicaError::Unreachable {
+                        addr,
+                        error: format!(
+                            "{error} (retried for {:?})",
+                            self.unreachable_since
+                                .map(|t| t.elapsed())
+                                .unwrap_or_default()
+                        ),
+                    }
+                    .into_fatal());
+                }
                 Err(e) => {
                     self.metrics.status().error(&e.to_string());
                     self.metrics.status().set_stage(Phase::Connecting);
@@ -203,7 +258,20 @@ impl Replica<'_> {
         }
     }
 
-    fn save(&mut self, stage: Stage) -> Result<(), ReplicaError> {
+    /// Whether a replication port that refuses us has done so for longer than we wait.
+    fn gave_up_connecting(&mut self) -> bool {
+        let since = *self
+            .unreachable_since
+            .get_or_insert_with(std::time::Instant::now);
+        let budget = if self.connected_once {
+            self.source.retry_for
+        } else {
+            FIRST_CONNECT_FOR
+        };
+        since.elapsed() >= budget
+    }
+
+    async fn save(&mut self, stage: Stage) -> Result<(), ReplicaError> {
         if let Stage::Stream { at } = stage {
             self.metrics.status().set_position(at);
         }
@@ -211,7 +279,8 @@ impl Replica<'_> {
             master: self.source.master.clone(),
             stage,
         };
-        self.checkpoints.save(&c)?;
+        let (file, saved) = (self.checkpoints.clone(), c.clone());
+        blocking(move || file.save(&saved)).await?;
         self.checkpoint = Some(c);
         Ok(())
     }
@@ -226,6 +295,8 @@ impl Replica<'_> {
                 addr: addr.clone(),
                 error: e.to_string(),
             })?;
+        self.connected_once = true;
+        self.unreachable_since = None;
         self.meta_sync(&mut link).await?;
         let stage = self.checkpoint.as_ref().map(|c| c.stage.clone());
         let at = match stage {
@@ -233,7 +304,7 @@ impl Replica<'_> {
                 let Some(dump_at) = self.transfer(&mut link).await? else {
                     return Ok(Ended::Stopped);
                 };
-                self.save(Stage::Load { dump_at })?;
+                self.save(Stage::Load { dump_at }).await?;
                 self.load(&mut link, dump_at).await?
             }
             Some(Stage::Load { dump_at }) => self.load(&mut link, dump_at).await?,
@@ -292,10 +363,12 @@ impl Replica<'_> {
     /// `None` when stopped.
     async fn transfer(&mut self, link: &mut Link) -> Result<Option<BinlogOffset>, ReplicaError> {
         let s = self.source;
-        self.save(Stage::Transfer)?;
+        self.save(Stage::Transfer).await?;
         self.metrics.status().set_stage(Phase::FullSyncTransfer);
+        self.metrics.status().set_dump_bytes(0);
         let dir = ReceiveDir::new(&s.work_dir, DB);
-        dir.reset()?;
+        let reset = dir.clone();
+        blocking(move || reset.reset()).await?;
         let daemon = rsyncd::RsyncDaemon::start(
             &s.rsync,
             &s.work_dir.join("rsync"),
@@ -328,8 +401,10 @@ impl Replica<'_> {
         };
         link.set_session(db_sync.session_id);
         tracing::info!(session = db_sync.session_id, dir = %dir.db_dir().display(), "full sync: waiting for the master's dump");
+        let status = self.metrics.status().clone();
         let mut poll = tokio::time::interval(DUMP_POLL);
-        let mut last_log = std::time::Instant::now();
+        let (mut received, mut counted) = (0, std::time::Instant::now());
+        let (mut last_log, mut last_byte) = (counted, counted);
         loop {
             tokio::select! {
                 r = link.recv() => { keepalive_or_lost(link, r).await?; }
@@ -338,16 +413,45 @@ impl Replica<'_> {
             if self.out.should_stop() {
                 return Ok(None);
             }
-            if let Some(dump_at) = dir.arrived(s.master_port)? {
-                tracing::info!(position = %dump_at, bytes = dir.received_bytes(), "full sync: dump received");
+            let (arrived, master_port) = (dir.clone(), s.master_port);
+            if let Some(dump_at) = blocking(move || arrived.arrived(master_port)).await? {
+                let counting = dir.clone();
+                let bytes = blocking(move || Ok(counting.received_bytes())).await?;
+                status.set_dump_bytes(bytes);
+                self.stalled_transfers = 0;
+                tracing::info!(position = %dump_at, bytes, "full sync: dump received");
                 return Ok(Some(dump_at));
+            }
+            if counted.elapsed() >= DUMP_COUNT_EVERY {
+                counted = std::time::Instant::now();
+                let counting = dir.clone();
+                let bytes = blocking(move || Ok(counting.received_bytes())).await?;
+                if bytes != received {
+                    (received, last_byte) = (bytes, counted);
+                    status.set_dump_bytes(bytes);
+                }
             }
             if last_log.elapsed() >= Duration::from_secs(10) {
                 last_log = std::time::Instant::now();
-                tracing::info!(
-                    bytes = dir.received_bytes(),
-                    "full sync: receiving the dump"
-                );
+                tracing::info!(bytes = received, "full sync: receiving the dump");
+            }
+            if last_byte.elapsed() >= s.transfer_timeout {
+                self.stalled_transfers += 1;
+                let stalled = ReplicaError::TransferStalled {
+                    secs: s.transfer_timeout.as_secs(),
+                    times: self.stalled_transfers,
+                    dump_port: s.announce.port + 1000,
+                    ip: s.announce.ip.clone(),
+                };
+                if self.stalled_transfers >= STALLED_TRANSFERS {
+                    return Err(stalled);
+                }
+                return Err(ReplicaError::Transient(stalled.to_string()));
+            }
+            if link.silent_for() >= SILENCE {
+                return Err(ReplicaError::Transient(format!(
+                    "the master sent nothing for {SILENCE:?} while we waited for the dump; it may have dropped us"
+                )));
             }
         }
     }
@@ -364,6 +468,7 @@ impl Replica<'_> {
         let scan = SnapshotSource {
             path: dir.root.clone(),
             limits: s.limits,
+            rate: s.load_rate,
         };
         let metrics = self.metrics.clone();
         metrics.status().set_stage(Phase::FullSyncLoad);
@@ -377,11 +482,15 @@ impl Replica<'_> {
         // The link only needs to live on while we load; if it breaks, the binlog is
         // asked for on a new one afterwards.
         let mut link_up = true;
+        let mut silence = tokio::time::interval(Duration::from_secs(1));
         let (out, result) = loop {
             tokio::select! {
                 done = &mut task => break done.map_err(|e| ReplicaError::Transient(format!("dump scan task: {e}")))?,
                 r = link.recv(), if link_up => {
                     link_up = keepalive_or_lost(link, r).await.is_ok();
+                }
+                _ = silence.tick() => {
+                    link_up &= link.silent_for() < SILENCE;
                 }
             }
         };
@@ -406,7 +515,7 @@ impl Replica<'_> {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
-        self.save(Stage::Stream { at: dump_at })?;
+        self.save(Stage::Stream { at: dump_at }).await?;
         tracing::info!(position = %dump_at, "full sync: loaded; following the binlog");
         Ok(Some(dump_at))
     }
@@ -442,7 +551,7 @@ impl Replica<'_> {
             Ok(TrySyncReplyCode::SyncPointBePurged) => {
                 if s.resync == ResyncPolicy::Allow {
                     tracing::warn!(position = %at, "the master purged our binlog position; taking a new full sync (resync: allow)");
-                    self.save(Stage::Transfer)?;
+                    self.save(Stage::Transfer).await?;
                     return Err(ReplicaError::Transient("binlog purged; full sync again".into()));
                 }
                 Err(ReplicaError::Purged {

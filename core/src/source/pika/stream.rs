@@ -16,6 +16,7 @@ use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
 use crate::pika::repl::requests;
 use crate::source::binlog::entry_to_event;
+use crate::status::Status;
 
 /// How often acks are looked for.
 const ACK_POLL: Duration = Duration::from_millis(10);
@@ -32,6 +33,8 @@ struct Pushed {
     end: BinlogOffset,
     has_event: bool,
     exec_time: u32,
+    /// When it arrived: how long the sinks take to acknowledge it is measured from here.
+    arrived: Instant,
 }
 
 struct Acks {
@@ -43,10 +46,16 @@ struct Acks {
 }
 
 impl Acks {
+    /// The oldest item still waiting: its write time on the master and its arrival.
+    fn oldest(&self) -> Option<(u32, Instant)> {
+        self.unacked.front().map(|p| (p.exec_time, p.arrived))
+    }
+
     /// Takes the prefix the sinks have acknowledged; the offsets to ack, if any.
     fn take(
         &mut self,
         sinks: Option<Position>,
+        status: &Status,
     ) -> Option<(proto::BinlogOffset, proto::BinlogOffset)> {
         let covered = |end: BinlogOffset| matches!(sinks, Some(p @ Position::Binlog { .. }) if p.binlog_offset() >= end);
         let mut range: Option<(proto::BinlogOffset, proto::BinlogOffset)> = None;
@@ -57,6 +66,7 @@ impl Acks {
             let Some(p) = self.unacked.pop_front() else {
                 break;
             };
+            status.acked_after(p.arrived.elapsed());
             self.at = p.end;
             range = Some(match range {
                 None => (p.sent.clone(), p.sent),
@@ -99,6 +109,7 @@ pub(super) async fn follow(
                 }
                 let mut items = 0;
                 let mut failure = None;
+                let arrived = Instant::now();
                 for entry in r.binlog_sync {
                     // The first push names the session TrySync gave us; older sessions'
                     // pushes are stale.
@@ -121,15 +132,21 @@ pub(super) async fn follow(
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = entry_to_event(DB, &entry_read, &mut replica.report);
+                    let event = match entry_to_event(DB, &entry_read, &mut replica.report) {
+                        Ok(event) => event,
+                        Err(e) => {
+                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            break;
+                        }
+                    };
                     let has_event = event.is_some();
-                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time: entry_read.item.exec_time });
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time: entry_read.item.exec_time, arrived });
                     if let Some(event) = event {
                         replica.out.push(event).await;
                     }
                 }
                 replica.out.flush().await;
-                status.set_stream(Some(previous_end), acks.unacked.len(), acks.unacked.front().map(|p| p.exec_time));
+                status.set_stream(Some(previous_end), acks.unacked.len(), acks.oldest());
                 if let Some(e) = failure {
                     break Err(e);
                 }
@@ -139,7 +156,8 @@ pub(super) async fn follow(
             }
             _ = poll.tick() => {}
         }
-        if let Some((first, last)) = acks.take(replica.out.acknowledged()) {
+        if let Some((first, last)) = acks.take(replica.out.acknowledged(), &status) {
+            status.set_stream(None, acks.unacked.len(), acks.oldest());
             let session = session.unwrap_or_default();
             if let Err(e) = link
                 .send(requests::binlog_ack(&me, DB, session, &first, &last))
@@ -149,7 +167,7 @@ pub(super) async fn follow(
             }
         }
         if acks.at != acks.saved && acks.saved_when.elapsed() >= SAVE_EVERY {
-            if let Err(e) = save(replica, &mut acks) {
+            if let Err(e) = save(replica, &mut acks).await {
                 break Err(e);
             }
         }
@@ -169,14 +187,14 @@ pub(super) async fn follow(
     while !replica.out.all_acknowledged() && !replica.out.is_closed() {
         tokio::time::sleep(ACK_POLL).await;
     }
-    acks.take(replica.out.acknowledged());
-    save(replica, &mut acks)?;
+    acks.take(replica.out.acknowledged(), &status);
+    save(replica, &mut acks).await?;
     tracing::info!(position = %acks.at, "binlog position saved");
     outcome.map(|()| Ended::Stopped)
 }
 
-fn save(replica: &mut Replica<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
-    replica.save(Stage::Stream { at: acks.at })?;
+async fn save(replica: &mut Replica<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
+    replica.save(Stage::Stream { at: acks.at }).await?;
     acks.saved = acks.at;
     acks.saved_when = Instant::now();
     Ok(())
