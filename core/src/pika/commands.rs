@@ -126,17 +126,13 @@ pub fn key_indexes(argv: &[Bytes]) -> Vec<usize> {
             }
             (first..=last as usize).step_by(step.max(1)).collect()
         }
-        KeySpec::DestAndNumkeys => {
-            let count = numkeys_at(2);
-            std::iter::once(1)
-                .filter(|_| n > 1)
-                .chain((3..3 + count).filter(|i| *i < n))
-                .collect()
-        }
-        KeySpec::Numkeys => {
-            let count = numkeys_at(2);
-            (3..3 + count).filter(|i| *i < n).collect()
-        }
+        // `numkeys` is the item's own claim: only the arguments present are keys (a
+        // huge count neither overflows nor walks past them).
+        KeySpec::DestAndNumkeys => std::iter::once(1)
+            .filter(|_| n > 1)
+            .chain(3..3usize.saturating_add(numkeys_at(2)).min(n))
+            .collect(),
+        KeySpec::Numkeys => (3..3usize.saturating_add(numkeys_at(2)).min(n)).collect(),
     }
 }
 
@@ -169,6 +165,12 @@ mod tests {
         assert_eq!(key_indexes(&argv("bitop AND d a b")), [2, 3, 4]);
         assert_eq!(key_indexes(&argv("EVAL s 1 k arg")), [3]);
         assert_eq!(key_indexes(&argv("flushdb")), Vec::<usize>::new());
+        // A numkeys larger than the arguments (up to usize::MAX) names only those there.
+        assert_eq!(key_indexes(&argv("EVAL s 18446744073709551615 k")), [3]);
+        assert_eq!(
+            key_indexes(&argv("zunionstore d 999999999999999999 a")),
+            [1, 3]
+        );
         assert_eq!(key_indexes(&argv("HSET h f v")), [1]);
     }
 
