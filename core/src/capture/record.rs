@@ -176,8 +176,10 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
         },
         other => return Err(format!("unknown position kind {other}")),
     };
-    let exec_time = r.i64()?;
-    let exec_time = (exec_time >= 0).then_some(exec_time as u32);
+    let exec_time = match r.i64()? {
+        -1 => None,
+        t => Some(u32::try_from(t).map_err(|_| format!("exec_time {t} out of range"))?),
+    };
     let data_type = type_of(r.u8()?)?;
     let key = r.bytes()?;
     let op = match op {
@@ -190,18 +192,24 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
                 other => return Err(format!("unknown part {other}")),
             };
             let expire = r.i64()?;
+            // The writer lists each type once, in order.
             let mut also_types = TypeSet::default();
+            let mut last = None;
             for _ in 0..r.u8()? {
-                if let Some(t) = type_of(r.u8()?)? {
-                    also_types.insert(t);
+                let code = r.u8()?;
+                let t = type_of(code)?.ok_or("a type-less entry among the other types")?;
+                if last.is_some_and(|l| l >= code) {
+                    return Err(format!("other types out of order at type code {code}"));
                 }
+                last = Some(code);
+                also_types.insert(t);
             }
             let chunk_type = type_of(r.u8()?)?.ok_or("a chunk without a type")?;
             let chunk = match chunk_type {
-                DataType::String => {
-                    r.count(0)?;
-                    Chunk::String(r.bytes()?)
-                }
+                DataType::String => match r.u32()? {
+                    1 => Chunk::String(r.bytes()?),
+                    n => return Err(format!("a string chunk of {n} elements")),
+                },
                 DataType::Hash => {
                     let n = r.count(8)?;
                     Chunk::Hash(
@@ -260,6 +268,7 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
 mod tests {
     use super::*;
     use crate::filter::testing::{binlog_events, snapshot_events};
+    use crate::event::{Chunk, Op};
 
     #[test]
     fn every_fixture_event_round_trips() {
@@ -271,6 +280,38 @@ mod tests {
             // f64 NaN never occurs; -inf/inf compare fine.
             assert_eq!(back, e);
         }
+    }
+
+    #[test]
+    fn a_record_the_writer_never_writes_is_refused() {
+        let mut good = Vec::new();
+        encode(&binlog_events()[3], &mut good);
+        assert!(decode(Bytes::from(good.clone())).is_ok());
+        // exec_time (after op, db, position kind and a binlog position) past u32: it
+        // was read cut to 32 bits.
+        let at = 1 + 4 + 1 + 4 + 8 + 8 + 4;
+        let mut bad = good.clone();
+        bad[at..at + 8].copy_from_slice(&0xff_6b06_34f0i64.to_le_bytes());
+        let e = decode(Bytes::from(bad)).unwrap_err();
+        assert!(e.contains("exec_time 1097012229360 out of range"), "{e}");
+
+        let snapshot = snapshot_events()
+            .into_iter()
+            .find(|e| matches!(&e.op, Op::Snapshot { chunk: Chunk::String(_), .. }))
+            .unwrap();
+        let mut good = Vec::new();
+        encode(&snapshot, &mut good);
+        // op, db, snapshot position, exec_time, type, key, part, expiry: then the
+        // other types' count, the chunk type and its element count.
+        let at = 1 + 4 + 1 + 4 + 8 + 8 + 8 + 1 + 4 + snapshot.key.len() + 1 + 8;
+        assert_eq!(good[at..at + 6], [0, 0, 1, 0, 0, 0]);
+        let mut two = good.clone();
+        two[at + 2] = 2;
+        assert!(decode(Bytes::from(two)).unwrap_err().contains("string chunk of 2"));
+        let mut also = good[..at].to_vec();
+        also.extend_from_slice(&[2, 4, 1]);
+        also.extend_from_slice(&good[at + 1..]);
+        assert!(decode(Bytes::from(also)).unwrap_err().contains("out of order"));
     }
 
     #[test]
