@@ -34,11 +34,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `seconds` of the setting `name` in milliseconds, refused when that overflows.
+fn millis(name: &str, seconds: u64) -> Result<i64, String> {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or_else(|| {
+            format!(
+                "`{name}: {seconds}` is out of range (seconds in milliseconds overflow 64 bits)"
+            )
+        })
+}
+
 impl TtlFilterConfig {
     pub fn build(&self) -> Result<TtlFilter, String> {
         match (self.drop_expiring_within, self.set_seconds, self.clear) {
-            (Some(s), None, false) => Ok(TtlFilter::DropWithin(s as i64 * 1000)),
-            (None, Some(s), false) => Ok(TtlFilter::Set(s as i64 * 1000)),
+            (Some(s), None, false) => Ok(TtlFilter::DropWithin(millis("drop_expiring_within", s)?)),
+            (None, Some(s), false) => Ok(TtlFilter::Set(millis("set_seconds", s)?)),
             (None, None, true) => Ok(TtlFilter::Clear),
             _ => Err(
                 "give exactly one of `drop_expiring_within`, `set_seconds`, `clear: true`".into(),
@@ -51,9 +63,11 @@ impl Rule for TtlFilter {
     fn apply(&self, event: &mut Event) -> bool {
         match &mut event.op {
             Op::Snapshot { expire_at_ms, .. } => match self {
-                TtlFilter::DropWithin(ms) => expire_at_ms.is_none_or(|at| at >= now_ms() + ms),
+                TtlFilter::DropWithin(ms) => {
+                    expire_at_ms.is_none_or(|at| at >= now_ms().saturating_add(*ms))
+                }
                 TtlFilter::Set(ms) => {
-                    *expire_at_ms = Some(now_ms() + ms);
+                    *expire_at_ms = Some(now_ms().saturating_add(*ms));
                     true
                 }
                 TtlFilter::Clear => {
@@ -126,5 +140,25 @@ mod tests {
             .filter(|e| clear.apply(&mut (*e).clone()))
             .count();
         assert_eq!(kept, commands.len() - expiries);
+    }
+
+    #[test]
+    fn seconds_past_64_bit_milliseconds_are_refused_and_large_ones_saturate() {
+        for yaml in [
+            "drop_expiring_within: 9223372036854775807",
+            "set_seconds: 18446744073709551615",
+        ] {
+            let config: TtlFilterConfig = serde_yaml::from_str(yaml).unwrap();
+            let Err(e) = config.build() else {
+                panic!("{yaml} accepted")
+            };
+            assert!(e.contains("out of range"), "{e}");
+        }
+        let mut e = snapshot_events()[0].clone();
+        assert!(filter("set_seconds: 9223372036854775").apply(&mut e));
+        assert_eq!(expiry(&e), Some(i64::MAX));
+        // Everything expires within the longest window that fits.
+        assert!(filter("set_seconds: 60").apply(&mut e));
+        assert!(!filter("drop_expiring_within: 9223372036854775").apply(&mut e));
     }
 }
