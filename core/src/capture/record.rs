@@ -245,6 +245,9 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
         }
         1 => {
             let n = r.count(4)?;
+            if n == 0 {
+                return Err("a command without a name".into());
+            }
             Op::Command {
                 argv: (0..n).map(|_| r.bytes()).collect::<Result<_, _>>()?,
             }
@@ -267,8 +270,8 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::testing::{binlog_events, snapshot_events};
     use crate::event::{Chunk, Op};
+    use crate::filter::testing::{binlog_events, snapshot_events};
 
     #[test]
     fn every_fixture_event_round_trips() {
@@ -297,7 +300,15 @@ mod tests {
 
         let snapshot = snapshot_events()
             .into_iter()
-            .find(|e| matches!(&e.op, Op::Snapshot { chunk: Chunk::String(_), .. }))
+            .find(|e| {
+                matches!(
+                    &e.op,
+                    Op::Snapshot {
+                        chunk: Chunk::String(_),
+                        ..
+                    }
+                )
+            })
             .unwrap();
         let mut good = Vec::new();
         encode(&snapshot, &mut good);
@@ -307,11 +318,24 @@ mod tests {
         assert_eq!(good[at..at + 6], [0, 0, 1, 0, 0, 0]);
         let mut two = good.clone();
         two[at + 2] = 2;
-        assert!(decode(Bytes::from(two)).unwrap_err().contains("string chunk of 2"));
+        assert!(decode(Bytes::from(two))
+            .unwrap_err()
+            .contains("string chunk of 2"));
         let mut also = good[..at].to_vec();
         also.extend_from_slice(&[2, 4, 1]);
         also.extend_from_slice(&good[at + 1..]);
-        assert!(decode(Bytes::from(also)).unwrap_err().contains("out of order"));
+        assert!(decode(Bytes::from(also))
+            .unwrap_err()
+            .contains("out of order"));
+
+        // A command of no arguments: its argc is the last 4 bytes.
+        let mut empty = Vec::new();
+        let mut event = binlog_events()[0].clone();
+        event.op = Op::Command { argv: vec![] };
+        encode(&event, &mut empty);
+        assert!(decode(Bytes::from(empty))
+            .unwrap_err()
+            .contains("without a name"));
     }
 
     #[test]
