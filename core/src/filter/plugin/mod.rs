@@ -1,21 +1,22 @@
 //! Filter plugins: shared libraries built with the `pika-migrate-plugin` SDK, loaded
 //! with libloading. The loader checks the ABI version and every symbol, hands the
 //! plugin its config as JSON text, and lends it each event as borrowed slices; what the
-//! plugin emits or reports is copied during the call. A loaded library is never
-//! unloaded (Rust libraries that use thread-locals crash when unloaded).
+//! plugin emits or reports is copied during the call and checked ([`Reply`]). A loaded
+//! library is never unloaded (Rust libraries that use thread-locals crash when unloaded).
+
+mod reply;
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use libloading::Library;
-use pika_migrate_plugin::abi::{
-    self, AbiVersionFn, FilterFn, FreeFn, NewFn, PmBytes, PmEvent, PmHost,
-};
+use pika_migrate_plugin::abi::{self, AbiVersionFn, FilterFn, FreeFn, NewFn, PmBytes, PmEvent};
 
 use super::{Filter, Outcome};
 use crate::event::{Chunk, Event, Op};
-use crate::pika::commands;
+
+pub use reply::Reply;
 
 pub struct PluginFilter {
     path: PathBuf,
@@ -33,41 +34,6 @@ impl Drop for PluginFilter {
     fn drop(&mut self) {
         // SAFETY: state came from this plugin's `new` and is not used again.
         unsafe { (self.free)(self.state) }
-    }
-}
-
-/// What the plugin handed back during one call.
-#[derive(Default)]
-struct Call {
-    emitted: Vec<(Bytes, Vec<Bytes>)>,
-    error: Option<String>,
-}
-
-extern "C" fn on_emit(ctx: *mut c_void, key: PmBytes, values: *const PmBytes, len: usize) {
-    // SAFETY: ctx is the `Call` of the running call; the slices are valid for it.
-    unsafe {
-        let call = &mut *(ctx as *mut Call);
-        let values = (0..len)
-            .map(|i| Bytes::copy_from_slice((*values.add(i)).as_slice()))
-            .collect();
-        call.emitted
-            .push((Bytes::copy_from_slice(key.as_slice()), values));
-    }
-}
-
-extern "C" fn on_error(ctx: *mut c_void, message: PmBytes) {
-    // SAFETY: as in `on_emit`.
-    unsafe {
-        let call = &mut *(ctx as *mut Call);
-        call.error = Some(String::from_utf8_lossy(message.as_slice()).into_owned());
-    }
-}
-
-fn host(call: &mut Call) -> PmHost {
-    PmHost {
-        ctx: call as *mut Call as *mut c_void,
-        emit: on_emit,
-        error: on_error,
     }
 }
 
@@ -106,14 +72,16 @@ impl PluginFilter {
             let free: FreeFn = *lib
                 .get::<FreeFn>(abi::SYMBOL_FREE)
                 .map_err(|_| symbol(abi::SYMBOL_FREE))?;
-            let mut call = Call::default();
-            let table = host(&mut call);
+            let mut reply = Reply::default();
+            let table = reply.host();
             let state = new(PmBytes::from_slice(config_json.as_bytes()), &table);
             if state.is_null() {
                 return Err(format!(
                     "{}: {}",
                     path.display(),
-                    call.error.unwrap_or_else(|| "refused its config".into())
+                    reply
+                        .into_error()
+                        .unwrap_or_else(|| "refused its config".into())
                 ));
             }
             Ok(PluginFilter {
@@ -146,39 +114,6 @@ fn flatten(chunk: &Chunk, scores: &mut Vec<Bytes>) -> Vec<Bytes> {
     }
 }
 
-/// Rebuilds a chunk of `like`'s type from flattened elements.
-fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
-    let pairs = |values: Vec<Bytes>| -> Result<Vec<(Bytes, Bytes)>, String> {
-        if values.len() % 2 != 0 {
-            return Err("an odd number of elements for a hash or zset".into());
-        }
-        Ok(values
-            .chunks(2)
-            .map(|p| (p[0].clone(), p[1].clone()))
-            .collect())
-    };
-    Ok(match like {
-        Chunk::String(_) => match <[Bytes; 1]>::try_from(values) {
-            Ok([v]) => Chunk::String(v),
-            Err(v) => return Err(format!("a string takes 1 element, got {}", v.len())),
-        },
-        Chunk::Hash(_) => Chunk::Hash(pairs(values)?),
-        Chunk::List(_) => Chunk::List(values),
-        Chunk::Set(_) => Chunk::Set(values),
-        Chunk::Zset(_) => Chunk::Zset(
-            pairs(values)?
-                .into_iter()
-                .map(|(m, s)| {
-                    let text = String::from_utf8_lossy(&s).into_owned();
-                    crate::resp::parse_score(&text)
-                        .map(|s| (m, s))
-                        .ok_or_else(|| format!("score {text:?} is not a number"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-    })
-}
-
 impl Filter for PluginFilter {
     fn apply(&self, event: &mut Event) -> Result<Outcome, String> {
         let mut scores = Vec::new();
@@ -208,36 +143,14 @@ impl Filter for PluginFilter {
             values_len: lent.len(),
             expire_at_ms: expire,
         };
-        let mut call = Call::default();
-        let table = host(&mut call);
-        // SAFETY: everything lent lives until the call returns.
-        let verdict = unsafe { (self.filter)(self.state, &view, &table) };
-        match verdict {
-            abi::VERDICT_KEEP => Ok(Outcome::Keep),
-            abi::VERDICT_DROP => Ok(Outcome::Drop),
-            abi::VERDICT_REPLACE => {
-                let mut out = Vec::with_capacity(call.emitted.len());
-                for (key, values) in call.emitted {
-                    let mut e = event.clone();
-                    e.key = key;
-                    match &mut e.op {
-                        Op::Snapshot { chunk, .. } => *chunk = unflatten(chunk, values)?,
-                        Op::Command { argv } => {
-                            if values.is_empty() {
-                                return Err("a replacement command has no name".into());
-                            }
-                            e.data_type = commands::lookup(&commands::name_of(&values))
-                                .and_then(|s| s.data_type);
-                            *argv = values;
-                        }
-                    }
-                    out.push(e);
-                }
-                Ok(Outcome::Replace(out))
-            }
-            abi::VERDICT_ERROR => Err(call.error.unwrap_or_else(|| "failed".into())),
-            other => Err(format!("unknown verdict {other}")),
-        }
+        let mut reply = Reply::default();
+        // SAFETY: `reply` outlives the call and is not touched during it; everything
+        // lent lives until the call returns.
+        let verdict = unsafe {
+            let table = reply.host();
+            (self.filter)(self.state, &view, &table)
+        };
+        reply.outcome(verdict, event)
     }
 
     fn name(&self) -> String {
