@@ -236,6 +236,28 @@ impl DumpWriter {
         self.key_done()
     }
 
+    /// Writes one row exactly as given into column family `cf` of type directory `dir`
+    /// (`strings`, `hashes`, …): for tests that need data no Pika writes, damaged metas,
+    /// stray rows, keys no comparator expects.
+    pub fn raw(
+        &mut self,
+        dir: &str,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let slot =
+            TYPE_DIRS
+                .iter()
+                .position(|t| *t == dir)
+                .ok_or_else(|| StorageError::Layout {
+                    path: self.dir.join(dir),
+                    reason: format!("not a type directory; one of {TYPE_DIRS:?}"),
+                })?;
+        self.put(slot, cf, key, value)?;
+        self.key_done()
+    }
+
     /// Writes everything to disk, and the `info` file naming `position`.
     pub fn finish(mut self, position: BinlogOffset) -> Result<(), StorageError> {
         self.flush_batches()?;
