@@ -1,6 +1,8 @@
 //! Sinks of pika-migrate. Each sink owns its config, its encoding and its retries;
-//! `encode` holds the encodings several sinks share.
+//! `encode` holds the encodings several sinks share. `blackhole` discards what it is
+//! given, counting it.
 
+pub mod blackhole;
 pub mod capture;
 pub mod encode;
 pub mod file;
@@ -18,6 +20,7 @@ pub enum SinkConfig {
     Capture(capture::CaptureSinkConfig),
     Kafka(kafka::KafkaSinkConfig),
     Redis(redis::config::RedisSinkConfig),
+    Blackhole(blackhole::BlackholeSinkConfig),
 }
 
 /// Why a sink could not be set up.
@@ -40,5 +43,6 @@ pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
         SinkConfig::Capture(c) => Box::new(capture::CaptureSink::open(c)?),
         SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::connect(c.clone())?),
         SinkConfig::Redis(c) => Box::new(redis::RedisSink::connect(c.clone()).await?),
+        SinkConfig::Blackhole(c) => Box::new(blackhole::BlackholeSink::new(c.clone())),
     })
 }
