@@ -156,10 +156,9 @@ pub fn read_dump_info(db: &Path) -> Result<Option<DumpInfo>, StorageError> {
 pub fn parse_dump_info(text: &str) -> Result<DumpInfo, (usize, String)> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     if !(5..=8).contains(&lines.len()) {
-        return Err((
-            lines.len(),
-            format!("{} lines, expected 5 to 7", lines.len()),
-        ));
+        // The place: the first line missing, or the first one too many.
+        let line = lines.len().min(8) + 1;
+        return Err((line, format!("{} lines, expected 5 to 8", lines.len())));
     }
     fn num<T: std::str::FromStr>(
         lines: &[&str],
@@ -193,7 +192,9 @@ mod tests {
             ("127.0.0.1", 9221)
         );
         assert_eq!(parse_dump_info("0s\n1\n2\nx\n5\n").unwrap_err().0, 4);
-        assert_eq!(parse_dump_info("0s\n").unwrap_err().0, 1);
+        assert_eq!(parse_dump_info("0s\n").unwrap_err().0, 2);
+        assert_eq!(parse_dump_info("").unwrap_err().0, 1);
+        assert_eq!(parse_dump_info(&"1\n".repeat(12)).unwrap_err().0, 9);
     }
 
     #[test]
