@@ -135,7 +135,8 @@ pub const TARGETS: &[Target] = &[
         name: "info_reply",
         covers: "the INFO/AUTH reply reader, answered with the bytes over a loopback socket",
         run: master_info::reply,
-        // The tokio runtime and socket buffers are allocated per run.
+        // Socket buffers per run, and a bulk reply's announced length is allocated (up to
+        // its 1 MiB cap, MAX_REPLY in master_info.rs) before its bytes come.
         max_alloc: |n| 8 * n + 2 * MIB,
     },
     Target {
