@@ -193,7 +193,7 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
         &format!("redis://:wrong@127.0.0.1:{}/0", redis.port),
         "",
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "refused credentials: EX_NOPERM; {stderr}");
     assert!(stderr.contains("authentication refused"), "{stderr}");
     assert!(
         !stderr.contains("wrong@"),
@@ -216,7 +216,7 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
         &format!("redis://migrator:nope@127.0.0.1:{}/0", acl.port),
         "",
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "{stderr}");
     assert!(
         stderr.contains("authentication refused") && stderr.contains("WRONGPASS"),
         "{stderr}"
@@ -227,13 +227,13 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
 fn unreachable_targets_fail_at_start_with_the_address() {
     let port = free_port();
     let (code, stderr) = run_into(&dump_source(), &format!("redis://127.0.0.1:{port}/0"), "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 69, "unreachable: EX_UNAVAILABLE; {stderr}");
     assert!(
         stderr.contains(&format!("127.0.0.1:{port}/0: cannot connect")),
         "{stderr}"
     );
     let (code, stderr) = run_into(&dump_source(), "redis://no-such-host.invalid:6379/0", "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 69, "{stderr}");
     assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
 }
 

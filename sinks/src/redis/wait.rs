@@ -1,0 +1,123 @@
+//! Acknowledging only what the master's replicas hold too. A master acknowledges a
+//! transaction before its replicas have it; if it fails then, the replica promoted in
+//! its place never saw it, and a pipeline already acknowledged to the source would be
+//! lost. With `wait_replicas: N` every pipeline ends with `WAIT N timeout`, and a lane
+//! counts it applied only once min(N, the replicas the master lists) confirmed it. A
+//! master with fewer replicas than N (after a failover that used up the only one) is
+//! waited for by as many as it has, and said so once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::{Cmd, Value};
+
+use super::conn::{error_text, Connection};
+
+/// `wait_replicas`, `wait_timeout_ms`.
+#[derive(Debug)]
+pub struct WaitSettings {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+    /// Whether "fewer replicas than asked" was logged already.
+    warned_short: AtomicBool,
+}
+
+/// Why a pipeline could not be confirmed.
+#[derive(Debug)]
+pub enum WaitFailure {
+    /// The connection failed (or the server is no longer a master): find the master
+    /// again and ask it whether the pipeline is there.
+    Connection(String),
+    /// The replicas did not confirm within `retry_seconds`.
+    TimedOut { waited: Duration, got: i64 },
+}
+
+impl WaitSettings {
+    pub fn new(replicas: u32, timeout_ms: u64) -> WaitSettings {
+        WaitSettings {
+            replicas,
+            timeout_ms: timeout_ms.max(1),
+            warned_short: AtomicBool::new(false),
+        }
+    }
+
+    /// `WAIT <replicas> <timeout_ms>`.
+    pub fn command(&self) -> Cmd {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.replicas).arg(self.timeout_ms);
+        cmd
+    }
+
+    /// After `WAIT` answered `reply`: waits on (WAIT again, same connection, so it
+    /// covers everything this connection wrote) until enough replicas confirmed, for at
+    /// most `retry_for`.
+    pub async fn confirm(
+        &self,
+        conn: &mut Connection,
+        reply: Value,
+        lane: usize,
+        retry_for: Duration,
+    ) -> Result<(), WaitFailure> {
+        let started = Instant::now();
+        let mut reply = reply;
+        loop {
+            let got = match reply {
+                Value::Int(n) => n,
+                reply @ Value::ServerError(_) => {
+                    return Err(WaitFailure::Connection(error_text(&reply)))
+                }
+                other => return Err(WaitFailure::Connection(format!("WAIT answered {other:?}"))),
+            };
+            if got >= i64::from(self.replicas) {
+                return Ok(());
+            }
+            let listed = replicas_of(conn).await.map_err(WaitFailure::Connection)?;
+            let needed = i64::from(self.replicas).min(listed as i64);
+            if got >= needed {
+                if !self.warned_short.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        wait_replicas = self.replicas,
+                        replicas = listed,
+                        "the master has fewer replicas than wait_replicas: writes are acknowledged once the replicas it has confirm them"
+                    );
+                }
+                return Ok(());
+            }
+            if started.elapsed() >= retry_for {
+                return Err(WaitFailure::TimedOut {
+                    waited: started.elapsed(),
+                    got,
+                });
+            }
+            tracing::warn!(
+                lane,
+                confirmed = got,
+                needed,
+                "the master's replicas have not confirmed the last pipeline yet; waiting (wait_replicas)"
+            );
+            reply = conn
+                .call(&[
+                    b"WAIT".as_slice(),
+                    self.replicas.to_string().as_bytes(),
+                    self.timeout_ms.to_string().as_bytes(),
+                ])
+                .await
+                .map_err(|e| WaitFailure::Connection(e.to_string()))?;
+        }
+    }
+}
+
+/// How many replicas the master on `conn` lists (`ROLE`).
+async fn replicas_of(conn: &mut Connection) -> Result<usize, String> {
+    match conn.call(&[b"ROLE".as_slice()]).await {
+        Ok(Value::Array(items)) => match (items.first(), items.get(2)) {
+            (Some(Value::BulkString(role)), Some(Value::Array(replicas))) if role == b"master" => {
+                Ok(replicas.len())
+            }
+            _ => Err("the server is no longer a master (ROLE)".into()),
+        },
+        Ok(reply @ Value::ServerError(_)) => Err(error_text(&reply)),
+        Ok(other) => Err(format!("ROLE answered {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
