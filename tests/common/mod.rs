@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 pub mod pcap;
 pub mod pika_master;
 pub mod real_pika;
+pub mod sentinel;
 
 /// The fixture directory written by a real Pika 3.3.6 (`tests/fixtures/pika-v3.3.6`).
 pub fn fixture(rel: &str) -> PathBuf {

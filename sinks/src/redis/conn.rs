@@ -172,7 +172,12 @@ impl Connection {
 
     /// Sends one command and reads its reply (a Redis error is an `Ok` value).
     pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> redis::RedisResult<Value> {
-        self.inner.send_packed_command(&command(argv)).await
+        self.send(&command(argv)).await
+    }
+
+    /// Sends one built command and reads its reply.
+    pub async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        self.inner.send_packed_command(cmd).await
     }
 
     /// Sends `pipeline` and returns its `count` replies, in order.

@@ -9,6 +9,7 @@ use redis::ConnectionInfo;
 use super::conn::{ConnectError, Connection};
 use super::sentinel::{SentinelError, Sentinels};
 use super::target::show;
+use super::wait::ReplicaCount;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct Connected {
     pub server: String,
     /// The sentinel switches announced before it was made.
     pub switches: u64,
+    /// The replicas its pipelines wait for (`wait_replicas`).
+    pub replicas: ReplicaCount,
 }
 
 impl Endpoint {
@@ -66,6 +69,7 @@ impl Endpoint {
                 conn: Connection::open(info).await?,
                 server: show(info),
                 switches: 0,
+                replicas: ReplicaCount::default(),
             }),
             Endpoint::Sentinel(sentinels) => {
                 let switches = sentinels.switches();
@@ -74,6 +78,7 @@ impl Endpoint {
                     conn,
                     server,
                     switches,
+                    replicas: ReplicaCount::default(),
                 })
             }
         }

@@ -56,6 +56,7 @@ impl Lane {
             conn,
             server: show(&info),
             switches: 0,
+            replicas: Default::default(),
         });
         let result = if asking {
             self.ask_each(commands).await

@@ -109,7 +109,15 @@ impl Lane {
         }
         let wait = self.settings.wait.as_ref();
         if let Some(wait) = wait {
-            pipe.add_command(wait.command());
+            let count = match self.conn.as_mut() {
+                Some(connected) => {
+                    wait.recount(&mut connected.conn, &mut connected.replicas)
+                        .await;
+                    &connected.replicas
+                }
+                None => &Default::default(),
+            };
+            pipe.add_command(wait.command(count));
         }
         let expected =
             commands.len() + 2 * select + if plain { 0 } else { 3 } + usize::from(wait.is_some());
@@ -212,9 +220,15 @@ impl Lane {
         }
         if let Some(wait) = &self.settings.wait {
             let reply = replies.pop().unwrap_or(Value::Nil);
-            wait.confirm(&mut connected.conn, reply, self.id, self.settings.retry_for)
-                .await
-                .map_err(|e| self.not_replicated(e))?;
+            wait.confirm(
+                &mut connected.conn,
+                &mut connected.replicas,
+                reply,
+                self.id,
+                self.settings.retry_for,
+            )
+            .await
+            .map_err(|e| self.not_replicated(e))?;
             replies.push(Value::Nil);
         }
         Ok(replies)
@@ -253,16 +267,24 @@ impl Lane {
                     marker.as_bytes(),
                     again.as_bytes(),
                 ]));
-                pipe.add_command(wait.command());
+                wait.recount(&mut connected.conn, &mut connected.replicas)
+                    .await;
+                pipe.add_command(wait.command(&connected.replicas));
                 let mut replies = connected
                     .conn
                     .pipeline(&pipe, 2)
                     .await
                     .map_err(|e| Failure::Retry(e.to_string()))?;
                 let reply = replies.pop().unwrap_or(Value::Nil);
-                wait.confirm(&mut connected.conn, reply, self.id, self.settings.retry_for)
-                    .await
-                    .map_err(|e| self.not_replicated(e))?;
+                wait.confirm(
+                    &mut connected.conn,
+                    &mut connected.replicas,
+                    reply,
+                    self.id,
+                    self.settings.retry_for,
+                )
+                .await
+                .map_err(|e| self.not_replicated(e))?;
             }
             return Ok(true);
         }

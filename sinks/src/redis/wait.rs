@@ -1,10 +1,11 @@
 //! Acknowledging only what the master's replicas hold too. A master acknowledges a
 //! transaction before its replicas have it; if it fails then, the replica promoted in
 //! its place never saw it, and a pipeline already acknowledged to the source would be
-//! lost. With `wait_replicas: N` every pipeline ends with `WAIT N timeout`, and a lane
-//! counts it applied only once min(N, the replicas the master lists) confirmed it. A
-//! master with fewer replicas than N (after a failover that used up the only one) is
-//! waited for by as many as it has, and said so once.
+//! lost. With `wait_replicas: N` every pipeline ends with `WAIT`, and a lane counts it
+//! applied only once min(N, the replicas the master lists) confirmed it. A master with
+//! fewer replicas than N (after a failover that used up the only one) is waited for by
+//! as many as it has, and said so once; its replicas are counted again (`ROLE`) when a
+//! connection is made, every 10 s, and whenever WAIT falls short.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +21,17 @@ pub struct WaitSettings {
     pub timeout_ms: u64,
     /// Whether "fewer replicas than asked" was logged already.
     warned_short: AtomicBool,
+}
+
+/// How often a lane counts its master's replicas again, so one that came back is
+/// waited for again.
+const RECOUNT: Duration = Duration::from_secs(10);
+
+/// What a connection's pipelines wait for: min(wait_replicas, the replicas listed).
+#[derive(Debug, Default)]
+pub struct ReplicaCount {
+    wanted: Option<u32>,
+    counted: Option<Instant>,
 }
 
 /// Why a pipeline could not be confirmed.
@@ -41,11 +53,38 @@ impl WaitSettings {
         }
     }
 
-    /// `WAIT <replicas> <timeout_ms>`.
-    pub fn command(&self) -> Cmd {
+    fn wanted(&self, count: &ReplicaCount) -> u32 {
+        count.wanted.unwrap_or(self.replicas)
+    }
+
+    /// `WAIT <replicas wanted> <timeout_ms>`.
+    pub fn command(&self, count: &ReplicaCount) -> Cmd {
         let mut cmd = redis::cmd("WAIT");
-        cmd.arg(self.replicas).arg(self.timeout_ms);
+        cmd.arg(self.wanted(count)).arg(self.timeout_ms);
         cmd
+    }
+
+    /// Counts the master's replicas when it is time (see the module).
+    pub async fn recount(&self, conn: &mut Connection, count: &mut ReplicaCount) {
+        if count.counted.is_some_and(|at| at.elapsed() < RECOUNT) {
+            return;
+        }
+        if let Ok(listed) = replicas_of(conn).await {
+            self.set_listed(count, listed);
+        }
+    }
+
+    fn set_listed(&self, count: &mut ReplicaCount, listed: usize) {
+        let listed = u32::try_from(listed).unwrap_or(u32::MAX);
+        count.wanted = Some(self.replicas.min(listed));
+        count.counted = Some(Instant::now());
+        if listed < self.replicas && !self.warned_short.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                wait_replicas = self.replicas,
+                replicas = listed,
+                "the master has fewer replicas than wait_replicas: writes are acknowledged once the replicas it has confirm them"
+            );
+        }
     }
 
     /// After `WAIT` answered `reply`: waits on (WAIT again, same connection, so it
@@ -54,6 +93,7 @@ impl WaitSettings {
     pub async fn confirm(
         &self,
         conn: &mut Connection,
+        count: &mut ReplicaCount,
         reply: Value,
         lane: usize,
         retry_for: Duration,
@@ -68,19 +108,12 @@ impl WaitSettings {
                 }
                 other => return Err(WaitFailure::Connection(format!("WAIT answered {other:?}"))),
             };
-            if got >= i64::from(self.replicas) {
+            if got >= i64::from(self.wanted(count)) {
                 return Ok(());
             }
             let listed = replicas_of(conn).await.map_err(WaitFailure::Connection)?;
-            let needed = i64::from(self.replicas).min(listed as i64);
-            if got >= needed {
-                if !self.warned_short.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        wait_replicas = self.replicas,
-                        replicas = listed,
-                        "the master has fewer replicas than wait_replicas: writes are acknowledged once the replicas it has confirm them"
-                    );
-                }
+            self.set_listed(count, listed);
+            if got >= i64::from(self.wanted(count)) {
                 return Ok(());
             }
             if started.elapsed() >= retry_for {
@@ -92,15 +125,11 @@ impl WaitSettings {
             tracing::warn!(
                 lane,
                 confirmed = got,
-                needed,
+                needed = self.wanted(count),
                 "the master's replicas have not confirmed the last pipeline yet; waiting (wait_replicas)"
             );
             reply = conn
-                .call(&[
-                    b"WAIT".as_slice(),
-                    self.replicas.to_string().as_bytes(),
-                    self.timeout_ms.to_string().as_bytes(),
-                ])
+                .send(&self.command(count))
                 .await
                 .map_err(|e| WaitFailure::Connection(e.to_string()))?;
         }
