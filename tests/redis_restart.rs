@@ -63,3 +63,43 @@ fn a_redis_killed_mid_load_ends_with_exactly_the_source_data() {
         "every key once, plus the 4 lanes' marker keys"
     );
 }
+
+#[test]
+fn a_redis_restarted_empty_mid_stream_stops_the_run_naming_what_was_lost() {
+    // No persistence: what Redis acknowledged before the restart is gone. Going on would
+    // leave a target without those writes; the lanes see it in their checkpoint keys.
+    let mut redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            "source:\n{}\n  rate: 300\nsinks:\n  - type: redis\n    url: {}\n    senders: 2\n",
+            binlog_source(None),
+            redis.url()
+        ),
+    );
+    let child = Command::new(bin())
+        .args(["run", "-c", pipeline.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let size: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+        if size > 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.kill();
+    redis.restart();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lacks writes it had acknowledged")
+            && stderr.contains("there is at nothing"),
+        "{stderr}"
+    );
+}

@@ -202,6 +202,82 @@ fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
     eprintln!("took {:?}\n{log}", started.elapsed());
 }
 
+#[test]
+fn pipelines_count_as_applied_only_once_a_replica_has_them() {
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+        "--enable-debug-command",
+        "local",
+    ]);
+    wait_until("the replica to sync", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.client())
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    });
+    let sleep_replica = |seconds: u32| {
+        let port = replica.port;
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(seconds)
+                .exec(&mut con)
+                .unwrap();
+        })
+    };
+    let extra = "    wait_replicas: 1\n    wait_timeout_ms: 200\n";
+    let source = format!("{}\n  rate: 300", binlog_source(None));
+    let replaying = || {
+        wait_until("the replay to start", Duration::from_secs(30), || {
+            dbsize(&master) > 50
+        })
+    };
+    // The replica cannot confirm for 3 s: the run waits for it, then ends complete.
+    let run = Run::new(&source, extra, &master.url());
+    let mut tool = run.start();
+    replaying();
+    let asleep = sleep_replica(3);
+    let code = wait_exit(&mut tool, Duration::from_secs(60));
+    let log = run.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("replicas have not confirmed the last pipeline yet"),
+        "{log}"
+    );
+    assert_binlog_end_state(replica.state());
+    asleep.join().unwrap();
+
+    // Longer than retry_seconds: the run stops, saying so, rather than count unconfirmed
+    // pipelines as applied.
+    redis::cmd("FLUSHALL").exec(&mut master.client()).unwrap();
+    let run = Run::new(
+        &source,
+        &format!("{extra}    retry_seconds: 1\n"),
+        &master.url(),
+    );
+    let mut tool = run.start();
+    replaying();
+    let asleep = sleep_replica(5);
+    let code = wait_exit(&mut tool, Duration::from_secs(60));
+    let log = run.log_text();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains(
+            "the master's replicas did not confirm a pipeline within 1 s (0 of 1 confirmed)"
+        ),
+        "{log}"
+    );
+    asleep.join().unwrap();
+}
+
 /// SIGTERM, then the exit code of the clean stop.
 fn stop(mut child: Child) -> i32 {
     let ok = Command::new("kill")

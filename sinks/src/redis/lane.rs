@@ -123,7 +123,7 @@ pub enum LaneError {
     GaveUp { seconds: u64, last: String },
     #[error("the master's replicas did not confirm a pipeline within {seconds} s ({got} of {wanted} confirmed); set wait_replicas lower (0 to not wait) or fix the replicas")]
     NotReplicated { seconds: u64, got: i64, wanted: u32 },
-    #[error("{server} lacks writes the previous master had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. They were not replicated before the failover and are lost (set wait_replicas to acknowledge only replicated writes)")]
+    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels keep wait_replicas at 1 or more); restore the target or start the migration again")]
     LostOnFailover {
         server: String,
         lane: usize,

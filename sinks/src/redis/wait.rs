@@ -122,12 +122,14 @@ impl WaitSettings {
                     got,
                 });
             }
-            tracing::warn!(
-                lane,
-                confirmed = got,
-                needed = self.wanted(count),
-                "the master's replicas have not confirmed the last pipeline yet; waiting (wait_replicas)"
-            );
+            if started.elapsed() < Duration::from_millis(self.timeout_ms) * 2 {
+                tracing::warn!(
+                    lane,
+                    confirmed = got,
+                    needed = self.wanted(count),
+                    "the master's replicas have not confirmed the last pipeline yet; waiting (wait_replicas)"
+                );
+            }
             reply = conn
                 .send(&self.command(count))
                 .await
