@@ -163,7 +163,20 @@ pub fn show(info: &ConnectionInfo) -> String {
     match &info.addr {
         ConnectionAddr::Tcp(host, port) => format!("redis://{auth}{host}:{port}/{db}"),
         ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{auth}{host}:{port}/{db}"),
-        ConnectionAddr::Unix(path) => format!("redis+unix://{auth}{}?db={db}", path.display()),
+        ConnectionAddr::Unix(path) => {
+            let user = info
+                .redis
+                .username
+                .as_ref()
+                .map(|u| format!("&user={u}"))
+                .unwrap_or_default();
+            let pass = if info.redis.password.is_some() {
+                "&pass=***"
+            } else {
+                ""
+            };
+            format!("redis+unix://{}?db={db}{user}{pass}", path.display())
+        }
     }
 }
 
@@ -207,6 +220,10 @@ impl fmt::Debug for Target {
 /// The url with any password replaced by `***`, for messages about a url that did
 /// not parse.
 fn hide_password(url: &str) -> String {
+    if let Some(at) = url.find("pass=") {
+        let end = url[at..].find('&').map_or(url.len(), |e| at + e);
+        return format!("{}pass=***{}", &url[..at], &url[end..]);
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -350,8 +367,10 @@ mod tests {
         let t = Target::of(&config("redis+unix:///run/redis.sock?db=3")).unwrap();
         assert_eq!(t.to_string(), "redis+unix:///run/redis.sock?db=3");
         assert_eq!(t.db(), 3);
-        let t = Target::of(&config("unix:///run/redis.sock")).unwrap();
+        let t = Target::of(&config("unix:///run/redis.sock?db=1&pass=s3cret")).unwrap();
         assert!(matches!(t.node().unwrap().addr, ConnectionAddr::Unix(_)));
+        assert_eq!(t.node().unwrap().redis.password.as_deref(), Some("s3cret"));
+        assert_eq!(t.to_string(), "redis+unix:///run/redis.sock?db=1&pass=***");
 
         let t = Target::of(&config(
             "redis-sentinel://:pw@10.0.0.1:26379,10.0.0.2/4#mymaster",
@@ -383,6 +402,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_showing_the_password() {
+        assert_eq!(hide_password("unix:///x?pass=pw&db=x"), "unix:///x?pass=***&db=x");
         for url in [
             "http://x",
             "redis://h:notaport",
