@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::real_pika::{pika_or_skip, PikaOptions, RealPika};
-use common::sentinel::{Sentinel, SentinelSet, MASTER_NAME};
+use common::sentinel::{start_replica, Sentinel, SentinelSet, MASTER_NAME};
 use common::*;
 
 /// A pipeline file and the log of the tool run on it.
@@ -45,20 +45,6 @@ impl Run {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the tool did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -205,20 +191,7 @@ fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
 #[test]
 fn pipelines_count_as_applied_only_once_a_replica_has_them() {
     let master = RedisServer::start();
-    let replica = RedisServer::start_with(&[
-        "--replicaof",
-        "127.0.0.1",
-        &master.port.to_string(),
-        "--enable-debug-command",
-        "local",
-    ]);
-    wait_until("the replica to sync", Duration::from_secs(20), || {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut replica.client())
-            .unwrap_or_default();
-        info.contains("master_link_status:up")
-    });
+    let replica = start_replica(&master, &["--enable-debug-command", "local"]);
     let sleep_replica = |seconds: u32| {
         let port = replica.port;
         std::thread::spawn(move || {
@@ -240,34 +213,29 @@ fn pipelines_count_as_applied_only_once_a_replica_has_them() {
             dbsize(&master) > 50
         })
     };
+    // The replica asleep for `seconds` once the replay is under way: (exit code, log).
+    let run_while_asleep = |extra: &str, seconds: u32| {
+        let run = Run::new(&source, extra, &master.url());
+        let mut tool = run.start();
+        replaying();
+        let asleep = sleep_replica(seconds);
+        let code = wait_exit(&mut tool, Duration::from_secs(60));
+        asleep.join().unwrap();
+        (code, run.log_text())
+    };
     // The replica cannot confirm for 3 s: the run waits for it, then ends complete.
-    let run = Run::new(&source, extra, &master.url());
-    let mut tool = run.start();
-    replaying();
-    let asleep = sleep_replica(3);
-    let code = wait_exit(&mut tool, Duration::from_secs(60));
-    let log = run.log_text();
+    let (code, log) = run_while_asleep(extra, 3);
     assert_eq!(code, 0, "{log}");
     assert!(
         log.contains("replicas have not confirmed the last pipeline yet"),
         "{log}"
     );
     assert_binlog_end_state(replica.state());
-    asleep.join().unwrap();
 
     // Longer than retry_seconds: the run stops, saying so, rather than count unconfirmed
     // pipelines as applied.
     redis::cmd("FLUSHALL").exec(&mut master.client()).unwrap();
-    let run = Run::new(
-        &source,
-        &format!("{extra}    retry_seconds: 1\n"),
-        &master.url(),
-    );
-    let mut tool = run.start();
-    replaying();
-    let asleep = sleep_replica(5);
-    let code = wait_exit(&mut tool, Duration::from_secs(60));
-    let log = run.log_text();
+    let (code, log) = run_while_asleep(&format!("{extra}    retry_seconds: 1\n"), 5);
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains(
@@ -275,7 +243,6 @@ fn pipelines_count_as_applied_only_once_a_replica_has_them() {
         ),
         "{log}"
     );
-    asleep.join().unwrap();
 }
 
 /// SIGTERM, then the exit code of the clean stop.

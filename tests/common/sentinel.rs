@@ -104,6 +104,22 @@ fn answers(port: u16, child: &mut Child) -> bool {
     false
 }
 
+/// A replica of `master` (with extra redis-server arguments), once it is in sync.
+pub fn start_replica(master: &RedisServer, extra: &[&str]) -> RedisServer {
+    let master_port = master.port.to_string();
+    let mut args = vec!["--replicaof", "127.0.0.1", &master_port];
+    args.extend_from_slice(extra);
+    let replica = RedisServer::start_with(&args);
+    wait_until("the replica to sync", Duration::from_secs(20), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.client())
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    });
+    replica
+}
+
 /// A master, one replica and three sentinels (quorum 2), all known to each other.
 pub struct SentinelSet {
     pub master: RedisServer,
@@ -114,15 +130,7 @@ pub struct SentinelSet {
 impl SentinelSet {
     pub fn start() -> SentinelSet {
         let master = RedisServer::start();
-        let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
-        wait_until("the replica to sync", Duration::from_secs(20), || {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut replica.client())
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
-        });
+        let replica = start_replica(&master, &[]);
         let sentinels: Vec<Sentinel> = (0..3)
             .map(|_| Sentinel::start(MASTER_NAME, master.port, 2))
             .collect();

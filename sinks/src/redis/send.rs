@@ -218,30 +218,36 @@ impl Lane {
                 )));
             }
         }
-        if let Some(wait) = &self.settings.wait {
+        if self.settings.wait.is_some() {
             let reply = replies.pop().unwrap_or(Value::Nil);
-            wait.confirm(
+            self.confirm(connected, reply).await?;
+            replies.push(Value::Nil);
+        }
+        Ok(replies)
+    }
+
+    /// Waits (`wait`) until enough replicas hold what `connected` wrote, `reply` being
+    /// the answer of the pipeline's WAIT.
+    async fn confirm(&self, connected: &mut Connected, reply: Value) -> Result<(), Failure> {
+        let Some(wait) = &self.settings.wait else {
+            return Ok(());
+        };
+        let confirmed = wait
+            .confirm(
                 &mut connected.conn,
                 &mut connected.replicas,
                 reply,
                 self.id,
                 self.settings.retry_for,
             )
-            .await
-            .map_err(|e| self.not_replicated(e))?;
-            replies.push(Value::Nil);
-        }
-        Ok(replies)
-    }
-
-    fn not_replicated(&self, e: WaitFailure) -> Failure {
-        let mut failure = Failure::from(e);
-        if let (Failure::Fatal(LaneError::NotReplicated { wanted, .. }), Some(wait)) =
-            (&mut failure, &self.settings.wait)
-        {
-            *wanted = wait.replicas;
-        }
-        failure
+            .await;
+        confirmed.map_err(|e| {
+            let mut failure = Failure::from(e);
+            if let Failure::Fatal(LaneError::NotReplicated { wanted, .. }) = &mut failure {
+                *wanted = wait.replicas;
+            }
+            failure
+        })
     }
 
     /// After a reconnect: whether the transaction `token` ran before its reply was
@@ -276,15 +282,7 @@ impl Lane {
                     .await
                     .map_err(|e| Failure::Retry(e.to_string()))?;
                 let reply = replies.pop().unwrap_or(Value::Nil);
-                wait.confirm(
-                    &mut connected.conn,
-                    &mut connected.replicas,
-                    reply,
-                    self.id,
-                    self.settings.retry_for,
-                )
-                .await
-                .map_err(|e| self.not_replicated(e))?;
+                self.confirm(connected, reply).await?;
             }
             return Ok(true);
         }

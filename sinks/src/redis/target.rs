@@ -402,7 +402,10 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_showing_the_password() {
-        assert_eq!(hide_password("unix:///x?pass=pw&db=x"), "unix:///x?pass=***&db=x");
+        assert_eq!(
+            hide_password("unix:///x?pass=pw&db=x"),
+            "unix:///x?pass=***&db=x"
+        );
         for url in [
             "http://x",
             "redis://h:notaport",
