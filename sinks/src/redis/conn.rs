@@ -56,9 +56,10 @@ pub fn error_text(reply: &Value) -> String {
     reply_error(reply).unwrap_or_else(|| format!("{reply:?}"))
 }
 
-/// A command from its arguments (name first).
+/// A command from its arguments (name first), its buffers sized once.
 pub fn command<A: AsRef<[u8]>>(argv: &[A]) -> Cmd {
-    let mut cmd = Cmd::new();
+    let bytes = argv.iter().map(|a| a.as_ref().len()).sum();
+    let mut cmd = Cmd::with_capacity(argv.len(), bytes);
     for a in argv {
         cmd.arg(a.as_ref());
     }
