@@ -81,6 +81,41 @@ fn a_binlog_replay_goes_on_through_a_failover_exactly_once() {
 }
 
 #[test]
+fn a_failover_asked_of_the_sentinels_is_followed_through_readonly_or_the_switch() {
+    // SENTINEL FAILOVER: the old master stays up and turns replica, so lanes still
+    // connected to it meet READONLY (or the +switch-master announcement) rather than a
+    // lost connection.
+    let set = SentinelSet::start();
+    let run = Run::new(
+        &format!("{}\n  rate: 200", binlog_source(None)),
+        "    senders: 4\n    batch: 32\n",
+        &set.url(0),
+    );
+    let mut tool = run.start();
+    wait_until("the replay to start", Duration::from_secs(30), || {
+        dbsize(&set.master) > 100
+    });
+    let _: redis::Value = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(MASTER_NAME)
+        .query(&mut set.sentinels[0].client())
+        .unwrap();
+    let code = wait_exit(&mut tool, Duration::from_secs(120));
+    let log = run.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("sentinel: the master switched"), "{log}");
+    let now_master = set.sentinels[0].master_port(MASTER_NAME);
+    assert_eq!(now_master, Some(set.replica.port), "{log}");
+    assert_binlog_end_state(set.replica.state());
+    // The old master, now a replica of the new one, holds the same.
+    wait_until(
+        "the old master to catch up",
+        Duration::from_secs(30),
+        || diff(&set.replica.state(), &set.master.state()).is_empty(),
+    );
+}
+
+#[test]
 fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
     let Some(bin) = pika_or_skip(
         "3.3.6",

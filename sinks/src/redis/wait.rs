@@ -2,10 +2,16 @@
 //! transaction before its replicas have it; if it fails then, the replica promoted in
 //! its place never saw it, and a pipeline already acknowledged to the source would be
 //! lost. With `wait_replicas: N` every pipeline ends with `WAIT`, and a lane counts it
-//! applied only once min(N, the replicas the master lists) confirmed it. A master with
-//! fewer replicas than N (after a failover that used up the only one) is waited for by
-//! as many as it has, and said so once; its replicas are counted again (`ROLE`) when a
-//! connection is made, every 10 s, and whenever WAIT falls short.
+//! applied only once enough replicas confirmed it.
+//!
+//! How many is enough is fixed when a connection is made: min(N, the replicas the
+//! master lists in `ROLE`), so a master left without replicas by a failover (the only
+//! one was promoted) is not waited on forever; that is said once. It is raised again,
+//! up to N, when a recount (every 10 s) finds replicas back, and never lowered on a
+//! live connection: a replica that leaves may be one being promoted, and a write the
+//! master then acknowledges alone would be lost with it. WAIT keeps waiting instead,
+//! until the failover shows (the connection drops, the master turns replica) or
+//! `retry_seconds` pass.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,11 +29,11 @@ pub struct WaitSettings {
     warned_short: AtomicBool,
 }
 
-/// How often a lane counts its master's replicas again, so one that came back is
-/// waited for again.
+/// How often a connection counts its master's replicas again, so one that came back
+/// is waited for again.
 const RECOUNT: Duration = Duration::from_secs(10);
 
-/// What a connection's pipelines wait for: min(wait_replicas, the replicas listed).
+/// What a connection's pipelines wait for (see the module).
 #[derive(Debug, Default)]
 pub struct ReplicaCount {
     wanted: Option<u32>,
@@ -66,17 +72,19 @@ impl WaitSettings {
 
     /// Counts the master's replicas when it is time (see the module).
     pub async fn recount(&self, conn: &mut Connection, count: &mut ReplicaCount) {
-        if count.counted.is_some_and(|at| at.elapsed() < RECOUNT) {
+        let due = match (count.wanted, count.counted) {
+            (None, _) => true,
+            (Some(wanted), Some(at)) => wanted < self.replicas && at.elapsed() >= RECOUNT,
+            (Some(_), None) => false,
+        };
+        if !due {
             return;
         }
-        if let Ok(listed) = replicas_of(conn).await {
-            self.set_listed(count, listed);
-        }
-    }
-
-    fn set_listed(&self, count: &mut ReplicaCount, listed: usize) {
-        let listed = u32::try_from(listed).unwrap_or(u32::MAX);
-        count.wanted = Some(self.replicas.min(listed));
+        let Ok(listed) = replicas_of(conn).await else {
+            return;
+        };
+        let listed = u32::try_from(listed).unwrap_or(u32::MAX).min(self.replicas);
+        count.wanted = Some(count.wanted.map_or(listed, |w| w.max(listed)));
         count.counted = Some(Instant::now());
         if listed < self.replicas && !self.warned_short.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -89,7 +97,8 @@ impl WaitSettings {
 
     /// After `WAIT` answered `reply`: waits on (WAIT again, same connection, so it
     /// covers everything this connection wrote) until enough replicas confirmed, for at
-    /// most `retry_for`.
+    /// most `retry_for`. A server that is no longer a master ends the wait as a lost
+    /// connection.
     pub async fn confirm(
         &self,
         conn: &mut Connection,
@@ -99,6 +108,9 @@ impl WaitSettings {
         retry_for: Duration,
     ) -> Result<(), WaitFailure> {
         let started = Instant::now();
+        // A pipeline sent right after a reconnect was built before its connection
+        // counted the replicas: count them now.
+        self.recount(conn, count).await;
         let mut reply = reply;
         loop {
             let got = match reply {
@@ -112,10 +124,6 @@ impl WaitSettings {
                 return Ok(());
             }
             let listed = replicas_of(conn).await.map_err(WaitFailure::Connection)?;
-            self.set_listed(count, listed);
-            if got >= i64::from(self.wanted(count)) {
-                return Ok(());
-            }
             if started.elapsed() >= retry_for {
                 return Err(WaitFailure::TimedOut {
                     waited: started.elapsed(),
@@ -127,6 +135,7 @@ impl WaitSettings {
                     lane,
                     confirmed = got,
                     needed = self.wanted(count),
+                    replicas = listed,
                     "the master's replicas have not confirmed the last pipeline yet; waiting (wait_replicas)"
                 );
             }
