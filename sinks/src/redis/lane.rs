@@ -86,8 +86,8 @@ fn memory(commands: &[LaneCommand]) -> usize {
 }
 
 /// Estimated memory after which a lane stops gathering and sends its transaction even
-/// if `batch` commands have not gathered, so big values do not pile up (each lane also
-/// keeps an encoding buffer up to twice this).
+/// if `batch` commands have not gathered, so big values do not pile up (while it is
+/// sent, the pipeline's commands and their packed form hold about as much again).
 const PIPELINE_BYTES: usize = 1 << 20;
 
 /// How many distinct keys are logged for conflicts and errors before only counting.

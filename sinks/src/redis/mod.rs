@@ -9,6 +9,11 @@
 //! binlog position applied), so a resend after a lost connection never applies anything
 //! twice, and a resumed stream skips what each lane had already applied: binlog streams
 //! land exactly once.
+//!
+//! Connections come from the `redis` crate (`conn`); `target` reads the url (one node,
+//! a unix socket, or the master that sentinels name), `endpoint` is what lanes connect
+//! through, `send` delivers one pipeline (reconnects, the checkpoint check, `wait` for
+//! replicas), `sentinel` finds and follows the master behind Sentinel.
 
 pub mod checkpoint;
 pub mod cluster;

@@ -318,7 +318,7 @@ impl Lane {
                 last,
             });
         }
-        tracing::warn!(lane = self.id, error = %last, retry_in = ?*backoff, "Redis unreachable; retrying");
+        tracing::warn!(lane = self.id, error = %last, retry_in = ?*backoff, "cannot write to Redis now (unreachable, or no longer the master); retrying");
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
         Ok(())
