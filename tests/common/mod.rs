@@ -17,6 +17,7 @@ pub mod pcap;
 pub mod pika_master;
 pub mod real_pika;
 pub mod sentinel;
+pub mod tool;
 
 /// The fixture directory written by a real Pika 3.3.6 (`tests/fixtures/pika-v3.3.6`).
 pub fn fixture(rel: &str) -> PathBuf {
@@ -362,7 +363,6 @@ impl RedisServer {
             .get_connection()
             .unwrap();
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
-        let now = now_ms();
         let mut state = State::new();
         for key in keys {
             if key.starts_with(b"pika-migrate:") {
@@ -399,8 +399,9 @@ impl RedisServer {
                 "none" => continue,
                 other => panic!("unexpected type {other}"),
             };
+            // The time of each PTTL: reading a big database takes a while.
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
-            let expire_at_ms = (pttl >= 0).then_some(now + pttl);
+            let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
             state.insert((key, t), KeyState { val, expire_at_ms });
         }
         state

@@ -126,18 +126,20 @@ pub struct RedisSink {
     /// Batch numbers not yet applied by every lane, with their last event's position.
     unacked: VecDeque<(u64, Position)>,
     acked: Option<Position>,
-    /// Per target database, the scan being loaded: the position of its last snapshot
-    /// event, and whether the database held nothing when the scan began (its keys then
-    /// need no DEL first). A snapshot event that does not come after the last one of its
-    /// database, or one after a binlog command there, begins a new scan (a second full
-    /// sync), and the database is looked at again.
+    /// Per target database, the scan being loaded, and whether the database held
+    /// nothing when it began (its keys then need no DEL first). A snapshot event of
+    /// another dump, or that does not come after the last one, or one after a binlog
+    /// command there, begins a new scan (a second full sync, a reload), and the database
+    /// is looked at again.
     scans: std::collections::HashMap<u32, Scan>,
 }
 
-/// A full sync's dump being loaded into one target database.
+/// A full sync's dump being loaded into one target database: the dump's position, the
+/// number of its last event, and whether the database was empty when it began.
 #[derive(Debug, Clone, Copy)]
 struct Scan {
-    last: Position,
+    dump_at: BinlogOffset,
+    seq: u64,
     target_empty: bool,
 }
 
@@ -494,9 +496,12 @@ impl RedisSink {
     /// is applied first, then the database is looked at (a cluster never counts as empty).
     async fn scan_target_empty(&mut self, db: u32, event: &Event) -> Result<bool, SinkError> {
         let position = event.position;
+        let Position::Snapshot { at: dump_at, seq } = position else {
+            return Ok(false);
+        };
         if let Some(scan) = self.scans.get_mut(&db) {
-            if scan.last < position {
-                scan.last = position;
+            if scan.dump_at == dump_at && scan.seq < seq {
+                scan.seq = seq;
                 return Ok(scan.target_empty);
             }
         }
@@ -527,7 +532,8 @@ impl RedisSink {
         self.scans.insert(
             db,
             Scan {
-                last: position,
+                dump_at,
+                seq,
                 target_empty,
             },
         );
