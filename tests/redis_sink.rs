@@ -193,7 +193,7 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
         &format!("redis://:wrong@127.0.0.1:{}/0", redis.port),
         "",
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "refused credentials: EX_NOPERM; {stderr}");
     assert!(stderr.contains("authentication refused"), "{stderr}");
     assert!(
         !stderr.contains("wrong@"),
@@ -216,7 +216,7 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
         &format!("redis://migrator:nope@127.0.0.1:{}/0", acl.port),
         "",
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 77, "{stderr}");
     assert!(
         stderr.contains("authentication refused") && stderr.contains("WRONGPASS"),
         "{stderr}"
@@ -224,16 +224,39 @@ fn password_and_acl_users_work_and_bad_credentials_fail_at_start() {
 }
 
 #[test]
+fn a_unix_socket_target_works_in_both_url_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let redis = RedisServer::start_with(&[
+        "--unixsocket",
+        socket.to_str().unwrap(),
+        "--unixsocketperm",
+        "700",
+    ]);
+    let url = format!("redis+unix://{}?db=0", socket.display());
+    let (code, stderr) = run_into(&dump_source(), &url, "    senders: 2\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("redis {url}: ")), "{stderr}");
+    let expected = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()));
+    assert_same(&expected, &redis.state());
+
+    let url = format!("unix://{}?db=3", socket.display());
+    let (code, stderr) = run_into(&binlog_source(None), &url, "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_binlog_end_state(redis.state_of_db(3));
+}
+
+#[test]
 fn unreachable_targets_fail_at_start_with_the_address() {
     let port = free_port();
     let (code, stderr) = run_into(&dump_source(), &format!("redis://127.0.0.1:{port}/0"), "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 69, "unreachable: EX_UNAVAILABLE; {stderr}");
     assert!(
         stderr.contains(&format!("127.0.0.1:{port}/0: cannot connect")),
         "{stderr}"
     );
     let (code, stderr) = run_into(&dump_source(), "redis://no-such-host.invalid:6379/0", "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 69, "{stderr}");
     assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
         http_get(port, "/nothing").is_none(),
         "unknown paths are 404"
     );
+    assert_promtool_accepts(&metrics);
 
     let (code, out, err) = run_cli(&["status", "-c", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -71,4 +73,36 @@ fn a_running_pipeline_serves_json_and_prometheus_and_status_prints_it() {
     let (code, _, err) = run_cli(&["status", "--addr", &format!("127.0.0.1:{port}")]);
     assert_eq!(code, 1);
     assert!(err.contains("no status at"), "{err}");
+}
+
+/// Prometheus' own checker (`promtool check metrics`, Debian's `prometheus` package)
+/// finds nothing to say about the exposition: each family's HELP and TYPE once, counters
+/// typed as counters and named `_total`, base units.
+fn assert_promtool_accepts(metrics: &str) {
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the promtool check of /metrics (install Debian's prometheus package)"
+        );
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{metrics}"
+    );
 }

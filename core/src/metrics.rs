@@ -55,7 +55,7 @@ impl Metrics {
 
     /// The status and counters as Prometheus text (`GET /metrics`).
     pub fn prometheus(&self) -> String {
-        self.0.status.prometheus(self.report())
+        self.0.status.prometheus(&self.report())
     }
 
     pub fn set_expected_keys(&self, n: u64) {

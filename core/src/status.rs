@@ -2,18 +2,15 @@
 //! source's stage and positions (a live replica fills them in), each sink's counts and
 //! acknowledged position, errors, and how long the sinks take to acknowledge what the
 //! master sends. Cheap to update; read as a [`StatusReport`], or as Prometheus text
-//! (written by `prometheus-client`, the exposition crate of the Prometheus project).
+//! (written by the `prometheus` crate, in the text format Prometheus scrapes).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
 use serde::Serialize;
 
 use crate::event::{BinlogOffset, Position};
@@ -118,15 +115,21 @@ const LATENCY_BUCKETS: [f64; 16] = [
 #[derive(Debug, Clone)]
 pub struct Status {
     inner: Arc<Mutex<Inner>>,
-    /// Seconds from a binlog item's arrival to its acknowledgement by every sink.
-    ack_latency: Histogram,
+    /// Seconds from a binlog item's arrival to its acknowledgement by every sink
+    /// (`None` only if the prometheus crate refused our constant options).
+    ack_latency: Option<Histogram>,
 }
 
 impl Default for Status {
     fn default() -> Self {
+        let opts = HistogramOpts::new(
+            "ack_latency_seconds",
+            "time from a binlog item's arrival from the master to its acknowledgement by every sink",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec());
         Status {
             inner: Arc::default(),
-            ack_latency: Histogram::new(LATENCY_BUCKETS),
+            ack_latency: Histogram::with_opts(opts).ok(),
         }
     }
 }
@@ -184,7 +187,9 @@ impl Status {
     /// Records how long an item took from its arrival to its acknowledgement by every
     /// sink.
     pub fn acked_after(&self, latency: Duration) {
-        self.ack_latency.observe(latency.as_secs_f64());
+        if let Some(h) = &self.ack_latency {
+            h.observe(latency.as_secs_f64());
+        }
     }
 
     pub fn error(&self, e: &str) {
@@ -238,139 +243,134 @@ impl Status {
 
     /// Prometheus text of `report` (taken from this status) and of the latency
     /// histogram, every name prefixed `pika_migrate_`.
-    pub fn prometheus(&self, report: StatusReport) -> String {
-        let mut registry = Registry::with_prefix("pika_migrate");
-        registry.register_with_unit(
-            "ack_latency",
-            "time from a binlog item's arrival from the master to its acknowledgement by every sink",
-            Unit::Seconds,
-            self.ack_latency.clone(),
-        );
-        registry.register_collector(Box::new(ReportCollector(report)));
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+    pub fn prometheus(&self, report: &StatusReport) -> String {
+        let registry = match Registry::new_custom(Some("pika_migrate".into()), None) {
+            Ok(r) => r,
+            Err(e) => return format!("# metrics unavailable: {e}\n"),
+        };
+        let fill = || -> prometheus::Result<()> {
+            if let Some(h) = &self.ack_latency {
+                registry.register(Box::new(h.clone()))?;
+            }
+            report.register(&registry)
+        };
+        if let Err(e) = fill() {
+            return format!("# metrics unavailable: {e}\n");
+        }
+        let mut out = Vec::new();
+        match prometheus::TextEncoder::new().encode(&registry.gather(), &mut out) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) => format!("# metrics unavailable: {e}\n"),
+        }
     }
 }
 
-/// The numbers of one [`StatusReport`], encoded at scrape time.
-#[derive(Debug)]
-struct ReportCollector(StatusReport);
-
-fn offset_value(p: &Option<String>) -> Option<(u64, u64)> {
+fn offset_value(p: &Option<String>) -> Option<(i64, i64)> {
     let (f, o) = p.as_deref()?.split_once(':')?;
     Some((f.parse().ok()?, o.split(':').next()?.parse().ok()?))
 }
 
-impl Collector for ReportCollector {
-    fn encode(&self, mut out: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let r = &self.0;
-        let mut gauge = |name: &str, help: &str, unit: Option<Unit>, v: u64| {
-            let metric = ConstGauge::new(v);
-            let e = out.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
-            metric.encode(e)
+/// A value from outside (a count, a byte total) as a Prometheus integer.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl StatusReport {
+    /// Registers the report's numbers, as they are now, with `registry`.
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        let gauge = |name: &str, help: &str, v: i64| -> prometheus::Result<()> {
+            let g = IntGauge::new(name, help)?;
+            g.set(v);
+            registry.register(Box::new(g))
         };
-        if let Some((f, o)) = offset_value(&r.position) {
+        if let Some((f, o)) = offset_value(&self.position) {
             gauge(
                 "position_filenum",
                 "binlog file of our acknowledged position",
-                None,
                 f,
             )?;
             gauge(
                 "position_offset",
                 "binlog offset of our acknowledged position",
-                None,
                 o,
             )?;
         }
-        if let Some((f, o)) = offset_value(&r.master_sent) {
+        if let Some((f, o)) = offset_value(&self.master_sent) {
             gauge(
                 "master_sent_filenum",
                 "binlog file of the last item the master sent",
-                None,
                 f,
             )?;
             gauge(
                 "master_sent_offset",
                 "binlog offset of the last item the master sent",
-                None,
                 o,
             )?;
         }
         gauge(
             "lag_items",
             "items received and not yet acknowledged by every sink",
-            None,
-            r.lag_items,
+            int(self.lag_items),
+        )?;
+        let lag = Gauge::new(
+            "lag_seconds",
+            "time since the oldest item not yet acknowledged by every sink arrived from the master",
+        )?;
+        lag.set(self.lag_ms as f64 / 1000.0);
+        registry.register(Box::new(lag))?;
+        gauge(
+            "master_write_lag_seconds",
+            "age of the oldest item not yet acknowledged by every sink since the master wrote it (whole seconds)",
+            int(self.lag_seconds),
         )?;
         gauge(
-            "lag",
-            "age of the oldest item not yet acknowledged by every sink, since the master wrote it",
-            Some(Unit::Seconds),
-            r.lag_seconds,
-        )?;
-        gauge(
-            "lag_milliseconds",
-            "time since the oldest item not yet acknowledged by every sink arrived",
-            None,
-            r.lag_ms,
-        )?;
-        gauge(
-            "dump",
+            "dump_received_bytes",
             "bytes of the full-sync dump received",
-            Some(Unit::Bytes),
-            r.dump_bytes,
+            int(self.dump_bytes),
         )?;
         gauge(
             "keys_done",
             "snapshot keys sent to the sinks",
-            None,
-            r.keys_done,
+            int(self.keys_done),
         )?;
         gauge(
             "keys_expected",
             "snapshot keys the dump holds (estimate)",
-            None,
-            r.keys_total,
+            int(self.keys_total),
         )?;
 
-        let stage = ConstGauge::new(0i64);
-        let mut e = out.encode_descriptor(
-            "stage",
-            "1 for the stage the run is in, 0 for the others",
-            None,
-            stage.metric_type(),
+        let stage = IntGaugeVec::new(
+            Opts::new("stage", "1 for the stage the run is in, 0 for the others"),
+            &["stage"],
         )?;
         for s in Stage::ALL {
-            let labels = [("stage", s.as_str())];
-            ConstGauge::new(i64::from(r.stage == s)).encode(e.encode_family(&labels)?)?;
+            stage
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(self.stage == s));
         }
+        registry.register(Box::new(stage))?;
 
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let metric = ConstCounter::new(v);
-            let e = out.encode_descriptor(name, help, None, MetricType::Counter)?;
-            metric.encode(e)
+        let counter = |name: &str, help: &str, v: u64| -> prometheus::Result<()> {
+            let c = IntCounter::new(name, help)?;
+            c.inc_by(v);
+            registry.register(Box::new(c))
         };
-        counter("events", "events read from the source", r.events)?;
+        counter("events_total", "events read from the source", self.events)?;
         counter(
-            "errors",
+            "errors_total",
             "interruptions recovered from (lost links, busy master)",
-            r.errors,
+            self.errors,
         )?;
-
-        let mut e = out.encode_descriptor(
-            "sink_events",
-            "events handed to each sink",
-            None,
-            MetricType::Counter,
+        let sinks = IntCounterVec::new(
+            Opts::new("sink_events_total", "events handed to each sink"),
+            &["sink"],
         )?;
-        for sink in &r.sinks {
-            let labels = [("sink", sink.name.as_str())];
-            ConstCounter::new(sink.events).encode(e.encode_family(&labels)?)?;
+        for sink in &self.sinks {
+            sinks
+                .with_label_values(&[sink.name.as_str()])
+                .inc_by(sink.events);
         }
-        Ok(())
+        registry.register(Box::new(sinks))
     }
 }
 
@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(r.lag_items, 12);
         assert!(r.lag_seconds > 1_000_000);
         assert!((1500..10_000).contains(&r.lag_ms), "{}", r.lag_ms);
-        let text = s.prometheus(r.clone());
+        let text = s.prometheus(&r);
         assert!(
             text.contains("pika_migrate_stage{stage=\"streaming\"} 1"),
             "{text}"
@@ -416,6 +416,7 @@ mod tests {
             text.contains("pika_migrate_ack_latency_seconds_bucket{le=\"0.005\"} 1"),
             "{text}"
         );
+        assert!(text.contains("pika_migrate_lag_seconds 1.5"), "{text}");
         assert!(
             text.contains("pika_migrate_ack_latency_seconds_count 2"),
             "{text}"

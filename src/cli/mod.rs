@@ -17,6 +17,8 @@ use pika_migrate_core::config::ConfigError;
 use pika_migrate_core::pipeline::PipelineError;
 use pika_migrate_core::source::pika::ReplicaError;
 use pika_migrate_core::source::SourceError;
+use pika_migrate_sinks::redis::RedisSinkError;
+use pika_migrate_sinks::BuildError;
 use tracing_subscriber::EnvFilter;
 
 pub use priority::lower_priority;
@@ -123,11 +125,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Maps an error to the process exit code: 78 for a bad pipeline file, the replica's
-/// own codes for what the master refused (README, "Exit codes"), 1 otherwise.
+/// own codes for what the master refused, the Redis sink's for a target it cannot use
+/// at start (README, "Exit codes"), 1 otherwise.
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
         if c.is::<ConfigError>() {
             return EXIT_CONFIG;
+        }
+        let redis = c
+            .downcast_ref::<RedisSinkError>()
+            .or(match c.downcast_ref::<BuildError>() {
+                Some(BuildError::Redis(r)) => Some(r),
+                _ => None,
+            });
+        if let Some(r) = redis {
+            return r.exit_code();
         }
         let replica = c
             .downcast_ref::<ReplicaError>()

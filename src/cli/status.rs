@@ -58,7 +58,7 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         ),
         "/metrics" => (
             "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
             metrics.prometheus(),
         ),
         _ => (

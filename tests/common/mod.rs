@@ -16,6 +16,8 @@ use serde_json::Value as Json;
 pub mod pcap;
 pub mod pika_master;
 pub mod real_pika;
+pub mod sentinel;
+pub mod tool;
 
 /// The fixture directory written by a real Pika 3.3.6 (`tests/fixtures/pika-v3.3.6`).
 pub fn fixture(rel: &str) -> PathBuf {
@@ -361,7 +363,6 @@ impl RedisServer {
             .get_connection()
             .unwrap();
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
-        let now = now_ms();
         let mut state = State::new();
         for key in keys {
             if key.starts_with(b"pika-migrate:") {
@@ -398,8 +399,9 @@ impl RedisServer {
                 "none" => continue,
                 other => panic!("unexpected type {other}"),
             };
+            // The time of each PTTL: reading a big database takes a while.
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
-            let expire_at_ms = (pttl >= 0).then_some(now + pttl);
+            let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
             state.insert((key, t), KeyState { val, expire_at_ms });
         }
         state
@@ -491,6 +493,21 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits for `child` to exit; its exit code. Kills it and fails the test after `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the tool did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits until `done`, failing the test with `what` after `within`.

@@ -116,6 +116,9 @@ struct State {
     dbsyncs: usize,
     acked: Option<BinlogOffset>,
     push_delay: Duration,
+    /// Sends nothing on the replication connections (no pushes, no keepalives): a
+    /// master gone silent without closing, which a real one cannot be made to be.
+    muted: bool,
     /// The writable dump copy and the rsync password file, made at the first DBSync.
     dump: Option<(PathBuf, PathBuf)>,
 }
@@ -403,6 +406,11 @@ impl PikaMaster {
     }
 
     /// Pause before each rsync step of a dump push (to kill a replica mid-transfer).
+    /// Stops sending anything on replication connections (or starts again).
+    pub fn mute(&self, on: bool) {
+        self.shared.lock().muted = on;
+    }
+
     pub fn set_push_delay(&self, d: Duration) {
         self.shared.lock().push_delay = d;
     }
@@ -788,6 +796,9 @@ impl Shared {
     }
 
     fn due_frames(&self, st: &mut State, conn: u64) -> Vec<Vec<u8>> {
+        if st.muted {
+            return Vec::new();
+        }
         let now = Instant::now();
         let opts = &self.opts;
         let mut out = Vec::new();

@@ -60,19 +60,27 @@ pub fn find_pika(version: &'static str) -> Result<PikaBin, String> {
     })
 }
 
-/// The Pika `version`, or `None` after printing why the calling test is skipped. Under
+/// The Pika `version`, or `None` after saying why the calling test is skipped. Under
 /// `PIKA_REQUIRED=1`, a missing binary fails the test.
 pub fn pika_or_skip(version: &'static str, test: &str) -> Option<PikaBin> {
     match find_pika(version) {
         Ok(bin) => Some(bin),
-        Err(why) if std::env::var_os("PIKA_REQUIRED").is_some_and(|v| v != "0") => {
-            panic!("{test}: Pika {version} is required (PIKA_REQUIRED) but {why}")
-        }
         Err(why) => {
-            eprintln!("skipped: {test} needs a real Pika {version}: {why}");
+            skip(test, &format!("needs a real Pika {version}: {why}"));
             None
         }
     }
+}
+
+/// Says, in one line that the test harness does not capture, that `test` is skipped
+/// and why; under `PIKA_REQUIRED=1` (CI with the Pika binaries) a skip is a failure.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("PIKA_REQUIRED").is_some_and(|v| v != "0") {
+        panic!("{test} {why}, and PIKA_REQUIRED forbids skipping");
+    }
+    // Straight to the process's stderr: `eprintln!` would be captured with the output
+    // of a passing test, and the line never seen.
+    let _ = writeln!(std::io::stderr(), "skipped: {test} {why}");
 }
 
 /// Settings a test gives its master; the rest come from the template.
@@ -375,10 +383,10 @@ impl RealPika {
         let mut con = self.client_of_db(db);
         let keys: BTreeSet<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         let mut state = State::new();
-        let now = now_ms();
         for key in keys {
+            // The time of each PTTL: reading a big database takes a while.
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap_or(-1);
-            let expire_at_ms = (pttl >= 0).then_some(now + pttl);
+            let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
             for val in values_of(&mut con, &key) {
                 let t = val.type_name().to_owned();
                 state.insert((key.clone(), t), KeyState { val, expire_at_ms });
@@ -448,6 +456,16 @@ fn values_of(con: &mut redis::Connection, key: &[u8]) -> Vec<Val> {
 impl Drop for RealPika {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test leaves the master's directory (logs, binlog, dumps) to read.
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            let _ = writeln!(
+                std::io::stderr(),
+                "Pika {} master's directory kept: {}",
+                self.bin.version,
+                dir.keep().display()
+            );
+        }
     }
 }
 

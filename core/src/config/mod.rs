@@ -123,7 +123,7 @@ fn default_rsync() -> PathBuf {
 }
 
 fn default_transfer_timeout() -> u64 {
-    600
+    120
 }
 
 fn default_retry_seconds() -> u64 {

@@ -1,11 +1,14 @@
 //! Redis Cluster: which slot a key hashes to (CRC16 of the key or of its `{hash tag}`),
 //! which master serves each slot (`CLUSTER SLOTS`), and a hash tag per slot so a lane
 //! can keep one checkpoint key in the slot of every transaction it sends (a cluster
-//! transaction may only touch one slot).
+//! transaction may only touch one slot). The `redis` crate keeps its own slot map and
+//! routing private to its cluster client, which resends on MOVED by itself; our lanes
+//! need to own that order, so the map is read here, through the crate's connection.
 
-use super::conn::Connection;
-use super::reply::Reply;
-use super::url::Target;
+use redis::{ConnectionInfo, Value};
+
+use super::conn::{reply_error, Connection};
+use super::target::at_address;
 
 pub const SLOTS: usize = 16384;
 
@@ -72,32 +75,32 @@ impl SlotMap {
             .call(&[b"CLUSTER".as_slice(), b"SLOTS"])
             .await
             .map_err(|e| e.to_string())?;
-        let Reply::Array(Some(ranges)) = reply else {
-            return Err(format!(
-                "CLUSTER SLOTS answered {reply:?}: is it a cluster?"
-            ));
-        };
+        if let Some(e) = reply_error(&reply) {
+            return Err(format!("CLUSTER SLOTS answered {e}: is it a cluster?"));
+        }
+        // Each range: start, end, then the master as [host, port, id…], then replicas.
+        let ranges: Vec<Vec<Value>> =
+            redis::from_redis_value(&reply).map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
         let mut parsed = Vec::new();
         for range in ranges {
-            let Reply::Array(Some(fields)) = range else {
-                return Err("CLUSTER SLOTS: a range is not an array".into());
+            let (Some(start), Some(end), Some(master)) =
+                (range.first(), range.get(1), range.get(2))
+            else {
+                return Err("CLUSTER SLOTS: a range has no bounds or no master".into());
             };
-            let int = |r: Option<&Reply>| match r {
-                Some(Reply::Int(i)) => Some(*i),
-                _ => None,
+            let bounds: redis::RedisResult<(usize, usize)> =
+                redis::from_redis_value(start).and_then(|s| Ok((s, redis::from_redis_value(end)?)));
+            let node: redis::RedisResult<Vec<Value>> = redis::from_redis_value(master);
+            let (Ok((start, end)), Ok(node)) = (bounds, node) else {
+                return Err("CLUSTER SLOTS: a range is malformed".into());
             };
-            let (Some(start), Some(end)) = (int(fields.first()), int(fields.get(1))) else {
-                return Err("CLUSTER SLOTS: a range has no bounds".into());
+            let address: redis::RedisResult<(String, u16)> = match node.as_slice() {
+                [host, port, ..] => redis::from_redis_value(host)
+                    .and_then(|h| Ok((h, redis::from_redis_value(port)?))),
+                _ => return Err("CLUSTER SLOTS: a master has no host and port".into()),
             };
-            let Some(Reply::Array(Some(master))) = fields.get(2) else {
-                return Err("CLUSTER SLOTS: a range has no master".into());
-            };
-            let host = match master.first() {
-                Some(Reply::Bulk(Some(h))) => String::from_utf8_lossy(h).into_owned(),
-                _ => return Err("CLUSTER SLOTS: a master has no host".into()),
-            };
-            let port = int(master.get(1)).ok_or("CLUSTER SLOTS: a master has no port")?;
-            parsed.push((start as usize, end as usize, host, port as u16));
+            let (host, port) = address.map_err(|e| format!("CLUSTER SLOTS: {e}"))?;
+            parsed.push((start, end, host, port));
         }
         let mut nodes: Vec<(String, u16)> = parsed.iter().map(|p| (p.2.clone(), p.3)).collect();
         nodes.sort();
@@ -118,13 +121,9 @@ impl SlotMap {
         Ok(SlotMap { nodes, owner })
     }
 
-    /// The target of node `i`: the seed's credentials at the node's address.
-    pub fn target(&self, seed: &Target, i: usize) -> Target {
-        let mut t = seed.clone();
-        t.host = self.nodes[i].0.clone();
-        t.port = self.nodes[i].1;
-        t.db = 0;
-        t
+    /// The settings of node `i`: the seed's credentials and TLS at the node's address.
+    pub fn target(&self, seed: &ConnectionInfo, i: usize) -> ConnectionInfo {
+        at_address(seed, &self.nodes[i].0, self.nodes[i].1, 0)
     }
 
     pub fn node_of(&self, key: &[u8]) -> usize {

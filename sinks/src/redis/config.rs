@@ -16,12 +16,26 @@ fn default_linger_ms() -> u64 {
 fn default_retry_seconds() -> u64 {
     300
 }
+fn default_wait_timeout_ms() -> u64 {
+    1000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
-    /// `redis://[user[:password]@]host[:port][/db]`; `rediss://` for TLS.
+    /// `redis://[user[:password]@]host[:port][/db]`; `rediss://` for TLS;
+    /// `redis+unix:///path?db=N` or `unix:///path?db=N` for a unix socket;
+    /// `redis-sentinel://[[user]:password@]host1[:26379],host2[:26379][/db]#master` for
+    /// the master that sentinels name (see `target`).
     pub url: String,
+    /// With a redis-sentinel url: the data nodes' ACL user, when it is not the
+    /// sentinels' (the url's).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// With a redis-sentinel url: the data nodes' password, when it is not the
+    /// sentinels' (the url's).
+    #[serde(default)]
+    pub password: Option<String>,
     /// Commands per pipeline flush (the old tool's sync-batch-num).
     #[serde(default = "default_batch")]
     pub batch: usize,
@@ -49,7 +63,14 @@ pub struct RedisSinkConfig {
     pub cluster: bool,
     /// TLS settings for a `rediss://` url (CA file, client certificate).
     #[serde(default)]
-    pub tls: Option<super::tls::TlsConfig>,
+    pub tls: Option<super::target::TlsConfig>,
+    /// Replicas that must confirm each pipeline (`WAIT`) before it counts as applied;
+    /// default 1 behind sentinels (so a failover loses nothing acknowledged), else 0.
+    #[serde(default)]
+    pub wait_replicas: Option<u32>,
+    /// How long one `WAIT` blocks before the lane checks the replicas and waits again.
+    #[serde(default = "default_wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1,191 +1,217 @@
-//! One connection to a Redis server: connect, authenticate, select the database, then
-//! send pipelines of pre-encoded commands and read their replies in order.
+//! One connection to a Redis server, from the `redis` crate (its url parsing, TCP, TLS
+//! and unix sockets, the AUTH/SELECT handshake, the reply parser), checked with a PING
+//! so a server still loading or wanting a password fails here. Commands go out as
+//! pre-built pipelines; every reply comes back as a `redis::Value`, errors included.
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Value};
 
-use super::reply::{self, Reply};
-use super::url::Target;
-use pika_migrate_core::resp::encode_command;
+use super::target::show;
 
 /// Why a connection could not be set up. Each names the target (password hidden).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{target}: cannot connect: {source}")]
-    Io {
-        target: Target,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{target}: connection timed out after {0:?}", .timeout)]
-    Timeout { target: Target, timeout: Duration },
+    #[error("{target}: cannot connect: {message}")]
+    Io { target: String, message: String },
     #[error("{target}: authentication refused: {reply}")]
-    Auth { target: Target, reply: String },
+    Auth { target: String, reply: String },
     #[error("{target}: {command} refused: {reply}")]
     Refused {
-        target: Target,
+        target: String,
         command: &'static str,
         reply: String,
     },
-    #[error("{target}: TLS handshake failed: {source}")]
-    Tls {
-        target: Target,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{target}: TLS handshake failed: {message}")]
+    Tls { target: String, message: String },
 }
 
 impl ConnectError {
     /// Whether trying again later can help (the server may come back); wrong
     /// credentials or settings cannot.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectError::Io { .. } | ConnectError::Timeout { .. })
+        matches!(self, ConnectError::Io { .. })
             || matches!(self, ConnectError::Refused { reply, .. } if reply.starts_with("LOADING"))
     }
 }
 
-/// A plain or TLS byte stream.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-pub struct Connection {
-    stream: BufWriter<Box<dyn Stream>>,
-    read_buf: BytesMut,
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Connection {
-    pub async fn connect(target: &Target) -> Result<Connection, ConnectError> {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((target.host.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            target: target.clone(),
-            timeout: CONNECT_TIMEOUT,
-        })?
-        .map_err(|source| ConnectError::Io {
-            target: target.clone(),
-            source,
-        })?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = match (&target.tls_client, target.tls) {
-            (Some(tls), true) => {
-                let handshake = tls.handshake(tcp, &target.host);
-                let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
-                    .await
-                    .map_err(|_| ConnectError::Tls {
-                        target: target.clone(),
-                        source: std::io::Error::other(format!(
-                            "no answer within {CONNECT_TIMEOUT:?}: is it a TLS port?"
-                        )),
-                    })?
-                    .map_err(|source| ConnectError::Tls {
-                        target: target.clone(),
-                        source,
-                    })?;
-                Box::new(tls_stream)
+/// The error text of a reply, as Redis wrote it (`WRONGTYPE Operation against …`), if
+/// it is an error.
+pub fn reply_error(reply: &Value) -> Option<String> {
+    match reply {
+        Value::ServerError(e) => Some(match e.details() {
+            Some(details) => format!("{} {details}", e.code()),
+            None => e.code().to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// A reply as text for a message: the error as Redis wrote it, or the value.
+pub fn error_text(reply: &Value) -> String {
+    reply_error(reply).unwrap_or_else(|| format!("{reply:?}"))
+}
+
+/// A command from its arguments (name first), its buffers sized once.
+pub fn command<A: AsRef<[u8]>>(argv: &[A]) -> Cmd {
+    let bytes = argv.iter().map(|a| a.as_ref().len()).sum();
+    let mut cmd = Cmd::with_capacity(argv.len(), bytes);
+    for a in argv {
+        cmd.arg(a.as_ref());
+    }
+    cmd
+}
+
+/// A bulk reply's bytes.
+pub fn bulk(reply: &Value) -> Option<Bytes> {
+    match reply {
+        Value::BulkString(v) => Some(Bytes::copy_from_slice(v)),
+        Value::SimpleString(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Value::Okay => Some(Bytes::from_static(b"OK")),
+        _ => None,
+    }
+}
+
+/// Whether a failed connect was a TLS failure (a certificate refused, a peer that
+/// does not speak TLS) rather than a network one.
+fn tls_failure(e: &redis::RedisError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
             }
-            (None, true) => {
+        }
+        source = err.source();
+    }
+    false
+}
+
+pub struct Connection {
+    inner: MultiplexedConnection,
+}
+
+impl Connection {
+    /// Connects, authenticates, selects the database and checks with PING.
+    pub async fn open(info: &ConnectionInfo) -> Result<Connection, ConnectError> {
+        let target = show(info);
+        let tls = matches!(info.addr, ConnectionAddr::TcpTls { .. });
+        let client = redis::Client::open(info.clone()).map_err(|e| ConnectError::Io {
+            target: target.clone(),
+            message: e.to_string(),
+        })?;
+        let config = AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
+        let inner = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(inner) => inner,
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+                let reply = auth_reply(info).await.unwrap_or_else(|| e.to_string());
+                return Err(ConnectError::Auth { target, reply });
+            }
+            Err(e) if tls && tls_failure(&e) => {
                 return Err(ConnectError::Tls {
-                    target: target.clone(),
-                    source: std::io::Error::other("no TLS settings"),
+                    target,
+                    message: e.to_string(),
                 })
             }
-            _ => Box::new(tcp),
-        };
-        let mut conn = Connection {
-            stream: BufWriter::with_capacity(1 << 20, stream),
-            read_buf: BytesMut::with_capacity(1 << 16),
-        };
-        let io = |source| ConnectError::Io {
-            target: target.clone(),
-            source,
-        };
-        if let Some(password) = &target.password {
-            let mut argv: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &target.user {
-                argv.push(user.as_bytes());
+            Err(e) if tls && e.is_timeout() => {
+                return Err(ConnectError::Tls {
+                    target,
+                    message: format!("no answer within {CONNECT_TIMEOUT:?}: is it a TLS port?"),
+                })
             }
-            argv.push(password.as_bytes());
-            if let Reply::Error(reply) = conn.call(&argv).await.map_err(io)? {
-                return Err(ConnectError::Auth {
-                    target: target.clone(),
+            Err(e) if e.kind() == ErrorKind::ResponseError => {
+                return Err(ConnectError::Refused {
+                    target,
+                    command: "SELECT",
+                    reply: e.to_string(),
+                })
+            }
+            Err(e) => {
+                return Err(ConnectError::Io {
+                    target,
+                    message: e.to_string(),
+                })
+            }
+        };
+        let mut conn = Connection { inner };
+        let pong = conn.call(&[b"PING".as_slice()]).await;
+        let reply = match pong {
+            Ok(reply @ Value::ServerError(_)) => error_text(&reply),
+            Ok(_) => return Ok(conn),
+            Err(e) => {
+                return Err(ConnectError::Io {
+                    target,
+                    message: e.to_string(),
+                })
+            }
+        };
+        Err(
+            if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
+                ConnectError::Auth { target, reply }
+            } else {
+                ConnectError::Refused {
+                    target,
+                    command: "PING",
                     reply,
-                });
-            }
-        }
-        let checks: [(&'static str, Vec<Vec<u8>>); 2] = [
-            (
-                "SELECT",
-                vec![b"SELECT".to_vec(), target.db.to_string().into_bytes()],
-            ),
-            ("PING", vec![b"PING".to_vec()]),
-        ];
-        for (command, argv) in checks {
-            if let Reply::Error(reply) = conn.call(&argv).await.map_err(io)? {
-                let target = target.clone();
-                return Err(
-                    if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
-                        ConnectError::Auth { target, reply }
-                    } else {
-                        ConnectError::Refused {
-                            target,
-                            command,
-                            reply,
-                        }
-                    },
-                );
-            }
-        }
-        Ok(conn)
+                }
+            },
+        )
     }
 
-    /// Sends one command and reads its reply.
-    pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> std::io::Result<Reply> {
-        let mut buf = Vec::new();
-        encode_command(&mut buf, argv);
-        let mut replies = Vec::with_capacity(1);
-        self.pipeline(&buf, 1, &mut replies).await?;
-        Ok(replies.pop().unwrap_or(Reply::Bulk(None)))
+    /// Sends one command and reads its reply (a Redis error is an `Ok` value).
+    pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> redis::RedisResult<Value> {
+        self.send(&command(argv)).await
     }
 
-    /// Sends `encoded` (RESP commands) and reads `count` replies into `out`, in order.
+    /// Sends one built command and reads its reply.
+    pub async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        self.inner.send_packed_command(cmd).await
+    }
+
+    /// Sends `pipeline` and returns its `count` replies, in order.
     pub async fn pipeline(
         &mut self,
-        encoded: &[u8],
+        pipeline: &redis::Pipeline,
         count: usize,
-        out: &mut Vec<Reply>,
-    ) -> std::io::Result<()> {
-        self.stream.write_all(encoded).await?;
-        self.stream.flush().await?;
-        let mut got = 0;
-        while got < count {
-            match reply::parse(&mut self.read_buf) {
-                Ok(Some(reply)) => {
-                    out.push(reply);
-                    got += 1;
-                }
-                Ok(None) => {
-                    if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                        self.read_buf.reserve(1 << 16);
-                    }
-                    let n = self.stream.get_mut().read_buf(&mut self.read_buf).await?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "Redis closed the connection",
-                        ));
-                    }
-                }
-                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            }
-        }
-        Ok(())
+    ) -> redis::RedisResult<Vec<Value>> {
+        self.inner.send_packed_commands(pipeline, 0, count).await
+    }
+}
+
+/// The server's own words for a refused AUTH (the crate keeps only that it failed):
+/// asked again on a connection without credentials.
+async fn auth_reply(info: &ConnectionInfo) -> Option<String> {
+    let mut bare = info.clone();
+    bare.redis.username = None;
+    bare.redis.password = None;
+    bare.redis.db = 0;
+    let client = redis::Client::open(bare).ok()?;
+    let config = AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()?;
+    let mut auth = Cmd::new();
+    auth.arg("AUTH");
+    if let Some(user) = &info.redis.username {
+        auth.arg(user);
+    }
+    auth.arg(info.redis.password.as_deref().unwrap_or(""));
+    match conn.send_packed_command(&auth).await.ok()? {
+        reply @ Value::ServerError(_) => Some(error_text(&reply)),
+        _ => None,
     }
 }

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use redis::{ConnectionInfo, Value};
+
 use super::cluster::{slot_of, SlotMap};
-use super::conn::Connection;
-use super::reply::Reply;
-use super::url::Target;
+use super::conn::{error_text, Connection};
 
 /// Connections to the masters, opened when first needed.
 #[derive(Default)]
@@ -25,11 +25,11 @@ impl CrossSlot {
     async fn conn(
         &mut self,
         map: &SlotMap,
-        seed: &Target,
+        seed: &ConnectionInfo,
         node: usize,
     ) -> Result<&mut Connection, String> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.conns.entry(node) {
-            let conn = Connection::connect(&map.target(seed, node))
+            let conn = Connection::open(&map.target(seed, node))
                 .await
                 .map_err(|e| e.to_string())?;
             slot.insert(conn);
@@ -42,10 +42,10 @@ impl CrossSlot {
     async fn call(
         &mut self,
         map: &SlotMap,
-        seed: &Target,
+        seed: &ConnectionInfo,
         node: usize,
         argv: &[&[u8]],
-    ) -> Result<Reply, String> {
+    ) -> Result<Value, String> {
         let reply = self.conn(map, seed, node).await?.call(argv).await;
         if reply.is_err() {
             // A broken connection is opened afresh next time.
@@ -59,15 +59,15 @@ impl CrossSlot {
     async fn copy(
         &mut self,
         map: &SlotMap,
-        seed: &Target,
+        seed: &ConnectionInfo,
         (from_node, from): (usize, &[u8]),
         (to_node, to): (usize, &[u8]),
     ) -> Result<(), String> {
         let dump = self.call(map, seed, from_node, &[b"DUMP", from]).await?;
         let reply = match dump {
-            Reply::Bulk(Some(payload)) => {
+            Value::BulkString(payload) => {
                 let ttl = match self.call(map, seed, from_node, &[b"PTTL", from]).await? {
-                    Reply::Int(ms) if ms > 0 => ms,
+                    Value::Int(ms) if ms > 0 => ms,
                     _ => 0,
                 };
                 let ttl = ttl.to_string();
@@ -79,11 +79,11 @@ impl CrossSlot {
                 )
                 .await?
             }
-            Reply::Bulk(None) => self.call(map, seed, to_node, &[b"DEL", to]).await?,
+            Value::Nil => self.call(map, seed, to_node, &[b"DEL", to]).await?,
             other => return Err(format!("DUMP answered {other:?}")),
         };
         match reply {
-            Reply::Error(e) => Err(e),
+            reply @ Value::ServerError(_) => Err(error_text(&reply)),
             _ => Ok(()),
         }
     }
@@ -92,11 +92,11 @@ impl CrossSlot {
     pub async fn run(
         &mut self,
         map: &SlotMap,
-        seed: &Target,
+        seed: &ConnectionInfo,
         tags: &[String],
         argv: &[Bytes],
         keys: &[usize],
-    ) -> Result<Reply, String> {
+    ) -> Result<Value, String> {
         let home_slot = slot_of(&argv[keys[0]]);
         let home = map.owner[home_slot as usize];
         let mut copies: Vec<(Bytes, Bytes)> = Vec::new();

@@ -1,24 +1,25 @@
 //! A lane: one connection that owns every key hashing to it, so each key's commands stay
 //! in order while lanes run in parallel. It gathers commands into pipelines of up to
 //! `batch` (or whatever arrived within `linger`), reads and checks every reply, and on a
-//! lost connection reconnects with backoff and resends the pipeline in order.
+//! lost connection reconnects with backoff and resends the pipeline in order (`send`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{BinlogOffset, DataType, Position};
-use pika_migrate_core::resp::encode_command;
 use tokio::sync::{mpsc, watch};
 
+use super::checkpoint::checkpoint_key;
 use super::cluster::slot_of;
 use super::config::OnError;
-use super::conn::{ConnectError, Connection};
-use super::reply::Reply;
-use super::url::Target;
+use super::conn::reply_error;
+use super::endpoint::{Connected, Endpoint, EndpointError};
+use super::redirect::redirection;
+use super::wait::WaitSettings;
 use crate::encode::commands::TypeConflict;
 
 /// A command bound for Redis, with what is needed to handle its reply.
@@ -85,8 +86,8 @@ fn memory(commands: &[LaneCommand]) -> usize {
 }
 
 /// Estimated memory after which a lane stops gathering and sends its transaction even
-/// if `batch` commands have not gathered, so big values do not pile up (each lane also
-/// keeps an encoding buffer up to twice this).
+/// if `batch` commands have not gathered, so big values do not pile up (while it is
+/// sent, the pipeline's commands and their packed form hold about as much again).
 const PIPELINE_BYTES: usize = 1 << 20;
 
 /// How many distinct keys are logged for conflicts and errors before only counting.
@@ -120,12 +121,21 @@ pub enum LaneError {
     },
     #[error("lost the connection and gave up after {seconds} s: {last}")]
     GaveUp { seconds: u64, last: String },
+    #[error("the master's replicas did not confirm a pipeline within {seconds} s ({got} of {wanted} confirmed); set wait_replicas lower (0 to not wait) or fix the replicas")]
+    NotReplicated { seconds: u64, got: i64, wanted: u32 },
+    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels keep wait_replicas at 1 or more); restore the target or start the migration again")]
+    LostOnFailover {
+        server: String,
+        lane: usize,
+        found: String,
+        applied: String,
+    },
     #[error(transparent)]
-    Connect(Box<ConnectError>),
+    Connect(Box<EndpointError>),
 }
 
-impl From<ConnectError> for LaneError {
-    fn from(e: ConnectError) -> Self {
+impl From<EndpointError> for LaneError {
+    fn from(e: EndpointError) -> Self {
         LaneError::Connect(Box::new(e))
     }
 }
@@ -142,6 +152,8 @@ pub struct LaneSettings {
     /// lane's checkpoint key in its slot), and the flag a MOVED reply raises so the sink
     /// reloads the slot map.
     pub cluster: Option<ClusterSettings>,
+    /// `WAIT` for replicas after every pipeline (`wait_replicas`).
+    pub wait: Option<WaitSettings>,
 }
 
 pub struct ClusterSettings {
@@ -151,18 +163,20 @@ pub struct ClusterSettings {
 
 pub struct Lane {
     pub id: usize,
-    /// The server this lane writes to (in a cluster, its master).
-    pub target: Target,
+    /// The server this lane writes to (in a cluster, its master; behind sentinels,
+    /// whichever is master).
+    pub endpoint: Endpoint,
+    /// The url's database: where the checkpoint keys live, and where the connection is
+    /// back after every pipeline.
+    pub home_db: u32,
     pub settings: Arc<LaneSettings>,
     pub rx: mpsc::Receiver<LaneBatch>,
     /// The highest batch number whose commands are all applied.
     pub done: watch::Sender<u64>,
     pub stats: Arc<LaneStats>,
-    pub conn: Option<Connection>,
+    pub conn: Option<Connected>,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
-    /// The encoding buffer, kept between pipelines.
-    pub encoded: Vec<u8>,
     /// The last binlog position this lane applied (its checkpoint key's position):
     /// binlog commands at or before it are already in Redis and are skipped.
     pub applied_binlog: Option<BinlogOffset>,
@@ -290,14 +304,14 @@ impl Lane {
         }
         let mut fixups = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
-            if let Reply::Error(text) = reply {
+            if let Some(text) = reply_error(&reply) {
                 self.refused(command, text, &mut fixups)?;
             }
         }
         if !fixups.is_empty() {
             let replies = self.send(&fixups, marker).await?;
             for (command, reply) in fixups.into_iter().zip(replies) {
-                if let Reply::Error(text) = reply {
+                if let Some(text) = reply_error(&reply) {
                     self.refused_finally(&command, text)?;
                 }
             }
@@ -372,345 +386,5 @@ impl Lane {
             position: command.position,
             reply,
         })
-    }
-
-    /// Sends `commands` as one transaction and returns their replies. While the server
-    /// is unreachable it reconnects with backoff; after a reconnect it reads the lane's
-    /// marker key to learn whether the transaction ran before the reply was lost, and
-    /// resends it only if it did not. A transaction that never reached EXEC is discarded
-    /// by Redis, so nothing runs twice.
-    async fn send(
-        &mut self,
-        commands: &[LaneCommand],
-        marker: &str,
-    ) -> Result<Vec<Reply>, LaneError> {
-        self.pipelines_sent += 1;
-        let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
-        let applied = commands
-            .iter()
-            .filter_map(|c| match c.position {
-                Position::Binlog { at, .. } => Some(at),
-                Position::Snapshot { .. } => None,
-            })
-            .max()
-            .max(self.applied_binlog);
-        let checkpoint = LaneCheckpoint {
-            token: token.clone(),
-            lanes: self.lanes,
-            applied,
-        }
-        .to_string();
-        // The lane's buffer, reused pipeline after pipeline (given back on success).
-        let mut encoded = std::mem::take(&mut self.encoded);
-        encoded.clear();
-        encoded.reserve(
-            64 + commands
-                .iter()
-                .map(|c| c.argv.iter().map(|a| a.len() + 16).sum::<usize>())
-                .sum::<usize>(),
-        );
-        // Only idempotent snapshot commands: a plain pipeline, resent whole after a
-        // lost connection. Anything else goes in a transaction with the checkpoint key.
-        let plain = commands.iter().all(|c| c.idempotent);
-        // Commands for another database than the connection's are wrapped in SELECTs,
-        // so the connection is back in its own one (where the checkpoint key lives)
-        // after every pipeline.
-        let home = self.target.db.to_string();
-        let db = commands.first().map_or(self.target.db, |c| c.db);
-        let select = usize::from(db != self.target.db);
-        let db_text = db.to_string();
-        if !plain {
-            encode_command(&mut encoded, &[b"MULTI".as_slice()]);
-        }
-        if select == 1 {
-            encode_command(&mut encoded, &[b"SELECT".as_slice(), db_text.as_bytes()]);
-        }
-        for c in commands {
-            encode_command(&mut encoded, &c.argv);
-        }
-        if select == 1 {
-            encode_command(&mut encoded, &[b"SELECT".as_slice(), home.as_bytes()]);
-        }
-        if !plain {
-            encode_command(
-                &mut encoded,
-                &[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()],
-            );
-            encode_command(&mut encoded, &[b"EXEC".as_slice()]);
-        }
-        let expected = commands.len() + 2 * select + if plain { 0 } else { 3 };
-        let mut replies = Vec::with_capacity(expected);
-        let mut failing_since: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(50);
-        let mut reconnected = false;
-        loop {
-            let attempt = match self.conn.as_mut() {
-                Some(_) if reconnected && plain => {
-                    reconnected = false;
-                    continue;
-                }
-                Some(conn) if reconnected => {
-                    // Did the transaction run before the connection was lost?
-                    reconnected = false;
-                    match conn.call(&[b"GET".as_slice(), marker.as_bytes()]).await {
-                        Ok(Reply::Bulk(Some(v)))
-                            if LaneCheckpoint::parse(&v).is_some_and(|c| c.token == token) =>
-                        {
-                            tracing::info!(
-                                lane = self.id,
-                                "the lost transaction had been applied; not resending"
-                            );
-                            self.applied_binlog = applied;
-                            return Ok(vec![Reply::Status("APPLIED".into()); commands.len()]);
-                        }
-                        Ok(_) => continue,
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Some(conn) => conn
-                    .pipeline(&encoded, expected, &mut replies)
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => match Connection::connect(&self.target).await {
-                    Ok(conn) => {
-                        self.conn = Some(conn);
-                        reconnected = true;
-                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(lane = self.id, target = %self.target, "reconnected");
-                        continue;
-                    }
-                    Err(e) if e.is_transient() => Err(e.to_string()),
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            match attempt {
-                Ok(()) => {
-                    self.applied_binlog = applied;
-                    self.stats
-                        .commands
-                        .fetch_add(commands.len() as u64, Ordering::Relaxed);
-                    self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
-                    // Keep the buffer unless one huge pipeline made it big.
-                    if encoded.capacity() <= 2 * PIPELINE_BYTES {
-                        self.encoded = encoded;
-                    }
-                    if plain {
-                        return Ok(replies
-                            .into_iter()
-                            .skip(select)
-                            .take(commands.len())
-                            .collect());
-                    }
-                    return self.unpack(commands, replies, marker, select).await;
-                }
-                Err(last) => {
-                    self.conn = None;
-                    replies.clear();
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.settings.retry_for {
-                        return Err(LaneError::GaveUp {
-                            seconds: self.settings.retry_for.as_secs(),
-                            last,
-                        });
-                    }
-                    tracing::warn!(lane = self.id, target = %self.target, error = %last, retry_in = ?backoff, "Redis unreachable; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    /// Takes the replies of `MULTI, commands…, SET marker, EXEC` apart. A command Redis
-    /// refused while queueing aborts the whole transaction: those commands are answered
-    /// with their error and the others are sent again without them.
-    async fn unpack(
-        &mut self,
-        commands: &[LaneCommand],
-        mut replies: Vec<Reply>,
-        marker: &str,
-        select: usize,
-    ) -> Result<Vec<Reply>, LaneError> {
-        let n = commands.len();
-        let exec = if replies.len() == n + 3 + 2 * select {
-            replies.pop()
-        } else {
-            None
-        };
-        match exec {
-            Some(Reply::Array(Some(items))) if items.len() == n + 1 + 2 * select => {
-                Ok(items.into_iter().skip(select).take(n).collect())
-            }
-            _ => {
-                let first = 1 + select;
-                let queued = &replies[first.min(replies.len())..(first + n).min(replies.len())];
-                let rejected: Vec<usize> = queued
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.is_error())
-                    .map(|(i, _)| i)
-                    .collect();
-                if rejected.is_empty() {
-                    return Err(LaneError::Command {
-                        command: "EXEC".into(),
-                        key: String::new(),
-                        position: commands.first().map(|c| c.position).unwrap_or(
-                            Position::Snapshot {
-                                at: Default::default(),
-                                seq: 0,
-                            },
-                        ),
-                        reply: format!("{exec:?}"),
-                    });
-                }
-                let rest: Vec<LaneCommand> = commands
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !rejected.contains(i))
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                let mut rest_replies = if rest.is_empty() {
-                    Vec::new()
-                } else {
-                    Box::pin(self.send(&rest, marker)).await?
-                }
-                .into_iter();
-                Ok((0..n)
-                    .map(|i| {
-                        if rejected.contains(&i) {
-                            queued[i].clone()
-                        } else {
-                            rest_replies.next().unwrap_or(Reply::Bulk(None))
-                        }
-                    })
-                    .collect())
-            }
-        }
-    }
-}
-
-/// `MOVED slot host:port` or `ASK slot host:port` in a cluster: the commands' slot is
-/// served elsewhere (every command of a transaction shares one slot).
-fn redirection(replies: &[Reply]) -> Option<(String, bool)> {
-    replies.iter().find_map(|r| match r {
-        Reply::Error(e) if e.starts_with("MOVED ") || e.starts_with("ASK ") => {
-            let addr = e.split(' ').nth(2)?.to_owned();
-            Some((addr, e.starts_with("ASK ")))
-        }
-        _ => None,
-    })
-}
-
-impl Lane {
-    /// Sends a transaction to the node a MOVED or ASK named, on a connection of its own.
-    /// A MOVED also tells the sink to reload the slot map before routing anything else.
-    /// During a slot migration (ASK) each command goes alone after ASKING, since the
-    /// flag lasts one command.
-    async fn redirected(
-        &mut self,
-        commands: &[LaneCommand],
-        marker: &str,
-        addr: &str,
-        asking: bool,
-    ) -> Result<Vec<Reply>, LaneError> {
-        let mut target = self.target.clone();
-        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "6379"));
-        target.host = host.to_owned();
-        target.port = port.parse().unwrap_or(6379);
-        tracing::info!(lane = self.id, node = %addr, asking, "cluster redirection");
-        if let Some(cluster) = &self.settings.cluster {
-            if !asking {
-                cluster.moved.store(true, Ordering::SeqCst);
-            }
-        }
-        let home = self.conn.take();
-        self.conn = Some(Connection::connect(&target).await?);
-        let result = if asking {
-            let mut replies = Vec::with_capacity(commands.len());
-            for c in commands {
-                let conn = self.conn.as_mut().ok_or(LaneError::GaveUp {
-                    seconds: 0,
-                    last: "no connection".into(),
-                })?;
-                let mut buf = Vec::new();
-                encode_command(&mut buf, &[b"ASKING".as_slice()]);
-                encode_command(&mut buf, &c.argv);
-                let mut got = Vec::with_capacity(2);
-                conn.pipeline(&buf, 2, &mut got)
-                    .await
-                    .map_err(|e| LaneError::GaveUp {
-                        seconds: 0,
-                        last: e.to_string(),
-                    })?;
-                replies.push(got.pop().unwrap_or(Reply::Bulk(None)));
-            }
-            Ok(replies)
-        } else {
-            self.send(commands, marker).await
-        };
-        self.conn = home;
-        result
-    }
-}
-
-/// The key a lane writes in every transaction (in the same MULTI/EXEC): a token that
-/// tells a resend after a lost reply whether the transaction ran, and the last binlog
-/// position the lane applied, which makes a resumed stream exactly-once.
-pub fn checkpoint_key(lane: usize) -> String {
-    format!("pika-migrate:checkpoint:{lane}")
-}
-
-/// The value of a lane's checkpoint key: `<token> <lanes> <filenum:offset | ->`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LaneCheckpoint {
-    pub token: String,
-    /// How many lanes the sink had: a key's lane depends on it.
-    pub lanes: usize,
-    pub applied: Option<BinlogOffset>,
-}
-
-impl std::fmt::Display for LaneCheckpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} ", self.token, self.lanes)?;
-        match self.applied {
-            Some(at) => write!(f, "{at}"),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-impl LaneCheckpoint {
-    pub fn parse(value: &[u8]) -> Option<LaneCheckpoint> {
-        let text = std::str::from_utf8(value).ok()?;
-        let mut parts = text.split(' ');
-        let token = parts.next()?.to_owned();
-        let lanes = parts.next()?.parse().ok()?;
-        let applied = match parts.next()? {
-            "-" => None,
-            at => Some(at.parse().ok()?),
-        };
-        Some(LaneCheckpoint {
-            token,
-            lanes,
-            applied,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_values_round_trip() {
-        for applied in [None, Some(BinlogOffset::new(3, 1024))] {
-            let c = LaneCheckpoint {
-                token: "42-7:9".into(),
-                lanes: 8,
-                applied,
-            };
-            assert_eq!(LaneCheckpoint::parse(c.to_string().as_bytes()), Some(c));
-        }
-        assert_eq!(LaneCheckpoint::parse(b"old-marker-token"), None);
     }
 }

@@ -9,16 +9,25 @@
 //! binlog position applied), so a resend after a lost connection never applies anything
 //! twice, and a resumed stream skips what each lane had already applied: binlog streams
 //! land exactly once.
+//!
+//! Connections come from the `redis` crate (`conn`); `target` reads the url (one node,
+//! a unix socket, or the master that sentinels name), `endpoint` is what lanes connect
+//! through, `send` delivers one pipeline (reconnects, the checkpoint check, `wait` for
+//! replicas), `sentinel` finds and follows the master behind Sentinel.
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod cross_slot;
+pub mod endpoint;
 pub mod lane;
-pub mod reply;
-pub mod tls;
-pub mod url;
+mod redirect;
+mod send;
+pub mod sentinel;
+pub mod target;
 pub mod verify;
+pub mod wait;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
-use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op, Position};
+use pika_migrate_core::event::{Chunk, Event, Op, Position};
 use pika_migrate_core::pika::commands::{key_indexes, lookup, name_of};
 use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use tokio::sync::{mpsc, watch};
@@ -36,32 +45,45 @@ use tokio::task::JoinHandle;
 
 use crate::encode::commands::{event_commands, ConflictStats};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
+use checkpoint::{read_checkpoints, CheckpointError};
 use cluster::SlotMap;
 use config::{HyperLogLogPolicy, RedisSinkConfig};
-use conn::{ConnectError, Connection};
-use lane::{
-    checkpoint_key, ClusterSettings, Lane, LaneBatch, LaneCheckpoint, LaneCommand, LaneError,
-    LaneSettings, LaneStats,
-};
-use reply::Reply;
-use url::Target;
+use conn::reply_error;
+use endpoint::{Endpoint, EndpointError};
+use lane::{ClusterSettings, Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats};
+use redis::Value;
+use sentinel::Sentinels;
+use target::{Target, UrlError};
+use wait::WaitSettings;
 
 /// Why the Redis sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSinkError {
-    #[error("bad url: {0}")]
-    Url(String),
     #[error(transparent)]
-    Connect(Box<ConnectError>),
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Connect(Box<EndpointError>),
     #[error("redis cluster: {0}")]
     Cluster(String),
-    #[error("cannot read the checkpoint key {key}: {error}")]
-    Checkpoint { key: String, error: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
-impl From<ConnectError> for RedisSinkError {
-    fn from(e: ConnectError) -> Self {
+impl From<EndpointError> for RedisSinkError {
+    fn from(e: EndpointError) -> Self {
         RedisSinkError::Connect(Box::new(e))
+    }
+}
+
+impl RedisSinkError {
+    /// The process exit code (sysexits, as in the README's table): 78 a url or setting
+    /// that cannot work, 77 refused credentials, 69 a server or sentinel unreachable.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RedisSinkError::Url(_) => 78,
+            RedisSinkError::Connect(e) => e.exit_code(),
+            RedisSinkError::Cluster(_) | RedisSinkError::Checkpoint(_) => 1,
+        }
     }
 }
 
@@ -83,6 +105,10 @@ struct LaneHandle {
 pub struct RedisSink {
     config: RedisSinkConfig,
     target: Target,
+    /// How to reach the url's server (behind sentinels: the current master).
+    endpoint: Endpoint,
+    /// The task following the sentinels' `+switch-master` announcements.
+    watcher: Option<JoinHandle<()>>,
     /// In a cluster, which master serves each slot; lanes are `senders` per master.
     slots: Option<SlotMap>,
     senders: usize,
@@ -100,82 +126,31 @@ pub struct RedisSink {
     /// Batch numbers not yet applied by every lane, with their last event's position.
     unacked: VecDeque<(u64, Position)>,
     acked: Option<Position>,
-    /// Per target database, the scan being loaded: the position of its last snapshot
-    /// event, and whether the database held nothing when the scan began (its keys then
-    /// need no DEL first). A snapshot event that does not come after the last one of its
-    /// database, or one after a binlog command there, begins a new scan (a second full
-    /// sync), and the database is looked at again.
+    /// Per target database, the scan being loaded, and whether the database held
+    /// nothing when it began (its keys then need no DEL first). A snapshot event of
+    /// another dump, or that does not come after the last one, or one after a binlog
+    /// command there, begins a new scan (a second full sync, a reload), and the database
+    /// is looked at again.
     scans: std::collections::HashMap<u32, Scan>,
 }
 
-/// A full sync's dump being loaded into one target database.
+/// A full sync's dump being loaded into one target database: the dump's position, the
+/// number of its last event, and whether the database was empty when it began.
 #[derive(Debug, Clone, Copy)]
 struct Scan {
-    last: Position,
+    dump_at: BinlogOffset,
+    seq: u64,
     target_empty: bool,
 }
 
-/// The sink's target: its url, with the TLS client built when it is `rediss://`.
-pub fn target_of(config: &RedisSinkConfig) -> Result<Target, RedisSinkError> {
-    let mut target: Target = config.url.parse().map_err(RedisSinkError::Url)?;
-    if target.tls {
-        let tls = config.tls.clone().unwrap_or_default();
-        target.tls_client = Some(
-            tls.client()
-                .map_err(|e| RedisSinkError::Url(format!("{target}: tls: {e}")))?,
-        );
-    } else if config.tls.is_some() {
-        return Err(RedisSinkError::Url(format!(
-            "{target}: `tls:` is set but the url is not rediss://"
-        )));
-    }
-    Ok(target)
-}
-
-/// Reads the lanes' checkpoint keys: the binlog position each lane applied last. When
-/// the lane count changed since, keys moved lanes, so every lane takes the lowest
-/// position (which may apply a few commands twice, and is said so).
-async fn read_checkpoints(
-    conn: &mut Connection,
-    lanes: usize,
-) -> Result<Vec<Option<BinlogOffset>>, RedisSinkError> {
-    async fn read(
-        conn: &mut Connection,
-        lane: usize,
-    ) -> Result<Option<LaneCheckpoint>, RedisSinkError> {
-        let key = checkpoint_key(lane);
-        match conn.call(&[b"GET".as_slice(), key.as_bytes()]).await {
-            Ok(reply::Reply::Bulk(Some(v))) => Ok(LaneCheckpoint::parse(&v)),
-            Ok(reply::Reply::Error(e)) => Err(RedisSinkError::Checkpoint { key, error: e }),
-            Ok(_) => Ok(None),
-            Err(e) => Err(RedisSinkError::Checkpoint {
-                key,
-                error: e.to_string(),
-            }),
+/// How the sink reaches its target: the url's node, or the master the sentinels name.
+pub fn endpoint_of(target: &Target) -> Endpoint {
+    match target {
+        Target::Node(info) => Endpoint::Node(info.clone()),
+        Target::Sentinel(spec) => {
+            Endpoint::Sentinel(Sentinels::new(spec.clone(), target.to_string()))
         }
     }
-    let Some(first) = read(conn, 0).await? else {
-        return Ok(vec![None; lanes]);
-    };
-    if first.lanes == lanes {
-        let mut out = vec![first.applied];
-        for lane in 1..lanes {
-            out.push(read(conn, lane).await?.and_then(|c| c.applied));
-        }
-        return Ok(out);
-    }
-    let mut lowest = first.applied;
-    for lane in 1..first.lanes {
-        let applied = read(conn, lane).await?.and_then(|c| c.applied);
-        lowest = lowest.min(applied);
-    }
-    tracing::warn!(
-        before = first.lanes,
-        now = lanes,
-        resume_after = ?lowest,
-        "senders changed since the last run: every lane resumes after the lowest lane position, so commands a faster lane had applied may apply twice"
-    );
-    Ok(vec![lowest; lanes])
 }
 
 /// FNV-1a: stable across runs and platforms, so a key always lands in the same lane.
@@ -192,18 +167,31 @@ impl RedisSink {
     /// Connects every lane now, so bad credentials, unknown hosts and refused
     /// connections fail at start with a clear message.
     pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
-        let target = target_of(&config)?;
+        let target = Target::of(&config)?;
+        let endpoint = endpoint_of(&target);
         let senders = config.senders.max(1);
-        let slots = if config.cluster {
-            let mut seed = Connection::connect(&target).await?;
-            let map = SlotMap::fetch(&mut seed)
-                .await
-                .map_err(|e| RedisSinkError::Cluster(format!("{target}: {e}")))?;
-            tracing::info!(masters = map.nodes.len(), "redis cluster slot map loaded");
-            Some(map)
-        } else {
-            None
+        let slots = match (&target, config.cluster) {
+            (_, false) => None,
+            (Target::Node(seed), true) => {
+                let mut connected = endpoint.connect().await?;
+                let map = SlotMap::fetch(&mut connected.conn)
+                    .await
+                    .map_err(|e| RedisSinkError::Cluster(format!("{target}: {e}")))?;
+                tracing::info!(masters = map.nodes.len(), "redis cluster slot map loaded");
+                Some((map, seed.clone()))
+            }
+            (Target::Sentinel(_), true) => {
+                return Err(RedisSinkError::Url(target::UrlError {
+                    url: target.to_string(),
+                    message: "`cluster: true` does not go with a redis-sentinel:// url".into(),
+                }))
+            }
         };
+        // Behind sentinels a pipeline counts as applied once a replica has it too, so
+        // a failover loses nothing acknowledged.
+        let wait_replicas = config
+            .wait_replicas
+            .unwrap_or(u32::from(target.is_sentinel()));
         let settings = Arc::new(LaneSettings {
             batch: config.batch.max(1),
             linger: Duration::from_millis(config.linger_ms),
@@ -222,34 +210,38 @@ impl RedisSink {
                 tags: cluster::slot_tags(),
                 moved: AtomicBool::new(false),
             }),
+            wait: (wait_replicas > 0)
+                .then(|| WaitSettings::new(wait_replicas, config.wait_timeout_ms)),
         });
         let stats = Arc::new(LaneStats::default());
-        let nodes = slots.as_ref().map_or(1, |m| m.nodes.len());
+        let nodes = slots.as_ref().map_or(1, |(m, _)| m.nodes.len());
         let mut lanes = Vec::with_capacity(senders * nodes);
         let mut checkpoints = vec![None; senders];
+        let mut server = String::new();
         for id in 0..senders * nodes {
-            let lane_target = match &slots {
-                Some(map) => map.target(&target, id / senders),
-                None => target.clone(),
+            let lane_endpoint = match &slots {
+                Some((map, seed)) => Endpoint::Node(map.target(seed, id / senders)),
+                None => endpoint.clone(),
             };
-            let mut conn = Connection::connect(&lane_target).await?;
+            let mut connected = lane_endpoint.connect().await?;
             // A resumed stream skips what each lane applied; in a cluster the lanes'
             // positions are spread over every slot, so there it is at least once.
             if id == 0 && slots.is_none() {
-                checkpoints = read_checkpoints(&mut conn, senders).await?;
+                checkpoints = read_checkpoints(&mut connected.conn, senders).await?;
+                server = connected.server.clone();
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let (done_tx, done) = watch::channel(0);
             let lane = Lane {
                 id,
-                target: lane_target,
+                endpoint: lane_endpoint,
+                home_db: target.db(),
                 settings: settings.clone(),
                 rx,
                 done: done_tx,
                 stats: stats.clone(),
-                conn: Some(conn),
+                conn: Some(connected),
                 pipelines_sent: 0,
-                encoded: Vec::new(),
                 applied_binlog: checkpoints.get(id).copied().flatten(),
                 lanes: senders,
             };
@@ -259,12 +251,18 @@ impl RedisSink {
                 task: Some(tokio::spawn(lane.run())),
             });
         }
-        tracing::info!(target = %target, lanes = lanes.len(), batch = config.batch, "redis sink connected");
+        let watcher = match &endpoint {
+            Endpoint::Sentinel(sentinels) => Some(sentinels.watch()),
+            Endpoint::Node(_) => None,
+        };
+        tracing::info!(target = %target, server = %server, lanes = lanes.len(), batch = config.batch, wait_replicas, "redis sink connected");
         let lane_count = lanes.len();
         Ok(RedisSink {
             config,
             target,
-            slots,
+            endpoint,
+            watcher,
+            slots: slots.map(|(map, _)| map),
             senders,
             settings,
             cross_slot: cross_slot::CrossSlot::default(),
@@ -369,7 +367,7 @@ impl RedisSink {
         if self.slots.is_some() {
             0
         } else {
-            self.target.db + event.db
+            self.target.db() + event.db
         }
     }
 
@@ -401,16 +399,18 @@ impl RedisSink {
         keys: &[usize],
         position: Position,
     ) -> Result<(), SinkError> {
-        let (Some(map), Some(cluster)) = (&self.slots, &self.settings.cluster) else {
+        let (Some(map), Some(cluster), Some(seed)) =
+            (&self.slots, &self.settings.cluster, self.target.node())
+        else {
             return Ok(());
         };
         let outcome = self
             .cross_slot
-            .run(map, &self.target, &cluster.tags, argv, keys)
+            .run(map, seed, &cluster.tags, argv, keys)
             .await;
-        let problem = match outcome {
-            Ok(Reply::Error(e)) => e,
-            Ok(_) => {
+        let problem = match outcome.map(|reply| reply_error(&reply)) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
                 self.stats.cross_slot.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
@@ -459,10 +459,12 @@ impl RedisSink {
             return Ok(());
         }
         self.drain().await?;
-        let mut conn = Connection::connect(&self.target)
+        let mut connected = self
+            .endpoint
+            .connect()
             .await
             .map_err(|e| self.error(None, e))?;
-        let map = SlotMap::fetch(&mut conn)
+        let map = SlotMap::fetch(&mut connected.conn)
             .await
             .map_err(|e| self.error(None, RedisSinkError::Cluster(e)))?;
         let known = self.slots.as_ref().map(|m| m.nodes.clone());
@@ -494,9 +496,12 @@ impl RedisSink {
     /// is applied first, then the database is looked at (a cluster never counts as empty).
     async fn scan_target_empty(&mut self, db: u32, event: &Event) -> Result<bool, SinkError> {
         let position = event.position;
+        let Position::Snapshot { at: dump_at, seq } = position else {
+            return Ok(false);
+        };
         if let Some(scan) = self.scans.get_mut(&db) {
-            if scan.last < position {
-                scan.last = position;
+            if scan.dump_at == dump_at && scan.seq < seq {
+                scan.seq = seq;
                 return Ok(scan.target_empty);
             }
         }
@@ -505,22 +510,30 @@ impl RedisSink {
         } else {
             self.dispatch().await?;
             self.drain().await?;
-            let mut target = self.target.clone();
-            target.db = db;
-            let mut conn = Connection::connect(&target)
+            let mut connected = self
+                .endpoint
+                .connect()
                 .await
                 .map_err(|e| self.error(Some(position), e))?;
-            let size = conn
-                .call(&[b"DBSIZE".as_slice()])
+            let mut pipe = redis::Pipeline::with_capacity(2);
+            pipe.add_command(conn::command(&[
+                b"SELECT".as_slice(),
+                db.to_string().as_bytes(),
+            ]));
+            pipe.add_command(redis::cmd("DBSIZE"));
+            let replies = connected
+                .conn
+                .pipeline(&pipe, 2)
                 .await
                 .map_err(|e| self.error(Some(position), e))?;
-            matches!(size, Reply::Int(0))
+            matches!(replies.as_slice(), [Value::Okay, Value::Int(0)])
         };
         tracing::debug!(db, target_empty, at = %position, "a dump begins loading");
         self.scans.insert(
             db,
             Scan {
-                last: position,
+                dump_at,
+                seq,
                 target_empty,
             },
         );
@@ -655,6 +668,9 @@ impl Sink for RedisSink {
 
     async fn finish(&mut self) -> Result<SinkReport, SinkError> {
         self.drain().await?;
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         for lane in &mut self.lanes {
             let (tx, _) = mpsc::channel(1);
             drop(std::mem::replace(&mut lane.tx, tx));
@@ -723,6 +739,14 @@ impl Sink for RedisSink {
             ));
         }
         Ok(SinkReport { lines })
+    }
+}
+
+impl Drop for RedisSink {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
     }
 }
 

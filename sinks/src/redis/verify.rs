@@ -9,11 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{Chunk, DataType, Event, Op};
-use pika_migrate_core::resp::encode_command;
+use redis::Value;
 
 use super::config::{HyperLogLogPolicy, RedisSinkConfig};
-use super::conn::Connection;
-use super::reply::Reply;
+use super::conn::{command, Connection};
+use super::target::Target;
 use crate::encode::commands::{score_text, TypeConflict};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
 
@@ -81,28 +81,32 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn text(reply: &Reply) -> String {
+fn text(reply: &Value) -> String {
     match reply {
-        Reply::Bulk(Some(v)) => display_key(v),
+        Value::BulkString(v) => display_key(v),
+        Value::SimpleString(s) => s.clone(),
+        reply @ Value::ServerError(_) => super::conn::error_text(reply),
         other => format!("{other:?}"),
     }
 }
 
 impl Verifier {
     pub async fn connect(config: &RedisSinkConfig) -> Result<Verifier, super::RedisSinkError> {
-        let target = super::target_of(config)?;
-        let mut seed = Connection::connect(&target).await?;
-        let (conns, slots) = if config.cluster {
-            let map = super::cluster::SlotMap::fetch(&mut seed)
-                .await
-                .map_err(super::RedisSinkError::Cluster)?;
-            let mut conns = Vec::new();
-            for i in 0..map.nodes.len() {
-                conns.push(Connection::connect(&map.target(&target, i)).await?);
+        let target = Target::of(config)?;
+        let mut seed = super::endpoint_of(&target).connect().await?.conn;
+        let (conns, slots) = match (config.cluster, target.node()) {
+            (true, Some(info)) => {
+                let map = super::cluster::SlotMap::fetch(&mut seed)
+                    .await
+                    .map_err(super::RedisSinkError::Cluster)?;
+                let mut conns = Vec::new();
+                for i in 0..map.nodes.len() {
+                    let node = super::endpoint::Endpoint::Node(map.target(info, i));
+                    conns.push(node.connect().await?.conn);
+                }
+                (conns, Some(map))
             }
-            (conns, Some(map))
-        } else {
-            (vec![seed], None)
+            _ => (vec![seed], None),
         };
         Ok(Verifier {
             conns,
@@ -263,22 +267,22 @@ impl Verifier {
             return Ok(());
         }
         // Each check goes to the node serving its key; replies are put back in order.
-        let mut per_node: Vec<(Vec<u8>, Vec<usize>)> =
-            vec![(Vec::new(), Vec::new()); self.conns.len()];
+        let mut per_node: Vec<(redis::Pipeline, Vec<usize>)> =
+            vec![(redis::Pipeline::new(), Vec::new()); self.conns.len()];
         for (i, c) in self.checks.iter().enumerate() {
             let node = self.slots.as_ref().map_or(0, |m| m.node_of(&c.key));
-            encode_command(&mut per_node[node].0, &c.argv);
+            per_node[node].0.add_command(command(&c.argv));
             per_node[node].1.push(i);
         }
-        let mut replies = vec![super::reply::Reply::Bulk(None); self.checks.len()];
-        for (node, (encoded, indexes)) in per_node.into_iter().enumerate() {
+        let mut replies = vec![Value::Nil; self.checks.len()];
+        for (node, (pipeline, indexes)) in per_node.into_iter().enumerate() {
             if indexes.is_empty() {
                 continue;
             }
-            let mut got = Vec::with_capacity(indexes.len());
-            self.conns[node]
-                .pipeline(&encoded, indexes.len(), &mut got)
-                .await?;
+            let got = self.conns[node]
+                .pipeline(&pipeline, indexes.len())
+                .await
+                .map_err(std::io::Error::other)?;
             for (i, reply) in indexes.into_iter().zip(got) {
                 replies[i] = reply;
             }
@@ -311,31 +315,31 @@ impl Verifier {
     }
 }
 
-fn judge(expect: &Expect, reply: &Reply, now: i64) -> Option<String> {
+fn judge(expect: &Expect, reply: &Value, now: i64) -> Option<String> {
     match (expect, reply) {
-        (Expect::Type(t), Reply::Status(got)) if got == t.as_str() => None,
+        (Expect::Type(t), Value::SimpleString(got)) if got == t.as_str() => None,
         (Expect::Type(t), got) => Some(format!("type is {}, expected {t}", text(got))),
-        (Expect::Bytes(want), Reply::Bulk(Some(got))) if got == want => None,
+        (Expect::Bytes(want), Value::BulkString(got)) if got == want => None,
         (Expect::Bytes(_), got) => Some(format!("value differs (got {})", short(&text(got)))),
-        (Expect::Values(want), Reply::Array(Some(items))) => {
+        (Expect::Values(want), Value::Array(items)) => {
             let mismatch = want.len() != items.len()
                 || want
                     .iter()
                     .zip(items)
-                    .any(|(w, g)| !matches!(g, Reply::Bulk(Some(v)) if v == w));
+                    .any(|(w, g)| !matches!(g, Value::BulkString(v) if v == w));
             mismatch.then(|| format!("{} elements differ", want.len()))
         }
-        (Expect::AllMembers(n), Reply::Array(Some(items))) => {
-            let missing = items.iter().filter(|r| !matches!(r, Reply::Int(1))).count()
+        (Expect::AllMembers(n), Value::Array(items)) => {
+            let missing = items.iter().filter(|r| !matches!(r, Value::Int(1))).count()
                 + n.saturating_sub(items.len());
             (missing > 0).then(|| format!("{missing} members missing"))
         }
-        (Expect::Scores(want), Reply::Array(Some(items))) => {
+        (Expect::Scores(want), Value::Array(items)) => {
             let bad = want
                 .iter()
                 .zip(items)
                 .filter(|(w, g)| match g {
-                    Reply::Bulk(Some(v)) => {
+                    Value::BulkString(v) => {
                         std::str::from_utf8(v).ok().and_then(parse_score) != Some(**w)
                     }
                     _ => true,
@@ -348,15 +352,15 @@ fn judge(expect: &Expect, reply: &Reply, now: i64) -> Option<String> {
                 )
             })
         }
-        (Expect::Len(n), Reply::Int(got)) if *got as u64 == *n => None,
+        (Expect::Len(n), Value::Int(got)) if *got as u64 == *n => None,
         (Expect::Len(n), got) => Some(format!("length is {}, expected {n}", text(got))),
-        (Expect::ExpireAt(None), Reply::Int(-1)) => None,
-        (Expect::ExpireAt(Some(at)), Reply::Int(ttl))
+        (Expect::ExpireAt(None), Value::Int(-1)) => None,
+        (Expect::ExpireAt(Some(at)), Value::Int(ttl))
             if *ttl >= 0 && (now + ttl - at).abs() <= EXPIRY_TOLERANCE_MS =>
         {
             None
         }
-        (Expect::ExpireAt(Some(at)), Reply::Int(-2)) if *at <= now + EXPIRY_TOLERANCE_MS => None,
+        (Expect::ExpireAt(Some(at)), Value::Int(-2)) if *at <= now + EXPIRY_TOLERANCE_MS => None,
         (Expect::ExpireAt(want), got) => Some(format!(
             "expiry differs: expected {want:?} ms, PTTL {}",
             text(got)

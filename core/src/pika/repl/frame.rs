@@ -65,4 +65,14 @@ mod tests {
         let mut big = BytesMut::from(&[0x7f, 0, 0, 0][..]);
         assert!(decode(&mut big, MAX_FRAME).is_err());
     }
+
+    #[test]
+    fn a_claimed_length_reserves_memory_only_as_bytes_arrive() {
+        // 500 MiB announced, 10 bytes there.
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(500u32 << 20).to_be_bytes());
+        buf.extend_from_slice(b"0123456789");
+        assert_eq!(decode(&mut buf, MAX_FRAME).unwrap(), None);
+        assert!(buf.capacity() <= RESERVE_STEP + 64, "{}", buf.capacity());
+    }
 }

@@ -1,6 +1,11 @@
 //! The receiving end of a full sync: the directory the master's rsync writes into
 //! (`work_dir/dbsync/db<N>/`), and the `info` file it sends last, whose arrival means
 //! the dump is complete and which names the binlog position the dump was taken at.
+//!
+//! Files of an earlier transfer stay: the master's rsync skips those it would send
+//! unchanged and deletes the ones its dump does not have, so a transfer cut short is
+//! taken up where it stopped. Only a stale `info` must go, or it would pass for the end
+//! of the new transfer.
 
 use std::path::{Path, PathBuf};
 
@@ -33,19 +38,23 @@ impl ReceiveDir {
         self.db_dir().join("info")
     }
 
-    /// Empties the directory for a new dump: a stale `info` would pass for a finished
-    /// transfer, stale files for data.
-    pub fn reset(&self) -> Result<(), ReplicaError> {
+    /// Readies the directory for a new transfer: the type directories exist (rsync
+    /// creates only the last component of a path), are writable, and no `info` is left.
+    /// A push still running from before (a restart cut it short) may go on into it.
+    pub fn prepare(&self) -> Result<(), ReplicaError> {
         let db = self.db_dir();
         if db.exists() {
             make_writable(&db);
-            std::fs::remove_dir_all(&db).map_err(|e| ReplicaError::io(&db, e))?;
         }
         for t in TYPE_DIRS {
             let dir = db.join(t);
             std::fs::create_dir_all(&dir).map_err(|e| ReplicaError::io(&dir, e))?;
         }
-        Ok(())
+        let info = self.info_path();
+        match std::fs::remove_file(&info) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ReplicaError::io(&info, e)),
+            _ => Ok(()),
+        }
     }
 
     /// The dump's position once its `info` arrived; `None` while it has not.
@@ -158,19 +167,20 @@ mod tests {
     }
 
     #[test]
-    fn reset_removes_a_stale_read_only_dump() {
+    fn prepare_removes_a_stale_info_and_keeps_the_files_for_rsync() {
         use std::os::unix::fs::PermissionsExt;
         let work = tempfile::tempdir().unwrap();
         let dir = ReceiveDir::new(work.path(), 0);
-        dir.reset().unwrap();
+        dir.prepare().unwrap();
         std::fs::write(dir.info_path(), "0s\n127.0.0.1\n9221\n1\n5\n").unwrap();
         let strings = dir.db_dir().join("strings");
         std::fs::write(strings.join("000001.sst"), "x").unwrap();
         std::fs::set_permissions(&strings, std::fs::Permissions::from_mode(0o555)).unwrap();
         assert!(dir.arrived(9221).unwrap().is_some());
-        dir.reset().unwrap();
+        dir.prepare().unwrap();
         assert_eq!(dir.arrived(9221).unwrap(), None);
-        assert!(strings.is_dir());
-        assert_eq!(std::fs::read_dir(&strings).unwrap().count(), 0);
+        assert!(strings.join("000001.sst").is_file());
+        let mode = std::fs::metadata(&strings).unwrap().permissions().mode();
+        assert_eq!(mode & 0o200, 0o200, "writable again");
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -49,6 +49,17 @@ pub struct Link {
     tasks: [JoinHandle<()>; 2],
 }
 
+/// No Nagle delay for our small requests, and TCP keepalive: a master that vanished
+/// without closing (a host gone, a cut cable) is noticed within about half a minute.
+fn configure(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -64,13 +75,18 @@ impl Link {
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
-        stream.set_nodelay(true)?;
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_PROBES);
-        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-        let (mut rd, mut wr) = stream.into_split();
+        configure(&stream)?;
+        let (rd, wr) = stream.into_split();
+        Ok(Link::over(rd, wr, me, db))
+    }
+
+    /// A link over any byte stream (a TCP connection's halves, or a test's).
+    pub fn over(
+        mut rd: impl AsyncRead + Unpin + Send + 'static,
+        mut wr: impl AsyncWrite + Unpin + Send + 'static,
+        me: Announce,
+        db: u32,
+    ) -> Link {
         let session = Arc::new(AtomicI32::new(-1));
         let (req_tx, mut req_rx) = mpsc::channel::<InnerRequest>(16);
         let (resp_tx, resp_rx) = mpsc::channel::<Queued>(RESPONSES_AHEAD);
@@ -136,7 +152,7 @@ impl Link {
             }
         });
 
-        Ok(Link {
+        Link {
             requests: req_tx,
             responses: resp_rx,
             broken,
@@ -145,7 +161,7 @@ impl Link {
             db,
             last_heard: Instant::now(),
             tasks: [reader, writer],
-        })
+        }
     }
 
     /// The session pings are sent for (after TrySync or DBSync named it).
@@ -213,5 +229,99 @@ impl Link {
                 return Ok(r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Announce {
+        Announce {
+            ip: "127.0.0.1".into(),
+            port: 9231,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_has_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        configure(&stream).unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert!(sock.tcp_nodelay().unwrap());
+    }
+
+    /// Writes fail at once; reads never end.
+    struct Refusing;
+
+    impl AsyncWrite for Refusing {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_link_though_nothing_arrives() {
+        let (_peer, silent) = tokio::io::duplex(64);
+        let mut link = Link::over(silent, Refusing, me(), 0);
+        link.send(requests::ping(&me(), 0, 1)).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), link.recv())
+            .await
+            .expect("recv must not wait for a read that never comes")
+            .unwrap_err();
+        assert!(e.contains("writing to the master failed"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn frames_read_ahead_are_bounded_in_bytes() {
+        let (mut master, ours) = tokio::io::duplex(1 << 20);
+        let (_unused, sink) = tokio::io::duplex(64);
+        let mut link = Link::over(ours, sink, me(), 0);
+        // Frames of 20 MiB each: only as many as fit in the budget are read ahead.
+        let body = InnerResponse {
+            r#type: Type::BinlogSync as i32,
+            reply: Some("x".repeat(20 << 20)),
+            ..InnerResponse::default()
+        }
+        .encode_to_vec();
+        let mut frame_bytes = Vec::new();
+        frame::encode(&mut frame_bytes, &body);
+        let writer = tokio::spawn(async move {
+            let mut sent = 0usize;
+            for _ in 0..8 {
+                if master.write_all(&frame_bytes).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            (sent, master)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!writer.is_finished(), "the reader stopped taking frames");
+        for _ in 0..8 {
+            link.recv().await.unwrap();
+        }
+        let (sent, _master) = writer.await.unwrap();
+        assert_eq!(sent, 8);
     }
 }

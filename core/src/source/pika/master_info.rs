@@ -187,6 +187,21 @@ mod tests {
             .contains("is it a Pika"));
     }
 
+    #[tokio::test]
+    async fn a_reply_claiming_a_huge_length_is_refused_without_allocating_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 64];
+            let _ = conn.read(&mut request).await;
+            let _ = conn.write_all(b"$99999999999\r\nshort").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let e = fetch(&addr, None).await.unwrap_err().to_string();
+        assert!(e.contains("99999999999 bytes announced"), "{e}");
+    }
+
     #[test]
     fn refuses_a_master_that_is_a_replica() {
         for role in ["slave", "master&&slave"] {

@@ -367,8 +367,8 @@ impl Replica<'_> {
         self.metrics.status().set_stage(Phase::FullSyncTransfer);
         self.metrics.status().set_dump_bytes(0);
         let dir = ReceiveDir::new(&s.work_dir, DB);
-        let reset = dir.clone();
-        blocking(move || reset.reset()).await?;
+        let prepare = dir.clone();
+        blocking(move || prepare.prepare()).await?;
         let daemon = rsyncd::RsyncDaemon::start(
             &s.rsync,
             &s.work_dir.join("rsync"),

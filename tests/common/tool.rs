@@ -1,0 +1,231 @@
+//! Running the real `pika-migrate` binary as a live replica: one migration is a work
+//! dir, a pipeline file and a log of every run of the tool, with the checkpoint and the
+//! status endpoint read back.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{announce_port, free_port, http_get, write_pipeline};
+use pika_migrate_core::event::BinlogOffset;
+
+/// One migration: a work dir, a pipeline file, a log of every run of the tool. A failing
+/// test leaves them to read.
+pub struct Migration {
+    pub dir: tempfile::TempDir,
+    pub pipeline: PathBuf,
+    /// The tool's `status.listen` port.
+    pub status_port: u16,
+    /// The announced replica port (the dump arrives on + 1000).
+    pub announce_port: u16,
+}
+
+impl Migration {
+    /// A migration from the master at `master` (`127.0.0.1:<port>`) into the Redis at
+    /// `redis_url`; `source_extra` adds lines to the source (two-space indented).
+    pub fn new(master: &str, redis_url: &str, source_extra: &str) -> Migration {
+        Migration::with_sinks(
+            master,
+            source_extra,
+            &format!("  - type: redis\n    url: {redis_url}\n    senders: 4\n    batch: 64\n"),
+        )
+    }
+
+    /// A migration into the sinks of `sinks_yaml` (the list under `sinks:`).
+    pub fn with_sinks(master: &str, source_extra: &str, sinks_yaml: &str) -> Migration {
+        let dir = tempfile::tempdir().unwrap();
+        let announce_port = announce_port();
+        let status_port = free_port();
+        let yaml = format!(
+            "source:\n  type: pika\n  master: {master}\n  announce: 127.0.0.1:{announce_port}\n  work_dir: {}\n{source_extra}sinks:\n{sinks_yaml}status:\n  listen: 127.0.0.1:{status_port}\n",
+            dir.path().join("work").display(),
+        );
+        let pipeline = write_pipeline(dir.path(), &yaml);
+        Migration {
+            dir,
+            pipeline,
+            status_port,
+            announce_port,
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("tool.log")
+    }
+
+    /// The command that runs the tool on this migration, its output appended to the log.
+    pub fn command(&self) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut command = Command::new(super::bin());
+        command
+            .args(["run", "-c", self.pipeline.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log);
+        command
+    }
+
+    pub fn start(&self) -> Child {
+        self.command().spawn().unwrap()
+    }
+
+    /// Runs the tool to its end; (exit code, everything it printed).
+    pub fn run_to_end(&self) -> (i32, String) {
+        let mut child = self.start();
+        let status = wait_exit(&mut child, Duration::from_secs(90));
+        (status, self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// The checkpoint's stage (`transfer`, `load`, `stream`), if any.
+    pub fn stage(&self) -> Option<String> {
+        self.checkpoint()?["stage"].as_str().map(str::to_owned)
+    }
+
+    pub fn checkpoint(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.work_dir().join("checkpoint.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The checkpoint's `at` (stage `stream`): where a restart resumes the binlog.
+    pub fn checkpoint_at(&self) -> Option<BinlogOffset> {
+        serde_json::from_value(self.checkpoint()?.get("at")?.clone()).ok()
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// `GET /status` of the running tool.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let body = http_get(self.status_port, "/status")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The running tool's stage as its status endpoint says (`streaming`, …).
+    pub fn live_stage(&self) -> Option<String> {
+        self.status()?["stage"].as_str().map(str::to_owned)
+    }
+
+    /// Whether the running tool streams with every item it received acknowledged, at
+    /// `master_at` (the master's `binlog_offset`).
+    pub fn caught_up_with(&self, master_at: (u32, u64)) -> bool {
+        let Some(s) = self.status() else {
+            return false;
+        };
+        let at = format!("{}:{}", master_at.0, master_at.1);
+        s["stage"] == "streaming" && s["position"].as_str() == Some(at.as_str())
+    }
+
+    /// Processes (pid, command line) running with this migration's work dir in their
+    /// command line: our rsync daemon (`--config=<work_dir>/rsync/rsyncd.conf`) and its
+    /// children. The tool itself names only the pipeline file.
+    pub fn processes_in_work_dir(&self) -> Vec<(u32, String)> {
+        let work = self.work_dir().display().to_string();
+        super::real_pika::processes()
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains(&work))
+            .collect()
+    }
+
+    /// How many times the tool lost its link and went back to reconnecting.
+    pub fn interruptions(&self) -> usize {
+        self.log_text().matches("replication interrupted").count()
+    }
+}
+
+impl Drop for Migration {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("the migration's directory kept: {}\n", dir.keep().display()),
+            );
+        }
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// SIGTERM, then the exit code of the clean stop.
+pub fn stop(mut child: Child) -> i32 {
+    signal(&child, "-TERM");
+    wait_exit(&mut child, Duration::from_secs(60))
+}
+
+pub fn kill9(mut child: Child) {
+    signal(&child, "-KILL");
+    let _ = child.wait();
+}
+
+/// The `i`-th of the writes a test makes on the master while we replicate: every type,
+/// counters, pushes and pops, deletes and expiries, all under `live:`. Deterministic
+/// (no SPOP), so a replica applying them ends equal to the master.
+pub fn live_write(i: usize) -> Vec<Vec<u8>> {
+    let k = i % 97;
+    let args: Vec<String> = match i % 12 {
+        0 => vec!["SET".into(), format!("live:s:{k}"), format!("v{i}")],
+        1 => vec!["INCRBY".into(), format!("live:n:{}", i % 13), "3".into()],
+        2 => vec![
+            "HSET".into(),
+            format!("live:h:{k}"),
+            format!("f{}", i % 31),
+            format!("v{i}"),
+        ],
+        3 => vec!["RPUSH".into(), format!("live:l:{k}"), format!("v{i}")],
+        4 => vec![
+            "SADD".into(),
+            format!("live:set:{k}"),
+            format!("m{}", i % 61),
+        ],
+        5 => vec![
+            "ZADD".into(),
+            format!("live:z:{k}"),
+            format!("{}", i % 17),
+            format!("m{}", i % 29),
+        ],
+        6 => vec!["LPOP".into(), format!("live:l:{}", (k + 5) % 97)],
+        7 => vec![
+            "HINCRBY".into(),
+            format!("live:h:{k}"),
+            "count".into(),
+            "1".into(),
+        ],
+        8 => vec!["APPEND".into(), format!("live:s:{k}"), format!("+{i}")],
+        9 => vec![
+            "SREM".into(),
+            format!("live:set:{}", (k + 3) % 97),
+            format!("m{}", i % 61),
+        ],
+        10 => vec![
+            "EXPIRE".into(),
+            format!("live:s:{}", (k + 1) % 97),
+            "3600".into(),
+        ],
+        _ => vec!["DEL".into(), format!("live:s:{}", (k + 11) % 97)],
+    };
+    args.into_iter().map(String::into_bytes).collect()
+}
+
+/// `argv` as a redis-crate command.
+pub fn command_of(argv: &[Vec<u8>]) -> redis::Cmd {
+    let mut cmd = redis::cmd(std::str::from_utf8(&argv[0]).unwrap());
+    for a in &argv[1..] {
+        cmd.arg(a.as_slice());
+    }
+    cmd
+}

@@ -1,0 +1,1010 @@
+//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9 and
+//! 3.3.6 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`), into a real
+//! redis-server, with the real binary. Redis is compared with what the master itself
+//! shows, key by key, type by type, with expiries.
+//!
+//! Without the Pika binaries each test prints one line saying it was skipped.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::real_pika::*;
+use common::tool::*;
+use common::*;
+
+/// Every scenario, once per Pika version, each as its own test.
+macro_rules! on_each_version {
+    ($($scenario:ident),* $(,)?) => {
+        mod pika_3_2_9 {
+            $( #[test] fn $scenario() { super::$scenario("3.2.9", stringify!($scenario)); } )*
+        }
+        mod pika_3_3_6 {
+            $( #[test] fn $scenario() { super::$scenario("3.3.6", stringify!($scenario)); } )*
+        }
+    };
+}
+
+on_each_version!(
+    full_sync_while_writes_of_every_type_go_on_lands_exactly,
+    a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands,
+    five_kill_9_of_the_tool_while_counters_are_written_are_exact,
+    master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync,
+    a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65,
+    with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
+    a_wrong_or_missing_password_is_refused_with_77,
+    a_master_that_is_itself_a_replica_is_refused_with_76,
+    a_master_with_several_databases_is_refused_with_76,
+    a_master_in_sharding_mode_is_refused_with_76,
+    a_stalled_target_holding_acks_does_not_get_us_dropped,
+    sigterm_while_streaming_saves_the_position_and_exits_0,
+    events_dropped_by_filters_are_acked_and_do_not_stall_the_stream,
+    run_as_an_unprivileged_user_it_full_syncs_and_streams,
+    a_stalled_checkpoint_write_does_not_get_us_dropped,
+    the_status_counts_the_dump_while_it_arrives,
+    a_foreign_rsync_daemon_on_the_dump_port_fails_the_start,
+);
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn master(version: &'static str, test: &str, options: PikaOptions) -> Option<RealPika> {
+    let bin = pika_or_skip(version, test)?;
+    Some(RealPika::start(&bin, options))
+}
+
+/// Runs `argv`s on `con` as one pipeline.
+fn pipeline(con: &mut redis::Connection, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
+    let mut pipe = redis::pipe();
+    for argv in argvs {
+        pipe.add_command(command_of(&argv)).ignore();
+    }
+    let () = pipe.query(con).unwrap();
+}
+
+/// `n` keys of every type (some with expiries, a few big ones) under `pre:`, so a dump
+/// has something of each to carry.
+fn preload(pika: &RealPika, n: usize) {
+    let mut con = pika.client();
+    let s = |x: &str| x.as_bytes().to_vec();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut argvs = Vec::new();
+        for &i in chunk {
+            let argv: Vec<String> = match i % 6 {
+                0 => vec!["SET".into(), format!("pre:s:{i}"), format!("value {i}")],
+                1 => vec![
+                    "SETEX".into(),
+                    format!("pre:t:{i}"),
+                    "7200".into(),
+                    format!("t{i}"),
+                ],
+                2 => vec![
+                    "HMSET".into(),
+                    format!("pre:h:{i}"),
+                    "a".into(),
+                    format!("{i}"),
+                    "b".into(),
+                    "x".into(),
+                ],
+                3 => vec![
+                    "RPUSH".into(),
+                    format!("pre:l:{i}"),
+                    "1".into(),
+                    "2".into(),
+                    format!("{i}"),
+                ],
+                4 => vec![
+                    "SADD".into(),
+                    format!("pre:set:{i}"),
+                    "m1".into(),
+                    format!("m{i}"),
+                ],
+                _ => vec![
+                    "ZADD".into(),
+                    format!("pre:z:{i}"),
+                    "1.5".into(),
+                    "a".into(),
+                    format!("{i}"),
+                    "b".into(),
+                ],
+            };
+            argvs.push(argv.iter().map(|a| s(a)).collect());
+        }
+        pipeline(&mut con, argvs);
+    }
+    let big_hash = (0..2000).flat_map(|f| [format!("f{f}"), format!("v{f}")]);
+    let mut hmset = vec![s("HMSET"), s("pre:bighash")];
+    hmset.extend(big_hash.map(String::into_bytes));
+    let mut rpush = vec![s("RPUSH"), s("pre:biglist")];
+    rpush.extend((0..3000).map(|i| format!("item{i}").into_bytes()));
+    pipeline(
+        &mut con,
+        [hmset, rpush, vec![s("EXPIRE"), s("pre:bighash"), s("9000")]],
+    );
+}
+
+/// A thread writing to the master until stopped, `batch` commands at a time, riding
+/// out a master that restarts.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Writes `write(0)`, `write(1)`, … to `pika`'s db 0.
+    fn start(pika: &RealPika, write: fn(usize) -> Vec<Vec<u8>>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicUsize::new(0));
+        let url = format!(
+            "redis://{}127.0.0.1:{}/0",
+            pika.password
+                .as_deref()
+                .map(|p| format!(":{p}@"))
+                .unwrap_or_default(),
+            pika.port
+        );
+        let (stopping, counting) = (stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            let mut con = None;
+            while !stopping.load(Ordering::SeqCst) {
+                let c = match con.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                            Ok(c) => con.insert(c),
+                            Err(_) => {
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let mut pipe = redis::pipe();
+                for n in i..i + 20 {
+                    pipe.add_command(command_of(&write(n))).ignore();
+                }
+                // A write that failed with the master going down may or may not have
+                // happened: the comparison is with what the master holds in the end.
+                if pipe.query::<()>(c).is_ok() {
+                    i += 20;
+                    counting.store(i, Ordering::SeqCst);
+                } else {
+                    con = None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Writer {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    fn written(&self) -> usize {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Stops writing; how many commands were written.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.written()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Counters, pushes, hash increments and expiring sets: what a lost or doubled write
+/// shows at once.
+fn counter_write(i: usize) -> Vec<Vec<u8>> {
+    let args = match i % 4 {
+        0 => vec!["INCR".into(), format!("c:n:{}", i % 50)],
+        1 => vec!["RPUSH".into(), format!("c:l:{}", i % 20), format!("{i}")],
+        2 => vec![
+            "HINCRBY".into(),
+            format!("c:h:{}", i % 10),
+            format!("f{}", i % 5),
+            "1".into(),
+        ],
+        _ => vec![
+            "SETEX".into(),
+            format!("c:s:{}", i % 30),
+            "3600".into(),
+            format!("v{i}"),
+        ],
+    };
+    args.into_iter().map(String::into_bytes).collect()
+}
+
+/// Waits until `done`, failing with the tool's log after `CATCH_UP`.
+fn wait_for(m: &Migration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CATCH_UP;
+    while !done() {
+        if Instant::now() > deadline {
+            let log = m.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out waiting for {what}; the tool's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_caught_up(m: &Migration, pika: &RealPika) {
+    wait_for(m, "the stream to catch up with the master", || {
+        m.caught_up_with(pika.binlog_offset(0))
+    });
+}
+
+fn wait_streaming(m: &Migration) {
+    wait_for(m, "streaming", || m.stage().as_deref() == Some("stream"));
+}
+
+/// Redis holds exactly what the master shows: every key, type, value and expiry.
+fn assert_same_as_master(pika: &RealPika, redis: &RedisServer) {
+    assert_same(&redis_view(&pika.state()), &redis.state());
+}
+
+/// Whether the master lists the migration as its replica.
+fn lists_us(pika: &RealPika, m: &Migration) -> bool {
+    pika.replicas()
+        .contains(&format!("127.0.0.1:{}", m.announce_port))
+}
+
+/// A small random generator for test timings; the seed is printed so a failure can be
+/// replayed.
+struct Dice(u64);
+
+impl Dice {
+    fn new(test: &str) -> Dice {
+        let seed = std::env::var("TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| now_ms() as u64);
+        eprintln!("{test}: TEST_SEED={seed}");
+        Dice(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn full_sync_while_writes_of_every_type_go_on_lands_exactly(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    preload(&pika, 3000);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let writer = Writer::start(&pika, live_write);
+    let started = Instant::now();
+    let tool = m.start();
+    wait_until("the full sync to start", CATCH_UP, || m.stage().is_some());
+    let before_load = writer.written();
+    wait_streaming(&m);
+    let full_sync = started.elapsed();
+    let during = writer.written() - before_load;
+    std::thread::sleep(Duration::from_secs(1));
+    let written = writer.stop();
+    wait_caught_up(&m, &pika);
+    assert!(lists_us(&pika, &m), "the master lists us as its replica");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert!(during > 0, "writes went on during the full sync");
+    eprintln!(
+        "{test}: full sync of {} keys in {} ms; {written} writes, {during} of them during the full sync",
+        pika.state().len(),
+        full_sync.as_millis()
+    );
+    assert_eq!(pika.full_syncs_served(), 1);
+    assert_same_as_master(&pika, &redis);
+}
+
+fn a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    preload(&pika, 600);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    wait_caught_up(&m, &pika);
+
+    const BURST: usize = 120_000;
+    let started = Instant::now();
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &pika.port.to_string()])
+        .args(["-t", "set", "-n", &BURST.to_string(), "-r", "1000000000"])
+        .args(["-P", "16", "-d", "16", "-q"])
+        .output()
+        .expect("redis-benchmark (redis-tools) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = Instant::now();
+    wait_caught_up(&m, &pika);
+    let caught_up = ended.elapsed();
+    let metrics = http_get(m.status_port, "/metrics").unwrap();
+    let (p50, p99) = (quantile(&metrics, 0.5), quantile(&metrics, 0.99));
+    eprintln!(
+        "{test}: a burst of {BURST} SETs in {:.1} s ({:.0}/s), caught up {} ms after it ended; \
+         arrival to ack p50 <= {p50} s, p99 <= {p99} s",
+        (ended - started).as_secs_f64(),
+        BURST as f64 / (ended - started).as_secs_f64(),
+        caught_up.as_millis()
+    );
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    // The burst's keys (`key:<n>`) value by value, then everything else.
+    let mut from_pika = pika.client();
+    let mut from_redis = redis.client();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("key:*")
+        .query(&mut from_pika)
+        .unwrap();
+    assert!(keys.len() > BURST * 9 / 10, "{} keys", keys.len());
+    for chunk in keys.chunks(1000) {
+        let a: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query(&mut from_pika).unwrap();
+        let b: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query(&mut from_redis)
+            .unwrap();
+        assert!(a == b, "the burst's values differ");
+    }
+    let in_redis: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("key:*")
+        .query(&mut from_redis)
+        .unwrap();
+    assert_eq!(in_redis.len(), keys.len());
+    let mut rest = redis_view(&pika.state());
+    rest.retain(|(k, _), _| !k.starts_with(b"key:"));
+    let mut actual = redis.state();
+    actual.retain(|(k, _), _| !k.starts_with(b"key:"));
+    assert_same(&rest, &actual);
+}
+
+/// The upper bound of the `pika_migrate_ack_latency_seconds` bucket holding quantile `q`.
+fn quantile(metrics: &str, q: f64) -> String {
+    let buckets: Vec<(String, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("pika_migrate_ack_latency_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            Some((le.to_owned(), count.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or("?".into(), |(le, _)| le.clone())
+}
+
+fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'static str, test: &str) {
+    // The master pushes at 1 MB/s and the dump holds 3 MB: a kill lands in the transfer.
+    let Some(pika) = master(
+        version,
+        test,
+        PikaOptions::default().set("db-sync-speed", "1"),
+    ) else {
+        return;
+    };
+    let mut dice = Dice::new(test);
+    preload(&pika, 4000);
+    incompressible(&pika, &mut dice, 3000);
+    let redis = RedisServer::start();
+    // The dump (over 7000 events) loads for seconds: a kill lands in the load.
+    // A transfer cut short by a kill may leave the master pushing to the old daemon
+    // for a moment; a DBSync then is not served, and the stalled transfer is asked for
+    // again after `transfer_timeout`.
+    let m = Migration::new(
+        &pika.addr(),
+        &redis.url(),
+        "  load_rate: 1500\n  transfer_timeout: 10\n",
+    );
+    let writer = Writer::start(&pika, counter_write);
+    let mut killed_in = Vec::new();
+
+    let tool = m.start();
+    wait_for(&m, "the dump to arrive in part", || {
+        m.status()
+            .is_some_and(|s| s["dump_bytes"].as_u64() > Some(0))
+    });
+    killed_in.push(m.stage().unwrap_or_default());
+    kill9(tool);
+    let tool = m.start();
+    wait_for(&m, "the load", || m.stage().as_deref() == Some("load"));
+    std::thread::sleep(Duration::from_millis(700));
+    killed_in.push(m.stage().unwrap_or_default());
+    kill9(tool);
+    assert_eq!(
+        killed_in,
+        ["transfer", "load"],
+        "the first kills land in the transfer and the load"
+    );
+
+    // Then at random moments: one anywhere, two once the stream runs.
+    for round in 0..3 {
+        let tool = m.start();
+        if round > 0 {
+            wait_streaming(&m);
+        }
+        std::thread::sleep(Duration::from_millis(300 + dice.below(3000)));
+        killed_in.push(m.stage().unwrap_or_default());
+        kill9(tool);
+    }
+    eprintln!("{test}: killed in stages {killed_in:?}");
+    wait_until(
+        "no rsync daemon to outlive the tool",
+        Duration::from_secs(10),
+        || m.processes_in_work_dir().is_empty(),
+    );
+
+    let tool = m.start();
+    wait_streaming(&m);
+    std::thread::sleep(Duration::from_millis(500));
+    let written = writer.stop();
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert!(written > 0);
+    // A kill while the dump was still arriving asks for it again; a kill after it
+    // arrived reloads it from disk.
+    let transfers = killed_in.iter().filter(|s| *s == "transfer").count();
+    let asked_again = m
+        .log_text()
+        .matches("no new byte of the dump arrived")
+        .count();
+    assert_eq!(
+        pika.full_syncs_served(),
+        1 + transfers + asked_again,
+        "{killed_in:?}"
+    );
+    assert_same_as_master(&pika, &redis);
+}
+
+/// `n` strings of 1 KiB random bytes (`rnd:<i>`), which no compression shrinks.
+fn incompressible(pika: &RealPika, dice: &mut Dice, n: usize) {
+    let mut con = pika.client();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let v: Vec<u8> = (0..1024).map(|_| dice.below(256) as u8).collect();
+                vec![b"SET".to_vec(), format!("rnd:{i}").into_bytes(), v]
+            })
+            .collect();
+        pipeline(&mut con, values);
+    }
+}
+
+fn master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(mut pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    preload(&pika, 600);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    let writer = Writer::start(&pika, counter_write);
+
+    for restart in ["restart", "kill -9"] {
+        std::thread::sleep(Duration::from_secs(1));
+        let before = writer.written();
+        match restart {
+            "restart" => pika.restart(),
+            _ => {
+                pika.kill9();
+                std::thread::sleep(Duration::from_millis(500));
+                pika.start_again();
+            }
+        }
+        wait_until("the tool to rejoin the master", CATCH_UP, || {
+            lists_us(&pika, &m)
+        });
+        wait_until("writes after the master came back", CATCH_UP, || {
+            writer.written() > before + 200
+        });
+    }
+    let written = writer.stop();
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert!(written > 0);
+    assert!(m.interruptions() >= 2, "{}", m.log_text());
+    assert_eq!(pika.full_syncs_served(), 1, "resumed by TrySync every time");
+    assert_same_as_master(&pika, &redis);
+}
+
+/// A master whose binlog rotates every KiB and keeps only 10 files.
+fn purging_master(version: &'static str, test: &str) -> Option<RealPika> {
+    master(
+        version,
+        test,
+        PikaOptions::default()
+            .set("binlog-file-size", "1024")
+            .set("expire-logs-nums", "10"),
+    )
+}
+
+/// Writes until the master has rolled over many binlog files, then purges all it may.
+fn roll_and_purge(pika: &RealPika) {
+    let mut con = pika.client();
+    let start = pika.binlog_offset(0).0;
+    let mut i = 0;
+    while pika.binlog_offset(0).0 < start + 15 {
+        pipeline(&mut con, (i..i + 20).map(live_write));
+        i += 20;
+    }
+    let last = pika.binlog_offset(0).0;
+    let purge_to = format!("write2file{}", last - 10);
+    let reply: String = redis::cmd("PURGELOGSTO")
+        .arg(&purge_to)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(reply, "OK");
+    let first = pika
+        .dir()
+        .join("log/log_db0")
+        .join(format!("write2file{start}"));
+    wait_until("the purge", Duration::from_secs(30), || !first.exists());
+}
+
+fn a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65(version: &'static str, test: &str) {
+    let Some(pika) = purging_master(version, test) else {
+        return;
+    };
+    preload(&pika, 300);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    roll_and_purge(&pika);
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 65, "{log}");
+    assert!(log.contains("its binlog was purged"), "{log}");
+    assert!(log.contains("resync: allow"), "{log}");
+    assert_eq!(pika.full_syncs_served(), 1, "no second full sync");
+}
+
+fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = purging_master(version, test) else {
+        return;
+    };
+    preload(&pika, 300);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "  resync: allow\n");
+    let tool = m.start();
+    wait_streaming(&m);
+    wait_caught_up(&m, &pika);
+
+    // Frozen past the master's 20-s rule, the tool is dropped, and nothing protects its
+    // binlog position any more. Meanwhile collections lose members: a second full sync
+    // loaded over the first without DELs would keep them (and double the lists).
+    signal(&tool, "-STOP");
+    std::thread::sleep(Duration::from_secs(22));
+    let mut con = pika.client();
+    for i in (3..300).step_by(6) {
+        let s = |x: String| x.into_bytes();
+        pipeline(
+            &mut con,
+            [
+                vec![s("LPOP".into()), s(format!("pre:l:{i}"))],
+                vec![
+                    s("HDEL".into()),
+                    s(format!("pre:h:{}", i - 1)),
+                    s("b".into()),
+                ],
+                vec![
+                    s("SREM".into()),
+                    s(format!("pre:set:{}", i + 1)),
+                    s("m1".into()),
+                ],
+                vec![
+                    s("ZREM".into()),
+                    s(format!("pre:z:{}", i + 2)),
+                    s("a".into()),
+                ],
+            ],
+        );
+    }
+    roll_and_purge(&pika);
+    signal(&tool, "-CONT");
+
+    wait_until("the second full sync", CATCH_UP, || {
+        pika.full_syncs_served() == 2
+    });
+    wait_until("streaming again", CATCH_UP, || {
+        m.live_stage().as_deref() == Some("streaming")
+    });
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert!(m
+        .log_text()
+        .contains("taking a new full sync (resync: allow)"));
+    assert_same_as_master(&pika, &redis);
+}
+
+fn a_wrong_or_missing_password_is_refused_with_77(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default().password("s3cret")) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    // Without a password, Pika answers INFO anyway: the replication link refuses us.
+    for extra in ["  password: wrong\n", ""] {
+        let m = Migration::new(&pika.addr(), &redis.url(), extra);
+        let (code, log) = m.run_to_end();
+        assert_eq!(code, 77, "{extra:?}: {log}");
+        assert!(log.contains("requirepass"), "{log}");
+        assert!(!log.contains("wrong"), "the password is not printed: {log}");
+    }
+    let m = Migration::new(&pika.addr(), &redis.url(), "  password: s3cret\n");
+    let tool = m.start();
+    wait_streaming(&m);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+}
+
+fn a_master_that_is_itself_a_replica_is_refused_with_76(version: &'static str, test: &str) {
+    let Some(top) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let Some(middle) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let reply: String = redis::cmd("SLAVEOF")
+        .arg("127.0.0.1")
+        .arg(top.port)
+        .query(&mut middle.client())
+        .unwrap();
+    assert_eq!(reply, "OK");
+    wait_until("the replica's role", CATCH_UP, || {
+        middle.info().contains("role:slave")
+    });
+    let redis = RedisServer::start();
+    let m = Migration::new(&middle.addr(), &redis.url(), "");
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 76, "{log}");
+    assert!(log.contains("is itself a replica"), "{log}");
+}
+
+fn a_master_with_several_databases_is_refused_with_76(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default().databases(2)) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 76, "{log}");
+    assert!(log.contains("2 databases"), "{log}");
+}
+
+fn run_as_an_unprivileged_user_it_full_syncs_and_streams(version: &'static str, test: &str) {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "switches to the user nobody, which needs root");
+        return;
+    }
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    preload(&pika, 600);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    // nobody must reach the pipeline and own the work dir.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(m.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(m.work_dir()).unwrap();
+    std::os::unix::fs::chown(m.work_dir(), Some(65534), Some(65534)).unwrap();
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    command
+        .arg(bin())
+        .args(["run", "-c", m.pipeline.to_str().unwrap()]);
+    let log = std::fs::File::create(m.log()).unwrap();
+    let tool = command.stderr(log).spawn().unwrap();
+
+    wait_streaming(&m);
+    let mut con = pika.client();
+    pipeline(&mut con, (0..2000).map(live_write));
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_same_as_master(&pika, &redis);
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(m.work_dir().join("checkpoint.json")).unwrap(),
+    );
+    assert_eq!(owner, 65534, "the tool ran as nobody");
+}
+
+fn a_stalled_checkpoint_write_does_not_get_us_dropped(version: &'static str, test: &str) {
+    if Command::new("strace").arg("-V").output().is_err() {
+        skip(
+            test,
+            "stalls the tool's fsync calls with strace, which is not installed",
+        );
+        return;
+    }
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    wait_caught_up(&m, &pika);
+
+    // Every fsync of the tool (the checkpoint's) waits 25 s while strace is attached:
+    // longer than the 20 s of silence after which the master drops a replica.
+    let mut stall = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"])
+        .args(["-e", "inject=fsync:delay_enter=25000000"])
+        .args(["-p", &tool.id().to_string()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut con = pika.client();
+    pipeline(&mut con, (0..500).map(live_write));
+    std::thread::sleep(Duration::from_secs(24));
+    assert!(lists_us(&pika, &m), "the master still lists us");
+    signal(&stall, "-TERM");
+    let _ = stall.wait();
+
+    pipeline(&mut con, (500..1000).map(live_write));
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(m.interruptions(), 0, "the link lived on: {}", m.log_text());
+    assert_same_as_master(&pika, &redis);
+}
+
+fn the_status_counts_the_dump_while_it_arrives(version: &'static str, test: &str) {
+    // The master pushes at 1 MB/s: a dump of 4 MB takes seconds to arrive.
+    let Some(pika) = master(
+        version,
+        test,
+        PikaOptions::default().set("db-sync-speed", "1"),
+    ) else {
+        return;
+    };
+    incompressible(&pika, &mut Dice::new(test), 4000);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    // In a terminal (`script` gives it one), a progress line shows the transfer.
+    let screen = m.dir.path().join("screen.txt");
+    let tool = Command::new("script")
+        .args(["-q", "-f", "-e", "-c"])
+        .arg(format!(
+            "{} run -c {}",
+            bin().display(),
+            m.pipeline.display()
+        ))
+        .arg(&screen)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    wait_for(&m, "the dump to arrive", || {
+        if let Some(s) = m.status() {
+            if s["stage"] == "full_sync_transfer" {
+                seen.push(s["dump_bytes"].as_u64().unwrap_or(0));
+            }
+            return s["stage"] == "full_sync_load" || s["stage"] == "streaming";
+        }
+        false
+    });
+    assert!(
+        seen.iter().any(|b| *b > 0),
+        "dump_bytes during the transfer: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    let done = m.status().unwrap()["dump_bytes"].as_u64().unwrap();
+    assert!(done > 4_000_000, "{done} bytes received");
+    wait_streaming(&m);
+    let shown = String::from_utf8_lossy(&std::fs::read(&screen).unwrap()).into_owned();
+    assert!(shown.contains("receiving the dump:"), "{shown}");
+    assert!(shown.contains("MiB/s"), "{shown}");
+    // `script` passes the signal on to the tool; it exits 0, and so does `script -e`.
+    assert_eq!(stop(tool), 0);
+}
+
+fn a_foreign_rsync_daemon_on_the_dump_port_fails_the_start(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    // Someone else's rsync daemon on our dump port (announce + 1000).
+    let other = tempfile::tempdir().unwrap();
+    let conf = other.path().join("rsyncd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid file = {0}/pid\nlock file = {0}/lock\nuse chroot = no\n[document]\npath = {0}\nread only = no\n",
+            other.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("rsync")
+        .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+        .arg(format!("--port={}", m.announce_port + 1000))
+        .arg(format!("--config={}", conf.display()))
+        .spawn()
+        .unwrap();
+    wait_until("the other daemon", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", m.announce_port + 1000)).is_ok()
+    });
+    let (code, log) = m.run_to_end();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(code, 1, "{log}");
+    let port = (m.announce_port + 1000).to_string();
+    assert!(log.contains(&format!("port {port}")), "{log}");
+    assert!(log.contains("already held by pid"), "{log}");
+    assert!(log.contains("rsync --daemon"), "{log}");
+}
+
+fn a_master_in_sharding_mode_is_refused_with_76(version: &'static str, test: &str) {
+    let options = PikaOptions::default()
+        .set("instance-mode", "sharding")
+        .set("default-slot-num", "16");
+    let Some(pika) = master(version, test, options) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 76, "{log}");
+    assert!(log.contains("sharding mode"), "{log}");
+}
+
+fn a_stalled_target_holding_acks_does_not_get_us_dropped(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    wait_caught_up(&m, &pika);
+
+    // Redis takes no write for longer than the master tolerates silence (20 s): the
+    // acks are held back, the tool's own pings keep the session.
+    const PAUSE: Duration = Duration::from_secs(26);
+    let paused_at = Instant::now();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(PAUSE.as_millis().to_string())
+        .arg("WRITE")
+        .query(&mut redis.client())
+        .unwrap();
+    let mut con = pika.client();
+    pipeline(&mut con, (0..2000).map(live_write));
+    std::thread::sleep(Duration::from_secs(22));
+    assert!(
+        paused_at.elapsed() < PAUSE,
+        "the checks ran after the pause"
+    );
+    assert!(
+        !m.caught_up_with(pika.binlog_offset(0)),
+        "nothing acked while Redis is paused"
+    );
+    let status = m.status().unwrap();
+    assert!(status["lag_items"].as_u64() > Some(0), "{status}");
+    assert!(status["lag_ms"].as_u64() > Some(15_000), "{status}");
+
+    wait_caught_up(&m, &pika);
+    assert!(paused_at.elapsed() >= PAUSE);
+    assert!(lists_us(&pika, &m), "the master still lists us");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(
+        m.interruptions(),
+        0,
+        "the same session caught up: {}",
+        m.log_text()
+    );
+    assert_same_as_master(&pika, &redis);
+}
+
+fn sigterm_while_streaming_saves_the_position_and_exits_0(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    preload(&pika, 600);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let mut con = pika.client();
+
+    // 1. Caught up, then SIGTERM: the checkpoint is the master's position, and the
+    // full sync's rsync daemon is gone with the run.
+    let tool = m.start();
+    wait_streaming(&m);
+    pipeline(&mut con, (0..2000).map(live_write));
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    let (f, o) = pika.binlog_offset(0);
+    assert_eq!(m.stage().as_deref(), Some("stream"));
+    assert_eq!(
+        m.checkpoint_at(),
+        Some(pika_migrate_core::event::BinlogOffset::new(f, o))
+    );
+    assert!(m.processes_in_work_dir().is_empty(), "left behind");
+
+    // 2. SIGTERM while writes still arrive: it drains what it read and exits 0.
+    let tool = m.start();
+    let writer = Writer::start(&pika, live_write);
+    wait_until("writes while we stream", CATCH_UP, || {
+        writer.written() > 1000
+    });
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    writer.stop();
+
+    // 3. And on from there: exact, with no second full sync.
+    let tool = m.start();
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert_eq!(pika.full_syncs_served(), 1);
+    assert_eq!(m.interruptions(), 0, "{}", m.log_text());
+    assert_same_as_master(&pika, &redis);
+}
+
+fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let filters = "filters:\n  - type: key\n    exclude: ['live:s:*', 'live:n:*']\n";
+    let m = Migration::new(&pika.addr(), &redis.url(), filters);
+    let tool = m.start();
+    wait_streaming(&m);
+    let mut con = pika.client();
+    pipeline(&mut con, (0..3000).map(live_write));
+    // The last writes are all dropped: the master must still see them acked.
+    let s = |x: String| x.into_bytes();
+    pipeline(
+        &mut con,
+        (0..50).map(|i| vec![s("SET".into()), s(format!("live:s:{i}")), s("x".into())]),
+    );
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    let mut expected = redis_view(&pika.state());
+    expected.retain(|(k, _), _| !k.starts_with(b"live:s:") && !k.starts_with(b"live:n:"));
+    assert_same(&expected, &redis.state());
+}
