@@ -138,6 +138,23 @@ fn a_network_cut_while_streaming_is_resumed_without_loss_or_duplicates() {
     assert_resumed_exactly(&master, &m, &redis, &reference);
 }
 
+#[test]
+fn a_master_back_from_a_restart_as_a_replica_stops_the_run_with_76() {
+    // After an interruption the tool reads the master's INFO again before it rejoins:
+    // a restarting Pika opens its replication port before its databases (a TrySync in
+    // between crashes 3.2.9), and a master may come back as someone's replica.
+    let redis = RedisServer::start();
+    let master = PikaMaster::start(MasterOptions::default());
+    let m = Migration::new(&mock_addr(&master), &redis.url(), "");
+    let mut tool = streaming(&master, &m);
+    master.set_role("slave");
+    master.restart();
+    let code = wait_exit(&mut tool, Duration::from_secs(60));
+    let log = m.log_text();
+    assert_eq!(code, 76, "{log}");
+    assert!(log.contains("replica"), "{log}");
+}
+
 /// After a clean stop: still the one full sync, the checkpoint at the master's
 /// position, and exactly the master's data.
 fn assert_resumed_exactly(

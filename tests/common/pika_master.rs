@@ -119,6 +119,8 @@ struct State {
     /// Sends nothing on the replication connections (no pushes, no keepalives): a
     /// master gone silent without closing, which a real one cannot be made to be.
     muted: bool,
+    /// INFO's `role:` since `set_role` (else the options' role).
+    role: Option<&'static str>,
     /// The writable dump copy and the rsync password file, made at the first DBSync.
     dump: Option<(PathBuf, PathBuf)>,
 }
@@ -409,6 +411,11 @@ impl PikaMaster {
     /// Stops sending anything on replication connections (or starts again).
     pub fn mute(&self, on: bool) {
         self.shared.lock().muted = on;
+    }
+
+    /// What INFO says the role is from now on (a master restarted as a replica).
+    pub fn set_role(&self, role: &'static str) {
+        self.shared.lock().role = Some(role);
     }
 
     pub fn set_push_delay(&self, d: Duration) {
@@ -1016,7 +1023,7 @@ impl Shared {
     /// then every DB's binlog position.
     fn info_replication(&self) -> String {
         let st = self.lock();
-        let role = self.opts.role;
+        let role = st.role.unwrap_or(self.opts.role);
         let header = match role {
             "slave" => "SLAVE",
             "master&&slave" => "Master && SLAVE",

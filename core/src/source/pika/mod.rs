@@ -139,6 +139,8 @@ struct Replica<'a> {
     unreachable_since: Option<std::time::Instant>,
     /// Full syncs in a row that stalled.
     stalled_transfers: u32,
+    /// Whether the master's INFO was read since the last interruption.
+    info_read: bool,
 }
 
 /// Runs file work (checkpoint writes with their fsyncs, walks of the dump directory) on
@@ -201,6 +203,7 @@ impl Source for PikaSource {
             connected_once: false,
             unreachable_since: None,
             stalled_transfers: 0,
+            info_read: true,
         };
         replica.run().await?;
         replica.out.flush().await;
@@ -245,6 +248,7 @@ impl Replica<'_> {
                     .into_fatal());
                 }
                 Err(e) => {
+                    self.info_read = false;
                     self.metrics.status().error(&e.to_string());
                     self.metrics.status().set_stage(Phase::Connecting);
                     tracing::warn!(error = %e, retry_in = ?backoff, "replication interrupted; reconnecting");
@@ -288,6 +292,9 @@ impl Replica<'_> {
     /// Connects, handshakes, and goes on from wherever the checkpoint says.
     async fn attempt(&mut self) -> Result<Ended, ReplicaError> {
         let s = self.source;
+        if !self.info_read {
+            self.read_info_again().await?;
+        }
         let addr = s.repl_addr();
         let mut link = Link::connect(&addr, s.announce.clone(), DB)
             .await
@@ -315,6 +322,22 @@ impl Replica<'_> {
         };
         self.try_sync(&mut link, at).await?;
         stream::follow(self, link, at).await
+    }
+
+    /// After an interruption, the master is asked for INFO on its client port before we
+    /// reconnect to its replication port. A restarting Pika opens the replication port
+    /// before its databases (the client port only after them), and a TrySync that
+    /// arrives in between crashes Pika 3.2.9 (it cannot build the error reply). It also
+    /// notices a master that came back as someone's replica.
+    async fn read_info_again(&mut self) -> Result<(), ReplicaError> {
+        let s = self.source;
+        let info = master_info::fetch(&s.master, s.password.as_deref()).await?;
+        info.check(&s.master)?;
+        if let Some(at) = info.binlog_offset {
+            self.master_at = at;
+        }
+        self.info_read = true;
+        Ok(())
     }
 
     async fn meta_sync(&mut self, link: &mut Link) -> Result<(), ReplicaError> {
