@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{announce_port, free_port, http_get, write_pipeline};
+use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
 use pika_migrate_core::event::BinlogOffset;
 
 /// One migration: a work dir, a pipeline file, a log of every run of the tool. A failing

@@ -37,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
-use pika_migrate_core::event::{Chunk, Event, Op, Position};
+use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op, Position};
 use pika_migrate_core::pika::commands::{key_indexes, lookup, name_of};
 use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use tokio::sync::{mpsc, watch};
