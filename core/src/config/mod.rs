@@ -105,6 +105,11 @@ pub struct PikaSourceConfig {
     /// spare the target); the binlog stream is never held back.
     #[serde(default)]
     pub load_rate: Option<u64>,
+    /// At most this many bytes per second while the dump of a Pika 3.5 master is pulled
+    /// (as its own replicas' `throttle-bytes-per-second`); a 3.2–3.4 master pushes at
+    /// its own `db-sync-speed`.
+    #[serde(default)]
+    pub pull_rate: Option<u64>,
     /// Seconds without a new byte of the dump after which the full sync is asked for
     /// again (three times in a row: the run stops).
     #[serde(default = "default_transfer_timeout")]

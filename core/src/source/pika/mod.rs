@@ -67,6 +67,7 @@ pub struct PikaSource {
     resync: ResyncPolicy,
     limits: ChunkLimits,
     load_rate: Option<u64>,
+    pull_rate: Option<u64>,
     transfer_timeout: Duration,
     retry_for: Duration,
     rsync: PathBuf,
@@ -107,6 +108,7 @@ impl PikaSource {
             resync: config.resync,
             limits: config.chunk.into(),
             load_rate: config.load_rate,
+            pull_rate: config.pull_rate.filter(|r| *r > 0),
             transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
             retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
@@ -454,6 +456,7 @@ impl Replica<'_> {
                     db: DB,
                     db_dir: dir.db_dir(),
                     done_list: s.work_dir.join(format!("pulled-db{DB}")),
+                    rate: s.pull_rate,
                 };
                 Some(Box::pin(async move { pull::pull(&plan).await }))
             }

@@ -110,6 +110,35 @@ pub struct PullPlan {
     pub db_dir: PathBuf,
     /// The list of files completed, with the dump they belong to.
     pub done_list: PathBuf,
+    /// Bytes per second at most, over all readers (`pull_rate`).
+    pub rate: Option<u64>,
+}
+
+/// Holds the readers together to a rate: each chunk received pushes the earliest time
+/// of the next request further by its share of a second.
+#[derive(Debug)]
+struct Pacer {
+    rate: u64,
+    started: tokio::time::Instant,
+    bytes: std::sync::Mutex<u64>,
+}
+
+impl Pacer {
+    /// How much one request asks for: a tenth of a second's worth (at least 4 KiB), so
+    /// the rate holds within a second even for a slow setting.
+    fn chunk(rate: Option<u64>) -> u64 {
+        rate.map_or(CHUNK, |r| (r / 10).clamp(4096, CHUNK))
+    }
+
+    async fn took(&self, n: u64) {
+        let total = {
+            let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+            *bytes = bytes.saturating_add(n);
+            *bytes
+        };
+        let due = Duration::from_secs_f64(total as f64 / self.rate.max(1) as f64);
+        tokio::time::sleep_until(self.started + due).await;
+    }
 }
 
 /// Pulls the whole dump into `plan.db_dir`; the dump's `snapshot_uuid` once every file,
@@ -447,6 +476,13 @@ impl Conn {
         for (i, name) in files.into_iter().enumerate() {
             shares[i % READERS].push(name);
         }
+        let pacer = plan.rate.map(|rate| {
+            Arc::new(Pacer {
+                rate,
+                started: tokio::time::Instant::now(),
+                bytes: std::sync::Mutex::new(0),
+            })
+        });
         let mut readers = JoinSet::new();
         for (index, share) in shares.into_iter().enumerate() {
             let Some(inbox) = self.inboxes[index].take() else {
@@ -459,6 +495,7 @@ impl Conn {
                 addr: self.addr.clone(),
                 plan: plan.clone(),
                 uuid: uuid.to_owned(),
+                pacer: pacer.clone(),
             };
             readers.spawn(async move { reader.pull_files(share).await });
         }
@@ -501,6 +538,7 @@ struct Reader {
     addr: String,
     plan: PullPlan,
     uuid: String,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Reader {
@@ -529,6 +567,9 @@ impl Reader {
         loop {
             let (data, eof) = self.chunk(name, offset).await?;
             let len = data.len() as u64;
+            if let Some(pacer) = &self.pacer {
+                pacer.took(len).await;
+            }
             let (at, to) = (offset, path.clone());
             file = blocking(move || {
                 file.write_all_at(&data, at)
@@ -562,7 +603,8 @@ impl Reader {
     /// The bytes of `name` from `offset` (at most [`CHUNK`]) and whether they end it.
     async fn chunk(&mut self, name: &str, offset: u64) -> Result<(bytes::Bytes, bool), Fetch> {
         let reader = i32::try_from(self.index).unwrap_or(0);
-        let request = file_request(self.plan.db, reader, name, offset, CHUNK);
+        let asked = Pacer::chunk(self.plan.rate);
+        let request = file_request(self.plan.db, reader, name, offset, asked);
         let bad = |reason: String| {
             Fetch::Failed(PullError::BadReply {
                 file: name.to_owned(),
@@ -611,8 +653,8 @@ impl Reader {
                         f.data.len()
                     )));
                 }
-                if f.count > CHUNK {
-                    return Err(bad(format!("{} bytes sent for {CHUNK} asked", f.count)));
+                if f.count > asked {
+                    return Err(bad(format!("{} bytes sent for {asked} asked", f.count)));
                 }
                 return Ok((f.data, f.eof != 0));
             }
