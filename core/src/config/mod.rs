@@ -50,7 +50,7 @@ pub enum SourceConfig {
     Snapshot(SnapshotSourceConfig),
     /// Pika binlog files (`write2file<N>` + `manifest`).
     Binlog(BinlogSourceConfig),
-    /// A running Pika 3.2–3.4 master, joined as a replica: full sync, then its binlog.
+    /// A running Pika 3.2–3.5 master, joined as a replica: full sync, then its binlog.
     Pika(PikaSourceConfig),
     /// A capture directory recorded by the `capture` sink.
     Capture(CaptureSourceConfig),
