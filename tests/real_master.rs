@@ -1,6 +1,7 @@
-//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9 and
-//! 3.3.6 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`), into a real
-//! redis-server, with the real binary. Redis is compared with what the master itself
+//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9, 3.3.6
+//! and 3.5.5 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`), into a
+//! real redis-server, with the real binary; the dump is pushed to us by 3.2/3.3 and
+//! pulled by us from 3.5. Redis is compared with what the master itself
 //! shows, key by key, type by type, with expiries.
 //!
 //! Without the Pika binaries each test prints one line saying it was skipped.
@@ -17,36 +18,47 @@ use common::real_pika::*;
 use common::tool::*;
 use common::*;
 
-/// Every scenario, once per Pika version, each as its own test.
+/// Every scenario, once per Pika version, each as its own test: the `every` ones on
+/// 3.2.9, 3.3.6 and 3.5.5, the `push` ones only on the versions whose master pushes the
+/// dump with rsync (they slow or hijack that push).
 macro_rules! on_each_version {
-    ($($scenario:ident),* $(,)?) => {
+    (every: [$($scenario:ident),* $(,)?], push: [$($push:ident),* $(,)?] $(,)?) => {
         mod pika_3_2_9 {
             $( #[test] fn $scenario() { super::$scenario("3.2.9", stringify!($scenario)); } )*
+            $( #[test] fn $push() { super::$push("3.2.9", stringify!($push)); } )*
         }
         mod pika_3_3_6 {
             $( #[test] fn $scenario() { super::$scenario("3.3.6", stringify!($scenario)); } )*
+            $( #[test] fn $push() { super::$push("3.3.6", stringify!($push)); } )*
+        }
+        mod pika_3_5_5 {
+            $( #[test] fn $scenario() { super::$scenario("3.5.5", stringify!($scenario)); } )*
         }
     };
 }
 
 on_each_version!(
-    full_sync_while_writes_of_every_type_go_on_lands_exactly,
-    a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands,
-    five_kill_9_of_the_tool_while_counters_are_written_are_exact,
-    master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync,
-    a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65,
-    with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
-    a_wrong_or_missing_password_is_refused_with_77,
-    a_master_that_is_itself_a_replica_is_refused_with_76,
-    a_master_with_several_databases_is_refused_with_76,
-    a_master_in_sharding_mode_is_refused_with_76,
-    a_stalled_target_holding_acks_does_not_get_us_dropped,
-    sigterm_while_streaming_saves_the_position_and_exits_0,
-    events_dropped_by_filters_are_acked_and_do_not_stall_the_stream,
-    run_as_an_unprivileged_user_it_full_syncs_and_streams,
-    a_stalled_checkpoint_write_does_not_get_us_dropped,
-    the_status_counts_the_dump_while_it_arrives,
-    a_foreign_rsync_daemon_on_the_dump_port_fails_the_start,
+    every: [
+        full_sync_while_writes_of_every_type_go_on_lands_exactly,
+        a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands,
+        five_kill_9_of_the_tool_while_counters_are_written_are_exact,
+        master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync,
+        a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65,
+        with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
+        a_wrong_or_missing_password_is_refused_with_77,
+        a_master_that_is_itself_a_replica_is_refused_with_76,
+        a_master_with_several_databases_is_refused_with_76,
+        a_stalled_target_holding_acks_does_not_get_us_dropped,
+        sigterm_while_streaming_saves_the_position_and_exits_0,
+        events_dropped_by_filters_are_acked_and_do_not_stall_the_stream,
+        run_as_an_unprivileged_user_it_full_syncs_and_streams,
+        a_stalled_checkpoint_write_does_not_get_us_dropped,
+        the_status_counts_the_dump_while_it_arrives,
+    ],
+    push: [
+        a_master_in_sharding_mode_is_refused_with_76,
+        a_foreign_rsync_daemon_on_the_dump_port_fails_the_start,
+    ],
 );
 
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -405,13 +417,20 @@ fn quantile(metrics: &str, q: f64) -> String {
         .map_or("?".into(), |(le, _)| le.clone())
 }
 
+/// A dump that moves at 1 MB/s: the master's push held by its `db-sync-speed` (3.2,
+/// 3.3), our pull by `pull_rate` (3.5). The master's options and the source's lines.
+fn slow_transfer(version: &'static str) -> (PikaOptions, &'static str) {
+    if version.starts_with("3.5") {
+        (PikaOptions::default(), "  pull_rate: 1000000\n")
+    } else {
+        (PikaOptions::default().set("db-sync-speed", "1"), "")
+    }
+}
+
 fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'static str, test: &str) {
-    // The master pushes at 1 MB/s and the dump holds 3 MB: a kill lands in the transfer.
-    let Some(pika) = master(
-        version,
-        test,
-        PikaOptions::default().set("db-sync-speed", "1"),
-    ) else {
+    // The dump moves at 1 MB/s and holds 3 MB: a kill lands in the transfer.
+    let (options, slow) = slow_transfer(version);
+    let Some(pika) = master(version, test, options) else {
         return;
     };
     let mut dice = Dice::new(test);
@@ -425,7 +444,7 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     let m = Migration::new(
         &pika.addr(),
         &redis.url(),
-        "  load_rate: 1500\n  transfer_timeout: 10\n",
+        &format!("{slow}  load_rate: 1500\n  transfer_timeout: 10\n"),
     );
     let writer = Writer::start(&pika, counter_write);
     let mut killed_in = Vec::new();
@@ -476,6 +495,15 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     // A kill while the dump was still arriving asks for it again; a kill after it
     // arrived reloads it from disk.
     let transfers = killed_in.iter().filter(|s| *s == "transfer").count();
+    if !pika.bin.pushes_dump() {
+        // The pull cut by the first kill was taken up with the files it had completed.
+        let log = m.log_text();
+        let resumed = log
+            .split("already_here=")
+            .skip(1)
+            .any(|rest| rest.split(' ').next().is_some_and(|n| n != "0"));
+        assert!(resumed, "no pull kept files of the one killed: {log}");
+    }
     let asked_again = m
         .log_text()
         .matches("no new byte of the dump arrived")
@@ -791,17 +819,14 @@ fn a_stalled_checkpoint_write_does_not_get_us_dropped(version: &'static str, tes
 }
 
 fn the_status_counts_the_dump_while_it_arrives(version: &'static str, test: &str) {
-    // The master pushes at 1 MB/s: a dump of 4 MB takes seconds to arrive.
-    let Some(pika) = master(
-        version,
-        test,
-        PikaOptions::default().set("db-sync-speed", "1"),
-    ) else {
+    // The dump moves at 1 MB/s: 4 MB take seconds to arrive.
+    let (options, slow) = slow_transfer(version);
+    let Some(pika) = master(version, test, options) else {
         return;
     };
     incompressible(&pika, &mut Dice::new(test), 4000);
     let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let m = Migration::new(&pika.addr(), &redis.url(), slow);
     // In a terminal (`script` gives it one), a progress line shows the transfer.
     let screen = m.dir.path().join("screen.txt");
     let tool = Command::new("script")

@@ -64,10 +64,21 @@ fn assert_unsupported(options: MasterOptions, says: &str) {
 #[test]
 fn a_pika_version_we_do_not_speak_is_refused() {
     let options = MasterOptions {
-        version: "3.5.2".into(),
+        version: "4.0.1".into(),
         ..MasterOptions::default()
     };
-    assert_unsupported(options, "runs Pika 3.5.2");
+    assert_unsupported(options, "runs Pika 4.0.1");
+}
+
+/// INFO names the version, MetaSync's reply shows the generation: a master whose two
+/// disagree (here a 3.5 version with a 3.3 reply, no `run_id`) is not one we know.
+#[test]
+fn a_meta_sync_reply_of_another_generation_than_info_says_is_refused() {
+    let options = MasterOptions {
+        version: "3.5.5".into(),
+        ..MasterOptions::default()
+    };
+    assert_unsupported(options, "answers MetaSync as Pika 3.2–3.4");
 }
 
 #[test]

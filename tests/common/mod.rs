@@ -21,8 +21,13 @@ pub mod tool;
 
 /// The fixture directory written by a real Pika 3.3.6 (`tests/fixtures/pika-v3.3.6`).
 pub fn fixture(rel: &str) -> PathBuf {
+    fixture_of("3.3.6", rel)
+}
+
+/// A file of the fixture recorded from Pika `version` (`tests/fixtures/pika-v<version>`).
+pub fn fixture_of(version: &str, rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pika-v3.3.6")
+        .join(format!("tests/fixtures/pika-v{version}"))
         .join(rel)
 }
 
@@ -84,12 +89,21 @@ pub fn parse_score(text: &str) -> f64 {
 
 /// Loads an expected file of the fixture (`expected.jsonl`, `binlog-expected.jsonl`).
 pub fn load_expected(name: &str) -> State {
-    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    load_expected_file(&fixture(name))
+}
+
+/// An expected-state file of a fixture. Streams (3.5's fixture lists them) are left out:
+/// `State` holds Redis's five types of Pika 3.x's dumps.
+pub fn load_expected_file(path: &Path) -> State {
+    let text = std::fs::read_to_string(path).unwrap();
     let mut state = State::new();
     for line in text.lines() {
         let row: Json = serde_json::from_str(line).unwrap();
         let key = b64(row["key"].as_str().unwrap());
         let t = row["type"].as_str().unwrap().to_owned();
+        if t == "stream" {
+            continue;
+        }
         let pair = |p: &Json| (b64(p[0].as_str().unwrap()), p[1].clone());
         let val = match t.as_str() {
             "string" => Val::String(b64(row["value"].as_str().unwrap())),

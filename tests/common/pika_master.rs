@@ -638,8 +638,11 @@ impl Shared {
                 .map(|i| proto::TableInfo {
                     table_name: format!("db{i}"),
                     partition_num: 1,
+                    db_instance_num: None,
                 })
                 .collect(),
+            run_id: None,
+            replication_id: None,
         });
         r
     }

@@ -335,11 +335,15 @@ impl RealPika {
     /// The master's current binlog position of `db` (`INFO replication`).
     pub fn binlog_offset(&self, db: u32) -> (u32, u64) {
         let info = self.info();
-        let prefix = format!("db{db} binlog_offset=");
+        // `db0 binlog_offset=` on 3.2/3.3, `db0:binlog_offset=` on 3.5.
+        let prefixes = [
+            format!("db{db} binlog_offset="),
+            format!("db{db}:binlog_offset="),
+        ];
         let line = info
             .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in INFO:\n{info}"));
+            .find_map(|l| prefixes.iter().find_map(|p| l.strip_prefix(p.as_str())))
+            .unwrap_or_else(|| panic!("no db{db} binlog_offset in INFO:\n{info}"));
         let at = line.split(',').next().unwrap();
         let (f, o) = at.split_once(' ').unwrap();
         (f.parse().unwrap(), o.parse().unwrap())

@@ -50,7 +50,7 @@ pub enum SourceConfig {
     Snapshot(SnapshotSourceConfig),
     /// Pika binlog files (`write2file<N>` + `manifest`).
     Binlog(BinlogSourceConfig),
-    /// A running Pika 3.2–3.4 master, joined as a replica: full sync, then its binlog.
+    /// A running Pika 3.2–3.5 master, joined as a replica: full sync, then its binlog.
     Pika(PikaSourceConfig),
     /// A capture directory recorded by the `capture` sink.
     Capture(CaptureSourceConfig),
@@ -105,6 +105,11 @@ pub struct PikaSourceConfig {
     /// spare the target); the binlog stream is never held back.
     #[serde(default)]
     pub load_rate: Option<u64>,
+    /// At most this many bytes per second while the dump of a Pika 3.5 master is pulled
+    /// (as its own replicas' `throttle-bytes-per-second`); a 3.2–3.4 master pushes at
+    /// its own `db-sync-speed`.
+    #[serde(default)]
+    pub pull_rate: Option<u64>,
     /// Seconds without a new byte of the dump after which the full sync is asked for
     /// again (three times in a row: the run stops).
     #[serde(default = "default_transfer_timeout")]

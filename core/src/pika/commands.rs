@@ -74,6 +74,8 @@ pub fn lookup(name: &str) -> Option<CommandSpec> {
             keys: KeySpec::DestAndNumkeys,
         },
         // every type
+        // streams (3.5): no type of their own here, the key first
+        "xadd" | "xdel" | "xtrim" => one(None),
         "del" | "unlink" => spec(None, 1, -1, 1),
         "expire" | "pexpire" | "expireat" | "pexpireat" | "persist" => one(None),
         "rename" | "renamenx" => spec(None, 1, 2, 1),

@@ -6,7 +6,12 @@
 //!   same expiry as the live run and an already-expired key stays gone.
 //! - Pika-only forms (`pksetexat`, `set … vx`, `delvx`, `flushdb <type>`,
 //!   `pkpatternmatchdel`) become Redis commands or scripts with the same effect.
-//! - `padding` and `dummy` items carry nothing and are skipped.
+//! - `padding` and `dummy` items carry nothing and are skipped, as are the admin
+//!   commands 3.5 logs (`clearcache`, `clearreplicationid`).
+//! - 3.5 logs INCR/INCRBY/INCRBYFLOAT/APPEND as `pksetexat k 0 <new value>`, 0 meaning
+//!   "no new expiry": the master keeps the key's TTL (3.5.5 writes 0 even then), so it
+//!   becomes `SET k v KEEPTTL`. An APPEND to a missing key is logged by 3.5.5 with an
+//!   empty value (a Pika bug its own replicas share): applied as logged, and counted.
 //! - `SPOP` without a count is kept, with a warning: the member it popped on the master
 //!   is not recorded, so the target may pop another one (a Pika replica does the same).
 
@@ -36,6 +41,9 @@ pub enum Note {
     NonDeterministic,
     /// A form that could not be understood; applied as is.
     Unrecognized,
+    /// `pksetexat k 0 ""`: Pika 3.5 logs an APPEND to a missing key with an empty value
+    /// instead of the appended one; applied as logged, the target may hold `""`.
+    EmptyAppend,
 }
 
 impl Note {
@@ -49,6 +57,9 @@ impl Note {
                 "non-deterministic commands (SPOP) applied as is; the target may differ"
             }
             Note::Unrecognized => "commands in an unrecognized form applied as is",
+            Note::EmptyAppend => {
+                "APPENDs to a missing key that Pika 3.5 logged with an empty value; the target may hold \"\""
+            }
         }
     }
 
@@ -59,6 +70,7 @@ impl Note {
             Note::Skipped => "skipped",
             Note::NonDeterministic => "non_deterministic",
             Note::Unrecognized => "unrecognized",
+            Note::EmptyAppend => "empty_append",
         }
     }
 }
@@ -149,7 +161,7 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Result<Normalized, Normalize
         Some(n) => at(base, n, unit).map(Some).ok_or_else(out_of_range),
     };
     Ok(match (name.as_str(), argv.len()) {
-        ("padding" | "dummy", _) => Normalized {
+        ("padding" | "dummy" | "clearcache" | "clearreplicationid", _) => Normalized {
             argv: None,
             note: Some(Note::Skipped),
         },
@@ -163,6 +175,15 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Result<Normalized, Normalize
                     ms(at(0, ts, 1000).ok_or_else(out_of_range)?),
                 ],
                 Note::PikaOnlyRewritten,
+            ),
+            // 3.5's INCR/APPEND form: a new value, the expiry left as it is.
+            Some(0) => rewritten(
+                vec![b("SET"), argv[1].clone(), argv[3].clone(), b("KEEPTTL")],
+                if argv[3].is_empty() {
+                    Note::EmptyAppend
+                } else {
+                    Note::PikaOnlyRewritten
+                },
             ),
             Some(_) => rewritten(vec![b("DEL"), argv[1].clone()], Note::PikaOnlyRewritten),
             None => unrecognized(),
@@ -351,8 +372,13 @@ mod tests {
             text(&normalize(&argv("pksetexat k 1800000000 v"), T).unwrap()),
             "SET k v PXAT 1800000000000"
         );
+        // 3.5's INCR/APPEND form: no new expiry, the key's own kept (as the master does).
         assert_eq!(
             text(&normalize(&argv("pksetexat k 0 v"), T).unwrap()),
+            "SET k v KEEPTTL"
+        );
+        assert_eq!(
+            text(&normalize(&argv("pksetexat k -5 v"), T).unwrap()),
             "DEL k"
         );
         let vx = normalize(&argv("SET k new VX old EX 3"), T).unwrap();

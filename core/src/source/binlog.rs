@@ -42,7 +42,12 @@ pub fn entry_to_event(
     if let Some(note) = normalized.note {
         let count = report.notes.entry(note).or_insert(0);
         *count += 1;
-        if *count == 1 && matches!(note, Note::NonDeterministic | Note::Unrecognized) {
+        if *count == 1
+            && matches!(
+                note,
+                Note::NonDeterministic | Note::Unrecognized | Note::EmptyAppend
+            )
+        {
             tracing::warn!(
                 position = %entry.end,
                 command = %item.command_name(),

@@ -55,6 +55,12 @@ pub enum ItemError {
 impl BinlogItem {
     /// Decodes an item; the command's arguments borrow from `bytes` (no copy).
     pub fn decode(bytes: &Bytes) -> Result<BinlogItem, ItemError> {
+        BinlogItem::decode_nested(bytes, true)
+    }
+
+    /// `may_nest`: whether the content may be one more item (one level only: a chain of
+    /// nested headers is not something Pika writes).
+    fn decode_nested(bytes: &Bytes, may_nest: bool) -> Result<BinlogItem, ItemError> {
         if bytes.len() < ITEM_HEADER_LEN {
             return Err(ItemError::TooShort(bytes.len()));
         }
@@ -76,7 +82,14 @@ impl BinlogItem {
                 actual: content.len(),
             });
         }
-        let argv = resp::parse_command(&content)?;
+        // A client's `PADDING n` on 3.5 logs an item whose content is a second item
+        // (header and RESP) rather than RESP: its command is the inner one.
+        let nested = may_nest && content.first() != Some(&b'*') && content.len() >= ITEM_HEADER_LEN;
+        let argv = if nested {
+            BinlogItem::decode_nested(&content, false)?.argv
+        } else {
+            resp::parse_command(&content)?
+        };
         if argv.is_empty() {
             return Err(ItemError::EmptyCommand);
         }

@@ -1,6 +1,11 @@
 //! The messages of Pika's `pika_inner_message.proto` (3.3 field numbers; 3.2 lacks the
 //! `term`/`index` and consensus fields, which are optional here), written as prost
 //! derives so no protoc is needed. proto2 `required` fields are marked as such.
+//!
+//! 3.5 renamed partition/table to slot/db without changing a field number, and added
+//! to the MetaSync reply `run_id` (3.5.0, required there), `replication_id` (3.5.1) and,
+//! in 4.0, `DBInfo.db_instance_num`: all three are optional here, so one schema reads
+//! every generation's reply, and their presence tells the generations apart.
 
 #![allow(missing_docs)]
 
@@ -145,6 +150,9 @@ pub struct TableInfo {
     pub table_name: String,
     #[prost(int32, required, tag = "2")]
     pub partition_num: i32,
+    /// 4.0 only (its storage instances per DB).
+    #[prost(int32, optional, tag = "3")]
+    pub db_instance_num: Option<i32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -153,6 +161,12 @@ pub struct MetaSyncResponse {
     pub classic_mode: bool,
     #[prost(message, repeated, tag = "2")]
     pub tables_info: Vec<TableInfo>,
+    /// 3.5 and later: the master's run id (40 hex characters).
+    #[prost(string, optional, tag = "3")]
+    pub run_id: Option<String>,
+    /// 3.5.1 and later: the replication id (50 hex characters).
+    #[prost(string, optional, tag = "4")]
+    pub replication_id: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -14,7 +14,8 @@ pub enum ReplicaError {
     #[error("the master {addr} is itself a replica ({role}); point `master` at the top of the replication chain")]
     MasterIsReplica { addr: String, role: String },
     #[error(
-        "the master {addr} {found}; this tool speaks the replication protocol of Pika 3.2–3.4"
+        "the master {addr} {found}; this tool speaks the replication protocol of Pika 3.2–3.5 \
+         (4.0 changed the dump format and is not supported)"
     )]
     UnsupportedVersion { addr: String, found: String },
     #[error("the master {addr} runs in sharding mode; only classic mode (instance-mode classic) is supported")]
@@ -37,17 +38,15 @@ pub enum ReplicaError {
     DumpInfo { path: String, reason: String },
     #[error("rsync daemon: {0}")]
     Rsync(String),
-    #[error(
-        "no new byte of the dump arrived for {secs} s, {times} full syncs in a row: check that the \
-         master reaches {ip}:{dump_port} (where it pushes the dump), has the rsync binary, and \
-         what its log says"
-    )]
+    #[error("no new byte of the dump arrived for {secs} s, {times} full syncs in a row: {check}")]
     TransferStalled {
         secs: u64,
         times: u32,
-        dump_port: u16,
-        ip: String,
+        /// What to check, which depends on who moves the dump (the master or we).
+        check: String,
     },
+    #[error("pulling the dump: {0}")]
+    Pull(#[from] super::pull::PullError),
     /// An error that is retried while it lasts, then fatal (a master gone for good).
     #[error("{0}")]
     GaveUp(Box<ReplicaError>),
@@ -72,10 +71,11 @@ impl ReplicaError {
 
     /// Whether retrying cannot help: the operator has to act.
     pub fn is_fatal(&self) -> bool {
-        !matches!(
-            self,
-            ReplicaError::Transient(_) | ReplicaError::Unreachable { .. }
-        )
+        match self {
+            ReplicaError::Transient(_) | ReplicaError::Unreachable { .. } => false,
+            ReplicaError::Pull(e) => e.is_fatal(),
+            _ => true,
+        }
     }
 
     /// The same error, no longer to be retried.

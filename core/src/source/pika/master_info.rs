@@ -1,5 +1,6 @@
 //! What the master says of itself on its client port (`INFO`), checked before we ask it
-//! to take us as a replica: the version we speak, and that it is not a replica itself.
+//! to take us as a replica: the version we speak (and so the generation of the
+//! protocol), and that it is not a replica itself.
 
 use std::time::Duration;
 
@@ -16,11 +17,46 @@ const MAX_REPLY: usize = 1 << 20;
 /// Longest reply line (a status, an error or a length).
 const MAX_LINE: u64 = 64 << 10;
 
+/// The two ways a Pika master hands its dump to a replica; everything else of the
+/// replication protocol is the same from 3.2 to 3.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// 3.2–3.4: the master pushes the dump with rsync to the replica's port + 1000.
+    Push,
+    /// 3.5: the replica pulls the dump over `RsyncService` on the master's port + 10001.
+    Pull,
+}
+
+impl Generation {
+    /// The generation a MetaSync reply shows: 3.5 added `run_id`, 4.0 `db_instance_num`
+    /// (`None`: a 4.0 master, which we do not speak).
+    pub fn of_meta_sync(meta: &crate::pika::repl::proto::MetaSyncResponse) -> Option<Generation> {
+        if meta.tables_info.iter().any(|t| t.db_instance_num.is_some()) {
+            return None;
+        }
+        Some(if meta.run_id.is_some() {
+            Generation::Pull
+        } else {
+            Generation::Push
+        })
+    }
+}
+
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Generation::Push => "Pika 3.2–3.4 (dump pushed with rsync)",
+            Generation::Pull => "Pika 3.5 (dump pulled over its rsync service)",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterInfo {
     pub version: Option<String>,
     pub role: Option<String>,
-    /// db0's current binlog position (`db0 binlog_offset=F O,…`).
+    /// db0's current binlog position (`db0 binlog_offset=F O,…` on 3.2–3.4,
+    /// `db0:binlog_offset=F O,…` on 3.5).
     pub binlog_offset: Option<BinlogOffset>,
 }
 
@@ -34,16 +70,19 @@ impl MasterInfo {
         MasterInfo {
             version: field("pika_version:"),
             role: field("role:"),
-            binlog_offset: field("db0 binlog_offset=").and_then(|v| {
-                let (at, _) = v.split_once(',').unwrap_or((&v, ""));
-                let (f, o) = at.split_once(' ')?;
-                Some(BinlogOffset::new(f.parse().ok()?, o.parse().ok()?))
-            }),
+            binlog_offset: field("db0 binlog_offset=")
+                .or_else(|| field("db0:binlog_offset="))
+                .and_then(|v| {
+                    let (at, _) = v.split_once(',').unwrap_or((&v, ""));
+                    let (f, o) = at.split_once(' ')?;
+                    Some(BinlogOffset::new(f.parse().ok()?, o.parse().ok()?))
+                }),
         }
     }
 
-    /// Refuses what we cannot follow: not Pika, a Pika outside 3.2–3.4, a replica.
-    pub fn check(&self, addr: &str) -> Result<(), ReplicaError> {
+    /// Refuses what we cannot follow: not Pika, a Pika outside 3.2–3.5, a replica; the
+    /// generation of the protocol otherwise.
+    pub fn check(&self, addr: &str) -> Result<Generation, ReplicaError> {
         let Some(version) = &self.version else {
             return Err(ReplicaError::UnsupportedVersion {
                 addr: addr.into(),
@@ -51,19 +90,22 @@ impl MasterInfo {
             });
         };
         let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-        let major_minor = (parts.next().flatten(), parts.next().flatten());
-        if !matches!(major_minor, (Some(3), Some(2..=4))) {
-            return Err(ReplicaError::UnsupportedVersion {
-                addr: addr.into(),
-                found: format!("runs Pika {version}"),
-            });
-        }
+        let generation = match (parts.next().flatten(), parts.next().flatten()) {
+            (Some(3), Some(2..=4)) => Generation::Push,
+            (Some(3), Some(5)) => Generation::Pull,
+            _ => {
+                return Err(ReplicaError::UnsupportedVersion {
+                    addr: addr.into(),
+                    found: format!("runs Pika {version}"),
+                })
+            }
+        };
         match self.role.as_deref() {
             Some(role) if role.contains("slave") => Err(ReplicaError::MasterIsReplica {
                 addr: addr.into(),
                 role: format!("role:{role}"),
             }),
-            _ => Ok(()),
+            _ => Ok(generation),
         }
     }
 }
@@ -167,14 +209,29 @@ mod tests {
         let i =
             MasterInfo::parse("role:master\r\ndb0 binlog_offset=1 547194,safety_purge=none\r\n");
         assert_eq!(i.binlog_offset, Some(BinlogOffset::new(1, 547194)));
+        // 3.5 writes a colon after the database's name.
+        let i =
+            MasterInfo::parse("role:master\r\ndb0:binlog_offset=0 308987,safety_purge=none\r\n");
+        assert_eq!(i.binlog_offset, Some(BinlogOffset::new(0, 308987)));
     }
 
     #[test]
-    fn speaks_3_2_to_3_4_masters_only() {
+    fn speaks_3_2_to_3_5_masters_only() {
         for v in ["3.2.9", "3.3.6", "3.4.2"] {
-            assert!(info(v, "master").check("m").is_ok(), "{v}");
+            assert_eq!(
+                info(v, "master").check("m").unwrap(),
+                Generation::Push,
+                "{v}"
+            );
         }
-        for v in ["3.5.0", "4.0.1", "2.3.6"] {
+        for v in ["3.5.0", "3.5.2", "3.5.5"] {
+            assert_eq!(
+                info(v, "master").check("m").unwrap(),
+                Generation::Pull,
+                "{v}"
+            );
+        }
+        for v in ["4.0.0", "4.0.1", "3.6.0", "2.3.6"] {
             let e = info(v, "master").check("m").unwrap_err();
             assert!(e.to_string().contains(v), "{e}");
             assert_eq!(e.exit_code(), 76);
@@ -200,6 +257,30 @@ mod tests {
         });
         let e = fetch(&addr, None).await.unwrap_err().to_string();
         assert!(e.contains("99999999999 bytes announced"), "{e}");
+    }
+
+    #[test]
+    fn the_meta_sync_reply_tells_the_generation() {
+        use crate::pika::repl::proto::{MetaSyncResponse, TableInfo};
+        let db = |instances| TableInfo {
+            table_name: "db0".into(),
+            partition_num: 1,
+            db_instance_num: instances,
+        };
+        let mut meta = MetaSyncResponse {
+            classic_mode: true,
+            tables_info: vec![db(None)],
+            run_id: None,
+            replication_id: None,
+        };
+        assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::Push));
+        // 3.5.0 has a run id and no replication id yet.
+        meta.run_id = Some("1".repeat(40));
+        assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::Pull));
+        meta.replication_id = Some("2".repeat(50));
+        assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::Pull));
+        meta.tables_info = vec![db(Some(3))];
+        assert_eq!(Generation::of_meta_sync(&meta), None);
     }
 
     #[test]

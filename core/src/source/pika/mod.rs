@@ -1,12 +1,14 @@
-//! The `pika` source: joins a running Pika 3.2–3.4 master as a replica. It takes a full
-//! sync (the master pushes its dump to our rsync daemon; we scan it), then follows the
-//! binlog from the dump's position, acking only what every sink has acknowledged, and
-//! keeps its place in `work_dir/checkpoint.json` so a restart resumes where the sinks
-//! stand, without a second full sync.
+//! The `pika` source: joins a running Pika 3.2–3.5 master as a replica. It takes a full
+//! sync (a 3.2–3.4 master pushes its dump to our rsync daemon; from a 3.5 master we pull
+//! it over its rsync service; we scan it), then follows the binlog from the dump's
+//! position, acking only what every sink has acknowledged, and keeps its place in
+//! `work_dir/checkpoint.json` so a restart resumes where the sinks stand, without a
+//! second full sync.
 //!
-//! `link` is the replication connection, `rsyncd` the daemon, `dump` the receiving
-//! directory, `checkpoint` the progress file, `master_info` the checks made on the
-//! master's client port, `stream` the binlog loop.
+//! `link` is the replication connection, `rsyncd` the daemon (3.2–3.4), `pull` the 3.5
+//! pull, `dump` the receiving directory, `checkpoint` the progress file, `master_info`
+//! the checks made on the master's client port (and the protocol generation), `stream`
+//! the binlog loop.
 
 pub mod checkpoint;
 pub mod dump;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod link;
 pub mod listener;
 pub mod master_info;
+pub mod pull;
 pub mod rsyncd;
 mod stream;
 
@@ -35,6 +38,7 @@ use checkpoint::{Checkpoint, CheckpointFile, Stage};
 use dump::ReceiveDir;
 pub use error::ReplicaError;
 use link::Link;
+use master_info::Generation;
 
 /// The one database (classic mode, `databases 1`) we replicate.
 const DB: u32 = 0;
@@ -63,6 +67,7 @@ pub struct PikaSource {
     resync: ResyncPolicy,
     limits: ChunkLimits,
     load_rate: Option<u64>,
+    pull_rate: Option<u64>,
     transfer_timeout: Duration,
     retry_for: Duration,
     rsync: PathBuf,
@@ -103,15 +108,33 @@ impl PikaSource {
             resync: config.resync,
             limits: config.chunk.into(),
             load_rate: config.load_rate,
+            pull_rate: config.pull_rate.filter(|r| *r > 0),
             transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
             retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
         })
     }
 
+    fn master_host(&self) -> &str {
+        self.master.rsplit_once(':').map_or("", |(h, _)| h)
+    }
+
     fn repl_addr(&self) -> String {
-        let host = self.master.rsplit_once(':').map_or("", |(h, _)| h);
-        format!("{host}:{}", self.master_port + 2000)
+        format!("{}:{}", self.master_host(), self.master_port + 2000)
+    }
+
+    /// The 3.5 master's rsync service (port + 10001, which may not fit in a port number).
+    fn rsync2_addr(&self) -> Result<String, ReplicaError> {
+        let port = self
+            .master_port
+            .checked_add(pull::RSYNC2_PORT_SHIFT)
+            .ok_or_else(|| {
+                ReplicaError::Config(format!(
+                    "master port {} + 10001 (a Pika 3.5 master's rsync service) is not a port",
+                    self.master_port
+                ))
+            })?;
+        Ok(format!("{}:{port}", self.master_host()))
     }
 }
 
@@ -141,6 +164,8 @@ struct Replica<'a> {
     stalled_transfers: u32,
     /// Whether the master's INFO was read since the last interruption.
     info_read: bool,
+    /// How the master hands over its dump (from its version, confirmed by MetaSync).
+    generation: Generation,
 }
 
 /// Runs file work (checkpoint writes with their fsyncs, walks of the dump directory) on
@@ -191,7 +216,8 @@ impl Source for PikaSource {
         metrics.status().set_master(&self.master);
         metrics.status().set_stage(Phase::Connecting);
         let info = master_info::fetch(&self.master, self.password.as_deref()).await?;
-        info.check(&self.master)?;
+        let generation = info.check(&self.master)?;
+        tracing::info!(version = info.version.as_deref().unwrap_or("?"), %generation, "the master");
         let mut replica = Replica {
             source: &self,
             out,
@@ -204,6 +230,7 @@ impl Source for PikaSource {
             unreachable_since: None,
             stalled_transfers: 0,
             info_read: true,
+            generation,
         };
         replica.run().await?;
         replica.out.flush().await;
@@ -332,7 +359,8 @@ impl Replica<'_> {
     async fn read_info_again(&mut self) -> Result<(), ReplicaError> {
         let s = self.source;
         let info = master_info::fetch(&s.master, s.password.as_deref()).await?;
-        info.check(&s.master)?;
+        // A master upgraded while we were away hands its dump over the new way.
+        self.generation = info.check(&s.master)?;
         if let Some(at) = info.binlog_offset {
             self.master_at = at;
         }
@@ -368,6 +396,19 @@ impl Replica<'_> {
             }
         }
         let meta = r.meta_sync.unwrap_or_default();
+        // INFO named the version; the reply must be of the same generation (a master
+        // swapped for another version between the two, or a proxy, would not be).
+        let replied = Generation::of_meta_sync(&meta);
+        if replied != Some(self.generation) {
+            return Err(ReplicaError::UnsupportedVersion {
+                addr: s.master.clone(),
+                found: format!(
+                    "reports a version of {} in INFO but answers MetaSync as {}",
+                    self.generation,
+                    replied.map_or("Pika 4.0 (db_instance_num)".to_owned(), |g| g.to_string())
+                ),
+            });
+        }
         if !meta.classic_mode {
             return Err(ReplicaError::Sharding {
                 addr: s.master.clone(),
@@ -390,6 +431,11 @@ impl Replica<'_> {
         self.metrics.status().set_stage(Phase::FullSyncTransfer);
         self.metrics.status().set_dump_bytes(0);
         let dir = ReceiveDir::new(&s.work_dir, DB);
+        if self.generation == Generation::Pull {
+            // No daemon: we pull, and the pull readies the directory itself (keeping
+            // the files of this dump an earlier run completed).
+            return self.wait_for_dump(link, &dir).await;
+        }
         let prepare = dir.clone();
         blocking(move || prepare.prepare()).await?;
         let daemon = rsyncd::RsyncDaemon::start(
@@ -424,6 +470,23 @@ impl Replica<'_> {
         };
         link.set_session(db_sync.session_id);
         tracing::info!(session = db_sync.session_id, dir = %dir.db_dir().display(), "full sync: waiting for the master's dump");
+        // 3.5: we pull the dump while the link is kept alive here; it is complete when
+        // the pull ends (its `info` comes early, in file name order). 3.2–3.4: the
+        // master's push is complete when `info`, which it sends last, is there.
+        let mut pull = match self.generation {
+            Generation::Pull => {
+                let plan = pull::PullPlan {
+                    addr: s.rsync2_addr()?,
+                    db: DB,
+                    db_dir: dir.db_dir(),
+                    done_list: s.work_dir.join(format!("pulled-db{DB}")),
+                    rate: s.pull_rate,
+                };
+                Some(Box::pin(async move { pull::pull(&plan).await }))
+            }
+            Generation::Push => None,
+        };
+        let mut pulled = pull.is_none();
         let status = self.metrics.status().clone();
         let mut poll = tokio::time::interval(DUMP_POLL);
         let (mut received, mut counted) = (0, std::time::Instant::now());
@@ -432,12 +495,25 @@ impl Replica<'_> {
             tokio::select! {
                 r = link.recv() => { keepalive_or_lost(link, r).await?; }
                 _ = poll.tick() => {}
+                done = async {
+                    match pull.as_mut() {
+                        Some(p) => p.await,
+                        None => std::future::pending().await,
+                    }
+                }, if pull.is_some() => {
+                    let snapshot = done?;
+                    tracing::info!(%snapshot, "full sync: every file of the dump pulled");
+                    pull = None;
+                    pulled = true;
+                }
             }
             if self.out.should_stop() {
                 return Ok(None);
             }
             let (arrived, master_port) = (dir.clone(), s.master_port);
-            if let Some(dump_at) = blocking(move || arrived.arrived(master_port)).await? {
+            if !pulled {
+                // Only the pull's end says the dump is complete.
+            } else if let Some(dump_at) = blocking(move || arrived.arrived(master_port)).await? {
                 let counting = dir.clone();
                 let bytes = blocking(move || Ok(counting.received_bytes())).await?;
                 status.set_dump_bytes(bytes);
@@ -460,11 +536,23 @@ impl Replica<'_> {
             }
             if last_byte.elapsed() >= s.transfer_timeout {
                 self.stalled_transfers += 1;
+                let check = match self.generation {
+                    Generation::Push => format!(
+                        "check that the master reaches {}:{} (where it pushes the dump), has \
+                         the rsync binary, and what its log says",
+                        s.announce.ip,
+                        s.announce.port + 1000
+                    ),
+                    Generation::Pull => format!(
+                        "check that we reach the master's rsync service at {} (its port + \
+                         10001), and what its log says",
+                        s.rsync2_addr()?
+                    ),
+                };
                 let stalled = ReplicaError::TransferStalled {
                     secs: s.transfer_timeout.as_secs(),
                     times: self.stalled_transfers,
-                    dump_port: s.announce.port + 1000,
-                    ip: s.announce.ip.clone(),
+                    check,
                 };
                 if self.stalled_transfers >= STALLED_TRANSFERS {
                     return Err(stalled);

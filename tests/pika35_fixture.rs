@@ -1,0 +1,179 @@
+//! Our readers against the bytes a real Pika 3.5.5 wrote (`tests/fixtures/pika-v3.5.5`):
+//! its dump (blackwidow, as 3.3's, plus a `streams/` database the full sync never
+//! carries), its binlog with every form 3.5.5 logs, and the capture of a real 3.5.5
+//! replica pulling a dump over `RsyncService` (master port 23751, so rsync2 on 33752).
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::pcap::{tcp_streams, Flow};
+use common::*;
+use pika_migrate_core::event::BinlogOffset;
+use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
+use pika_migrate_core::pika::normalize::{normalize, Note};
+use pika_migrate_core::pika::repl::frame;
+use pika_migrate_core::pika::repl::rsync::{
+    file_request, meta_request, RsyncCode, RsyncRequest, RsyncResponse, RsyncType,
+};
+use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
+use prost::Message;
+
+const V: &str = "3.5.5";
+const RSYNC2_PORT: u16 = 33752;
+
+#[test]
+fn the_3_5_dump_decodes_to_exactly_what_pika_showed_streams_aside() {
+    let dump = fixture_of(V, "dump");
+    let snapshot = Snapshot::open(&dump).unwrap();
+    let info = snapshot.dbs[0].info.as_ref().expect("the dump's info");
+    assert_eq!(info.position, BinlogOffset::new(1, 510266));
+    let events = scan_all(&dump, ChunkLimits::default());
+    let expected = live_at(
+        &load_expected_file(&fixture_of(V, "expected.jsonl")),
+        now_ms(),
+    );
+    assert_same(&expected, &state_from_snapshot(&events));
+}
+
+fn items() -> Vec<pika_migrate_core::pika::binlog::BinlogEntry> {
+    let mut reader = BinlogReader::open(&fixture_of(V, "binlog"), None).unwrap();
+    let mut out = Vec::new();
+    while let ReadOutcome::Entry(e) = reader.read_next().unwrap() {
+        out.push(e);
+    }
+    out
+}
+
+fn words(argv: &[Bytes]) -> Vec<String> {
+    argv.iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[test]
+fn every_item_of_the_3_5_binlog_decodes_padding_included() {
+    let items = items();
+    // binlog-forms.md: 1996 commands gave 2011 items.
+    assert_eq!(items.len(), 2011);
+    assert_eq!(items.last().unwrap().end, BinlogOffset::new(1, 686537));
+    // term is 0 in every 3.5.5 item header.
+    assert!(items.iter().all(|e| e.item.term == 0));
+    // A client's PADDING: its content is a nested item; the command inside is padding.
+    let padding: Vec<_> = items
+        .iter()
+        .filter(|e| e.item.command_name() == "padding")
+        .collect();
+    assert_eq!(padding.len(), 1);
+    let n = normalize(&padding[0].item.argv, padding[0].item.exec_time).unwrap();
+    assert_eq!((n.argv, n.note), (None, Some(Note::Skipped)));
+}
+
+#[test]
+fn the_3_5_forms_normalize_as_the_master_applied_them() {
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    for e in items() {
+        let item = &e.item;
+        let n = normalize(&item.argv, item.exec_time).unwrap();
+        let logged = words(&item.argv);
+        let out = n.argv.as_deref().map(words);
+        match item.command_name().as_str() {
+            // INCR/APPEND: a new value, the key's expiry kept.
+            "pksetexat" if logged[2] == "0" => {
+                let want = vec!["SET", &logged[1], &logged[3], "KEEPTTL"];
+                assert_eq!(out.unwrap(), want, "{logged:?}");
+                let note = if logged[3].is_empty() {
+                    Note::EmptyAppend
+                } else {
+                    Note::PikaOnlyRewritten
+                };
+                assert_eq!(n.note, Some(note));
+                *seen.entry("pksetexat 0").or_default() += 1;
+            }
+            "pksetexat" => {
+                let ms = format!("{}000", logged[2]);
+                assert_eq!(out.unwrap(), ["SET", &logged[1], &logged[3], "PXAT", &ms]);
+                *seen.entry("pksetexat t").or_default() += 1;
+            }
+            "clearcache" | "clearreplicationid" => {
+                assert_eq!(out, None);
+                *seen.entry("admin").or_default() += 1;
+            }
+            // XADD carries the id the master generated: applied as logged.
+            "xadd" => {
+                assert!(!logged.iter().any(|a| a == "*"), "{logged:?}");
+                assert_eq!(out.unwrap(), logged);
+                *seen.entry("xadd").or_default() += 1;
+            }
+            "lpop" | "rpop" | "srem" | "sadd" | "del" | "unlink" | "flushdb" => {
+                *seen.entry("verbatim").or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    for form in ["pksetexat 0", "pksetexat t", "admin", "xadd", "verbatim"] {
+        assert!(seen.get(form).copied().unwrap_or(0) > 0, "{form}: {seen:?}");
+    }
+}
+
+fn frames(bytes: &[u8]) -> Vec<Bytes> {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(f) = frame::decode(&mut buf, frame::MAX_FRAME).unwrap() {
+        out.push(f);
+    }
+    assert!(buf.is_empty(), "{} bytes after the last frame", buf.len());
+    out
+}
+
+#[test]
+fn our_rsync2_requests_are_the_bytes_a_real_3_5_replica_sent() {
+    let streams = tcp_streams(&fixture_of(V, "repl-capture.pcap"));
+    let to_master: Vec<Flow> = streams
+        .bytes
+        .keys()
+        .filter(|f| f.dst_port == RSYNC2_PORT)
+        .copied()
+        .collect();
+    assert_eq!(to_master.len(), 1, "one rsync2 connection: {to_master:?}");
+    let flow = to_master[0];
+    let back = Flow {
+        src_port: RSYNC2_PORT,
+        dst_port: flow.src_port,
+    };
+    let requests = frames(&streams.bytes[&flow]);
+    let replies: Vec<RsyncResponse> = frames(&streams.bytes[&back])
+        .into_iter()
+        .map(|f| RsyncResponse::decode(f).unwrap())
+        .collect();
+    let (mut metas, mut files) = (0, 0);
+    for raw in &requests {
+        let theirs = RsyncRequest::decode(raw.clone()).unwrap();
+        let ours = if theirs.r#type == RsyncType::Meta as i32 {
+            metas += 1;
+            meta_request(0)
+        } else {
+            files += 1;
+            let f = theirs.file_req.as_ref().unwrap();
+            file_request(0, theirs.reader_index, &f.filename, f.offset, 4 << 20)
+        };
+        assert_eq!(ours.encode_to_vec(), raw.to_vec(), "{theirs:?}");
+    }
+    // Two pulls of 26 files; the first Meta of the first was answered "busy".
+    assert_eq!(files, 52);
+    assert!(metas >= 3, "{metas}");
+    // Every reply decodes; the file replies name the dump by the MD5 of its info.
+    let ok_files: Vec<_> = replies
+        .iter()
+        .filter(|r| r.r#type == RsyncType::File as i32 && r.code == RsyncCode::Ok as i32)
+        .collect();
+    assert_eq!(ok_files.len(), 52);
+    assert!(ok_files
+        .iter()
+        .all(|r| r.snapshot_uuid == "48840a8064e72dbe3c6df9a561dfdaba"));
+    let info = ok_files
+        .iter()
+        .find_map(|r| r.file_resp.as_ref().filter(|f| f.filename == "info"))
+        .unwrap();
+    assert_eq!(&info.data[..], b"0s\n127.0.0.1\n23751\n0\n308987\n");
+    assert_eq!(info.eof, 1);
+}
