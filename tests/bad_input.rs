@@ -114,10 +114,11 @@ fn corrupt_records_and_items_name_the_file_and_offset() {
     poke(&dir.join("write2file0"), 192 + 8 + 34, b'#');
     let (entries, err) = read_until_error(&dir);
     assert_eq!(entries.len(), 2);
-    assert!(err
-        .unwrap()
-        .to_string()
-        .contains("write2file0 at offset 192: corrupt binlog: bad item: command content"));
+    let msg = err.unwrap().to_string();
+    assert!(
+        msg.contains("write2file0 at offset 192: corrupt binlog: bad item: command content"),
+        "{msg}"
+    );
 }
 
 #[test]

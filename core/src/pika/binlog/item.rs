@@ -84,7 +84,10 @@ impl BinlogItem {
         }
         // A client's `PADDING n` on 3.5 logs an item whose content is a second item
         // (header and RESP) rather than RESP: its command is the inner one.
-        let nested = may_nest && content.first() != Some(&b'*') && content.len() >= ITEM_HEADER_LEN;
+        // Only content that starts as an item header is taken for one: other bytes that
+        // are not RESP stay a RESP error, the clearer one for damaged data.
+        let nested =
+            may_nest && content.len() >= ITEM_HEADER_LEN && content[..2] == ITEM_TYPE.to_le_bytes();
         let argv = if nested {
             BinlogItem::decode_nested(&content, false)?.argv
         } else {
