@@ -730,15 +730,21 @@ fn a_master_that_is_itself_a_replica_is_refused_with_76(version: &'static str, t
     assert!(log.contains("is itself a replica"), "{log}");
 }
 
-fn a_master_with_several_databases_is_refused_with_76(version: &'static str, test: &str) {
-    let Some(pika) = master(version, test, PikaOptions::default().databases(2)) else {
+/// A master started with `options` is refused with 76 and a message that `says` why.
+fn assert_refused_with_76(version: &'static str, test: &str, options: PikaOptions, says: &str) {
+    let Some(pika) = master(version, test, options) else {
         return;
     };
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let (code, log) = m.run_to_end();
     assert_eq!(code, 76, "{log}");
-    assert!(log.contains("2 databases"), "{log}");
+    assert!(log.contains(says), "{log}");
+}
+
+fn a_master_with_several_databases_is_refused_with_76(version: &'static str, test: &str) {
+    let options = PikaOptions::default().databases(2);
+    assert_refused_with_76(version, test, options, "2 databases");
 }
 
 fn run_as_an_unprivileged_user_it_full_syncs_and_streams(version: &'static str, test: &str) {
@@ -906,14 +912,7 @@ fn a_master_in_sharding_mode_is_refused_with_76(version: &'static str, test: &st
     let options = PikaOptions::default()
         .set("instance-mode", "sharding")
         .set("default-slot-num", "16");
-    let Some(pika) = master(version, test, options) else {
-        return;
-    };
-    let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "");
-    let (code, log) = m.run_to_end();
-    assert_eq!(code, 76, "{log}");
-    assert!(log.contains("sharding mode"), "{log}");
+    assert_refused_with_76(version, test, options, "sharding mode");
 }
 
 fn a_stalled_target_holding_acks_does_not_get_us_dropped(version: &'static str, test: &str) {
