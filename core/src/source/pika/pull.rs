@@ -667,3 +667,176 @@ impl Reader {
         .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pika::repl::rsync::{FileResponse, MetaResponse};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    /// One dump a fake rsync service serves: its uuid and files.
+    #[derive(Clone)]
+    struct Dump {
+        uuid: &'static str,
+        files: BTreeMap<String, Vec<u8>>,
+    }
+
+    fn dump(uuid: &'static str, fill: u8) -> Dump {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "info".to_owned(),
+            format!("0s\n127.0.0.1\n1\n0\n{fill}\n").into_bytes(),
+        );
+        files.insert("strings/000001.sst".to_owned(), vec![fill; 300_000]);
+        files.insert("hashes/000002.sst".to_owned(), vec![fill ^ 0xff; 70_000]);
+        files.insert("zsets/000003.sst".to_owned(), vec![]);
+        Dump { uuid, files }
+    }
+
+    /// A fake `RsyncService`: serves `first` until it has answered `switch_after` file
+    /// requests, then `second` (the master took a new dump meanwhile). Counts the file
+    /// requests it answered.
+    async fn serve(first: Dump, second: Dump, switch_after: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (first, second, count) = (first.clone(), second.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    loop {
+                        let body = loop {
+                            if let Some(body) = frame::decode(&mut buf, MAX_FRAME).unwrap() {
+                                break body;
+                            }
+                            if conn.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        };
+                        let req = RsyncRequest::decode(body).unwrap();
+                        let d = if count.load(Ordering::SeqCst) < switch_after {
+                            &first
+                        } else {
+                            &second
+                        };
+                        let mut reply = RsyncResponse {
+                            r#type: req.r#type,
+                            reader_index: req.reader_index,
+                            snapshot_uuid: d.uuid.to_owned(),
+                            db_name: req.db_name.clone(),
+                            slot_id: 0,
+                            code: RsyncCode::Ok as i32,
+                            meta_resp: None,
+                            file_resp: None,
+                        };
+                        if let Some(f) = req.file_req {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let data = &d.files[&f.filename];
+                            let from = (f.offset as usize).min(data.len());
+                            let to = (from + f.count as usize).min(data.len());
+                            reply.file_resp = Some(FileResponse {
+                                eof: i32::from(to == data.len()),
+                                count: (to - from) as u64,
+                                offset: f.offset,
+                                data: bytes::Bytes::copy_from_slice(&data[from..to]),
+                                checksum: String::new(),
+                                filename: f.filename,
+                            });
+                        } else {
+                            reply.meta_resp = Some(MetaResponse {
+                                filenames: d.files.keys().cloned().collect(),
+                            });
+                        }
+                        let mut out = Vec::new();
+                        frame::encode(&mut out, &reply.encode_to_vec());
+                        if conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, answered)
+    }
+
+    fn plan(addr: &str, dir: &Path) -> PullPlan {
+        PullPlan {
+            addr: addr.to_owned(),
+            db: 0,
+            db_dir: dir.join("db0"),
+            done_list: dir.join("pulled-db0"),
+            // Small requests, so the dump changes while files are half read.
+            rate: Some(200_000),
+        }
+    }
+
+    fn assert_holds(dir: &Path, d: &Dump) {
+        for (name, bytes) in &d.files {
+            let got = std::fs::read(dir.join("db0").join(name)).unwrap();
+            assert!(got == *bytes, "{name} is the served dump's");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dump_replaced_mid_transfer_is_pulled_again_whole() {
+        let (old, new) = (dump("aaaa", 1), dump("bbbb", 2));
+        let (addr, _) = serve(old, new.clone(), 5).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("db0")).unwrap();
+        let uuid = pull(&plan(&addr, dir.path())).await.unwrap();
+        assert_eq!(uuid, "bbbb");
+        assert_holds(dir.path(), &new);
+        let list = std::fs::read_to_string(dir.path().join("pulled-db0")).unwrap();
+        assert!(list.starts_with("snapshot-uuid:bbbb\n"), "{list}");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_cut_short_takes_up_only_the_missing_files() {
+        let d = dump("cccc", 3);
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, answered) = serve(d.clone(), d.clone(), usize::MAX).await;
+        let p = plan(&addr, dir.path());
+        pull(&p).await.unwrap();
+        let whole = answered.swap(0, Ordering::SeqCst);
+        // As if cut short: the big file was not finished.
+        let list = std::fs::read_to_string(&p.done_list).unwrap();
+        let cut = list.replace("file:strings/000001.sst\n", "");
+        std::fs::write(&p.done_list, cut).unwrap();
+        std::fs::write(p.db_dir.join("strings/000001.sst"), b"half").unwrap();
+        pull(&p).await.unwrap();
+        assert_holds(dir.path(), &d);
+        let again = answered.load(Ordering::SeqCst);
+        assert!(
+            again < whole,
+            "{again} requests again, {whole} for the whole dump"
+        );
+    }
+
+    #[test]
+    fn names_outside_the_dump_are_refused() {
+        for bad in [
+            "../x",
+            "strings/../../x",
+            "/etc/passwd",
+            "streams/1.sst",
+            "strings/",
+        ] {
+            let names = vec!["info".to_owned(), bad.to_owned()];
+            assert!(
+                matches!(check_names(names), Err(PullError::BadFileName(_))),
+                "{bad}"
+            );
+        }
+        assert!(
+            check_names(vec!["strings/1.sst".into()]).is_err(),
+            "no info"
+        );
+    }
+}
