@@ -45,6 +45,7 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
             follow: b.follow,
             db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
             rate: b.rate,
+            dialect: b.pika_version,
         }),
         SourceConfig::Pika(p) => Box::new(PikaSource::new(p)?),
         SourceConfig::Capture(c) => Box::new(CaptureSource {

@@ -7,6 +7,7 @@ use pika_migrate_core::capture::record;
 use pika_migrate_core::event::{Event, Op};
 use pika_migrate_core::pika::binlog::{BinlogEntry, BinlogItem};
 use pika_migrate_core::pika::commands;
+use pika_migrate_core::pika::normalize::Dialect;
 use pika_migrate_core::source::binlog::entry_to_event;
 use pika_migrate_core::source::SourceReport;
 use pika_migrate_sinks::encode::commands::{event_commands, ConflictStats, TypeConflict};
@@ -16,7 +17,7 @@ use pika_migrate_sinks::encode::envelope::envelope;
 /// event, then everything downstream.
 pub fn binlog_item(entry: &BinlogEntry) {
     let mut report = SourceReport::default();
-    match entry_to_event(0, entry, &mut report) {
+    match entry_to_event(0, entry, Dialect::default(), &mut report) {
         Ok(Some(event)) => downstream(&event),
         Ok(None) => {}
         Err(e) => {

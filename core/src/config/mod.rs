@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::event::BinlogOffset;
+use crate::pika::normalize::Dialect;
 use crate::pika::storage::ChunkLimits;
 
 pub use interpolate::interpolate;
@@ -173,6 +174,10 @@ pub struct BinlogSourceConfig {
     /// At most this many events per second (a replay at a chosen pace).
     #[serde(default)]
     pub rate: Option<u64>,
+    /// The Pika version that wrote the binlog (`"3.3"`, `"3.5.5"`): a few logged
+    /// commands had other effects on 3.5. Default: 3.2–3.4.
+    #[serde(default, deserialize_with = "de_dialect")]
+    pub pika_version: Dialect,
 }
 
 /// Chunking of big values.
@@ -210,6 +215,15 @@ fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BinlogOffs
     let text: Option<String> = Option::deserialize(d)?;
     text.map(|t| t.parse().map_err(serde::de::Error::custom))
         .transpose()
+}
+
+fn de_dialect<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dialect, D::Error> {
+    let text = String::deserialize(d)?;
+    Dialect::of_version(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "pika_version {text:?}: binlogs of Pika 3.2 to 3.5 are read"
+        ))
+    })
 }
 
 /// A pipeline file that could not be used.

@@ -243,7 +243,15 @@ pub(crate) mod testing {
         let mut report = SourceReport::default();
         let mut out = Vec::new();
         while let ReadOutcome::Entry(e) = reader.read_next().unwrap() {
-            out.extend(entry_to_event(0, &e, &mut report).unwrap());
+            out.extend(
+                entry_to_event(
+                    0,
+                    &e,
+                    crate::pika::normalize::Dialect::default(),
+                    &mut report,
+                )
+                .unwrap(),
+            );
         }
         out
     }

@@ -145,8 +145,41 @@ fn redis_type_name(pika: &Bytes) -> Option<&'static str> {
     })
 }
 
-/// Normalizes `argv`, logged by the master at unix second `exec_time`.
+/// Which Pika wrote the binlog, where the same logged command had different effects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// Pika 3.2–3.4.
+    #[default]
+    Pika3,
+    /// Pika 3.5: `FLUSHDB <type>` empties every type (seen on a real 3.5.5), not only
+    /// the one named as 3.3 does.
+    Pika35,
+}
+
+impl Dialect {
+    /// The dialect of a Pika version such as `3.5.5` or `3.3`; `None` for one we do not
+    /// read.
+    pub fn of_version(version: &str) -> Option<Dialect> {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next().flatten(), parts.next().flatten()) {
+            (Some(3), Some(2..=4)) => Some(Dialect::Pika3),
+            (Some(3), Some(5)) => Some(Dialect::Pika35),
+            _ => None,
+        }
+    }
+}
+
+/// Normalizes `argv`, logged by a Pika 3.2–3.4 master at unix second `exec_time`.
 pub fn normalize(argv: &[Bytes], exec_time: u32) -> Result<Normalized, NormalizeError> {
+    normalize_as(argv, exec_time, Dialect::Pika3)
+}
+
+/// Normalizes `argv`, logged by a master of `dialect` at unix second `exec_time`.
+pub fn normalize_as(
+    argv: &[Bytes],
+    exec_time: u32,
+    dialect: Dialect,
+) -> Result<Normalized, NormalizeError> {
     let now_ms = i64::from(exec_time) * 1000;
     let name = name_of(argv);
     let unrecognized = || keep(argv, Some(Note::Unrecognized));
@@ -229,6 +262,10 @@ pub fn normalize(argv: &[Bytes], exec_time: u32) -> Result<Normalized, Normalize
             ],
             Note::PikaOnlyRewritten,
         ),
+        ("flushdb", 2) if dialect == Dialect::Pika35 => match redis_type_name(&argv[1]) {
+            Some(_) => rewritten(vec![b("FLUSHDB")], Note::PikaOnlyRewritten),
+            None => unrecognized(),
+        },
         ("flushdb", 2) => match redis_type_name(&argv[1]) {
             Some(t) => rewritten(
                 vec![b("EVAL"), b(DELETE_BY_TYPE_SCRIPT), b("0"), b("*"), b(t)],
@@ -390,6 +427,12 @@ mod tests {
         assert_eq!(&delvx[2..], &argv("1 k v")[..]);
         let flush = normalize(&argv("flushdb hashes"), T).unwrap().argv.unwrap();
         assert_eq!(&flush[2..], &argv("0 * hash")[..]);
+        // 3.5 empties the whole database for FLUSHDB <type>.
+        let flush = normalize_as(&argv("FLUSHDB hash"), T, Dialect::Pika35).unwrap();
+        assert_eq!(flush.argv, Some(argv("FLUSHDB")));
+        assert_eq!(Dialect::of_version("3.5.5"), Some(Dialect::Pika35));
+        assert_eq!(Dialect::of_version("3.3"), Some(Dialect::Pika3));
+        assert_eq!(Dialect::of_version("4.0.1"), None);
         let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
             .unwrap()
             .argv

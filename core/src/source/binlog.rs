@@ -10,7 +10,7 @@ use crate::event::{BinlogOffset, Event, Op, Position};
 use crate::metrics::Metrics;
 use crate::pika::binlog::{BinlogEntry, BinlogError, BinlogReader, ReadOutcome};
 use crate::pika::commands;
-use crate::pika::normalize::{normalize, NormalizeError, Note};
+use crate::pika::normalize::{normalize_as, Dialect, NormalizeError, Note};
 
 pub struct BinlogSource {
     pub path: PathBuf,
@@ -19,6 +19,8 @@ pub struct BinlogSource {
     pub db: u32,
     /// At most this many events per second.
     pub rate: Option<u64>,
+    /// Which Pika wrote the binlog.
+    pub dialect: Dialect,
 }
 
 /// The database a binlog directory belongs to, from its name (`log_db3` → 3).
@@ -35,10 +37,11 @@ pub fn db_of_dir(path: &std::path::Path) -> u32 {
 pub fn entry_to_event(
     db: u32,
     entry: &BinlogEntry,
+    dialect: Dialect,
     report: &mut SourceReport,
 ) -> Result<Option<Event>, NormalizeError> {
     let item = &entry.item;
-    let normalized = normalize(&item.argv, item.exec_time)?;
+    let normalized = normalize_as(&item.argv, item.exec_time, dialect)?;
     if let Some(note) = normalized.note {
         let count = report.notes.entry(note).or_insert(0);
         *count += 1;
@@ -86,15 +89,16 @@ impl BinlogSource {
             match reader.read_next()? {
                 ReadOutcome::Entry(entry) => {
                     report.binlog_items += 1;
-                    let event = entry_to_event(self.db, &entry, report).map_err(|e| {
-                        BinlogError::Corrupt {
-                            path: self
-                                .path
-                                .join(crate::pika::binlog::file_name(entry.start.filenum)),
-                            offset: entry.start.offset,
-                            reason: e.to_string(),
-                        }
-                    })?;
+                    let event =
+                        entry_to_event(self.db, &entry, self.dialect, report).map_err(|e| {
+                            BinlogError::Corrupt {
+                                path: self
+                                    .path
+                                    .join(crate::pika::binlog::file_name(entry.start.filenum)),
+                                offset: entry.start.offset,
+                                reason: e.to_string(),
+                            }
+                        })?;
                     if let Some(event) = event {
                         pace.wait_blocking(out);
                         if !out.push_blocking(event) {

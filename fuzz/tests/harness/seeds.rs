@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use pika_migrate_core::capture::{self, record};
 use pika_migrate_core::event::Event;
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
+use pika_migrate_core::pika::normalize::Dialect;
 use pika_migrate_core::pika::repl::frame;
 use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
 use pika_migrate_core::source::binlog::entry_to_event;
@@ -61,7 +62,9 @@ fn fixture_events() -> Vec<Event> {
     let mut reader = BinlogReader::open(&fixture("binlog"), None).expect("the fixture binlog");
     let mut report = SourceReport::default();
     while let ReadOutcome::Entry(e) = reader.read_next().expect("a fixture item") {
-        events.extend(entry_to_event(0, &e, &mut report).expect("a fixture event"));
+        events.extend(
+            entry_to_event(0, &e, Dialect::default(), &mut report).expect("a fixture event"),
+        );
     }
     events
 }

@@ -28,6 +28,14 @@ pub enum Generation {
 }
 
 impl Generation {
+    /// How the binlog items of a master of this generation are read.
+    pub fn dialect(self) -> crate::pika::normalize::Dialect {
+        match self {
+            Generation::Push => crate::pika::normalize::Dialect::Pika3,
+            Generation::Pull => crate::pika::normalize::Dialect::Pika35,
+        }
+    }
+
     /// The generation a MetaSync reply shows: 3.5 added `run_id`, 4.0 `db_instance_num`
     /// (`None`: a 4.0 master, which we do not speak).
     pub fn of_meta_sync(meta: &crate::pika::repl::proto::MetaSyncResponse) -> Option<Generation> {

@@ -84,6 +84,7 @@ pub(super) async fn follow(
     at: BinlogOffset,
 ) -> Result<Ended, ReplicaError> {
     let me = replica.source.announce.clone();
+    let dialect = replica.generation.dialect();
     let mut acks = Acks {
         unacked: VecDeque::new(),
         at,
@@ -132,7 +133,7 @@ pub(super) async fn follow(
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = match entry_to_event(DB, &entry_read, &mut replica.report) {
+                    let event = match entry_to_event(DB, &entry_read, dialect, &mut replica.report) {
                         Ok(event) => event,
                         Err(e) => {
                             failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
