@@ -1,7 +1,7 @@
-//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9, 3.3.6
-//! and 3.5.5 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`), into a
-//! real redis-server, with the real binary; the dump is pushed to us by 3.2/3.3 and
-//! pulled by us from 3.5. Redis is compared with what the master itself
+//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9, 3.3.6,
+//! 3.5.5 and 4.0.1 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`),
+//! into a real redis-server, with the real binary; the dump is pushed to us by 3.2/3.3
+//! and pulled by us from 3.5 and 4.0 (a floyd dump, one directory per instance). Redis is compared with what the master itself
 //! shows, key by key, type by type, with expiries.
 //!
 //! Without the Pika binaries each test prints one line saying it was skipped.
@@ -19,7 +19,7 @@ use common::tool::*;
 use common::*;
 
 /// Every scenario, once per Pika version, each as its own test: the `every` ones on
-/// 3.2.9, 3.3.6 and 3.5.5, the `push` ones only on the versions whose master pushes the
+/// 3.2.9, 3.3.6, 3.5.5 and 4.0.1, the `push` ones only on the versions whose master pushes the
 /// dump with rsync (they slow or hijack that push).
 macro_rules! on_each_version {
     (every: [$($scenario:ident),* $(,)?], push: [$($push:ident),* $(,)?] $(,)?) => {
@@ -33,6 +33,9 @@ macro_rules! on_each_version {
         }
         mod pika_3_5_5 {
             $( #[test] fn $scenario() { super::$scenario("3.5.5", stringify!($scenario)); } )*
+        }
+        mod pika_4_0_1 {
+            $( #[test] fn $scenario() { super::$scenario("4.0.1", stringify!($scenario)); } )*
         }
     };
 }
@@ -420,7 +423,8 @@ fn quantile(metrics: &str, q: f64) -> String {
 /// A dump that moves at 1 MB/s: the master's push held by its `db-sync-speed` (3.2,
 /// 3.3), our pull by `pull_rate` (3.5). The master's options and the source's lines.
 fn slow_transfer(version: &'static str) -> (PikaOptions, &'static str) {
-    if version.starts_with("3.5") {
+    // 3.5 and 4.0: we pull the dump, so our pull_rate holds it.
+    if version.starts_with("3.5") || version.starts_with("4.") {
         (PikaOptions::default(), "  pull_rate: 1000000\n")
     } else {
         (PikaOptions::default().set("db-sync-speed", "1"), "")
