@@ -322,3 +322,81 @@ fn every_item_of_the_4_0_binlog_decodes_and_its_forms_normalize_as_meant() {
     // 10 PSETEX in the dataset, 2 in the second sequence; one each of the three reads.
     assert_eq!((psetex_ms, reads), (12, 3));
 }
+
+/// The master's rsync2 port in the capture (master 24051 + 10001) and its replication
+/// port (+ 2000).
+const RSYNC2_PORT: u16 = 34052;
+const REPL_PORT: u16 = 26051;
+
+/// The bytes of each connection to `port` in the capture: (to the master, from it).
+fn connections(streams: &common::pcap::Streams, port: u16) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use common::pcap::Flow;
+    (streams.bytes.keys())
+        .filter(|f| f.dst_port == port)
+        .map(|to_master| {
+            let back = Flow {
+                src_port: port,
+                dst_port: to_master.src_port,
+            };
+            (
+                streams.bytes[to_master].clone(),
+                streams.bytes[&back].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_4_0_master_is_told_by_meta_sync_and_our_rsync2_requests_are_a_real_replicas() {
+    use common::pcap::{assert_rsync2_requests_are_ours, frames};
+    use pika_migrate_core::pika::repl::proto::InnerResponse;
+    use pika_migrate_core::pika::repl::rsync::{RsyncCode, RsyncResponse, RsyncType};
+    use pika_migrate_core::source::pika::master_info::Generation;
+    use prost::Message;
+
+    let streams = common::pcap::tcp_streams(&fixture_of(V, "repl-capture.pcap"));
+    // MetaSync's reply (one per sync: SLAVEOF, then SLAVEOF … FORCE): db_instance_num 3
+    // and a run_id make it 4.0.
+    let repl = connections(&streams, REPL_PORT);
+    assert_eq!(repl.len(), 2);
+    for (_, from_master) in &repl {
+        let first = InnerResponse::decode(frames(from_master)[0].clone()).unwrap();
+        let meta = first.meta_sync.expect("the MetaSync reply first");
+        assert_eq!(meta.tables_info[0].db_instance_num, Some(3));
+        assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::PullFloyd));
+    }
+
+    // One rsync2 connection, kept for both pulls.
+    let rsync2 = connections(&streams, RSYNC2_PORT);
+    assert_eq!(rsync2.len(), 1);
+    let (to_master, from_master) = &rsync2[0];
+    let (metas, files) = assert_rsync2_requests_are_ours(to_master);
+    // Two pulls of 19 files (3 instances, then `info`); the first Meta was "busy".
+    assert_eq!(files, 38);
+    assert!(metas >= 3, "{metas}");
+    let replies: Vec<RsyncResponse> = (frames(from_master).into_iter())
+        .map(|f| RsyncResponse::decode(f).unwrap())
+        .collect();
+    let listed: Vec<&String> = (replies.iter())
+        .filter_map(|r| r.meta_resp.as_ref())
+        .flat_map(|m| &m.filenames)
+        .collect();
+    assert_eq!(listed.len(), 38);
+    assert!(
+        listed.iter().all(|n| *n == "info"
+            || n.split_once('/')
+                .is_some_and(|(dir, _)| ["0", "1", "2"].contains(&dir))),
+        "{listed:?}"
+    );
+    let ok_files: Vec<_> = (replies.iter())
+        .filter(|r| r.r#type == RsyncType::File as i32 && r.code == RsyncCode::Ok as i32)
+        .collect();
+    assert_eq!(ok_files.len(), 38);
+    assert!(ok_files
+        .iter()
+        .all(|r| r.snapshot_uuid == "b66c398d771f1809f5a6242c467cb217"));
+    let info = (ok_files.iter())
+        .find_map(|r| r.file_resp.as_ref().filter(|f| f.filename == "info"))
+        .unwrap();
+    assert_eq!(&info.data[..], b"0s\n127.0.0.1\n24051\n0\n308987\n");
+}
