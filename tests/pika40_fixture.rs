@@ -91,6 +91,8 @@ fn the_4_0_dump_decodes_to_exactly_what_pika_showed_streams_and_cut_names_report
         left_out(&stats, Unsupported::TruncatedName),
         names_of_type("expected.jsonl", "none")
     );
+    assert_eq!(stats.unsupported_count(Unsupported::Stream), 8);
+    assert_eq!(stats.unsupported_count(Unsupported::TruncatedName), 10);
     let lines = stats.unsupported_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(

@@ -37,8 +37,12 @@ pub struct ScanStats {
     /// Lists whose data rows did not match their meta count.
     pub inconsistent_lists: u64,
     /// Keys read but not emitted because the event model or the dump cannot carry
-    /// them faithfully (streams; names Pika 4.0 stored cut short), each named.
+    /// them faithfully (streams; names Pika 4.0 stored cut short): the first
+    /// [`ScanStats::NAMED_UNSUPPORTED`] of each reason by name (a store of millions of
+    /// streams must not hold all their names), ...
     pub unsupported: Vec<UnsupportedKey>,
+    /// ... and how many in all, per reason in [`Unsupported::ALL`] order.
+    pub unsupported_total: [u64; 2],
 }
 
 /// Why a live key was left out of the snapshot.
@@ -52,6 +56,15 @@ pub enum Unsupported {
 }
 
 impl Unsupported {
+    pub const ALL: [Unsupported; 2] = [Unsupported::Stream, Unsupported::TruncatedName];
+
+    fn slot(self) -> usize {
+        match self {
+            Unsupported::Stream => 0,
+            Unsupported::TruncatedName => 1,
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Unsupported::Stream => "stream key(s) not copied (no stream support in snapshots)",
@@ -85,15 +98,39 @@ impl ScanStats {
         self.events += other.events;
         self.expired += other.expired;
         self.inconsistent_lists += other.inconsistent_lists;
-        self.unsupported.extend(other.unsupported.iter().cloned());
+        for (a, b) in self
+            .unsupported_total
+            .iter_mut()
+            .zip(other.unsupported_total)
+        {
+            *a += b;
+        }
+        for k in &other.unsupported {
+            self.name_unsupported(k);
+        }
     }
 
+    /// Most keys named per reason they were left out for.
+    pub const NAMED_UNSUPPORTED: usize = 1000;
+
     /// How many keys were left out for `reason`.
-    pub fn unsupported_count(&self, reason: Unsupported) -> usize {
-        self.unsupported
-            .iter()
-            .filter(|k| k.reason == reason)
-            .count()
+    pub fn unsupported_count(&self, reason: Unsupported) -> u64 {
+        self.unsupported_total[reason.slot()]
+    }
+
+    /// Counts a key left out, and keeps its name while few are.
+    pub(super) fn leave_out(&mut self, key: UnsupportedKey) {
+        self.unsupported_total[key.reason.slot()] += 1;
+        self.name_unsupported(&key);
+    }
+
+    fn name_unsupported(&mut self, key: &UnsupportedKey) {
+        let named = (self.unsupported.iter())
+            .filter(|k| k.reason == key.reason)
+            .count();
+        if named < Self::NAMED_UNSUPPORTED {
+            self.unsupported.push(key.clone());
+        }
     }
 
     /// Counts and reports a list whose rows are fewer than its meta says (`found` of
@@ -118,22 +155,27 @@ impl ScanStats {
     /// One line per reason keys were left out, naming the first few.
     pub fn unsupported_lines(&self) -> Vec<String> {
         const NAMED: usize = 5;
-        [Unsupported::Stream, Unsupported::TruncatedName]
+        Unsupported::ALL
             .into_iter()
             .filter_map(|reason| {
-                let keys: Vec<String> = (self.unsupported.iter())
-                    .filter(|k| k.reason == reason)
-                    .map(|k| display_key(&k.key))
-                    .collect();
-                if keys.is_empty() {
+                let total = self.unsupported_count(reason);
+                if total == 0 {
                     return None;
                 }
-                let more = if keys.len() > NAMED { ", …" } else { "" };
+                let keys: Vec<String> = (self.unsupported.iter())
+                    .filter(|k| k.reason == reason)
+                    .take(NAMED)
+                    .map(|k| display_key(&k.key))
+                    .collect();
+                let more = if total > keys.len() as u64 {
+                    ", …"
+                } else {
+                    ""
+                };
                 Some(format!(
-                    "{} {}: {}{more}",
-                    keys.len(),
+                    "{total} {}: {}{more}",
                     reason.describe(),
-                    keys[..keys.len().min(NAMED)].join(", ")
+                    keys.join(", ")
                 ))
             })
             .collect()
@@ -384,5 +426,35 @@ impl<'a> KeyEmitter<'a> {
         if !(self.emit)(event) {
             self.stopped = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_left_out_are_all_counted_and_the_first_named() {
+        let mut stats = ScanStats::default();
+        let n = ScanStats::NAMED_UNSUPPORTED + 5;
+        for i in 0..n {
+            stats.leave_out(UnsupportedKey {
+                key: Bytes::from(format!("s{i}")),
+                reason: Unsupported::Stream,
+            });
+        }
+        let mut merged = ScanStats::default();
+        merged.add(&stats);
+        merged.add(&stats);
+        assert_eq!(merged.unsupported_count(Unsupported::Stream), 2 * n as u64);
+        assert_eq!(merged.unsupported_count(Unsupported::TruncatedName), 0);
+        assert_eq!(merged.unsupported.len(), ScanStats::NAMED_UNSUPPORTED);
+        let lines = merged.unsupported_lines();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with(&format!("{} stream key(s)", 2 * n)),
+            "{lines:?}"
+        );
+        assert!(lines[0].ends_with("s0, s1, s2, s3, s4, …"), "{lines:?}");
     }
 }

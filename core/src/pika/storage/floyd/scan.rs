@@ -310,7 +310,7 @@ impl<'a> InstanceReader<'a> {
             "{}",
             reason.describe()
         );
-        stats.unsupported.push(UnsupportedKey {
+        stats.leave_out(UnsupportedKey {
             key: key.to_vec().into(),
             reason,
         });
