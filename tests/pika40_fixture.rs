@@ -168,6 +168,12 @@ fn a_4_0_dump_lands_in_redis_exactly() {
         &dump_source_4_0(),
         "    senders: 4\n    batch: 64\n",
     );
+    // floyd flags a HyperLogLog in its value; the sink tells them by their size, as
+    // for blackwidow's, and copies them raw.
+    assert!(
+        stderr.contains("Pika HyperLogLog keys copied as raw strings"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("snapshot: 8 stream key(s) not copied"),
         "{stderr}"
