@@ -1037,3 +1037,54 @@ fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream(
     expected.retain(|(k, _), _| !k.starts_with(b"live:s:") && !k.starts_with(b"live:n:"));
     assert_same(&expected, &redis.state());
 }
+
+/// 4.0.1's own binlog forms streamed from a real 4.0.1 master: PSETEX logged as
+/// `pksetexat` in milliseconds (a real 4.0.1 replica stops there), SET PX and SETEX as
+/// `pksetexat` in seconds, PEXPIRE as `pexpireat`, INCR/APPEND on a key with a TTL as
+/// `pksetexat <its expiry>`, and the reads SDIFF/SINTER/SUNION it logs as writes.
+#[test]
+fn pika_4_0_1_forms_stream_as_the_master_applied_them() {
+    let test = "pika_4_0_1_forms_stream_as_the_master_applied_them";
+    let Some(pika) = master("4.0.1", test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    let mut con = pika.client();
+    let w =
+        |words: &[&str]| -> Vec<Vec<u8>> { words.iter().map(|x| x.as_bytes().to_vec()).collect() };
+    pipeline(
+        &mut con,
+        [
+            w(&["PSETEX", "f:psetex", "500000000", "v"]),
+            w(&["PSETEX", "f:psetex2", "500000777", "v"]),
+            w(&["SET", "f:px", "v", "PX", "900000999"]),
+            w(&["SET", "f:ex", "v", "EX", "1000000"]),
+            w(&["SETEX", "f:setex", "1000000", "v"]),
+            w(&["SET", "f:pexp", "v"]),
+            w(&["PEXPIRE", "f:pexp", "800000123"]),
+            w(&["SET", "f:n", "1"]),
+            w(&["EXPIRE", "f:n", "700000"]),
+            w(&["INCR", "f:n"]),
+            w(&["APPEND", "f:n", "0"]),
+            w(&["INCRBYFLOAT", "f:f", "1.5"]),
+            w(&["SADD", "f:s1", "a", "b"]),
+            w(&["SADD", "f:s2", "b", "c"]),
+            w(&["SDIFF", "f:s1", "f:s2"]),
+            w(&["SINTER", "f:s1", "f:s2"]),
+            w(&["SUNION", "f:s1", "f:s2"]),
+            w(&["SUNIONSTORE", "f:u", "f:s1", "f:s2"]),
+            w(&["SET", "f:last", "x"]),
+        ],
+    );
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    let state = redis.state();
+    let ttl = |k: &str| state[&(k.as_bytes().to_vec(), "string".to_owned())].expire_at_ms;
+    // The PSETEX keys hold their ms expiries, some 5.8 days ahead, not centuries.
+    let ahead = ttl("f:psetex").unwrap() - now_ms();
+    assert!((499_000_000..=500_000_000).contains(&ahead), "{ahead}");
+    assert_same_as_master(&pika, &redis);
+}
