@@ -5,16 +5,13 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::pcap::{tcp_streams, Flow};
+use bytes::Bytes;
+use common::pcap::{assert_rsync2_requests_are_ours, frames, tcp_streams, Flow};
 use common::*;
 use pika_migrate_core::event::BinlogOffset;
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
 use pika_migrate_core::pika::normalize::{normalize, Note};
-use pika_migrate_core::pika::repl::frame;
-use pika_migrate_core::pika::repl::rsync::{
-    file_request, meta_request, RsyncCode, RsyncRequest, RsyncResponse, RsyncType,
-};
+use pika_migrate_core::pika::repl::rsync::{RsyncCode, RsyncResponse, RsyncType};
 use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
 use prost::Message;
 
@@ -115,16 +112,6 @@ fn the_3_5_forms_normalize_as_the_master_applied_them() {
     }
 }
 
-fn frames(bytes: &[u8]) -> Vec<Bytes> {
-    let mut buf = BytesMut::from(bytes);
-    let mut out = Vec::new();
-    while let Some(f) = frame::decode(&mut buf, frame::MAX_FRAME).unwrap() {
-        out.push(f);
-    }
-    assert!(buf.is_empty(), "{} bytes after the last frame", buf.len());
-    out
-}
-
 #[test]
 fn our_rsync2_requests_are_the_bytes_a_real_3_5_replica_sent() {
     let streams = tcp_streams(&fixture_of(V, "repl-capture.pcap"));
@@ -140,24 +127,11 @@ fn our_rsync2_requests_are_the_bytes_a_real_3_5_replica_sent() {
         src_port: RSYNC2_PORT,
         dst_port: flow.src_port,
     };
-    let requests = frames(&streams.bytes[&flow]);
     let replies: Vec<RsyncResponse> = frames(&streams.bytes[&back])
         .into_iter()
         .map(|f| RsyncResponse::decode(f).unwrap())
         .collect();
-    let (mut metas, mut files) = (0, 0);
-    for raw in &requests {
-        let theirs = RsyncRequest::decode(raw.clone()).unwrap();
-        let ours = if theirs.r#type == RsyncType::Meta as i32 {
-            metas += 1;
-            meta_request(0)
-        } else {
-            files += 1;
-            let f = theirs.file_req.as_ref().unwrap();
-            file_request(0, theirs.reader_index, &f.filename, f.offset, 4 << 20)
-        };
-        assert_eq!(ours.encode_to_vec(), raw.to_vec(), "{theirs:?}");
-    }
+    let (metas, files) = assert_rsync2_requests_are_ours(&streams.bytes[&flow]);
     // Two pulls of 26 files; the first Meta of the first was answered "busy".
     assert_eq!(files, 52);
     assert!(metas >= 3, "{metas}");

@@ -1,7 +1,7 @@
-//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9, 3.3.6
-//! and 3.5.5 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`), into a
-//! real redis-server, with the real binary; the dump is pushed to us by 3.2/3.3 and
-//! pulled by us from 3.5. Redis is compared with what the master itself
+//! The live replica against real Pika masters: every scenario runs on Pika 3.2.9, 3.3.6,
+//! 3.5.5 and 4.0.1 (unmodified servers from `PIKA_BIN_DIR`, see `common::real_pika`),
+//! into a real redis-server, with the real binary; the dump is pushed to us by 3.2/3.3
+//! and pulled by us from 3.5 and 4.0 (a floyd dump, one directory per instance). Redis is compared with what the master itself
 //! shows, key by key, type by type, with expiries.
 //!
 //! Without the Pika binaries each test prints one line saying it was skipped.
@@ -19,7 +19,7 @@ use common::tool::*;
 use common::*;
 
 /// Every scenario, once per Pika version, each as its own test: the `every` ones on
-/// 3.2.9, 3.3.6 and 3.5.5, the `push` ones only on the versions whose master pushes the
+/// 3.2.9, 3.3.6, 3.5.5 and 4.0.1, the `push` ones only on the versions whose master pushes the
 /// dump with rsync (they slow or hijack that push).
 macro_rules! on_each_version {
     (every: [$($scenario:ident),* $(,)?], push: [$($push:ident),* $(,)?] $(,)?) => {
@@ -33,6 +33,9 @@ macro_rules! on_each_version {
         }
         mod pika_3_5_5 {
             $( #[test] fn $scenario() { super::$scenario("3.5.5", stringify!($scenario)); } )*
+        }
+        mod pika_4_0_1 {
+            $( #[test] fn $scenario() { super::$scenario("4.0.1", stringify!($scenario)); } )*
         }
     };
 }
@@ -420,7 +423,8 @@ fn quantile(metrics: &str, q: f64) -> String {
 /// A dump that moves at 1 MB/s: the master's push held by its `db-sync-speed` (3.2,
 /// 3.3), our pull by `pull_rate` (3.5). The master's options and the source's lines.
 fn slow_transfer(version: &'static str) -> (PikaOptions, &'static str) {
-    if version.starts_with("3.5") {
+    // 3.5 and 4.0: we pull the dump, so our pull_rate holds it.
+    if version.starts_with("3.5") || version.starts_with("4.") {
         (PikaOptions::default(), "  pull_rate: 1000000\n")
     } else {
         (PikaOptions::default().set("db-sync-speed", "1"), "")
@@ -1031,4 +1035,55 @@ fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream(
     let mut expected = redis_view(&pika.state());
     expected.retain(|(k, _), _| !k.starts_with(b"live:s:") && !k.starts_with(b"live:n:"));
     assert_same(&expected, &redis.state());
+}
+
+/// 4.0.1's own binlog forms streamed from a real 4.0.1 master: PSETEX logged as
+/// `pksetexat` in milliseconds (a real 4.0.1 replica stops there), SET PX and SETEX as
+/// `pksetexat` in seconds, PEXPIRE as `pexpireat`, INCR/APPEND on a key with a TTL as
+/// `pksetexat <its expiry>`, and the reads SDIFF/SINTER/SUNION it logs as writes.
+#[test]
+fn pika_4_0_1_forms_stream_as_the_master_applied_them() {
+    let test = "pika_4_0_1_forms_stream_as_the_master_applied_them";
+    let Some(pika) = master("4.0.1", test, PikaOptions::default()) else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    let mut con = pika.client();
+    let w =
+        |words: &[&str]| -> Vec<Vec<u8>> { words.iter().map(|x| x.as_bytes().to_vec()).collect() };
+    pipeline(
+        &mut con,
+        [
+            w(&["PSETEX", "f:psetex", "500000000", "v"]),
+            w(&["PSETEX", "f:psetex2", "500000777", "v"]),
+            w(&["SET", "f:px", "v", "PX", "900000999"]),
+            w(&["SET", "f:ex", "v", "EX", "1000000"]),
+            w(&["SETEX", "f:setex", "1000000", "v"]),
+            w(&["SET", "f:pexp", "v"]),
+            w(&["PEXPIRE", "f:pexp", "800000123"]),
+            w(&["SET", "f:n", "1"]),
+            w(&["EXPIRE", "f:n", "700000"]),
+            w(&["INCR", "f:n"]),
+            w(&["APPEND", "f:n", "0"]),
+            w(&["INCRBYFLOAT", "f:f", "1.5"]),
+            w(&["SADD", "f:s1", "a", "b"]),
+            w(&["SADD", "f:s2", "b", "c"]),
+            w(&["SDIFF", "f:s1", "f:s2"]),
+            w(&["SINTER", "f:s1", "f:s2"]),
+            w(&["SUNION", "f:s1", "f:s2"]),
+            w(&["SUNIONSTORE", "f:u", "f:s1", "f:s2"]),
+            w(&["SET", "f:last", "x"]),
+        ],
+    );
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    let state = redis.state();
+    let ttl = |k: &str| state[&(k.as_bytes().to_vec(), "string".to_owned())].expire_at_ms;
+    // The PSETEX keys hold their ms expiries, some 5.8 days ahead, not centuries.
+    let ahead = ttl("f:psetex").unwrap() - now_ms();
+    assert!((499_000_000..=500_000_000).contains(&ahead), "{ahead}");
+    assert_same_as_master(&pika, &redis);
 }

@@ -64,10 +64,10 @@ fn assert_unsupported(options: MasterOptions, says: &str) {
 #[test]
 fn a_pika_version_we_do_not_speak_is_refused() {
     let options = MasterOptions {
-        version: "4.0.1".into(),
+        version: "4.1.0".into(),
         ..MasterOptions::default()
     };
-    assert_unsupported(options, "runs Pika 4.0.1");
+    assert_unsupported(options, "runs Pika 4.1.0");
 }
 
 /// INFO names the version, MetaSync's reply shows the generation: a master whose two

@@ -106,6 +106,27 @@ pub const TARGETS: &[Target] = &[
         max_alloc: |n| 64 * n + 16 * MIB,
     },
     Target {
+        name: "floyd_bytes",
+        covers: "floyd (Pika 4.0) user-key escaping, meta keys (the embedded-NUL cut), data \
+                 keys, string values, metas, data values, scores, times in both units",
+        run: storage::floyd_bytes,
+        max_alloc: |n| 8 * n + 4096,
+    },
+    Target {
+        name: "floyd_comparators",
+        covers: "floyd.ListsDataKeyComparator and ZSetsScoreKeyComparator on any bytes: \
+                 no panic, a consistent order, the documented order on well-formed keys",
+        run: storage::floyd_comparators,
+        max_alloc: |n| 8 * n + 4096,
+    },
+    Target {
+        name: "floyd_dump_patch",
+        covers: "the snapshot scan of the Pika 4.0.1 (floyd) fixture dump with bytes of its \
+                 files overwritten",
+        run: storage::floyd_dump_patch,
+        max_alloc: |n| 64 * n + 16 * MIB,
+    },
+    Target {
         name: "dump_info",
         covers: "a dump's info file (layout::parse_dump_info, the replica's dump::parse_info) \
                  and FILENUM:OFFSET positions",

@@ -40,6 +40,9 @@ fuzz_tests! {
     storage_comparators: 10000, 20000;
     storage_scan: 0, 150;
     storage_dump_patch: 100, 20;
+    floyd_bytes: 5000, 5000;
+    floyd_comparators: 10000, 20000;
+    floyd_dump_patch: 60, 15;
     dump_info: 5000, 2000;
     capture_record: 15000, 5000;
     capture_file: 1200, 300;

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
 use pika_migrate_core::pika::normalize::{normalize, Normalized};
-use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
+use pika_migrate_core::pika::storage::{ChunkLimits, ScanStats, Snapshot, StorageFormat};
 use pika_migrate_core::source::snapshot::unix_now;
 use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
 use serde_json::json;
@@ -148,8 +148,20 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(stdout.lock());
     let mut write_failed = None;
     let mut seq = 0;
+    let mut stats = ScanStats::default();
     for db in &snapshot.dbs {
-        db.scan(ChunkLimits::default(), unix_now(), &mut seq, &mut |event| {
+        // On stderr: stdout stays one event per line.
+        eprintln!(
+            "db{} {}: {}{}",
+            db.index,
+            db.path.display(),
+            db.format.name(),
+            match &db.format {
+                StorageFormat::Floyd { instances } => format!(", {} instance(s)", instances.len()),
+                StorageFormat::Blackwidow => String::new(),
+            }
+        );
+        let db_stats = db.scan(ChunkLimits::default(), unix_now(), &mut seq, &mut |event| {
             let line = if json {
                 envelope(&event).to_string()
             } else {
@@ -163,9 +175,13 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
                 }
             }
         })?;
+        stats.add(&db_stats);
         if write_failed.is_some() {
             break;
         }
+    }
+    for line in stats.unsupported_lines() {
+        eprintln!("{line}");
     }
     finish_output(out, write_failed)
 }

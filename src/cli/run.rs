@@ -40,6 +40,9 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if scan.expired > 0 {
             eprintln!("snapshot: {} expired key(s) skipped", scan.expired);
         }
+        for line in scan.unsupported_lines() {
+            eprintln!("snapshot: {line}");
+        }
     }
     if report.source.skipped_records > 0 {
         eprintln!(

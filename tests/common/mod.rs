@@ -92,8 +92,9 @@ pub fn load_expected(name: &str) -> State {
     load_expected_file(&fixture(name))
 }
 
-/// An expected-state file of a fixture. Streams (3.5's fixture lists them) are left out:
-/// `State` holds Redis's five types of Pika 3.x's dumps.
+/// An expected-state file of a fixture. Streams (3.5's and 4.0's fixtures list them) are
+/// left out: `State` holds Redis's five types of Pika's dumps. So are 4.0's `none` rows:
+/// names SCAN listed that no read finds (the embedded-NUL names 4.0 stored cut short).
 pub fn load_expected_file(path: &Path) -> State {
     let text = std::fs::read_to_string(path).unwrap();
     let mut state = State::new();
@@ -101,7 +102,7 @@ pub fn load_expected_file(path: &Path) -> State {
         let row: Json = serde_json::from_str(line).unwrap();
         let key = b64(row["key"].as_str().unwrap());
         let t = row["type"].as_str().unwrap().to_owned();
-        if t == "stream" {
+        if t == "stream" || t == "none" {
             continue;
         }
         let pair = |p: &Json| (b64(p[0].as_str().unwrap()), p[1].clone());
@@ -410,7 +411,8 @@ impl RedisServer {
                             .collect(),
                     )
                 }
-                "none" => continue,
+                // Streams (from a replayed XADD) are outside `State`'s five types.
+                "none" | "stream" => continue,
                 other => panic!("unexpected type {other}"),
             };
             // The time of each PTTL: reading a big database takes a while.

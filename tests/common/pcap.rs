@@ -91,3 +91,39 @@ pub fn tcp_streams(path: &Path) -> Streams {
     }
     streams
 }
+
+/// The replication frames (4-byte length ‖ protobuf) of one direction's bytes.
+pub fn frames(bytes: &[u8]) -> Vec<bytes::Bytes> {
+    use pika_migrate_core::pika::repl::frame;
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(f) = frame::decode(&mut buf, frame::MAX_FRAME).unwrap() {
+        out.push(f);
+    }
+    assert!(buf.is_empty(), "{} bytes after the last frame", buf.len());
+    out
+}
+
+/// Asserts that each rsync2 request a real replica sent (`to_master`, one connection's
+/// bytes) is byte for byte the one we build for it; returns how many were Meta and
+/// how many File requests.
+pub fn assert_rsync2_requests_are_ours(to_master: &[u8]) -> (usize, usize) {
+    use pika_migrate_core::pika::repl::rsync::{
+        file_request, meta_request, RsyncRequest, RsyncType,
+    };
+    use prost::Message;
+    let (mut metas, mut files) = (0, 0);
+    for raw in frames(to_master) {
+        let theirs = RsyncRequest::decode(raw.clone()).unwrap();
+        let ours = if theirs.r#type == RsyncType::Meta as i32 {
+            metas += 1;
+            meta_request(0)
+        } else {
+            files += 1;
+            let f = theirs.file_req.as_ref().unwrap();
+            file_request(0, theirs.reader_index, &f.filename, f.offset, 4 << 20)
+        };
+        assert_eq!(ours.encode_to_vec(), raw.to_vec(), "{theirs:?}");
+    }
+    (metas, files)
+}

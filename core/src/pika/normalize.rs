@@ -12,6 +12,11 @@
 //!   "no new expiry": the master keeps the key's TTL (3.5.5 writes 0 even then), so it
 //!   becomes `SET k v KEEPTTL`. An APPEND to a missing key is logged by 3.5.5 with an
 //!   empty value (a Pika bug its own replicas share): applied as logged, and counted.
+//! - 4.0.1 logs PSETEX as `pksetexat k <ms> v`, in milliseconds where every other
+//!   `pksetexat` is in seconds (a 4.0.1 bug its own replicas refuse): a time too large to
+//!   be seconds Pika accepts is read as milliseconds. Its `pexpireat k <ms>` (PEXPIRE,
+//!   PEXPIREAT) is Redis's own and kept. 4.0 flags `SDIFF`/`SINTER`/`SUNION` as writes,
+//!   so these reads reach the binlog: skipped.
 //! - `SPOP` without a count is kept, with a warning: the member it popped on the master
 //!   is not recorded, so the target may pop another one (a Pika replica does the same).
 
@@ -35,7 +40,7 @@ pub enum Note {
     AbsoluteExpiry,
     /// A Pika-only command was rewritten into Redis commands.
     PikaOnlyRewritten,
-    /// A padding or dummy item: nothing to apply.
+    /// A padding or dummy item, an admin command, or a read 4.0 logs: nothing to apply.
     Skipped,
     /// Applied as is, but the target may not end up equal (SPOP without a count).
     NonDeterministic,
@@ -52,7 +57,7 @@ impl Note {
         match self {
             Note::AbsoluteExpiry => "relative expiries made absolute from exec_time",
             Note::PikaOnlyRewritten => "Pika-only commands rewritten for Redis",
-            Note::Skipped => "padding items skipped",
+            Note::Skipped => "padding, admin and read-only items skipped",
             Note::NonDeterministic => {
                 "non-deterministic commands (SPOP) applied as is; the target may differ"
             }
@@ -99,6 +104,11 @@ pub const DELETE_BY_TYPE_SCRIPT: &str = "local cursor = '0' local n = 0 repeat \
 local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'TYPE', ARGV[2], 'COUNT', 1000) \
 cursor = r[1] for _, k in ipairs(r[2]) do n = n + redis.call('DEL', k) end \
 until cursor == '0' return n";
+
+/// `pksetexat` times in this range are milliseconds: Pika 4.0.1 logs PSETEX so. As
+/// seconds they would lie past the year 5000, far beyond the int32 seconds every Pika
+/// accepts; as milliseconds they span 1973 to 5138.
+const PKSETEXAT_MILLIS: std::ops::Range<i64> = 100_000_000_000..100_000_000_000_000;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -194,11 +204,25 @@ pub fn normalize_as(
         Some(n) => at(base, n, unit).map(Some).ok_or_else(out_of_range),
     };
     Ok(match (name.as_str(), argv.len()) {
-        ("padding" | "dummy" | "clearcache" | "clearreplicationid", _) => Normalized {
+        (
+            "padding" | "dummy" | "clearcache" | "clearreplicationid" | "sdiff" | "sinter"
+            | "sunion",
+            _,
+        ) => Normalized {
             argv: None,
             note: Some(Note::Skipped),
         },
         ("pksetexat", 4) => match int(&argv[2]) {
+            Some(ms_at) if PKSETEXAT_MILLIS.contains(&ms_at) => rewritten(
+                vec![
+                    b("SET"),
+                    argv[1].clone(),
+                    argv[3].clone(),
+                    b("PXAT"),
+                    ms(ms_at),
+                ],
+                Note::PikaOnlyRewritten,
+            ),
             Some(ts) if ts > 0 => rewritten(
                 vec![
                     b("SET"),
@@ -418,6 +442,17 @@ mod tests {
             text(&normalize(&argv("pksetexat k -5 v"), T).unwrap()),
             "DEL k"
         );
+        // 4.0.1's PSETEX: milliseconds (fixture: `PSETEX s1:p2:psetex 500000000 v`).
+        assert_eq!(
+            text(&normalize(&argv("pksetexat k 1796534407552 v"), T).unwrap()),
+            "SET k v PXAT 1796534407552"
+        );
+        // 4.0.1's PEXPIRE/PEXPIREAT: Redis's own command, kept.
+        let pexpireat = normalize(&argv("pexpireat k 1798534403212"), T).unwrap();
+        assert_eq!(
+            (text(&pexpireat).as_str(), pexpireat.note),
+            ("pexpireat k 1798534403212", None)
+        );
         let vx = normalize(&argv("SET k new VX old EX 3"), T).unwrap();
         assert_eq!(vx.note, Some(Note::PikaOnlyRewritten));
         let vx = vx.argv.unwrap();
@@ -464,6 +499,11 @@ mod tests {
     #[test]
     fn padding_is_skipped_and_spop_is_flagged() {
         assert_eq!(normalize(&argv("padding *****"), T).unwrap().argv, None);
+        // Reads Pika 4.0 logs as writes.
+        for read in ["SDIFF a b", "sinter a b", "SUNION a"] {
+            let n = normalize(&argv(read), T).unwrap();
+            assert_eq!((n.argv, n.note), (None, Some(Note::Skipped)), "{read}");
+        }
         assert_eq!(
             normalize(&argv("SPOP s"), T).unwrap().note,
             Some(Note::NonDeterministic)

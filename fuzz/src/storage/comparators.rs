@@ -23,11 +23,11 @@ fn score_key(key: &[u8], version: i32, score: f64, member: &[u8]) -> Vec<u8> {
     k
 }
 
-type Compare = fn(&[u8], &[u8]) -> Ordering;
+pub(super) type Compare = fn(&[u8], &[u8]) -> Ordering;
 
 /// Never panics, and orders consistently: `a == a`, and `b` to `a` the reverse of `a`
 /// to `b`. RocksDB calls these on whatever a damaged file holds.
-fn consistent(cmp: Compare, keys: &[Vec<u8>]) {
+pub(super) fn consistent(cmp: Compare, keys: &[Vec<u8>]) {
     for a in keys {
         assert_eq!(cmp(a, a), Ordering::Equal, "{a:?} is not equal to itself");
         for b in keys {

@@ -1,14 +1,17 @@
 //! blackwidow bytes: values and metas, the two custom comparators, the scan of real
 //! RocksDB databases holding any rows, the fixture dump with bytes overwritten, and a
-//! dump's `info` file.
+//! dump's `info` file; floyd (Pika 4.0) keys, values and comparators, and its fixture
+//! dump with bytes overwritten.
 
 mod comparators;
+mod floyd;
 mod info;
 mod rows;
 mod scan;
 mod values;
 
 pub use comparators::comparators;
+pub use floyd::{floyd_bytes, floyd_comparators};
 pub use info::dump_info;
-pub use scan::{dump_patch, fixture_dump_files, scan};
+pub use scan::{dump_patch, fixture_dump_files, floyd_dump_patch, floyd_fixture_dump_files, scan};
 pub use values::values;

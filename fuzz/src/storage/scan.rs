@@ -99,13 +99,24 @@ pub fn scan(data: &[u8]) {
     });
 }
 
-fn fixture_dump() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pika-v3.3.6/dump/db0")
+/// The `db0` of the dump a real Pika `version` wrote (3.3.6: blackwidow; 4.0.1: floyd).
+fn fixture_dump(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../tests/fixtures/pika-v{version}/dump/db0"))
 }
 
-/// The fixture dump's files, relative to its `db0`, in a fixed order.
+/// The blackwidow fixture dump's files, relative to its `db0`, in a fixed order.
 pub fn fixture_dump_files() -> Vec<PathBuf> {
-    let root = fixture_dump();
+    dump_files("3.3.6")
+}
+
+/// The floyd (Pika 4.0.1) fixture dump's files, relative to its `db0`.
+pub fn floyd_fixture_dump_files() -> Vec<PathBuf> {
+    dump_files("4.0.1")
+}
+
+fn dump_files(version: &str) -> Vec<PathBuf> {
+    let root = fixture_dump(version);
     let mut files = Vec::new();
     let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {
@@ -124,11 +135,20 @@ pub fn fixture_dump_files() -> Vec<PathBuf> {
     files
 }
 
-/// The fixture dump with patches applied: each is a file (by index), an offset in it
-/// (u32 LE, wrapped to the file's length) and up to 8 bytes to write there. The scan
-/// fails with an error naming the place, or gives well-formed events.
+/// The blackwidow fixture dump with patches applied: each is a file (by index), an
+/// offset in it (u32 LE, wrapped to the file's length) and up to 8 bytes to write there.
+/// The scan fails with an error naming the place, or gives well-formed events.
 pub fn dump_patch(data: &[u8]) {
-    let files = fixture_dump_files();
+    patch_and_scan("3.3.6", data);
+}
+
+/// The same on the floyd dump of Pika 4.0.1 (three instances, seven column families).
+pub fn floyd_dump_patch(data: &[u8]) {
+    patch_and_scan("4.0.1", data);
+}
+
+fn patch_and_scan(version: &str, data: &[u8]) {
+    let files = dump_files(version);
     scratch::with_empty_dir(|dir| {
         let db = dir.join("db0");
         for rel in &files {
@@ -136,7 +156,7 @@ pub fn dump_patch(data: &[u8]) {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).expect("creating a dump directory");
             }
-            std::fs::copy(fixture_dump().join(rel), &to).expect("copying the fixture dump");
+            std::fs::copy(fixture_dump(version).join(rel), &to).expect("copying the fixture dump");
         }
         let mut rest = data;
         while let [file, o0, o1, o2, o3, len, tail @ ..] = rest {

@@ -122,6 +122,43 @@ fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The seeds of the target `name`.
+/// floyd keys and values as Pika 4.0.1 writes them (fixture README and bytes).
+fn floyd_seeds() -> Vec<Vec<u8>> {
+    let reserve = [0u8; 16];
+    let mut meta_key = vec![0u8; 8];
+    meta_key.extend_from_slice(b"s1:nul:end\x00\x01\x00\x00");
+    meta_key.extend_from_slice(&reserve);
+    let mut cut = vec![0u8; 8];
+    cut.extend_from_slice(b"s1:nul:mid\x00\x01\x00\x00");
+    cut.extend_from_slice(&reserve);
+    cut.extend_from_slice(b"\xd8,");
+    let ms = |t: u64| (t | 1 << 63).to_le_bytes();
+    let mut string = b"\x00v-mid".to_vec();
+    string.extend_from_slice(&reserve);
+    string.extend_from_slice(&ms(1_796_034_403_358));
+    string.extend_from_slice(&ms(1_798_534_403_212));
+    let mut hash = vec![1u8];
+    hash.extend_from_slice(&1i32.to_le_bytes());
+    hash.extend_from_slice(&1_796_034_403_360u64.to_le_bytes());
+    hash.extend_from_slice(&reserve);
+    hash.extend_from_slice(&ms(1_796_034_403_360));
+    hash.extend_from_slice(&0u64.to_le_bytes());
+    let mut list = vec![3u8];
+    list.extend_from_slice(&2u64.to_le_bytes());
+    list.extend_from_slice(&1_796_034_403_360u64.to_le_bytes());
+    list.extend_from_slice(&((1u64 << 63) - 1).to_le_bytes());
+    list.extend_from_slice(&[0x71, 0x1e, 0x91, 0x24, 0x7f, 0, 0, 0]);
+    list.extend_from_slice(&((1u64 << 63) + 2).to_le_bytes());
+    list.extend_from_slice(&[0x10, 0, 0, 0, 0, 0, 0, 0]);
+    list.extend_from_slice(&reserve);
+    list.extend_from_slice(&ms(1_796_034_403_360));
+    list.extend_from_slice(&0u64.to_le_bytes());
+    let mut score = 1.5f64.to_le_bytes().to_vec();
+    score.extend_from_slice(&reserve);
+    score.extend_from_slice(&ms(1_796_034_403_360));
+    vec![meta_key, cut, string, hash, list, score]
+}
+
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     let text = |s: &str| s.as_bytes().to_vec();
     match name {
@@ -194,9 +231,18 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                 1.5f64.to_le_bytes().to_vec(),
             ]
         }
-        "storage_comparators" | "normalize" | "plugin_reply" | "storage_scan" => Vec::new(),
-        "storage_dump_patch" => {
-            let files = pika_migrate_fuzz::storage::fixture_dump_files();
+        "storage_comparators"
+        | "normalize"
+        | "plugin_reply"
+        | "storage_scan"
+        | "floyd_comparators" => Vec::new(),
+        "floyd_bytes" => floyd_seeds(),
+        "storage_dump_patch" | "floyd_dump_patch" => {
+            let files = if name == "floyd_dump_patch" {
+                pika_migrate_fuzz::storage::floyd_fixture_dump_files()
+            } else {
+                pika_migrate_fuzz::storage::fixture_dump_files()
+            };
             let mut s = vec![Vec::new()];
             // Per file: its first bytes and a byte near its end (the footer) changed.
             for i in 0..files.len() {

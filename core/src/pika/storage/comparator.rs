@@ -24,8 +24,9 @@ fn split_user_key(k: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Orders "ended here" before "continues", as blackwidow does at each field boundary.
-fn ends_first(a: &[u8], b: &[u8]) -> Option<Ordering> {
+/// Orders "ended here" before "continues", as blackwidow and floyd do at each field
+/// boundary.
+pub(super) fn ends_first(a: &[u8], b: &[u8]) -> Option<Ordering> {
     match (a.is_empty(), b.is_empty()) {
         (true, true) => Some(Ordering::Equal),
         (true, false) => Some(Ordering::Less),

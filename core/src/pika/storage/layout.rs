@@ -1,6 +1,8 @@
 //! Finds the databases in a path an operator gives: a dump as BGSAVE/dbsync writes it
 //! (`dump/<date>/db0/…` with an `info` file), a single `db0/`, a stopped server's
-//! `db/` directory, or a directory holding the five type directories itself.
+//! `db/` directory, or a database directory itself. What a database directory holds
+//! tells its format: the five type directories of blackwidow (Pika 3.2–3.5), or the
+//! numbered instance directories of floyd (Pika 4.0), each a RocksDB.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,25 @@ pub struct DbDir {
     /// Database index (`db<N>`), 0 when the directory has no such name.
     pub index: u32,
     pub path: PathBuf,
+    pub format: StorageFormat,
+}
+
+/// How a database directory is laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageFormat {
+    /// `strings/ hashes/ lists/ sets/ zsets/` (Pika 3.2–3.5).
+    Blackwidow,
+    /// `0/ 1/ …`, one RocksDB per instance (Pika 4.0), in instance order.
+    Floyd { instances: Vec<PathBuf> },
+}
+
+impl StorageFormat {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StorageFormat::Blackwidow => "blackwidow (Pika 3.2-3.5)",
+            StorageFormat::Floyd { .. } => "floyd (Pika 4.0)",
+        }
+    }
 }
 
 /// What a dump's `info` file says.
@@ -40,6 +61,53 @@ fn db_index(name: &str) -> Option<u32> {
 
 fn has_type_dirs(dir: &Path) -> bool {
     TYPE_DIRS.iter().any(|t| dir.join(t).is_dir())
+}
+
+/// floyd's instance directories under `dir`: numbered directories holding a RocksDB
+/// (`CURRENT`), in instance order. Empty when there are none.
+fn instance_dirs(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let mut found: Vec<(u32, PathBuf)> = subdirs(dir)?
+        .into_iter()
+        .filter(|(_, p)| p.join("CURRENT").is_file())
+        .filter_map(|(name, p)| {
+            let digits = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| name.parse().ok().map(|n| (n, p))).flatten()
+        })
+        .collect();
+    found.sort();
+    // Pika opens `0 … db-instance-num - 1`; a gap means a directory went missing.
+    if let Some(gap) = (found.iter().enumerate()).find(|(i, (n, _))| *i as u32 != *n) {
+        return Err(layout_error(
+            dir,
+            format!(
+                "instance directory {} is missing (found {} after it)",
+                gap.0,
+                (gap.1).0
+            ),
+        ));
+    }
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The database in `dir` when `dir` is one: blackwidow or floyd by what it holds.
+fn database_in(dir: &Path, index: u32) -> Result<Option<DbDir>, StorageError> {
+    if has_type_dirs(dir) {
+        check_complete(dir)?;
+        return Ok(Some(DbDir {
+            index,
+            path: dir.to_owned(),
+            format: StorageFormat::Blackwidow,
+        }));
+    }
+    let instances = instance_dirs(dir)?;
+    if instances.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(DbDir {
+        index,
+        path: dir.to_owned(),
+        format: StorageFormat::Floyd { instances },
+    }))
 }
 
 fn check_complete(db: &Path) -> Result<(), StorageError> {
@@ -86,34 +154,22 @@ pub fn find_databases(path: &Path) -> Result<Vec<DbDir>, StorageError> {
     if !path.is_dir() {
         return Err(layout_error(path, "not a directory"));
     }
-    if has_type_dirs(path) {
-        check_complete(path)?;
-        let index = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(db_index)
-            .unwrap_or(0);
-        return Ok(vec![DbDir {
-            index,
-            path: path.to_owned(),
-        }]);
+    let own_index = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(db_index)
+        .unwrap_or(0);
+    if let Some(db) = database_in(path, own_index)? {
+        return Ok(vec![db]);
     }
     let children = subdirs(path)?;
-    let dbs: Vec<DbDir> = children
-        .iter()
-        .filter_map(|(name, p)| {
-            db_index(name).map(|index| DbDir {
-                index,
-                path: p.clone(),
-            })
-        })
-        .filter(|db| has_type_dirs(&db.path))
-        .collect();
-    if !dbs.is_empty() {
-        for db in &dbs {
-            check_complete(&db.path)?;
+    let mut dbs = Vec::new();
+    for (name, p) in &children {
+        if let Some(index) = db_index(name) {
+            dbs.extend(database_in(p, index)?);
         }
-        let mut dbs = dbs;
+    }
+    if !dbs.is_empty() {
         dbs.sort_by_key(|db| db.index);
         return Ok(dbs);
     }
@@ -207,6 +263,7 @@ mod tests {
         let expect = vec![DbDir {
             index: 0,
             path: db0.clone(),
+            format: StorageFormat::Blackwidow,
         }];
         assert_eq!(find_databases(root.path()).unwrap(), expect);
         assert_eq!(
@@ -229,6 +286,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a Pika dump"));
+        assert!(find_databases(&foreign.path().join("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("no such"));
+
+        // floyd: numbered instance directories, each holding a RocksDB.
+        let floyd = root.path().join("floyd/db1");
+        for i in ["0", "1"] {
+            std::fs::create_dir_all(floyd.join(i)).unwrap();
+            std::fs::write(floyd.join(i).join("CURRENT"), "MANIFEST-000001\n").unwrap();
+        }
+        let found = find_databases(&root.path().join("floyd")).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].index, 1);
+        assert_eq!(
+            found[0].format,
+            StorageFormat::Floyd {
+                instances: vec![floyd.join("0"), floyd.join("1")]
+            }
+        );
+        assert_eq!(find_databases(&floyd).unwrap(), found);
+        std::fs::remove_file(floyd.join("0/CURRENT")).unwrap();
+        let gap = find_databases(&floyd).unwrap_err().to_string();
+        assert!(gap.contains("instance directory 0 is missing"), "{gap}");
         assert!(find_databases(&foreign.path().join("nope"))
             .unwrap_err()
             .to_string()

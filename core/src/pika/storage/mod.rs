@@ -1,17 +1,23 @@
-//! blackwidow storage (Pika 3.2–3.5): the five RocksDB databases of a Pika database,
-//! opened read-only with blackwidow's comparators registered by name, and scanned into
-//! snapshot events.
+//! Pika's storage on disk, opened read-only and scanned into snapshot events: blackwidow
+//! (Pika 3.2–3.5: five RocksDB databases per Pika database, `comparator`, `format`,
+//! `scan`) and floyd (Pika 4.0: one RocksDB per instance, `floyd`). Which one a
+//! directory holds is read from the directory itself (`layout`).
 
 pub mod comparator;
+pub mod db;
+pub mod emit;
+pub mod floyd;
 pub mod format;
 pub mod layout;
+mod rocks;
 pub mod scan;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use layout::{find_databases, DbDir, DumpInfo};
-pub use scan::{ChunkLimits, PikaDb, ScanStats};
+pub use db::PikaDb;
+pub use emit::{ChunkLimits, ScanStats, Unsupported, UnsupportedKey};
+pub use layout::{find_databases, DbDir, DumpInfo, StorageFormat};
 
 /// Errors reading a dump or db directory; each names the directory and, for bad data,
 /// the key.

@@ -17,36 +17,44 @@ const MAX_REPLY: usize = 1 << 20;
 /// Longest reply line (a status, an error or a length).
 const MAX_LINE: u64 = 64 << 10;
 
-/// The two ways a Pika master hands its dump to a replica; everything else of the
-/// replication protocol is the same from 3.2 to 3.5.
+/// The ways a Pika master hands its dump to a replica; everything else of the
+/// replication protocol is the same from 3.2 to 4.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
     /// 3.2–3.4: the master pushes the dump with rsync to the replica's port + 1000.
     Push,
     /// 3.5: the replica pulls the dump over `RsyncService` on the master's port + 10001.
     Pull,
+    /// 4.0: pulled as from 3.5, but the dump is floyd's: one directory per instance
+    /// (`0/ 1/ …`, MetaSync's `db_instance_num`) instead of one per type.
+    PullFloyd,
 }
 
 impl Generation {
-    /// How the binlog items of a master of this generation are read.
+    /// How the binlog items of a master of this generation are read (4.0 refuses
+    /// `FLUSHDB <type>`, the one form the dialects differ on).
     pub fn dialect(self) -> crate::pika::normalize::Dialect {
         match self {
             Generation::Push => crate::pika::normalize::Dialect::Pika3,
-            Generation::Pull => crate::pika::normalize::Dialect::Pika35,
+            Generation::Pull | Generation::PullFloyd => crate::pika::normalize::Dialect::Pika35,
         }
     }
 
-    /// The generation a MetaSync reply shows: 3.5 added `run_id`, 4.0 `db_instance_num`
-    /// (`None`: a 4.0 master, which we do not speak).
+    /// The generation a MetaSync reply shows: 3.5 added `run_id`, 4.0 `db_instance_num`.
+    /// `None` for a reply no Pika sends (`db_instance_num` without a `run_id`).
     pub fn of_meta_sync(meta: &crate::pika::repl::proto::MetaSyncResponse) -> Option<Generation> {
-        if meta.tables_info.iter().any(|t| t.db_instance_num.is_some()) {
-            return None;
+        let floyd = meta.tables_info.iter().any(|t| t.db_instance_num.is_some());
+        match (floyd, meta.run_id.is_some()) {
+            (true, true) => Some(Generation::PullFloyd),
+            (true, false) => None,
+            (false, true) => Some(Generation::Pull),
+            (false, false) => Some(Generation::Push),
         }
-        Some(if meta.run_id.is_some() {
-            Generation::Pull
-        } else {
-            Generation::Push
-        })
+    }
+
+    /// Whether we pull the dump (3.5 and 4.0) rather than receive it.
+    pub fn pulls(self) -> bool {
+        matches!(self, Generation::Pull | Generation::PullFloyd)
     }
 }
 
@@ -55,6 +63,9 @@ impl std::fmt::Display for Generation {
         f.write_str(match self {
             Generation::Push => "Pika 3.2–3.4 (dump pushed with rsync)",
             Generation::Pull => "Pika 3.5 (dump pulled over its rsync service)",
+            Generation::PullFloyd => {
+                "Pika 4.0 (floyd dump, one directory per instance, pulled over its rsync service)"
+            }
         })
     }
 }
@@ -101,6 +112,8 @@ impl MasterInfo {
         let generation = match (parts.next().flatten(), parts.next().flatten()) {
             (Some(3), Some(2..=4)) => Generation::Push,
             (Some(3), Some(5)) => Generation::Pull,
+            // 4.0.1 reports `4.0.0` (its tag's version header).
+            (Some(4), Some(0)) => Generation::PullFloyd,
             _ => {
                 return Err(ReplicaError::UnsupportedVersion {
                     addr: addr.into(),
@@ -224,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn speaks_3_2_to_3_5_masters_only() {
+    fn speaks_3_2_to_4_0_masters_only() {
         for v in ["3.2.9", "3.3.6", "3.4.2"] {
             assert_eq!(
                 info(v, "master").check("m").unwrap(),
@@ -239,7 +252,14 @@ mod tests {
                 "{v}"
             );
         }
-        for v in ["4.0.0", "4.0.1", "3.6.0", "2.3.6"] {
+        for v in ["4.0.0", "4.0.1"] {
+            assert_eq!(
+                info(v, "master").check("m").unwrap(),
+                Generation::PullFloyd,
+                "{v}"
+            );
+        }
+        for v in ["4.1.0", "3.6.0", "2.3.6"] {
             let e = info(v, "master").check("m").unwrap_err();
             assert!(e.to_string().contains(v), "{e}");
             assert_eq!(e.exit_code(), 76);
@@ -288,6 +308,8 @@ mod tests {
         meta.replication_id = Some("2".repeat(50));
         assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::Pull));
         meta.tables_info = vec![db(Some(3))];
+        assert_eq!(Generation::of_meta_sync(&meta), Some(Generation::PullFloyd));
+        meta.run_id = None;
         assert_eq!(Generation::of_meta_sync(&meta), None);
     }
 

@@ -1,11 +1,11 @@
-//! The `pika` source: joins a running Pika 3.2–3.5 master as a replica. It takes a full
-//! sync (a 3.2–3.4 master pushes its dump to our rsync daemon; from a 3.5 master we pull
-//! it over its rsync service; we scan it), then follows the binlog from the dump's
+//! The `pika` source: joins a running Pika 3.2–4.0 master as a replica. It takes a full
+//! sync (a 3.2–3.4 master pushes its dump to our rsync daemon; from a 3.5 or 4.0 master
+//! we pull it over its rsync service; we scan it, blackwidow or floyd), then follows the binlog from the dump's
 //! position, acking only what every sink has acknowledged, and keeps its place in
 //! `work_dir/checkpoint.json` so a restart resumes where the sinks stand, without a
 //! second full sync.
 //!
-//! `link` is the replication connection, `rsyncd` the daemon (3.2–3.4), `pull` the 3.5
+//! `link` is the replication connection, `rsyncd` the daemon (3.2–3.4), `pull` the 3.5/4.0
 //! pull, `dump` the receiving directory, `checkpoint` the progress file, `master_info`
 //! the checks made on the master's client port (and the protocol generation), `stream`
 //! the binlog loop.
@@ -123,14 +123,14 @@ impl PikaSource {
         format!("{}:{}", self.master_host(), self.master_port + 2000)
     }
 
-    /// The 3.5 master's rsync service (port + 10001, which may not fit in a port number).
+    /// The 3.5/4.0 master's rsync service (port + 10001, which may not fit in a port number).
     fn rsync2_addr(&self) -> Result<String, ReplicaError> {
         let port = self
             .master_port
             .checked_add(pull::RSYNC2_PORT_SHIFT)
             .ok_or_else(|| {
                 ReplicaError::Config(format!(
-                    "master port {} + 10001 (a Pika 3.5 master's rsync service) is not a port",
+                    "master port {} + 10001 (a Pika 3.5/4.0 master's rsync service) is not a port",
                     self.master_port
                 ))
             })?;
@@ -405,7 +405,9 @@ impl Replica<'_> {
                 found: format!(
                     "reports a version of {} in INFO but answers MetaSync as {}",
                     self.generation,
-                    replied.map_or("Pika 4.0 (db_instance_num)".to_owned(), |g| g.to_string())
+                    replied.map_or("no Pika (db_instance_num without run_id)".to_owned(), |g| {
+                        g.to_string()
+                    })
                 ),
             });
         }
@@ -431,7 +433,7 @@ impl Replica<'_> {
         self.metrics.status().set_stage(Phase::FullSyncTransfer);
         self.metrics.status().set_dump_bytes(0);
         let dir = ReceiveDir::new(&s.work_dir, DB);
-        if self.generation == Generation::Pull {
+        if self.generation.pulls() {
             // No daemon: we pull, and the pull readies the directory itself (keeping
             // the files of this dump an earlier run completed).
             return self.wait_for_dump(link, &dir).await;
@@ -474,7 +476,7 @@ impl Replica<'_> {
         // the pull ends (its `info` comes early, in file name order). 3.2–3.4: the
         // master's push is complete when `info`, which it sends last, is there.
         let mut pull = match self.generation {
-            Generation::Pull => {
+            Generation::Pull | Generation::PullFloyd => {
                 let plan = pull::PullPlan {
                     addr: s.rsync2_addr()?,
                     db: DB,
@@ -543,7 +545,7 @@ impl Replica<'_> {
                         s.announce.ip,
                         s.announce.port + 1000
                     ),
-                    Generation::Pull => format!(
+                    Generation::Pull | Generation::PullFloyd => format!(
                         "check that we reach the master's rsync service at {} (its port + \
                          10001), and what its log says",
                         s.rsync2_addr()?

@@ -53,6 +53,26 @@ const META_WAIT: Duration = Duration::from_secs(3);
 const RESTARTS: u32 = 5;
 /// blackwidow's type databases a 3.5 dump lists (streams are never listed).
 const TYPE_DIRS: [&str; 5] = ["strings", "hashes", "lists", "sets", "zsets"];
+/// Most instance directories a 4.0 dump may list (`0/ … <db-instance-num - 1>/`);
+/// Pika's default is 3, and a name longer than 4 digits is no instance.
+const MAX_INSTANCE_DIGITS: usize = 4;
+
+/// A floyd instance directory name (Pika 4.0): a small decimal number.
+fn is_instance_dir(dir: &str) -> bool {
+    (1..=MAX_INSTANCE_DIGITS).contains(&dir.len()) && dir.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The directories a checked file list puts files in: 3.5's type directories (all
+/// five, as the reader needs them) or 4.0's instance directories.
+fn dirs_of(names: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut dirs: BTreeSet<String> = (names.iter())
+        .filter_map(|n| n.split_once('/').map(|(dir, _)| dir.to_owned()))
+        .collect();
+    if dirs.iter().any(|d| TYPE_DIRS.contains(&d.as_str())) {
+        dirs.extend(TYPE_DIRS.iter().map(|t| t.to_string()));
+    }
+    dirs
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -188,14 +208,25 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// The names the master lists, each `<type>/<file>` or `info`: anything else (a path
-/// climbing out, a directory we do not know) would be written outside the dump.
+/// The names the master lists, each `<type>/<file>` (3.5), `<instance>/<file>` (4.0)
+/// or `info`: anything else (a path climbing out, a directory we do not know, both
+/// layouts at once) would be written outside the dump or not be one.
 fn check_names(files: Vec<String>) -> Result<BTreeSet<String>, PullError> {
     let mut names = BTreeSet::new();
+    let (mut by_type, mut by_instance) = (None, None);
     for name in files {
         let ok = name == "info"
             || name.split_once('/').is_some_and(|(dir, file)| {
-                TYPE_DIRS.contains(&dir)
+                let known = if TYPE_DIRS.contains(&dir) {
+                    by_type.get_or_insert(name.clone());
+                    true
+                } else if is_instance_dir(dir) {
+                    by_instance.get_or_insert(name.clone());
+                    true
+                } else {
+                    false
+                };
+                known
                     && !file.is_empty()
                     && !file.contains('/')
                     && file != "."
@@ -206,6 +237,16 @@ fn check_names(files: Vec<String>) -> Result<BTreeSet<String>, PullError> {
             return Err(PullError::BadFileName(name));
         }
         names.insert(name);
+    }
+    if let (Some(blackwidow), Some(floyd)) = (by_type, by_instance) {
+        return Err(PullError::BadReply {
+            file: "(file list)".into(),
+            offset: 0,
+            reason: format!(
+                "the dump's file list mixes a Pika 3.5 type directory ({blackwidow}) and a 4.0 \
+                 instance directory ({floyd})"
+            ),
+        });
     }
     if !names.contains("info") {
         return Err(PullError::BadReply {
@@ -243,7 +284,7 @@ fn prepare(
         remove_dir_contents(&plan.db_dir)?;
     } else {
         // Only the files of this dump that were completed remain.
-        for dir in TYPE_DIRS.iter().map(|t| plan.db_dir.join(t)) {
+        for dir in dirs_of(names).iter().map(|d| plan.db_dir.join(d)) {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = format!(
                     "{}/{}",
@@ -259,8 +300,8 @@ fn prepare(
             remove_path(&plan.db_dir.join("info"))?;
         }
     }
-    for t in TYPE_DIRS {
-        let dir = plan.db_dir.join(t);
+    for d in dirs_of(names) {
+        let dir = plan.db_dir.join(d);
         std::fs::create_dir_all(&dir).map_err(|e| PullError::io(&dir, 0, e))?;
     }
     write_done_list(
@@ -819,24 +860,36 @@ mod tests {
         );
     }
 
+    fn names(list: &[&str]) -> Result<BTreeSet<String>, PullError> {
+        check_names(list.iter().map(|s| s.to_string()).collect())
+    }
+
     #[test]
-    fn names_outside_the_dump_are_refused() {
+    fn file_lists_of_3_5_and_4_0_are_taken_and_nothing_else() {
+        // 3.5: per type; the reader needs all five directories.
+        let list = names(&["strings/CURRENT", "hashes/000012.sst", "info"]).unwrap();
+        assert_eq!(dirs_of(&list).len(), 5);
+        // 4.0.1's list, as the real replica received it (repl-notes.md).
+        let list = names(&["0/OPTIONS-000019", "1/000025.sst", "2/CURRENT", "info"]).unwrap();
+        assert_eq!(
+            dirs_of(&list).into_iter().collect::<Vec<_>>(),
+            ["0", "1", "2"]
+        );
         for bad in [
-            "../x",
-            "strings/../../x",
-            "/etc/passwd",
-            "streams/1.sst",
-            "strings/",
+            &["../x", "info"][..],
+            &["0/../x", "info"],
+            &["12345/CURRENT", "info"],
+            &["-1/CURRENT", "info"],
+            &["streams/CURRENT", "info"],
+            &["0/sub/CURRENT", "info"],
         ] {
-            let names = vec!["info".to_owned(), bad.to_owned()];
             assert!(
-                matches!(check_names(names), Err(PullError::BadFileName(_))),
-                "{bad}"
+                matches!(names(bad), Err(PullError::BadFileName(_))),
+                "{bad:?}"
             );
         }
-        assert!(
-            check_names(vec!["strings/1.sst".into()]).is_err(),
-            "no info"
-        );
+        let mixed = names(&["strings/CURRENT", "0/CURRENT", "info"]).unwrap_err();
+        assert!(mixed.to_string().contains("mixes"), "{mixed}");
+        assert!(names(&["0/CURRENT"]).is_err());
     }
 }

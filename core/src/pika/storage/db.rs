@@ -1,0 +1,73 @@
+//! One Pika database on disk, whichever storage format it is in.
+
+use std::path::{Path, PathBuf};
+
+use super::emit::{ChunkLimits, ScanStats};
+use super::floyd::FloydDb;
+use super::layout::{read_dump_info, DbDir, DumpInfo, StorageFormat};
+use super::scan::BlackwidowDb;
+use super::StorageError;
+use crate::event::Event;
+
+enum Reader {
+    Blackwidow(Box<BlackwidowDb>),
+    Floyd(FloydDb),
+}
+
+/// An opened Pika database: its index, directory, dump position and reader.
+pub struct PikaDb {
+    pub index: u32,
+    pub path: PathBuf,
+    pub info: Option<DumpInfo>,
+    pub format: StorageFormat,
+    reader: Reader,
+}
+
+impl PikaDb {
+    /// Opens a database directory read-only; RocksDB's log files go to `log_dir`.
+    pub fn open(dir: &DbDir, log_dir: &Path) -> Result<PikaDb, StorageError> {
+        let info = read_dump_info(&dir.path)?;
+        let reader = match &dir.format {
+            StorageFormat::Blackwidow => {
+                Reader::Blackwidow(Box::new(BlackwidowDb::open(dir, log_dir)?))
+            }
+            StorageFormat::Floyd { instances } => Reader::Floyd(FloydDb::open(
+                dir.index,
+                &dir.path,
+                instances,
+                info.clone(),
+                log_dir,
+            )?),
+        };
+        Ok(PikaDb {
+            index: dir.index,
+            path: dir.path.clone(),
+            info,
+            format: dir.format.clone(),
+            reader,
+        })
+    }
+
+    /// RocksDB's estimate of the keys (for progress; counts stale data).
+    pub fn estimate_keys(&self) -> u64 {
+        match &self.reader {
+            Reader::Blackwidow(db) => db.estimate_keys(),
+            Reader::Floyd(db) => db.estimate_keys(),
+        }
+    }
+
+    /// Emits every live key (`now` in unix seconds). `emit` returns false to stop early
+    /// (the consumer went away).
+    pub fn scan(
+        &self,
+        limits: ChunkLimits,
+        now: i64,
+        seq: &mut u64,
+        emit: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        match &self.reader {
+            Reader::Blackwidow(db) => db.scan(limits, now, seq, emit),
+            Reader::Floyd(db) => db.scan(limits, now, seq, emit),
+        }
+    }
+}
