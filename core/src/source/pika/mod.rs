@@ -136,6 +136,15 @@ impl PikaSource {
             })?;
         Ok(format!("{}:{port}", self.master_host()))
     }
+
+    /// The master's INFO, read on its client port, and the protocol generation it
+    /// speaks; an error for a master we cannot follow.
+    async fn read_info(&self) -> Result<(master_info::MasterInfo, Generation), ReplicaError> {
+        let info = master_info::fetch(&self.master, self.password.as_deref()).await?;
+        let generation = info.check(&self.master)?;
+        tracing::info!(version = info.version.as_deref().unwrap_or("?"), %generation, "the master");
+        Ok((info, generation))
+    }
 }
 
 /// How an attempt ended when it did not fail.
@@ -215,9 +224,7 @@ impl Source for PikaSource {
         }
         metrics.status().set_master(&self.master);
         metrics.status().set_stage(Phase::Connecting);
-        let info = master_info::fetch(&self.master, self.password.as_deref()).await?;
-        let generation = info.check(&self.master)?;
-        tracing::info!(version = info.version.as_deref().unwrap_or("?"), %generation, "the master");
+        let (info, generation) = self.read_info().await?;
         let mut replica = Replica {
             source: &self,
             out,
@@ -357,10 +364,9 @@ impl Replica<'_> {
     /// arrives in between crashes Pika 3.2.9 (it cannot build the error reply). It also
     /// notices a master that came back as someone's replica.
     async fn read_info_again(&mut self) -> Result<(), ReplicaError> {
-        let s = self.source;
-        let info = master_info::fetch(&s.master, s.password.as_deref()).await?;
+        let (info, generation) = self.source.read_info().await?;
         // A master upgraded while we were away hands its dump over the new way.
-        self.generation = info.check(&s.master)?;
+        self.generation = generation;
         if let Some(at) = info.binlog_offset {
             self.master_at = at;
         }
