@@ -283,3 +283,59 @@ fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--nice"), "{stderr}");
 }
+
+/// A binlog directory of `items`, framed as Pika writes it: one full-type record each
+/// (3-byte length, 4-byte time, type 1), then the manifest naming the end.
+fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
+    let mut file = Vec::new();
+    for (n, argv) in items.iter().enumerate() {
+        let item = pika_migrate_core::pika::binlog::BinlogItem {
+            exec_time: 1_700_000_000,
+            term: 0,
+            logic_id: n as u64 + 1,
+            filenum: 0,
+            offset: file.len() as u64,
+            argv: argv
+                .iter()
+                .map(|a| bytes::Bytes::copy_from_slice(a))
+                .collect(),
+        }
+        .encode();
+        file.extend_from_slice(&(item.len() as u32).to_le_bytes()[..3]);
+        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        file.push(1);
+        file.extend_from_slice(&item);
+    }
+    let mut manifest = vec![0u8; 64];
+    manifest[4..12].copy_from_slice(&(file.len() as u64).to_le_bytes());
+    std::fs::write(dir.join("write2file0"), file).unwrap();
+    std::fs::write(dir.join("manifest"), manifest).unwrap();
+}
+
+#[test]
+fn inspect_binlog_shows_a_flushdb_of_one_type_as_the_named_pika_version_applied_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_binlog(dir.path(), &[&[b"FLUSHDB", b"hash"]]);
+    let path = dir.path().to_str().unwrap();
+    // 3.2-3.4 (the default) delete the hashes only; 3.5 empties the database.
+    let (code, stdout, _) = run_cli(&["inspect", "binlog", "--json", path]);
+    assert_eq!(code, 0);
+    let item: Json = serde_json::from_str(stdout.trim()).unwrap();
+    assert_ne!(item["redis"], serde_json::json!(["FLUSHDB"]), "{item}");
+    for version in ["3.5.5", "4.0"] {
+        let (code, stdout, _) = run_cli(&[
+            "inspect",
+            "binlog",
+            "--json",
+            "--pika-version",
+            version,
+            path,
+        ]);
+        assert_eq!(code, 0);
+        let item: Json = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(item["redis"], serde_json::json!(["FLUSHDB"]), "{item}");
+    }
+    let (code, _, stderr) = run_cli(&["inspect", "binlog", "--pika-version", "2.3", path]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Pika 3.2 to 4.0"), "{stderr}");
+}

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
-use pika_migrate_core::pika::normalize::{normalize, Normalized};
+use pika_migrate_core::pika::normalize::{normalize_as, Dialect, Normalized};
 use pika_migrate_core::pika::storage::{ChunkLimits, ScanStats, Snapshot, StorageFormat};
 use pika_migrate_core::source::snapshot::unix_now;
 use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
@@ -35,13 +35,22 @@ pub enum What {
         /// Start at FILENUM:OFFSET, an item boundary (a position printed by this command).
         #[arg(long)]
         from: Option<BinlogOffset>,
+        /// The Pika version that wrote the binlog (`3.3`, `3.5.5`, `4.0`): the Redis
+        /// command shown for a few logged commands depends on it. Default: 3.2–3.4.
+        #[arg(long, value_parser = parse_dialect)]
+        pika_version: Option<Dialect>,
     },
 }
 
 pub async fn inspect(what: What) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || match what {
         What::Snapshot { path, json } => snapshot(path, json),
-        What::Binlog { path, json, from } => binlog(path, json, from),
+        What::Binlog {
+            path,
+            json,
+            from,
+            pika_version,
+        } => binlog(path, json, from, pika_version.unwrap_or_default()),
     })
     .await
     .context("inspect task failed")?
@@ -186,14 +195,24 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     finish_output(out, write_failed)
 }
 
-fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Result<ExitCode> {
+fn parse_dialect(version: &str) -> Result<Dialect, String> {
+    Dialect::of_version(version)
+        .ok_or_else(|| format!("{version:?}: binlogs of Pika 3.2 to 4.0 are read"))
+}
+
+fn binlog(
+    path: PathBuf,
+    json: bool,
+    from: Option<BinlogOffset>,
+    dialect: Dialect,
+) -> anyhow::Result<ExitCode> {
     let mut reader = BinlogReader::open(&path, from)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     while let ReadOutcome::Entry(entry) = reader.read_next()? {
         let item = &entry.item;
         // A command the tool would refuse is listed with the reason, not fatal here.
-        let (redis, refused) = match normalize(&item.argv, item.exec_time) {
+        let (redis, refused) = match normalize_as(&item.argv, item.exec_time, dialect) {
             Ok(redis) => (redis, None),
             Err(e) => (
                 Normalized {

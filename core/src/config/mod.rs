@@ -174,8 +174,8 @@ pub struct BinlogSourceConfig {
     /// At most this many events per second (a replay at a chosen pace).
     #[serde(default)]
     pub rate: Option<u64>,
-    /// The Pika version that wrote the binlog (`"3.3"`, `"3.5.5"`): a few logged
-    /// commands had other effects on 3.5. Default: 3.2–3.4.
+    /// The Pika version that wrote the binlog (`"3.3"`, `"3.5.5"`, `"4.0"`): a few
+    /// logged commands had other effects from 3.5 on. Default: 3.2–3.4.
     #[serde(default, deserialize_with = "de_dialect")]
     pub pika_version: Dialect,
 }
@@ -221,7 +221,7 @@ fn de_dialect<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dialect, D::Erro
     let text = String::deserialize(d)?;
     Dialect::of_version(&text).ok_or_else(|| {
         serde::de::Error::custom(format!(
-            "pika_version {text:?}: binlogs of Pika 3.2 to 3.5 are read"
+            "pika_version {text:?}: binlogs of Pika 3.2 to 4.0 are read"
         ))
     })
 }
