@@ -2,7 +2,7 @@
 //! in each (every type, expiries, one name holding another type in another database),
 //! its BGSAVE dump and then its whole `log/` directory (every `log_db<N>/`, each from its
 //! own database's dump position) replayed into a real Redis: Redis db N equals Pika's
-//! db N. Runs on Pika 3.2.9, 3.3.6 and 3.5.5 from `PIKA_BIN_DIR`; skipped without them.
+//! db N. Runs on Pika 3.2.9, 3.3.6, 3.5.5 and 4.0.1 (a floyd dump) from `PIKA_BIN_DIR`; skipped without them.
 
 mod common;
 
@@ -25,6 +25,11 @@ fn pika_3_3_6_dump_and_log_dir_of_three_databases_replay_exactly() {
 #[test]
 fn pika_3_5_5_dump_and_log_dir_of_three_databases_replay_exactly() {
     dump_and_log_dir_replay_exactly("3.5.5", "pika_3_5_5_dump_and_log_dir");
+}
+
+#[test]
+fn pika_4_0_1_dump_and_log_dir_of_three_databases_replay_exactly() {
+    dump_and_log_dir_replay_exactly("4.0.1", "pika_4_0_1_dump_and_log_dir");
 }
 
 fn run(con: &mut redis::Connection, argv: &[&str]) {
