@@ -35,7 +35,13 @@ pub struct RespError {
 /// Parses exactly one multi-bulk command filling all of `input`. The returned
 /// arguments are slices of `input` (no copy).
 pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
-    let bytes = input.as_ref();
+    parse_command_from(input, 0)
+}
+
+/// Parses exactly one multi-bulk command filling `input[start..]`, into slices of
+/// `input`; `at` in an error counts from `start`.
+pub fn parse_command_from(input: &Bytes, start: usize) -> Result<Vec<Bytes>, RespError> {
+    let bytes = input.get(start..).unwrap_or_default();
     let mut pos = 0;
     let err = |what, at| RespError { what, at };
     if bytes.first() != Some(&b'*') {
@@ -62,7 +68,7 @@ pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
         if &bytes[end..end + 2] != b"\r\n" {
             return Err(err("bulk string not followed by CRLF", end));
         }
-        argv.push(input.slice(pos..end));
+        argv.push(input.slice(start + pos..start + end));
         pos = end + 2;
     }
     if pos != bytes.len() {
@@ -71,19 +77,29 @@ pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
     Ok(argv)
 }
 
+/// Most digits a length may have (`u64::MAX` has 20; Redis's own limits are far below).
+const MAX_DIGITS: usize = 19;
+
+/// A decimal number ended by CRLF at `*pos`, which then moves past the CRLF.
 fn read_line_number(bytes: &[u8], pos: &mut usize) -> Option<usize> {
     let start = *pos;
     let rest = bytes.get(start..)?;
-    let cr = rest.iter().position(|b| *b == b'\r')?;
-    if rest.get(cr + 1) != Some(&b'\n') || cr == 0 || cr > 19 {
+    let mut n: usize = 0;
+    let mut digits = 0;
+    for &b in rest.iter().take(MAX_DIGITS + 1) {
+        if b == b'\r' {
+            break;
+        }
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(usize::from(b - b'0'))?;
+        digits += 1;
+    }
+    if digits == 0 || digits > MAX_DIGITS || rest.get(digits..digits + 2) != Some(b"\r\n") {
         return None;
     }
-    let digits = &rest[..cr];
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    *pos = start + cr + 2;
+    *pos = start + digits + 2;
     Some(n)
 }
 

@@ -246,7 +246,7 @@ pub(crate) mod testing {
             out.extend(
                 entry_to_event(
                     0,
-                    &e,
+                    e,
                     crate::pika::normalize::Dialect::default(),
                     &mut report,
                 )

@@ -75,7 +75,7 @@ impl BinlogItem {
         let filenum = header.get_u32_le();
         let offset = header.get_u64_le();
         let declared = header.get_u32_le();
-        let content = bytes.slice(ITEM_HEADER_LEN..);
+        let content = &bytes[ITEM_HEADER_LEN..];
         if declared as usize != content.len() {
             return Err(ItemError::LengthMismatch {
                 declared,
@@ -89,9 +89,9 @@ impl BinlogItem {
         let nested =
             may_nest && content.len() >= ITEM_HEADER_LEN && content[..2] == ITEM_TYPE.to_le_bytes();
         let argv = if nested {
-            BinlogItem::decode_nested(&content, false)?.argv
+            BinlogItem::decode_nested(&bytes.slice(ITEM_HEADER_LEN..), false)?.argv
         } else {
-            resp::parse_command(&content)?
+            resp::parse_command_from(bytes, ITEM_HEADER_LEN)?
         };
         if argv.is_empty() {
             return Err(ItemError::EmptyCommand);

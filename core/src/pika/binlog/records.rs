@@ -43,7 +43,9 @@ pub struct RecordFile {
     file: File,
     /// End of the last item returned (or the start position): the resume point.
     pos: u64,
-    block: Vec<u8>,
+    /// The block last read, shared: a one-record item is a slice of it, not a copy. A
+    /// block is read into a new buffer each time, so items handed out keep theirs.
+    block: Bytes,
     /// Index of the block held in `block`, with how many bytes of it were read.
     cached: Option<(u64, usize)>,
 }
@@ -58,7 +60,7 @@ impl RecordFile {
             path: path.to_owned(),
             file,
             pos: 0,
-            block: vec![0; BLOCK_SIZE as usize],
+            block: Bytes::new(),
             cached: None,
         })
     }
@@ -169,14 +171,14 @@ impl RecordFile {
                 }
                 FIRST => {
                     let mut buf = BytesMut::with_capacity(len as usize * 2);
-                    buf.extend_from_slice(&self.read(body, len as usize)?);
+                    buf.extend_from_slice(self.slice(body, len as usize)?);
                     fragments = Some((pos, buf));
                 }
                 MIDDLE | LAST => {
                     let Some((_, buf)) = fragments.as_mut() else {
                         return Err(self.corrupt(pos, "continuation record without a first record"));
                     };
-                    buf.extend_from_slice(&self.read(body, len as usize)?);
+                    buf.extend_from_slice(self.slice(body, len as usize)?);
                     if kind == LAST {
                         let (_, buf) = fragments.take().unwrap_or_default();
                         self.pos = body + len;
@@ -221,7 +223,7 @@ impl RecordFile {
         if pos + RECORD_HEADER_LEN > limit {
             return Ok(None);
         }
-        let raw = self.read(pos, RECORD_HEADER_LEN as usize)?;
+        let raw = self.slice(pos, RECORD_HEADER_LEN as usize)?;
         let len = u64::from(raw[0]) | u64::from(raw[1]) << 8 | u64::from(raw[2]) << 16;
         let kind = raw[7];
         if kind == 0 && len == 0 {
@@ -240,9 +242,22 @@ impl RecordFile {
         Ok(Some((len, kind)))
     }
 
-    /// Reads `len` bytes at `pos`, which never cross a block. The block is cached, and
-    /// re-read when the request reaches past what was there (the file may have grown).
+    /// The `len` bytes at `pos` (which never cross a block), shared with the block.
     fn read(&mut self, pos: u64, len: usize) -> Result<Bytes, BinlogError> {
+        let at = self.locate(pos, len)?;
+        Ok(self.block.slice(at..at + len))
+    }
+
+    /// The `len` bytes at `pos`, borrowed from the block (for headers: no reference
+    /// count touched).
+    fn slice(&mut self, pos: u64, len: usize) -> Result<&[u8], BinlogError> {
+        let at = self.locate(pos, len)?;
+        Ok(&self.block[at..at + len])
+    }
+
+    /// Where `len` bytes at `pos` start in `block`. The block is cached, and re-read
+    /// when the request reaches past what was there (the file may have grown).
+    fn locate(&mut self, pos: u64, len: usize) -> Result<usize, BinlogError> {
         let index = pos / BLOCK_SIZE;
         let at = (pos % BLOCK_SIZE) as usize;
         let have = match self.cached {
@@ -260,15 +275,16 @@ impl RecordFile {
                 reason: format!("{len} bytes expected, the file ends first"),
             });
         }
-        Ok(Bytes::copy_from_slice(&self.block[at..at + len]))
+        Ok(at)
     }
 
     fn fill_block(&mut self, index: u64) -> Result<usize, BinlogError> {
+        let mut block = BytesMut::zeroed(BLOCK_SIZE as usize);
         let mut have = 0;
-        while have < self.block.len() {
+        while have < block.len() {
             let n = self
                 .file
-                .read_at(&mut self.block[have..], index * BLOCK_SIZE + have as u64)
+                .read_at(&mut block[have..], index * BLOCK_SIZE + have as u64)
                 .map_err(|source| BinlogError::Io {
                     path: self.path.clone(),
                     source,
@@ -278,6 +294,7 @@ impl RecordFile {
             }
             have += n;
         }
+        self.block = block.freeze();
         Ok(have)
     }
 }
