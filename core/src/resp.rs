@@ -1,6 +1,8 @@
 //! RESP (Redis serialization protocol) for commands: encoding argv into a multi-bulk
 //! array, and parsing one back without copying its arguments.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes};
 
 /// Appends `argv` to `out` as a RESP multi-bulk array (`*N`, then `$len` + bytes each).
@@ -35,13 +37,14 @@ pub struct RespError {
 /// Parses exactly one multi-bulk command filling all of `input`. The returned
 /// arguments are slices of `input` (no copy).
 pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
-    parse_command_from(input, 0)
+    parse_command_in(input, 0..input.len())
 }
 
-/// Parses exactly one multi-bulk command filling `input[start..]`, into slices of
-/// `input`; `at` in an error counts from `start`.
-pub fn parse_command_from(input: &Bytes, start: usize) -> Result<Vec<Bytes>, RespError> {
-    let bytes = input.get(start..).unwrap_or_default();
+/// Parses exactly one multi-bulk command filling `input[range]`, into slices of
+/// `input`; `at` in an error counts from the start of `range`.
+pub fn parse_command_in(input: &Bytes, range: Range<usize>) -> Result<Vec<Bytes>, RespError> {
+    let start = range.start;
+    let bytes = input.get(range).unwrap_or_default();
     let mut pos = 0;
     let err = |what, at| RespError { what, at };
     if bytes.first() != Some(&b'*') {

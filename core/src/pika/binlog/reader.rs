@@ -125,15 +125,17 @@ impl BinlogReader {
             let limit = self.limit()?;
             match self.file.next(limit, !active && len_checked)? {
                 Step::Item(raw) => {
-                    let item =
-                        BinlogItem::decode(&raw.payload).map_err(|e| BinlogError::Corrupt {
+                    let (start, end) = (raw.start, raw.end);
+                    let item = BinlogItem::decode_in(raw.bytes, raw.range).map_err(|e| {
+                        BinlogError::Corrupt {
                             path: self.file.path().to_owned(),
-                            offset: raw.start,
+                            offset: start,
                             reason: format!("bad item: {e}"),
-                        })?;
+                        }
+                    })?;
                     return Ok(ReadOutcome::Entry(BinlogEntry {
-                        start: BinlogOffset::new(self.filenum, raw.start),
-                        end: BinlogOffset::new(self.filenum, raw.end),
+                        start: BinlogOffset::new(self.filenum, start),
+                        end: BinlogOffset::new(self.filenum, end),
                         item,
                     }));
                 }

@@ -6,6 +6,7 @@
 //! records are padding a replica wrote after a full sync.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -20,19 +21,21 @@ const LAST: u8 = 4;
 const PADDING: u8 = 6;
 
 /// A reassembled item and where it sits in its file.
-#[derive(Debug, Clone)]
-pub struct RawItem {
+#[derive(Debug)]
+pub struct RawItem<'a> {
     /// Offset of the item's first record header (or of the block tail before it).
     pub start: u64,
     /// Offset just after the item's last fragment: the item's position.
     pub end: u64,
-    pub payload: Bytes,
+    /// The item is `bytes[range]`: a one-record item is read in place in its block.
+    pub bytes: &'a Bytes,
+    pub range: Range<usize>,
 }
 
 /// What the walker found next.
 #[derive(Debug)]
-pub enum Step {
-    Item(RawItem),
+pub enum Step<'a> {
+    Item(RawItem<'a>),
     /// No further whole item below the readable end.
     End,
 }
@@ -43,11 +46,14 @@ pub struct RecordFile {
     file: File,
     /// End of the last item returned (or the start position): the resume point.
     pos: u64,
-    /// The block last read, shared: a one-record item is a slice of it, not a copy. A
-    /// block is read into a new buffer each time, so items handed out keep theirs.
+    /// The block last read, shared: a one-record item's arguments are slices of it, not
+    /// copies. A block is read into a new buffer each time, so items handed out keep
+    /// theirs.
     block: Bytes,
     /// Index of the block held in `block`, with how many bytes of it were read.
     cached: Option<(u64, usize)>,
+    /// The last item joined from several records.
+    joined: Bytes,
 }
 
 impl RecordFile {
@@ -62,6 +68,7 @@ impl RecordFile {
             pos: 0,
             block: Bytes::new(),
             cached: None,
+            joined: Bytes::new(),
         })
     }
 
@@ -142,7 +149,9 @@ impl RecordFile {
     /// the file is closed (rotated) and `limit` is its real end, so an item cut short is
     /// damage; otherwise the tail may still be being written and the walker stops
     /// cleanly at the last whole item.
-    pub fn next(&mut self, limit: u64, complete: bool) -> Result<Step, BinlogError> {
+    pub fn next(&mut self, limit: u64, complete: bool) -> Result<Step<'_>, BinlogError> {
+        // The previous joined item lives on in its arguments, if anywhere.
+        self.joined = Bytes::new();
         let mut pos = self.pos;
         let mut start = pos;
         let mut fragments: Option<(u64, BytesMut)> = None;
@@ -161,12 +170,13 @@ impl RecordFile {
                     return Err(self.corrupt(pos, "new item begins inside an unfinished one"));
                 }
                 FULL => {
-                    let payload = self.read(body, len as usize)?;
+                    let at = self.locate(body, len as usize)?;
                     self.pos = body + len;
                     return Ok(Step::Item(RawItem {
                         start,
                         end: self.pos,
-                        payload,
+                        bytes: &self.block,
+                        range: at..at + len as usize,
                     }));
                 }
                 FIRST => {
@@ -182,10 +192,12 @@ impl RecordFile {
                     if kind == LAST {
                         let (_, buf) = fragments.take().unwrap_or_default();
                         self.pos = body + len;
+                        self.joined = buf.freeze();
                         return Ok(Step::Item(RawItem {
                             start,
                             end: self.pos,
-                            payload: buf.freeze(),
+                            bytes: &self.joined,
+                            range: 0..self.joined.len(),
                         }));
                     }
                 }
@@ -206,7 +218,7 @@ impl RecordFile {
         pos: u64,
         limit: u64,
         complete: bool,
-    ) -> Result<Step, BinlogError> {
+    ) -> Result<Step<'static>, BinlogError> {
         match unfinished_at {
             Some(at) if complete => Err(BinlogError::Truncated {
                 path: self.path.clone(),
@@ -240,12 +252,6 @@ impl RecordFile {
             return Ok(None);
         }
         Ok(Some((len, kind)))
-    }
-
-    /// The `len` bytes at `pos` (which never cross a block), shared with the block.
-    fn read(&mut self, pos: u64, len: usize) -> Result<Bytes, BinlogError> {
-        let at = self.locate(pos, len)?;
-        Ok(self.block.slice(at..at + len))
     }
 
     /// The `len` bytes at `pos`, borrowed from the block (for headers: no reference
