@@ -145,6 +145,27 @@ mod tests {
     }
 
     #[test]
+    fn lengths_are_plain_decimals_ended_by_crlf() {
+        let parse = |raw: &'static [u8]| parse_command(&Bytes::from_static(raw));
+        assert_eq!(parse(b"*01\r\n$001\r\na\r\n").unwrap(), [&b"a"[..]]);
+        for bad in [
+            &b"*1\r\n$-1\r\n"[..],
+            b"*1\r\n$1\na\r\n",
+            b"*1\r\n$\r\na\r\n",
+            b"*1\r\n$+1\r\na\r\n",
+            b"*1\r\n$00000000000000000001\r\na\r\n",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().what, "bad bulk length", "{bad:?}");
+        }
+        // 19 digits is the most a length may have.
+        let long = parse(b"*1\r\n$0000000000000000001\r\na\r\n");
+        assert_eq!(long.unwrap(), [&b"a"[..]]);
+        // A length that would run past the input is refused before anything is taken.
+        let huge = parse(b"*1\r\n$9999999999999999999\r\na\r\n");
+        assert_eq!(huge.unwrap_err().what, "bulk string runs past the end");
+    }
+
+    #[test]
     fn rejects_malformed_commands_with_the_offset() {
         let bad = Bytes::from_static(b"*2\r\n$3\r\nSET\r\n$9\r\nk\r\n");
         assert_eq!(parse_command(&bad).unwrap_err().at, 17);

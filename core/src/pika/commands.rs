@@ -101,7 +101,8 @@ pub fn name_of(argv: &[Bytes]) -> String {
 const INLINE_NAME: usize = 24;
 
 /// The lowercase command name of `argv`, as [`name_of`] gives it, without allocating
-/// for the names of the table (this runs once per binlog item).
+/// for the names of the table (it is taken for every binlog item).
+#[derive(Debug, Clone)]
 pub enum CommandName {
     Inline {
         bytes: [u8; INLINE_NAME],
@@ -207,6 +208,17 @@ mod tests {
             .split(' ')
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn command_names_are_lowercased_whatever_their_length_or_bytes() {
+        let name = |raw: &[u8]| CommandName::of(&[Bytes::copy_from_slice(raw)]);
+        assert_eq!(name(b"SeT").as_str(), "set");
+        let long = "PKPATTERNMATCHDEL_AND_THEN_SOME_MORE";
+        assert_eq!(name(long.as_bytes()).as_str(), long.to_ascii_lowercase());
+        assert_eq!(name(b"D\xffL").as_str(), "d\u{fffd}l");
+        assert_eq!(CommandName::of(&[]).as_str(), "");
+        assert_eq!(name_of(&argv("HSET h f v")), "hset");
     }
 
     #[test]

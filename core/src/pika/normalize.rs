@@ -129,6 +129,7 @@ fn at(base: i64, n: i64, unit: i64) -> Option<i64> {
 }
 
 /// What to do with a command: keep it as it is (most are), or the command it becomes.
+#[derive(Debug)]
 enum Action {
     Keep(Option<Note>),
     Replace(Normalized),
@@ -198,6 +199,7 @@ pub fn normalize_as(
 /// What normalizing makes of one command, decided on its borrowed arguments; the
 /// arguments then move into the result ([`Plan::into_command`]), as most commands are
 /// kept as they are. The command's name is looked at once.
+#[derive(Debug)]
 pub struct Plan {
     name: CommandName,
     action: Action,
