@@ -1,6 +1,8 @@
 //! RESP (Redis serialization protocol) for commands: encoding argv into a multi-bulk
 //! array, and parsing one back without copying its arguments.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes};
 
 /// Appends `argv` to `out` as a RESP multi-bulk array (`*N`, then `$len` + bytes each).
@@ -35,7 +37,14 @@ pub struct RespError {
 /// Parses exactly one multi-bulk command filling all of `input`. The returned
 /// arguments are slices of `input` (no copy).
 pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
-    let bytes = input.as_ref();
+    parse_command_in(input, 0..input.len())
+}
+
+/// Parses exactly one multi-bulk command filling `input[range]`, into slices of
+/// `input`; `at` in an error counts from the start of `range`.
+pub fn parse_command_in(input: &Bytes, range: Range<usize>) -> Result<Vec<Bytes>, RespError> {
+    let start = range.start;
+    let bytes = input.get(range).unwrap_or_default();
     let mut pos = 0;
     let err = |what, at| RespError { what, at };
     if bytes.first() != Some(&b'*') {
@@ -62,7 +71,7 @@ pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
         if &bytes[end..end + 2] != b"\r\n" {
             return Err(err("bulk string not followed by CRLF", end));
         }
-        argv.push(input.slice(pos..end));
+        argv.push(input.slice(start + pos..start + end));
         pos = end + 2;
     }
     if pos != bytes.len() {
@@ -71,19 +80,29 @@ pub fn parse_command(input: &Bytes) -> Result<Vec<Bytes>, RespError> {
     Ok(argv)
 }
 
+/// Most digits a length may have (`u64::MAX` has 20; Redis's own limits are far below).
+const MAX_DIGITS: usize = 19;
+
+/// A decimal number ended by CRLF at `*pos`, which then moves past the CRLF.
 fn read_line_number(bytes: &[u8], pos: &mut usize) -> Option<usize> {
     let start = *pos;
     let rest = bytes.get(start..)?;
-    let cr = rest.iter().position(|b| *b == b'\r')?;
-    if rest.get(cr + 1) != Some(&b'\n') || cr == 0 || cr > 19 {
+    let mut n: usize = 0;
+    let mut digits = 0;
+    for &b in rest.iter().take(MAX_DIGITS + 1) {
+        if b == b'\r' {
+            break;
+        }
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(usize::from(b - b'0'))?;
+        digits += 1;
+    }
+    if digits == 0 || digits > MAX_DIGITS || rest.get(digits..digits + 2) != Some(b"\r\n") {
         return None;
     }
-    let digits = &rest[..cr];
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    *pos = start + cr + 2;
+    *pos = start + digits + 2;
     Some(n)
 }
 
@@ -123,6 +142,27 @@ mod tests {
         encode_command(&mut out, &argv);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$4\r\nk\r\n\0\r\n$0\r\n\r\n");
         assert_eq!(parse_command(&Bytes::from(out)).unwrap(), argv);
+    }
+
+    #[test]
+    fn lengths_are_plain_decimals_ended_by_crlf() {
+        let parse = |raw: &'static [u8]| parse_command(&Bytes::from_static(raw));
+        assert_eq!(parse(b"*01\r\n$001\r\na\r\n").unwrap(), [&b"a"[..]]);
+        for bad in [
+            &b"*1\r\n$-1\r\n"[..],
+            b"*1\r\n$1\na\r\n",
+            b"*1\r\n$\r\na\r\n",
+            b"*1\r\n$+1\r\na\r\n",
+            b"*1\r\n$00000000000000000001\r\na\r\n",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().what, "bad bulk length", "{bad:?}");
+        }
+        // 19 digits is the most a length may have.
+        let long = parse(b"*1\r\n$0000000000000000001\r\na\r\n");
+        assert_eq!(long.unwrap(), [&b"a"[..]]);
+        // A length that would run past the input is refused before anything is taken.
+        let huge = parse(b"*1\r\n$9999999999999999999\r\na\r\n");
+        assert_eq!(huge.unwrap_err().what, "bulk string runs past the end");
     }
 
     #[test]

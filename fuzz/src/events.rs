@@ -17,7 +17,7 @@ use pika_migrate_sinks::encode::envelope::envelope;
 /// event, then everything downstream.
 pub fn binlog_item(entry: &BinlogEntry) {
     let mut report = SourceReport::default();
-    match entry_to_event(0, entry, Dialect::default(), &mut report) {
+    match entry_to_event(0, entry.clone(), Dialect::default(), &mut report) {
         Ok(Some(event)) => downstream(&event),
         Ok(None) => {}
         Err(e) => {

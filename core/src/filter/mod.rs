@@ -277,7 +277,7 @@ pub(crate) mod testing {
             out.extend(
                 entry_to_event(
                     0,
-                    &e,
+                    e,
                     crate::pika::normalize::Dialect::default(),
                     &mut report,
                 )

@@ -93,21 +93,56 @@ pub fn lookup(name: &str) -> Option<CommandSpec> {
 
 /// The lowercase command name of `argv` (empty when argv is empty).
 pub fn name_of(argv: &[Bytes]) -> String {
-    argv.first()
-        .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-        .unwrap_or_default()
+    CommandName::of(argv).as_str().to_owned()
 }
 
-/// Indexes into `argv` of its key arguments. Unknown commands are taken to have their
-/// key first, as every Redis data command does.
-pub fn key_indexes(argv: &[Bytes]) -> Vec<usize> {
-    let keys = lookup(&name_of(argv))
-        .map(|s| s.keys)
-        .unwrap_or(KeySpec::Range {
-            first: 1,
-            last: 1,
-            step: 1,
-        });
+/// Longest name [`CommandName`] keeps without allocating; every command in the table
+/// is shorter.
+const INLINE_NAME: usize = 24;
+
+/// The lowercase command name of `argv`, as [`name_of`] gives it, without allocating
+/// for the names of the table (it is taken for every binlog item).
+#[derive(Debug, Clone)]
+pub enum CommandName {
+    Inline {
+        bytes: [u8; INLINE_NAME],
+        len: usize,
+    },
+    Owned(String),
+}
+
+impl CommandName {
+    pub fn of(argv: &[Bytes]) -> CommandName {
+        let name = argv.first().map(Bytes::as_ref).unwrap_or_default();
+        if name.len() <= INLINE_NAME && name.is_ascii() {
+            let mut bytes = [0; INLINE_NAME];
+            bytes[..name.len()].copy_from_slice(name);
+            // The whole array (zeros stay zeros): one vector operation, not a byte loop.
+            bytes.make_ascii_lowercase();
+            return CommandName::Inline {
+                bytes,
+                len: name.len(),
+            };
+        }
+        CommandName::Owned(String::from_utf8_lossy(name).to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // ASCII, checked in `of`: never the empty fallback.
+            CommandName::Inline { bytes, len } => {
+                std::str::from_utf8(&bytes[..*len]).unwrap_or_default()
+            }
+            CommandName::Owned(name) => name,
+        }
+    }
+}
+
+/// Where the keys of `argv` sit under `keys`: maybe one key first, then a stepped range.
+fn key_positions(
+    keys: KeySpec,
+    argv: &[Bytes],
+) -> (Option<usize>, std::iter::StepBy<std::ops::Range<usize>>) {
     let n = argv.len();
     let numkeys_at = |i: usize| -> usize {
         argv.get(i)
@@ -115,8 +150,11 @@ pub fn key_indexes(argv: &[Bytes]) -> Vec<usize> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
+    // `numkeys` is the item's own claim: only the arguments present are keys (a huge
+    // count neither overflows nor walks past them).
+    let after_numkeys = || 3..3usize.saturating_add(numkeys_at(2)).min(n).max(3);
     match keys {
-        KeySpec::None => Vec::new(),
+        KeySpec::None => (None, (0..0).step_by(1)),
         KeySpec::Range { first, last, step } => {
             let last = if last < 0 {
                 n as isize + last
@@ -124,23 +162,41 @@ pub fn key_indexes(argv: &[Bytes]) -> Vec<usize> {
                 last.min(n as isize - 1)
             };
             if last < first as isize {
-                return Vec::new();
+                return (None, (0..0).step_by(1));
             }
-            (first..=last as usize).step_by(step.max(1)).collect()
+            (None, (first..last as usize + 1).step_by(step.max(1)))
         }
-        // `numkeys` is the item's own claim: only the arguments present are keys (a
-        // huge count neither overflows nor walks past them).
-        KeySpec::DestAndNumkeys => std::iter::once(1)
-            .filter(|_| n > 1)
-            .chain(3..3usize.saturating_add(numkeys_at(2)).min(n))
-            .collect(),
-        KeySpec::Numkeys => (3..3usize.saturating_add(numkeys_at(2)).min(n)).collect(),
+        KeySpec::DestAndNumkeys => (Some(1).filter(|_| n > 1), after_numkeys().step_by(1)),
+        KeySpec::Numkeys => (None, after_numkeys().step_by(1)),
     }
+}
+
+/// The key specification of a command looked up (or not) in the table: unknown
+/// commands are taken to have their key first, as every Redis data command does.
+fn keys_of(spec: Option<CommandSpec>) -> KeySpec {
+    spec.map(|s| s.keys).unwrap_or(KeySpec::Range {
+        first: 1,
+        last: 1,
+        step: 1,
+    })
+}
+
+/// Indexes into `argv` of its key arguments. Unknown commands are taken to have their
+/// key first, as every Redis data command does.
+pub fn key_indexes(argv: &[Bytes]) -> Vec<usize> {
+    let (lead, rest) = key_positions(keys_of(lookup(CommandName::of(argv).as_str())), argv);
+    lead.into_iter().chain(rest).collect()
 }
 
 /// The first key of a command, if it has one.
 pub fn first_key(argv: &[Bytes]) -> Option<Bytes> {
-    key_indexes(argv).first().map(|i| argv[*i].clone())
+    first_key_of(lookup(CommandName::of(argv).as_str()), argv)
+}
+
+/// The first key of `argv`, whose command `spec` was already looked up.
+pub fn first_key_of(spec: Option<CommandSpec>, argv: &[Bytes]) -> Option<Bytes> {
+    let (lead, mut rest) = key_positions(keys_of(spec), argv);
+    lead.or_else(|| rest.next()).map(|i| argv[i].clone())
 }
 
 #[cfg(test)]
@@ -152,6 +208,17 @@ mod tests {
             .split(' ')
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn command_names_are_lowercased_whatever_their_length_or_bytes() {
+        let name = |raw: &[u8]| CommandName::of(&[Bytes::copy_from_slice(raw)]);
+        assert_eq!(name(b"SeT").as_str(), "set");
+        let long = "PKPATTERNMATCHDEL_AND_THEN_SOME_MORE";
+        assert_eq!(name(long.as_bytes()).as_str(), long.to_ascii_lowercase());
+        assert_eq!(name(b"D\xffL").as_str(), "d\u{fffd}l");
+        assert_eq!(CommandName::of(&[]).as_str(), "");
+        assert_eq!(name_of(&argv("HSET h f v")), "hset");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use bytes::Bytes;
 
-use super::commands::name_of;
+use super::commands::CommandName;
 
 /// What became of one binlog command.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,18 +128,18 @@ fn at(base: i64, n: i64, unit: i64) -> Option<i64> {
     n.checked_mul(unit)?.checked_add(base)
 }
 
-fn keep(argv: &[Bytes], note: Option<Note>) -> Normalized {
-    Normalized {
-        argv: Some(argv.to_vec()),
-        note,
-    }
+/// What to do with a command: keep it as it is (most are), or the command it becomes.
+#[derive(Debug)]
+enum Action {
+    Keep(Option<Note>),
+    Replace(Normalized),
 }
 
-fn rewritten(argv: Vec<Bytes>, note: Note) -> Normalized {
-    Normalized {
+fn rewritten(argv: Vec<Bytes>, note: Note) -> Action {
+    Action::Replace(Normalized {
         argv: Some(argv),
         note: Some(note),
-    }
+    })
 }
 
 /// Maps a Pika type name (`string`, `strings`, `hash`, `hashes`, …) to Redis's.
@@ -190,9 +190,63 @@ pub fn normalize_as(
     exec_time: u32,
     dialect: Dialect,
 ) -> Result<Normalized, NormalizeError> {
+    let plan = Plan::new(argv, exec_time, dialect)?;
+    let note = plan.note();
+    let argv = plan.into_command(argv.to_vec()).map(|(argv, _)| argv);
+    Ok(Normalized { argv, note })
+}
+
+/// What normalizing makes of one command, decided on its borrowed arguments; the
+/// arguments then move into the result ([`Plan::into_command`]), as most commands are
+/// kept as they are. The command's name is looked at once.
+#[derive(Debug)]
+pub struct Plan {
+    name: CommandName,
+    action: Action,
+}
+
+impl Plan {
+    /// Normalizes `argv`, logged by a master of `dialect` at unix second `exec_time`.
+    pub fn new(argv: &[Bytes], exec_time: u32, dialect: Dialect) -> Result<Plan, NormalizeError> {
+        let name = CommandName::of(argv);
+        let action = plan(argv, name.as_str(), exec_time, dialect)?;
+        Ok(Plan { name, action })
+    }
+
+    /// What was done to the command, when anything was.
+    pub fn note(&self) -> Option<Note> {
+        match &self.action {
+            Action::Keep(note) => *note,
+            Action::Replace(normalized) => normalized.note,
+        }
+    }
+
+    /// The logged command's lowercase name.
+    pub fn logged_name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The command to apply, with its lowercase name, made of `argv` (the arguments
+    /// [`Plan::new`] was given); `None` when there is nothing to apply.
+    pub fn into_command(self, argv: Vec<Bytes>) -> Option<(Vec<Bytes>, CommandName)> {
+        match self.action {
+            Action::Keep(_) => Some((argv, self.name)),
+            Action::Replace(normalized) => normalized.argv.map(|argv| {
+                let name = CommandName::of(&argv);
+                (argv, name)
+            }),
+        }
+    }
+}
+
+fn plan(
+    argv: &[Bytes],
+    name: &str,
+    exec_time: u32,
+    dialect: Dialect,
+) -> Result<Action, NormalizeError> {
     let now_ms = i64::from(exec_time) * 1000;
-    let name = name_of(argv);
-    let unrecognized = || keep(argv, Some(Note::Unrecognized));
+    let unrecognized = || Action::Keep(Some(Note::Unrecognized));
     let out_of_range = || NormalizeError {
         command: crate::display::display_command(argv),
         reason: "the expiry it names is out of range".into(),
@@ -203,15 +257,15 @@ pub fn normalize_as(
         None => Ok(None),
         Some(n) => at(base, n, unit).map(Some).ok_or_else(out_of_range),
     };
-    Ok(match (name.as_str(), argv.len()) {
+    Ok(match (name, argv.len()) {
         (
             "padding" | "dummy" | "clearcache" | "clearreplicationid" | "sdiff" | "sinter"
             | "sunion",
             _,
-        ) => Normalized {
+        ) => Action::Replace(Normalized {
             argv: None,
             note: Some(Note::Skipped),
-        },
+        }),
         ("pksetexat", 4) => match int(&argv[2]) {
             Some(ms_at) if PKSETEXAT_MILLIS.contains(&ms_at) => rewritten(
                 vec![
@@ -310,15 +364,15 @@ pub fn normalize_as(
             ),
             None => unrecognized(),
         },
-        ("spop", 2) => keep(argv, Some(Note::NonDeterministic)),
-        _ => keep(argv, None),
+        ("spop", 2) => Action::Keep(Some(Note::NonDeterministic)),
+        _ => Action::Keep(None),
     })
 }
 
 /// `SET k v [NX|XX] [EX s|PX ms] [VX old]` in any order. EX/PX become PXAT; VX becomes a
 /// compare-and-set script. `Ok(None)` when an option is not understood, `Err` when an
 /// expiry is out of range.
-fn normalize_set(argv: &[Bytes], now_ms: i64) -> Result<Option<Normalized>, ()> {
+fn normalize_set(argv: &[Bytes], now_ms: i64) -> Result<Option<Action>, ()> {
     let (key, value) = (argv[1].clone(), argv[2].clone());
     let mut flags = Vec::new();
     let mut expire_at_ms = None;
@@ -361,16 +415,16 @@ fn normalize_set(argv: &[Bytes], now_ms: i64) -> Result<Option<Normalized>, ()> 
         return Ok(Some(rewritten(script, Note::PikaOnlyRewritten)));
     }
     let Some(expire_at) = expire_at_ms else {
-        return Ok(Some(keep(argv, None)));
+        return Ok(Some(Action::Keep(None)));
     };
     let mut out = vec![argv[0].clone(), key, value];
     out.extend(flags);
     out.push(b("PXAT"));
     out.push(ms(expire_at));
-    Ok(Some(Normalized {
+    Ok(Some(Action::Replace(Normalized {
         argv: Some(out),
         note: relative.then_some(Note::AbsoluteExpiry),
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::event::{Event, Op, Position};
 use crate::metrics::Metrics;
 use crate::pika::binlog::{BinlogEntry, BinlogError, BinlogReader, ReadOutcome};
 use crate::pika::commands;
-use crate::pika::normalize::{normalize_as, Dialect, NormalizeError, Note};
+use crate::pika::normalize::{Dialect, NormalizeError, Note, Plan};
 
 pub struct BinlogSource {
     /// One database's binlog directory, or Pika's `log/` holding every `log_db<N>/`.
@@ -36,16 +36,17 @@ pub fn db_of_dir(path: &std::path::Path) -> u32 {
 }
 
 /// Turns one binlog entry into the event to apply, counting what normalizing did.
-/// `None` when the item carries nothing to apply (padding).
+/// `None` when the item carries nothing to apply (padding). The entry's arguments move
+/// into the event.
 pub fn entry_to_event(
     db: u32,
-    entry: &BinlogEntry,
+    entry: BinlogEntry,
     dialect: Dialect,
     report: &mut SourceReport,
 ) -> Result<Option<Event>, NormalizeError> {
-    let item = &entry.item;
-    let normalized = normalize_as(&item.argv, item.exec_time, dialect)?;
-    if let Some(note) = normalized.note {
+    let BinlogEntry { end, item, .. } = entry;
+    let plan = Plan::new(&item.argv, item.exec_time, dialect)?;
+    if let Some(note) = plan.note() {
         let count = report.notes.entry(note).or_insert(0);
         *count += 1;
         if *count == 1
@@ -55,24 +56,24 @@ pub fn entry_to_event(
             )
         {
             tracing::warn!(
-                position = %entry.end,
-                command = %item.command_name(),
+                position = %end,
+                command = %plan.logged_name(),
                 note = note.as_str(),
                 "binlog command may not apply identically; further ones are only counted"
             );
         }
     }
-    let Some(argv) = normalized.argv else {
+    let Some((argv, name)) = plan.into_command(item.argv) else {
         return Ok(None);
     };
-    let name = commands::name_of(&argv);
+    let spec = commands::lookup(name.as_str());
     Ok(Some(Event {
         db,
-        key: commands::first_key(&argv).unwrap_or_default(),
-        data_type: commands::lookup(&name).and_then(|s| s.data_type),
+        key: commands::first_key_of(spec, &argv).unwrap_or_default(),
+        data_type: spec.and_then(|s| s.data_type),
         op: Op::Command { argv },
         position: Position::Binlog {
-            at: entry.end,
+            at: end,
             logic_id: item.logic_id,
             term: item.term,
         },
@@ -169,12 +170,13 @@ impl BinlogSource {
                         ReadOutcome::Entry(entry) => {
                             log.caught_up = false;
                             report.binlog_items += 1;
-                            let event = entry_to_event(log.db, &entry, self.dialect, report)
+                            let start = entry.start;
+                            let event = entry_to_event(log.db, entry, self.dialect, report)
                                 .map_err(|e| BinlogError::Corrupt {
                                     path: log
                                         .dir
-                                        .join(crate::pika::binlog::file_name(entry.start.filenum)),
-                                    offset: entry.start.offset,
+                                        .join(crate::pika::binlog::file_name(start.filenum)),
+                                    offset: start.offset,
                                     reason: e.to_string(),
                                 })?;
                             if let Some(event) = event {

@@ -63,7 +63,7 @@ fn fixture_events() -> Vec<Event> {
     let mut report = SourceReport::default();
     while let ReadOutcome::Entry(e) = reader.read_next().expect("a fixture item") {
         events.extend(
-            entry_to_event(0, &e, Dialect::default(), &mut report).expect("a fixture event"),
+            entry_to_event(0, e, Dialect::default(), &mut report).expect("a fixture event"),
         );
     }
     events

@@ -2,6 +2,8 @@
 //! then the command itself in RESP. Items look the same in a file (after their
 //! physical records are joined) and in a BinlogSync response.
 
+use std::ops::Range;
+
 use bytes::{Buf, Bytes};
 
 use crate::resp::{self, RespError};
@@ -55,16 +57,27 @@ pub enum ItemError {
 impl BinlogItem {
     /// Decodes an item; the command's arguments borrow from `bytes` (no copy).
     pub fn decode(bytes: &Bytes) -> Result<BinlogItem, ItemError> {
-        BinlogItem::decode_nested(bytes, true)
+        BinlogItem::decode_in(bytes, 0..bytes.len())
+    }
+
+    /// Decodes the item that fills `bytes[range]`; the command's arguments borrow from
+    /// `bytes` (no copy, and no reference taken on `bytes` for the item as a whole).
+    pub fn decode_in(bytes: &Bytes, range: Range<usize>) -> Result<BinlogItem, ItemError> {
+        BinlogItem::decode_nested(bytes, range, true)
     }
 
     /// `may_nest`: whether the content may be one more item (one level only: a chain of
     /// nested headers is not something Pika writes).
-    fn decode_nested(bytes: &Bytes, may_nest: bool) -> Result<BinlogItem, ItemError> {
-        if bytes.len() < ITEM_HEADER_LEN {
-            return Err(ItemError::TooShort(bytes.len()));
+    fn decode_nested(
+        bytes: &Bytes,
+        range: Range<usize>,
+        may_nest: bool,
+    ) -> Result<BinlogItem, ItemError> {
+        let item = bytes.get(range.clone()).unwrap_or_default();
+        if item.len() < ITEM_HEADER_LEN {
+            return Err(ItemError::TooShort(item.len()));
         }
-        let mut header = &bytes[..ITEM_HEADER_LEN];
+        let mut header = &item[..ITEM_HEADER_LEN];
         let item_type = header.get_u16_le();
         if item_type != ITEM_TYPE {
             return Err(ItemError::BadType(item_type));
@@ -75,7 +88,7 @@ impl BinlogItem {
         let filenum = header.get_u32_le();
         let offset = header.get_u64_le();
         let declared = header.get_u32_le();
-        let content = bytes.slice(ITEM_HEADER_LEN..);
+        let content = &item[ITEM_HEADER_LEN..];
         if declared as usize != content.len() {
             return Err(ItemError::LengthMismatch {
                 declared,
@@ -88,10 +101,11 @@ impl BinlogItem {
         // are not RESP stay a RESP error, the clearer one for damaged data.
         let nested =
             may_nest && content.len() >= ITEM_HEADER_LEN && content[..2] == ITEM_TYPE.to_le_bytes();
+        let content_range = range.start + ITEM_HEADER_LEN..range.end;
         let argv = if nested {
-            BinlogItem::decode_nested(&content, false)?.argv
+            BinlogItem::decode_nested(bytes, content_range, false)?.argv
         } else {
-            resp::parse_command(&content)?
+            resp::parse_command_in(bytes, content_range)?
         };
         if argv.is_empty() {
             return Err(ItemError::EmptyCommand);

@@ -36,6 +36,9 @@ pub struct BinlogReader {
     file: RecordFile,
     /// Whether the current file was already reported shorter than the manifest says.
     reported_short: bool,
+    /// The current file's length when last looked at. It is looked at again only when
+    /// the reader reaches it, not for every item.
+    known_len: Option<u64>,
 }
 
 impl BinlogReader {
@@ -86,6 +89,7 @@ impl BinlogReader {
             filenum: start.filenum,
             file: RecordFile::open(&path)?,
             reported_short: false,
+            known_len: None,
         };
         let limit = reader.limit()?;
         if start.offset > limit {
@@ -110,25 +114,35 @@ impl BinlogReader {
     /// Reads the next item. At the end of the data written so far it returns
     /// `CaughtUp`; call again later to pick up what the writer appended since.
     pub fn read_next(&mut self) -> Result<ReadOutcome, BinlogError> {
+        // Whether the file's length was looked at during this call: the end of a length
+        // known from before is only where the file was, so it is looked at once more.
+        let mut len_checked = false;
         loop {
             let active = self.filenum >= self.manifest.filenum;
+            if self.known_len.is_none() {
+                len_checked = true;
+            }
             let limit = self.limit()?;
-            match self.file.next(limit, !active)? {
+            match self.file.next(limit, !active && len_checked)? {
                 Step::Item(raw) => {
-                    let item =
-                        BinlogItem::decode(&raw.payload).map_err(|e| BinlogError::Corrupt {
+                    let (start, end) = (raw.start, raw.end);
+                    let item = BinlogItem::decode_in(raw.bytes, raw.range).map_err(|e| {
+                        BinlogError::Corrupt {
                             path: self.file.path().to_owned(),
-                            offset: raw.start,
+                            offset: start,
                             reason: format!("bad item: {e}"),
-                        })?;
+                        }
+                    })?;
                     return Ok(ReadOutcome::Entry(BinlogEntry {
-                        start: BinlogOffset::new(self.filenum, raw.start),
-                        end: BinlogOffset::new(self.filenum, raw.end),
+                        start: BinlogOffset::new(self.filenum, start),
+                        end: BinlogOffset::new(self.filenum, end),
                         item,
                     }));
                 }
+                Step::End if !len_checked => self.known_len = None,
                 Step::End if !active => self.advance()?,
                 Step::End => {
+                    self.known_len = None;
                     let before = self.manifest;
                     self.manifest = Manifest::read(&self.manifest_path)?;
                     if self.manifest == before {
@@ -142,7 +156,10 @@ impl BinlogReader {
     /// How far the current file may be read: a closed file to its length, the active one
     /// to the manifest's offset (never into the zero-filled pre-allocation).
     fn limit(&mut self) -> Result<u64, BinlogError> {
-        let len = self.file.file_len()?;
+        let len = match self.known_len {
+            Some(len) => len,
+            None => *self.known_len.insert(self.file.file_len()?),
+        };
         if self.filenum < self.manifest.filenum {
             return Ok(len);
         }
@@ -183,6 +200,7 @@ impl BinlogReader {
         self.file = RecordFile::open(&path)?;
         self.filenum = next;
         self.reported_short = false;
+        self.known_len = None;
         Ok(())
     }
 }
@@ -287,5 +305,36 @@ mod tests {
             panic!("resume")
         };
         assert_eq!(again.item, b.item);
+    }
+
+    #[test]
+    fn an_item_completed_after_its_file_was_measured_is_read_whole_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = record(1, &item(&[b"SET", b"a", b"1"]));
+        let c = record(1, &item(&[b"SET", b"c", b"3"]));
+        let d = record(1, &item(&[b"SET", b"d", b"4"]));
+        // The writer is halfway through c when the reader first looks.
+        let mut file0 = a.clone();
+        file0.extend_from_slice(&c[..c.len() / 2]);
+        std::fs::write(dir.path().join("write2file0"), &file0).unwrap();
+        write_manifest(dir.path(), 0, file0.len() as u64);
+        let mut reader = BinlogReader::open(dir.path(), None).unwrap();
+        let ReadOutcome::Entry(first) = reader.read_next().unwrap() else {
+            panic!("a")
+        };
+        assert_eq!(first.item.argv[1].as_ref(), b"a");
+        // It finishes c and moves on to write2file1 before the reader's next look: the
+        // length the reader saw is stale, and c is whole, not cut off.
+        file0.extend_from_slice(&c[c.len() / 2..]);
+        std::fs::write(dir.path().join("write2file0"), &file0).unwrap();
+        std::fs::write(dir.path().join("write2file1"), &d).unwrap();
+        write_manifest(dir.path(), 1, d.len() as u64);
+        let keys: Vec<_> = std::iter::from_fn(|| match reader.read_next().unwrap() {
+            ReadOutcome::Entry(e) => Some(e.item.argv[1].clone()),
+            ReadOutcome::CaughtUp => None,
+        })
+        .collect();
+        assert_eq!(keys, [&b"c"[..], b"d"]);
+        assert_eq!(reader.position(), BinlogOffset::new(1, d.len() as u64));
     }
 }

@@ -6,6 +6,7 @@
 //! records are padding a replica wrote after a full sync.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -20,19 +21,21 @@ const LAST: u8 = 4;
 const PADDING: u8 = 6;
 
 /// A reassembled item and where it sits in its file.
-#[derive(Debug, Clone)]
-pub struct RawItem {
+#[derive(Debug)]
+pub struct RawItem<'a> {
     /// Offset of the item's first record header (or of the block tail before it).
     pub start: u64,
     /// Offset just after the item's last fragment: the item's position.
     pub end: u64,
-    pub payload: Bytes,
+    /// The item is `bytes[range]`: a one-record item is read in place in its block.
+    pub bytes: &'a Bytes,
+    pub range: Range<usize>,
 }
 
 /// What the walker found next.
 #[derive(Debug)]
-pub enum Step {
-    Item(RawItem),
+pub enum Step<'a> {
+    Item(RawItem<'a>),
     /// No further whole item below the readable end.
     End,
 }
@@ -43,9 +46,14 @@ pub struct RecordFile {
     file: File,
     /// End of the last item returned (or the start position): the resume point.
     pos: u64,
-    block: Vec<u8>,
+    /// The block last read, shared: a one-record item's arguments are slices of it, not
+    /// copies. A block is read into a new buffer each time, so items handed out keep
+    /// theirs.
+    block: Bytes,
     /// Index of the block held in `block`, with how many bytes of it were read.
     cached: Option<(u64, usize)>,
+    /// The last item joined from several records.
+    joined: Bytes,
 }
 
 impl RecordFile {
@@ -58,8 +66,9 @@ impl RecordFile {
             path: path.to_owned(),
             file,
             pos: 0,
-            block: vec![0; BLOCK_SIZE as usize],
+            block: Bytes::new(),
             cached: None,
+            joined: Bytes::new(),
         })
     }
 
@@ -140,7 +149,9 @@ impl RecordFile {
     /// the file is closed (rotated) and `limit` is its real end, so an item cut short is
     /// damage; otherwise the tail may still be being written and the walker stops
     /// cleanly at the last whole item.
-    pub fn next(&mut self, limit: u64, complete: bool) -> Result<Step, BinlogError> {
+    pub fn next(&mut self, limit: u64, complete: bool) -> Result<Step<'_>, BinlogError> {
+        // The previous joined item lives on in its arguments, if anywhere.
+        self.joined = Bytes::new();
         let mut pos = self.pos;
         let mut start = pos;
         let mut fragments: Option<(u64, BytesMut)> = None;
@@ -159,31 +170,34 @@ impl RecordFile {
                     return Err(self.corrupt(pos, "new item begins inside an unfinished one"));
                 }
                 FULL => {
-                    let payload = self.read(body, len as usize)?;
+                    let at = self.locate(body, len as usize)?;
                     self.pos = body + len;
                     return Ok(Step::Item(RawItem {
                         start,
                         end: self.pos,
-                        payload,
+                        bytes: &self.block,
+                        range: at..at + len as usize,
                     }));
                 }
                 FIRST => {
                     let mut buf = BytesMut::with_capacity(len as usize * 2);
-                    buf.extend_from_slice(&self.read(body, len as usize)?);
+                    buf.extend_from_slice(self.slice(body, len as usize)?);
                     fragments = Some((pos, buf));
                 }
                 MIDDLE | LAST => {
                     let Some((_, buf)) = fragments.as_mut() else {
                         return Err(self.corrupt(pos, "continuation record without a first record"));
                     };
-                    buf.extend_from_slice(&self.read(body, len as usize)?);
+                    buf.extend_from_slice(self.slice(body, len as usize)?);
                     if kind == LAST {
                         let (_, buf) = fragments.take().unwrap_or_default();
                         self.pos = body + len;
+                        self.joined = buf.freeze();
                         return Ok(Step::Item(RawItem {
                             start,
                             end: self.pos,
-                            payload: buf.freeze(),
+                            bytes: &self.joined,
+                            range: 0..self.joined.len(),
                         }));
                     }
                 }
@@ -204,7 +218,7 @@ impl RecordFile {
         pos: u64,
         limit: u64,
         complete: bool,
-    ) -> Result<Step, BinlogError> {
+    ) -> Result<Step<'static>, BinlogError> {
         match unfinished_at {
             Some(at) if complete => Err(BinlogError::Truncated {
                 path: self.path.clone(),
@@ -221,7 +235,7 @@ impl RecordFile {
         if pos + RECORD_HEADER_LEN > limit {
             return Ok(None);
         }
-        let raw = self.read(pos, RECORD_HEADER_LEN as usize)?;
+        let raw = self.slice(pos, RECORD_HEADER_LEN as usize)?;
         let len = u64::from(raw[0]) | u64::from(raw[1]) << 8 | u64::from(raw[2]) << 16;
         let kind = raw[7];
         if kind == 0 && len == 0 {
@@ -240,9 +254,16 @@ impl RecordFile {
         Ok(Some((len, kind)))
     }
 
-    /// Reads `len` bytes at `pos`, which never cross a block. The block is cached, and
-    /// re-read when the request reaches past what was there (the file may have grown).
-    fn read(&mut self, pos: u64, len: usize) -> Result<Bytes, BinlogError> {
+    /// The `len` bytes at `pos`, borrowed from the block (for headers: no reference
+    /// count touched).
+    fn slice(&mut self, pos: u64, len: usize) -> Result<&[u8], BinlogError> {
+        let at = self.locate(pos, len)?;
+        Ok(&self.block[at..at + len])
+    }
+
+    /// Where `len` bytes at `pos` start in `block`. The block is cached, and re-read
+    /// when the request reaches past what was there (the file may have grown).
+    fn locate(&mut self, pos: u64, len: usize) -> Result<usize, BinlogError> {
         let index = pos / BLOCK_SIZE;
         let at = (pos % BLOCK_SIZE) as usize;
         let have = match self.cached {
@@ -260,15 +281,16 @@ impl RecordFile {
                 reason: format!("{len} bytes expected, the file ends first"),
             });
         }
-        Ok(Bytes::copy_from_slice(&self.block[at..at + len]))
+        Ok(at)
     }
 
     fn fill_block(&mut self, index: u64) -> Result<usize, BinlogError> {
+        let mut block = BytesMut::zeroed(BLOCK_SIZE as usize);
         let mut have = 0;
-        while have < self.block.len() {
+        while have < block.len() {
             let n = self
                 .file
-                .read_at(&mut self.block[have..], index * BLOCK_SIZE + have as u64)
+                .read_at(&mut block[have..], index * BLOCK_SIZE + have as u64)
                 .map_err(|source| BinlogError::Io {
                     path: self.path.clone(),
                     source,
@@ -278,6 +300,7 @@ impl RecordFile {
             }
             have += n;
         }
+        self.block = block.freeze();
         Ok(have)
     }
 }

@@ -130,10 +130,11 @@ pub(super) async fn follow(
                             break;
                         }
                     };
+                    let exec_time = item.exec_time;
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = match entry_to_event(DB, &entry_read, dialect, &mut replica.report) {
+                    let event = match entry_to_event(DB, entry_read, dialect, &mut replica.report) {
                         Ok(event) => event,
                         Err(e) => {
                             failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
@@ -141,7 +142,7 @@ pub(super) async fn follow(
                         }
                     };
                     let has_event = event.is_some();
-                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time: entry_read.item.exec_time, arrived });
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time, arrived });
                     if let Some(event) = event {
                         replica.out.push(event).await;
                     }
