@@ -454,6 +454,11 @@ fn values_of(con: &mut redis::Connection, key: &[u8]) -> Vec<Val> {
     if !set.is_empty() {
         out.push(Val::Set(set));
     }
+    // XRANGE fails before 3.5 (no streams): no entries.
+    let stream = super::xrange(con, key);
+    if !stream.is_empty() {
+        out.push(Val::Stream(stream));
+    }
     out
 }
 
