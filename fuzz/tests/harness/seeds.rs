@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pika_migrate_core::capture::{self, record};
-use pika_migrate_core::event::Event;
+use pika_migrate_core::event::{DataType, Event};
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
 use pika_migrate_core::pika::normalize::Dialect;
 use pika_migrate_core::pika::repl::frame;
@@ -69,8 +69,29 @@ fn fixture_events() -> Vec<Event> {
     events
 }
 
+/// The streams of the Pika 3.5.5 fixture dump (the 3.3.6 one has none).
+fn stream_events() -> Vec<Event> {
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pika-v3.5.5/dump");
+    let snapshot = Snapshot::open(&dump).expect("the 3.5.5 fixture dump");
+    let mut events = Vec::new();
+    for db in &snapshot.dbs {
+        db.scan(ChunkLimits::default(), 0, &mut 0, &mut |e| {
+            if e.data_type == Some(DataType::Stream) {
+                events.push(e);
+            }
+            true
+        })
+        .expect("scanning the 3.5.5 fixture dump");
+    }
+    events
+}
+
 fn records() -> Vec<Vec<u8>> {
-    fixture_events()
+    encoded(&fixture_events())
+}
+
+fn encoded(events: &[Event]) -> Vec<Vec<u8>> {
+    events
         .iter()
         .map(|e| {
             let mut out = Vec::new();
@@ -257,7 +278,11 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             text("0s\n127.0.0.1\n9221\n1\n507340\n3\n9\n"),
             text("1:507340"),
         ],
-        "capture_record" => spread(records(), 96),
+        "capture_record" => {
+            let mut s = spread(records(), 96);
+            s.extend(encoded(&stream_events()));
+            s
+        }
         "capture_file" => {
             let mut file = capture::header().to_vec();
             let small = records().into_iter().filter(|r| r.len() < 4096).collect();

@@ -284,7 +284,10 @@ mod tests {
         );
     }
 
-    fn stream(entries: &[(u64, u64, &[(&'static str, &'static str)])], last: StreamId) -> Chunk {
+    /// An entry's ms, seq and field/value pairs.
+    type Entry<'a> = (u64, u64, &'a [(&'static str, &'static str)]);
+
+    fn stream(entries: &[Entry], last: StreamId) -> Chunk {
         Chunk::Stream {
             entries: entries
                 .iter()
