@@ -393,6 +393,8 @@ impl RealPika {
             let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
             for val in values_of(&mut con, &key) {
                 let t = val.type_name().to_owned();
+                // Pika's streams never expire; 4.0.1's PTTL answers 0 for them.
+                let expire_at_ms = expire_at_ms.filter(|_| !matches!(val, Val::Stream(_)));
                 state.insert((key.clone(), t), KeyState { val, expire_at_ms });
             }
         }
