@@ -73,6 +73,24 @@ fn the_3_5_dump_lands_in_redis_exactly_streams_included() {
     let streams = (expected.keys()).filter(|(_, t)| t == "stream").count();
     assert_eq!(streams, 8);
     assert_same(&expected, &redis.state());
+    // `verify` reads the streams back entry by entry (XRANGE, XLEN) and finds them equal,
+    // and finds an entry changed behind its back.
+    let (code, stdout, stderr) = run_cli(&["verify", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(" 0 differ"), "{stdout}");
+    let mut con = redis.client();
+    let () = redis::cmd("XDEL")
+        .arg("s1:stream:ids")
+        .arg("5-0")
+        .query(&mut con)
+        .map(|_: i64| ())
+        .unwrap();
+    let (code, stdout, _) = run_cli(&["verify", "-c", pipeline.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("s1:stream:ids: 4 stream entries differ"),
+        "{stdout}"
+    );
 }
 
 fn items() -> Vec<pika_migrate_core::pika::binlog::BinlogEntry> {

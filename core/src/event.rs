@@ -425,6 +425,56 @@ mod tests {
     }
 
     #[test]
+    fn stream_ids_order_as_numbers_and_read_back_as_written() {
+        let (a, b) = (StreamId::new(9, 10), StreamId::new(10, 0));
+        assert!(a < b && StreamId::new(9, 9) < a);
+        assert_eq!(b.to_string(), "10-0");
+        assert_eq!(
+            "1700000000000-7".parse::<StreamId>(),
+            Ok(StreamId::new(1_700_000_000_000, 7))
+        );
+        for bad in ["", "7", "1-", "-1", "1-x", "18446744073709551616-0"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stream_chunk_counts_entries_and_sizes_its_fields() {
+        let entry = |seq| StreamEntry {
+            id: StreamId::new(1, seq),
+            fields: vec![
+                (Bytes::from_static(b"f"), Bytes::from_static(b"vv")),
+                (Bytes::from_static(b"g"), Bytes::new()),
+            ],
+        };
+        let chunk = Chunk::Stream {
+            entries: vec![entry(0), entry(1)],
+            last_id: StreamId::new(1, 1),
+        };
+        assert_eq!((chunk.len(), chunk.data_type()), (2, DataType::Stream));
+        // Per entry: its 16-byte id and 4 bytes of fields and values.
+        assert_eq!(chunk.payload_bytes(), 2 * (16 + 4));
+        let event = Event {
+            db: 0,
+            key: Bytes::from_static(b"s"),
+            data_type: Some(DataType::Stream),
+            op: Op::Snapshot {
+                chunk,
+                part: Part::Whole,
+                expire_at_ms: None,
+                also_types: TypeSet::default(),
+            },
+            position: Position::Snapshot {
+                at: BinlogOffset::default(),
+                seq: 0,
+            },
+            exec_time: None,
+        };
+        // Each entry and each of its fields and values is an element of its own.
+        assert_eq!(event.memory_estimate(), 1 + 40 + 64 * (2 * 5 + 1));
+    }
+
+    #[test]
     fn binlog_offset_parses_and_rejects() {
         assert_eq!(
             "1:507340".parse::<BinlogOffset>().unwrap(),
