@@ -65,6 +65,7 @@ fn the_3_5_dump_lands_in_redis_exactly_streams_included() {
     let pipeline = write_pipeline(dir.path(), &yaml);
     let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(", 9 stream); "), "{stderr}");
     let expected = redis_view(&live_at(
         &load_expected_file(&fixture_of(V, "expected.jsonl")),
         now_ms(),
