@@ -85,10 +85,7 @@ fn bad_filter_settings_are_named_by_the_validator() {
             "  - type: key\n    include: [{regex: '(unclosed'}]\n",
             "filters[0] (key): regex",
         ),
-        (
-            "  - type: type\n    keep: [stream]\n",
-            "unknown type \"stream\"",
-        ),
+        ("  - type: type\n    keep: [geo]\n", "unknown type \"geo\""),
         (
             "  - type: rename\n    add_prefix: a\n    strip_prefix: b\n",
             "exactly one of",

@@ -72,6 +72,36 @@ fn key_rewrite_moves_the_snapshot_under_a_new_prefix_in_redis() {
 }
 
 #[test]
+fn key_rewrite_moves_streams_through_the_plugin_abi_into_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let filters = format!(
+        "  - type: plugin\n    path: {}\n    config: {{from: 's1:stream:', to: 'moved:'}}\n",
+        plugin("pm-key-rewrite").display()
+    );
+    let source = format!(
+        "  type: snapshot\n  path: {}",
+        fixture_of("3.5.5", "dump").display()
+    );
+    let sink = format!("  - type: redis\n    url: {}\n", redis.url());
+    let file = pipeline(dir.path(), &source, &filters, &sink);
+    let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown = load_expected_file(&fixture_of("3.5.5", "expected.jsonl"));
+    let expected: State = redis_view(&live_at(&shown, now_ms()))
+        .into_iter()
+        .map(|((k, t), v)| match k.strip_prefix(b"s1:stream:") {
+            Some(rest) => (([b"moved:", rest].concat(), t), v),
+            None => ((k, t), v),
+        })
+        .collect();
+    // The 8 `s1:stream:*` streams, every id and field, under their new names.
+    let moved = (expected.keys()).filter(|(k, _)| k.starts_with(b"moved:"));
+    assert_eq!(moved.count(), 8);
+    assert_same(&expected, &redis.state());
+}
+
+#[test]
 fn tenant_drop_removes_a_tenant_from_the_binlog() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
@@ -115,7 +145,7 @@ fn a_plugin_of_another_abi_version_or_not_a_plugin_is_refused() {
     let (code, stderr) = with_plugin("validate", &plugin("pm-test-abi-v999"), "");
     assert_eq!(code, 78, "{stderr}");
     assert!(
-        stderr.contains("plugin ABI version 999, this pika-migrate speaks version 1"),
+        stderr.contains("plugin ABI version 999, this pika-migrate speaks version 2"),
         "{stderr}"
     );
 

@@ -1087,3 +1087,61 @@ fn pika_4_0_1_forms_stream_as_the_master_applied_them() {
     assert!((499_000_000..=500_000_000).contains(&ahead), "{ahead}");
     assert_same_as_master(&pika, &redis);
 }
+
+/// A 4.0 master's full sync carries its streams (floyd's `stream_data_cf` is in the
+/// instance directories pulled): every entry with its id and fields, a big stream in
+/// several chunks, and the last generated id where the newest entries were deleted.
+#[test]
+fn pika_4_0_1_full_sync_carries_streams_and_their_last_id() {
+    let test = "pika_4_0_1_full_sync_carries_streams_and_their_last_id";
+    let Some(pika) = master("4.0.1", test, PikaOptions::default()) else {
+        return;
+    };
+    let w =
+        |words: &[&str]| -> Vec<Vec<u8>> { words.iter().map(|x| x.as_bytes().to_vec()).collect() };
+    let mut con = pika.client();
+    let mut writes = vec![
+        w(&["XADD", "x:ids", "1-1", "f", "v"]),
+        w(&["XADD", "x:ids", "5-0", "g", "w", "h", ""]),
+        w(&["XADD", "x:ids", "9-0", "k", "v"]),
+        w(&["XADD", "x:tail", "1-0", "f", "v"]),
+        w(&["XADD", "x:tail", "2-0", "f", "v"]),
+        // The newest entry deleted: the stream's last id stays 2-0.
+        w(&["XDEL", "x:tail", "2-0"]),
+        w(&["XADD", "x:auto", "*", "f", "v"]),
+        w(&["XADD", "x:auto", "*", "f", "\u{7f}bin"]),
+    ];
+    writes.extend((0..1300).map(|i| {
+        let (id, value) = (
+            format!("{}-{}", 1_600_000_000_000u64 + i / 3, i % 3),
+            format!("v{i}"),
+        );
+        w(&["XADD", "x:big", &id, "n", &value])
+    }));
+    pipeline(&mut con, writes);
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    wait_streaming(&m);
+    // Streamed after the full sync, onto a stream the full sync brought.
+    pipeline(&mut con, [w(&["XADD", "x:ids", "10-0", "after", "1"])]);
+    wait_caught_up(&m, &pika);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    let streams = (pika.state().into_keys())
+        .filter(|(_, t)| t == "stream")
+        .count();
+    assert_eq!(streams, 4);
+    assert_same_as_master(&pika, &redis);
+    // The last generated id came along: `x:tail` holds 1-0 only, and 2-0 is refused by
+    // Redis as by the master (without it, Redis would take 2-0).
+    let mut target = redis.client();
+    for con in [&mut con, &mut target] {
+        let below: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg("x:tail")
+            .arg("2-0")
+            .arg("f")
+            .arg("v")
+            .query(con);
+        assert!(below.is_err(), "{below:?}");
+    }
+}

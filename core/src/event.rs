@@ -10,7 +10,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// A Redis data type as Pika 3.x stores it (one blackwidow database each).
+/// A Redis data type as Pika stores it (one blackwidow database each in 3.x).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
@@ -19,17 +19,20 @@ pub enum DataType {
     List,
     Zset,
     Set,
+    Stream,
 }
 
 impl DataType {
     /// The order in which Pika's own `TYPE` reports a key that exists as several types.
     /// The snapshot is emitted in this order, and "first" in `first-wins` means first here.
-    pub const TYPE_ORDER: [DataType; 5] = [
+    /// Pika 3.5's `TYPE` never names a stream: it comes last.
+    pub const TYPE_ORDER: [DataType; 6] = [
         DataType::String,
         DataType::Hash,
         DataType::List,
         DataType::Zset,
         DataType::Set,
+        DataType::Stream,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl DataType {
             DataType::List => "list",
             DataType::Zset => "zset",
             DataType::Set => "set",
+            DataType::Stream => "stream",
         }
     }
 
@@ -121,6 +125,55 @@ impl Part {
     }
 }
 
+/// A stream entry id, `ms-seq`; ids order as the pair of numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub fn new(ms: u64, seq: u64) -> StreamId {
+        StreamId { ms, seq }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = String;
+
+    /// `ms-seq`, both decimal (what [`StreamId`]'s `Display` writes).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ms, seq) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected MS-SEQ, got {s:?}"))?;
+        let num = |t: &str| t.parse::<u64>().map_err(|_| format!("bad stream id {s:?}"));
+        Ok(StreamId::new(num(ms)?, num(seq)?))
+    }
+}
+
+/// One entry of a stream: its id and its field/value pairs in the order they were added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+impl StreamEntry {
+    fn payload_bytes(&self) -> usize {
+        16 + self
+            .fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len())
+            .sum::<usize>()
+    }
+}
+
 /// One chunk of a value read from a snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
@@ -132,6 +185,13 @@ pub enum Chunk {
     Set(Vec<Bytes>),
     /// Members with their exact scores (`-inf` and `inf` included).
     Zset(Vec<(Bytes, f64)>),
+    /// Entries in id order, and the id the stream last generated: above the last entry's
+    /// when the newest entries were deleted (a target sets it, so a later `XADD *`
+    /// generates the id the source would).
+    Stream {
+        entries: Vec<StreamEntry>,
+        last_id: StreamId,
+    },
 }
 
 impl Chunk {
@@ -142,16 +202,18 @@ impl Chunk {
             Chunk::List(_) => DataType::List,
             Chunk::Set(_) => DataType::Set,
             Chunk::Zset(_) => DataType::Zset,
+            Chunk::Stream { .. } => DataType::Stream,
         }
     }
 
-    /// Number of elements (1 for a string slice).
+    /// Number of elements (1 for a string slice, entries for a stream).
     pub fn len(&self) -> usize {
         match self {
             Chunk::String(_) => 1,
             Chunk::Hash(v) => v.len(),
             Chunk::List(v) | Chunk::Set(v) => v.len(),
             Chunk::Zset(v) => v.len(),
+            Chunk::Stream { entries, .. } => entries.len(),
         }
     }
 
@@ -166,6 +228,7 @@ impl Chunk {
             Chunk::Hash(v) => v.iter().map(|(f, x)| f.len() + x.len()).sum(),
             Chunk::List(v) | Chunk::Set(v) => v.iter().map(Bytes::len).sum(),
             Chunk::Zset(v) => v.iter().map(|(m, _)| m.len() + 8).sum(),
+            Chunk::Stream { entries, .. } => entries.iter().map(StreamEntry::payload_bytes).sum(),
         }
     }
 }
@@ -310,6 +373,10 @@ impl Event {
         let elements = match &self.op {
             Op::Snapshot { chunk, .. } => match chunk {
                 Chunk::Hash(_) | Chunk::Zset(_) => chunk.len() * 2,
+                // Each entry's field list, and its fields and values.
+                Chunk::Stream { entries, .. } => {
+                    entries.iter().map(|e| 1 + 2 * e.fields.len()).sum()
+                }
                 other => other.len(),
             },
             Op::Command { argv } => argv.len(),
@@ -355,6 +422,56 @@ mod tests {
             set.iter().collect::<Vec<_>>(),
             [DataType::Hash, DataType::Set]
         );
+    }
+
+    #[test]
+    fn stream_ids_order_as_numbers_and_read_back_as_written() {
+        let (a, b) = (StreamId::new(9, 10), StreamId::new(10, 0));
+        assert!(a < b && StreamId::new(9, 9) < a);
+        assert_eq!(b.to_string(), "10-0");
+        assert_eq!(
+            "1700000000000-7".parse::<StreamId>(),
+            Ok(StreamId::new(1_700_000_000_000, 7))
+        );
+        for bad in ["", "7", "1-", "-1", "1-x", "18446744073709551616-0"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stream_chunk_counts_entries_and_sizes_its_fields() {
+        let entry = |seq| StreamEntry {
+            id: StreamId::new(1, seq),
+            fields: vec![
+                (Bytes::from_static(b"f"), Bytes::from_static(b"vv")),
+                (Bytes::from_static(b"g"), Bytes::new()),
+            ],
+        };
+        let chunk = Chunk::Stream {
+            entries: vec![entry(0), entry(1)],
+            last_id: StreamId::new(1, 1),
+        };
+        assert_eq!((chunk.len(), chunk.data_type()), (2, DataType::Stream));
+        // Per entry: its 16-byte id and 4 bytes of fields and values.
+        assert_eq!(chunk.payload_bytes(), 2 * (16 + 4));
+        let event = Event {
+            db: 0,
+            key: Bytes::from_static(b"s"),
+            data_type: Some(DataType::Stream),
+            op: Op::Snapshot {
+                chunk,
+                part: Part::Whole,
+                expire_at_ms: None,
+                also_types: TypeSet::default(),
+            },
+            position: Position::Snapshot {
+                at: BinlogOffset::default(),
+                seq: 0,
+            },
+            exec_time: None,
+        };
+        // Each entry and each of its fields and values is an element of its own.
+        assert_eq!(event.memory_estimate(), 1 + 40 + 64 * (2 * 5 + 1));
     }
 
     #[test]

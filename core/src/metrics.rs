@@ -16,7 +16,7 @@ struct Counters {
     keys: AtomicU64,
     commands: AtomicU64,
     expected_keys: AtomicU64,
-    by_type: [AtomicU64; 5],
+    by_type: [AtomicU64; DataType::TYPE_ORDER.len()],
     filtered: AtomicU64,
     status: Status,
 }
@@ -36,7 +36,7 @@ pub struct MetricsSnapshot {
     /// The source's estimate of the keys it will emit (0 when unknown).
     pub expected_keys: u64,
     /// Snapshot keys per type, in [`DataType::TYPE_ORDER`] order.
-    pub keys_by_type: [u64; 5],
+    pub keys_by_type: [u64; DataType::TYPE_ORDER.len()],
     /// Events the filters dropped.
     pub filtered: u64,
 }
@@ -65,7 +65,7 @@ impl Metrics {
     /// Counts a batch: tallied locally, then one atomic add per counter.
     pub(crate) fn count(&self, batch: &[Event]) {
         let (mut bytes, mut keys, mut commands) = (0u64, 0u64, 0u64);
-        let mut by_type = [0u64; 5];
+        let mut by_type = [0u64; DataType::TYPE_ORDER.len()];
         for event in batch {
             bytes += event.payload_bytes() as u64;
             match &event.op {

@@ -39,6 +39,8 @@ impl RunReport {
             let by_type: Vec<String> = DataType::TYPE_ORDER
                 .iter()
                 .zip(t.keys_by_type)
+                // Streams only when there are some: most dumps (all before 3.5) have none.
+                .filter(|(ty, n)| **ty != DataType::Stream || *n > 0)
                 .map(|(ty, n)| format!("{n} {ty}"))
                 .collect();
             parts.push(format!("{} keys ({})", t.keys, by_type.join(", ")));

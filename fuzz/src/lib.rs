@@ -113,6 +113,13 @@ pub const TARGETS: &[Target] = &[
         max_alloc: |n| 8 * n + 4096,
     },
     Target {
+        name: "stream_bytes",
+        covers: "Pika's stream layout (3.5 and 4.0): stream metas of both versions, entry \
+                 ids in 3.5 and 4.0 data keys, messages (length-prefixed field/value pairs)",
+        run: storage::stream_bytes,
+        max_alloc: |n| 16 * n + 4096,
+    },
+    Target {
         name: "floyd_comparators",
         covers: "floyd.ListsDataKeyComparator and ZSetsScoreKeyComparator on any bytes: \
                  no panic, a consistent order, the documented order on well-formed keys",

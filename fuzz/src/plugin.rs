@@ -3,7 +3,9 @@
 
 use arbitrary::Unstructured;
 use bytes::Bytes;
-use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op, Part, Position};
+use pika_migrate_core::event::{
+    BinlogOffset, Chunk, Event, Op, Part, Position, StreamEntry, StreamId,
+};
 use pika_migrate_core::filter::plugin::Reply;
 use pika_migrate_core::filter::Outcome;
 use pika_migrate_plugin::abi::{self, PmBytes};
@@ -16,12 +18,22 @@ fn bytes(u: &mut Unstructured) -> arbitrary::Result<Bytes> {
 
 /// The event lent to the plugin: a snapshot chunk of any type, or a command.
 fn lent(u: &mut Unstructured) -> arbitrary::Result<Event> {
-    let chunk = match u.int_in_range(0..=5u8)? {
+    let chunk = match u.int_in_range(0..=6u8)? {
         0 => Chunk::String(bytes(u)?),
         1 => Chunk::Hash(vec![(bytes(u)?, bytes(u)?)]),
         2 => Chunk::List(vec![bytes(u)?]),
         3 => Chunk::Set(vec![bytes(u)?]),
         4 => Chunk::Zset(vec![(bytes(u)?, u.arbitrary()?)]),
+        5 => {
+            let id = StreamId::new(u.arbitrary()?, u.arbitrary()?);
+            Chunk::Stream {
+                entries: vec![StreamEntry {
+                    id,
+                    fields: vec![(bytes(u)?, bytes(u)?)],
+                }],
+                last_id: StreamId::new(id.ms, id.seq.saturating_add(u.arbitrary::<u8>()?.into())),
+            }
+        }
         _ => {
             return Ok(Event {
                 db: 0,

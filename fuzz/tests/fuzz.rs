@@ -41,6 +41,7 @@ fuzz_tests! {
     storage_scan: 0, 150;
     storage_dump_patch: 100, 20;
     floyd_bytes: 5000, 5000;
+    stream_bytes: 5000, 5000;
     floyd_comparators: 10000, 20000;
     floyd_dump_patch: 60, 15;
     dump_info: 5000, 2000;

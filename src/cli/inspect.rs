@@ -127,6 +127,17 @@ fn snapshot_line(event: &Event) -> String {
             .map(|(m, s)| format!("{}:{s:?}", show_arg(m)))
             .collect::<Vec<_>>()
             .join(" "),
+        Chunk::Stream { entries, last_id } => {
+            let shown: Vec<String> = (entries.iter().take(SHOWN))
+                .map(|e| {
+                    let fields: Vec<String> = (e.fields.iter())
+                        .map(|(f, v)| format!("{}={}", show_arg(f), show_arg(v)))
+                        .collect();
+                    format!("{}{{{}}}", e.id, fields.join(" "))
+                })
+                .collect();
+            format!("last_id={last_id} {}", shown.join(" "))
+        }
     };
     let more = if chunk.len() > SHOWN && !matches!(chunk, Chunk::String(_)) {
         " …"

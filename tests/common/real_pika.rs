@@ -393,6 +393,8 @@ impl RealPika {
             let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
             for val in values_of(&mut con, &key) {
                 let t = val.type_name().to_owned();
+                // Pika's streams never expire; 4.0.1's PTTL answers 0 for them.
+                let expire_at_ms = expire_at_ms.filter(|_| !matches!(val, Val::Stream(_)));
                 state.insert((key.clone(), t), KeyState { val, expire_at_ms });
             }
         }
@@ -453,6 +455,11 @@ fn values_of(con: &mut redis::Connection, key: &[u8]) -> Vec<Val> {
         .unwrap_or_default();
     if !set.is_empty() {
         out.push(Val::Set(set));
+    }
+    // XRANGE fails before 3.5 (no streams): no entries.
+    let stream = super::xrange(con, key);
+    if !stream.is_empty() {
+        out.push(Val::Stream(stream));
     }
     out
 }

@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! op u8 (0 snapshot, 1 command) · db u32 · position · exec_time i64 (-1: none)
-//! data_type u8 (0 string 1 hash 2 list 3 zset 4 set, 255 none) · key bytes
+//! data_type u8 (0 string 1 hash 2 list 3 zset 4 set 5 stream, 255 none) · key bytes
 //! snapshot: part u8 (0 whole 1 first 2 more 3 last) · expire_at_ms i64 (i64::MIN: none)
 //!           also_types u8 count + type codes · chunk: count u32 + elements
-//!           (string 1 bytes; hash/zset pairs: bytes+bytes / bytes+f64 bits; list/set bytes)
+//!           (string 1 bytes; hash/zset pairs: bytes+bytes / bytes+f64 bits; list/set bytes;
+//!           stream: last_id, then per entry id, field count u32, field+value bytes; an
+//!           id is ms u64 + seq u64)
 //! command:  argc u32 · argv bytes…
 //! position: 0 snapshot (filenum u32, offset u64, seq u64) | 1 binlog (filenum u32,
 //!           offset u64, logic_id u64, term u32)
@@ -14,7 +16,9 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
-use crate::event::{BinlogOffset, Chunk, DataType, Event, Op, Part, Position, TypeSet};
+use crate::event::{
+    BinlogOffset, Chunk, DataType, Event, Op, Part, Position, StreamEntry, StreamId, TypeSet,
+};
 
 fn type_code(t: Option<DataType>) -> u8 {
     match t {
@@ -23,6 +27,7 @@ fn type_code(t: Option<DataType>) -> u8 {
         Some(DataType::List) => 2,
         Some(DataType::Zset) => 3,
         Some(DataType::Set) => 4,
+        Some(DataType::Stream) => 5,
         None => 255,
     }
 }
@@ -34,6 +39,7 @@ fn type_of(code: u8) -> Result<Option<DataType>, String> {
         2 => DataType::List,
         3 => DataType::Zset,
         4 => DataType::Set,
+        5 => DataType::Stream,
         255 => return Ok(None),
         other => return Err(format!("unknown type code {other}")),
     }))
@@ -42,6 +48,11 @@ fn type_of(code: u8) -> Result<Option<DataType>, String> {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.put_u32_le(b.len() as u32);
     out.put_slice(b);
+}
+
+fn put_id(out: &mut Vec<u8>, id: StreamId) {
+    out.put_u64_le(id.ms);
+    out.put_u64_le(id.seq);
 }
 
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
@@ -105,6 +116,17 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
                         out.put_u64_le(s.to_bits());
                     }
                 }
+                Chunk::Stream { entries, last_id } => {
+                    put_id(out, *last_id);
+                    for e in entries {
+                        put_id(out, e.id);
+                        out.put_u32_le(e.fields.len() as u32);
+                        for (f, v) in &e.fields {
+                            put_bytes(out, f);
+                            put_bytes(out, v);
+                        }
+                    }
+                }
             }
         }
         Op::Command { argv } => {
@@ -144,6 +166,14 @@ impl Reader {
     fn i64(&mut self) -> Result<i64, String> {
         self.need(8)?;
         Ok(self.0.get_i64_le())
+    }
+    fn id(&mut self) -> Result<StreamId, String> {
+        Ok(StreamId::new(self.u64()?, self.u64()?))
+    }
+    /// Field/value pairs, each at least two empty byte strings.
+    fn pairs(&mut self) -> Result<Vec<(Bytes, Bytes)>, String> {
+        let n = self.count(8)?;
+        (0..n).map(|_| Ok((self.bytes()?, self.bytes()?))).collect()
     }
     fn bytes(&mut self) -> Result<Bytes, String> {
         let n = self.u32()? as usize;
@@ -210,14 +240,7 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
                     1 => Chunk::String(r.bytes()?),
                     n => return Err(format!("a string chunk of {n} elements")),
                 },
-                DataType::Hash => {
-                    let n = r.count(8)?;
-                    Chunk::Hash(
-                        (0..n)
-                            .map(|_| Ok((r.bytes()?, r.bytes()?)))
-                            .collect::<Result<_, String>>()?,
-                    )
-                }
+                DataType::Hash => Chunk::Hash(r.pairs()?),
                 DataType::List | DataType::Set => {
                     let n = r.count(4)?;
                     let items = (0..n).map(|_| r.bytes()).collect::<Result<_, _>>()?;
@@ -234,6 +257,20 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
                             .map(|_| Ok((r.bytes()?, f64::from_bits(r.u64()?))))
                             .collect::<Result<_, String>>()?,
                     )
+                }
+                DataType::Stream => {
+                    // Each entry: an id and a field count.
+                    let n = r.count(20)?;
+                    let last_id = r.id()?;
+                    let entries = (0..n)
+                        .map(|_| {
+                            Ok(StreamEntry {
+                                id: r.id()?,
+                                fields: r.pairs()?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?;
+                    Chunk::Stream { entries, last_id }
                 }
             };
             Op::Snapshot {
@@ -271,7 +308,7 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
 mod tests {
     use super::*;
     use crate::event::{Chunk, Op};
-    use crate::filter::testing::{binlog_events, snapshot_events};
+    use crate::filter::testing::{binlog_events, snapshot_events, stream_events};
 
     #[test]
     fn every_fixture_event_round_trips() {
@@ -282,6 +319,22 @@ mod tests {
             let back = decode(Bytes::from(buf.clone())).unwrap();
             // f64 NaN never occurs; -inf/inf compare fine.
             assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn stream_chunks_round_trip_with_their_ids_fields_and_last_id() {
+        let streams = stream_events();
+        assert!(streams.len() > 9, "the big stream comes in several chunks");
+        let mut buf = Vec::new();
+        for e in &streams {
+            buf.clear();
+            encode(e, &mut buf);
+            assert_eq!(&decode(Bytes::from(buf.clone())).unwrap(), e);
+        }
+        // Cut anywhere, a stream record is refused, never read short.
+        for cut in 0..buf.len() {
+            assert!(decode(Bytes::copy_from_slice(&buf[..cut])).is_err());
         }
     }
 

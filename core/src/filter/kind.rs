@@ -15,7 +15,9 @@ fn parse(names: &[String]) -> Result<Vec<DataType>, String> {
             DataType::TYPE_ORDER
                 .into_iter()
                 .find(|t| t.as_str() == n.to_ascii_lowercase())
-                .ok_or_else(|| format!("unknown type {n:?} (string, hash, list, set, zset)"))
+                .ok_or_else(|| {
+                    format!("unknown type {n:?} (string, hash, list, set, zset, stream)")
+                })
         })
         .collect()
 }
@@ -72,6 +74,20 @@ mod tests {
             .count();
         assert!(lists > 50);
         assert_eq!(kept, events.len() - lists);
-        assert!(TypeFilter::build(&serde_yaml::from_str("keep: [stream]").unwrap()).is_err());
+        assert!(TypeFilter::build(&serde_yaml::from_str("keep: [geo]").unwrap()).is_err());
+        // A stream's snapshot chunks and its binlog XADDs are one type.
+        let streams: TypeFilter =
+            TypeFilter::build(&serde_yaml::from_str("drop: [stream]").unwrap()).unwrap();
+        let mut xadd = binlog_events()[0].clone();
+        xadd.data_type = crate::pika::commands::lookup("xadd").and_then(|s| s.data_type);
+        assert!(!streams.apply(&mut xadd));
+        let mut chunk = snapshot_events()[0].clone();
+        if let Op::Snapshot { chunk, .. } = &mut chunk.op {
+            *chunk = crate::event::Chunk::Stream {
+                entries: Vec::new(),
+                last_id: Default::default(),
+            };
+        }
+        assert!(!streams.apply(&mut chunk));
     }
 }

@@ -269,6 +269,28 @@ pub(crate) mod testing {
         out
     }
 
+    /// The streams of the Pika 3.5.5 fixture dump, in chunks of at most 50 entries (its
+    /// 298-entry stream in several).
+    pub fn stream_events() -> Vec<Event> {
+        let dump =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pika-v3.5.5/dump");
+        let snapshot = Snapshot::open(&dump).unwrap();
+        let limits = ChunkLimits {
+            elements: 50,
+            ..ChunkLimits::default()
+        };
+        let mut out = Vec::new();
+        snapshot.dbs[0]
+            .scan(limits, 0, &mut 0, &mut |e| {
+                if e.data_type == Some(crate::event::DataType::Stream) {
+                    out.push(e);
+                }
+                true
+            })
+            .unwrap();
+        out
+    }
+
     pub fn binlog_events() -> Vec<Event> {
         let mut reader = BinlogReader::open(&fixture("binlog"), None).unwrap();
         let mut report = SourceReport::default();

@@ -43,6 +43,7 @@ const H: Option<DataType> = Some(DataType::Hash);
 const L: Option<DataType> = Some(DataType::List);
 const Z: Option<DataType> = Some(DataType::Zset);
 const T: Option<DataType> = Some(DataType::Set);
+const X: Option<DataType> = Some(DataType::Stream);
 
 /// Looks a command up by its lowercase name.
 pub fn lookup(name: &str) -> Option<CommandSpec> {
@@ -73,9 +74,9 @@ pub fn lookup(name: &str) -> Option<CommandSpec> {
             data_type: Z,
             keys: KeySpec::DestAndNumkeys,
         },
+        // streams (3.5 and 4.0)
+        "xadd" | "xdel" | "xtrim" => one(X),
         // every type
-        // streams (3.5): no type of their own here, the key first
-        "xadd" | "xdel" | "xtrim" => one(None),
         "del" | "unlink" => spec(None, 1, -1, 1),
         "expire" | "pexpire" | "expireat" | "pexpireat" | "persist" => one(None),
         "rename" | "renamenx" => spec(None, 1, 2, 1),
@@ -248,6 +249,7 @@ mod tests {
         assert_eq!(lookup("hmset").unwrap().data_type, Some(DataType::Hash));
         assert_eq!(lookup("geoadd").unwrap().data_type, Some(DataType::Zset));
         assert_eq!(lookup("del").unwrap().data_type, None);
+        assert_eq!(lookup("xadd").unwrap().data_type, Some(DataType::Stream));
         assert!(lookup("get").is_none());
     }
 }

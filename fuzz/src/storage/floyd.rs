@@ -10,7 +10,7 @@ use pika_migrate_core::pika::storage::floyd::comparator::{
     compare_lists_data_key, compare_zsets_score_key,
 };
 use pika_migrate_core::pika::storage::floyd::format::{
-    data_value, time_to_millis, zset_score, CollectionMeta, ListMeta, MetaType, StringValue,
+    data_value, meta_type, time_to_millis, zset_score, CollectionMeta, ListMeta, StringValue,
 };
 use pika_migrate_core::pika::storage::floyd::key::{
     data_key_element, data_key_prefix, decode_user_key, encode_user_key, parse_meta_key,
@@ -35,7 +35,7 @@ pub fn floyd_bytes(data: &[u8]) {
         let prefix = data_key_prefix(&meta.user_key, 0);
         let _ = data_key_element(data, &prefix);
     }
-    let _ = data.first().map(|b| MetaType::from_byte(*b));
+    let _ = data.first().map(|b| meta_type(*b));
     if let Ok(s) = StringValue::parse(data) {
         assert!(s.value.0 <= s.value.1 && s.value.1 + 32 == data.len());
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pika_migrate_core::capture::{self, record};
-use pika_migrate_core::event::Event;
+use pika_migrate_core::event::{DataType, Event};
 use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
 use pika_migrate_core::pika::normalize::Dialect;
 use pika_migrate_core::pika::repl::frame;
@@ -69,8 +69,29 @@ fn fixture_events() -> Vec<Event> {
     events
 }
 
+/// The streams of the Pika 3.5.5 fixture dump (the 3.3.6 one has none).
+fn stream_events() -> Vec<Event> {
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pika-v3.5.5/dump");
+    let snapshot = Snapshot::open(&dump).expect("the 3.5.5 fixture dump");
+    let mut events = Vec::new();
+    for db in &snapshot.dbs {
+        db.scan(ChunkLimits::default(), 0, &mut 0, &mut |e| {
+            if e.data_type == Some(DataType::Stream) {
+                events.push(e);
+            }
+            true
+        })
+        .expect("scanning the 3.5.5 fixture dump");
+    }
+    events
+}
+
 fn records() -> Vec<Vec<u8>> {
-    fixture_events()
+    encoded(&fixture_events())
+}
+
+fn encoded(events: &[Event]) -> Vec<Vec<u8>> {
+    events
         .iter()
         .map(|e| {
             let mut out = Vec::new();
@@ -237,6 +258,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         | "storage_scan"
         | "floyd_comparators" => Vec::new(),
         "floyd_bytes" => floyd_seeds(),
+        "stream_bytes" => stream_seeds(),
         "storage_dump_patch" | "floyd_dump_patch" => {
             let files = if name == "floyd_dump_patch" {
                 pika_migrate_fuzz::storage::floyd_fixture_dump_files()
@@ -256,7 +278,11 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             text("0s\n127.0.0.1\n9221\n1\n507340\n3\n9\n"),
             text("1:507340"),
         ],
-        "capture_record" => spread(records(), 96),
+        "capture_record" => {
+            let mut s = spread(records(), 96);
+            s.extend(encoded(&stream_events()));
+            s
+        }
         "capture_file" => {
             let mut file = capture::header().to_vec();
             let small = records().into_iter().filter(|r| r.len() < 4096).collect();
@@ -292,4 +318,34 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         }
         other => panic!("no seeds for {other}"),
     }
+}
+
+/// A 3.5 and a 4.0 stream meta, a message, and a data key of each version.
+fn stream_seeds() -> Vec<Vec<u8>> {
+    use pika_migrate_core::pika::storage::floyd::key::data_key_prefix as floyd_prefix;
+    use pika_migrate_core::pika::storage::format::data_key_prefix;
+    let mut fields = 0u32.to_le_bytes().to_vec();
+    fields.extend_from_slice(&3u64.to_le_bytes());
+    for n in [1u64, 0, 1_700_000_000_000, 7, 0, 0] {
+        fields.extend_from_slice(&n.to_le_bytes());
+    }
+    fields.extend_from_slice(&2i32.to_le_bytes());
+    let mut v35 = fields.clone();
+    v35.extend_from_slice(&4i32.to_le_bytes());
+    let mut v40 = vec![5u8];
+    v40.extend_from_slice(&fields);
+    v40.extend_from_slice(&4u64.to_le_bytes());
+    let mut message = Vec::new();
+    for part in [&b"field"[..], b"value", b"", b"\x00\xff"] {
+        message.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        message.extend_from_slice(part);
+    }
+    let mut id = 1_700_000_000_000u64.to_be_bytes().to_vec();
+    id.extend_from_slice(&7u64.to_be_bytes());
+    let mut key35 = data_key_prefix(b"s1:stream", 4);
+    key35.extend_from_slice(&id);
+    let mut key40 = floyd_prefix(b"s1:\x00stream", 4);
+    key40.extend_from_slice(&id);
+    key40.extend_from_slice(&[0; 16]);
+    vec![v35, v40, message, key35, key40]
 }

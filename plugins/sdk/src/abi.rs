@@ -1,4 +1,5 @@
-//! The C ABI between pika-migrate (the host) and a filter plugin, version 1. Everything
+//! The C ABI between pika-migrate (the host) and a filter plugin, version 2 (version 1
+//! had no streams). Everything
 //! is `#[repr(C)]`; memory crosses the boundary only as slices borrowed for the length
 //! of one call: the host's event while `filter` runs, the plugin's replacement events
 //! while `emit` runs (the host copies them).
@@ -6,7 +7,7 @@
 use std::ffi::c_void;
 
 /// Bumped on any change of the types or functions below.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// A borrowed byte slice.
 #[repr(C)]
@@ -44,12 +45,16 @@ pub struct PmEvent {
     pub db: u32,
     /// [`KIND_SNAPSHOT`] or [`KIND_COMMAND`].
     pub kind: u32,
-    /// `string`, `hash`, `list`, `zset`, `set`, or empty for type-less commands.
+    /// `string`, `hash`, `list`, `zset`, `set`, `stream`, or empty for type-less
+    /// commands.
     pub data_type: PmBytes,
     pub key: PmBytes,
     /// A command's arguments, name first; a snapshot chunk's elements flattened:
     /// string `[value]`, hash `[field, value, …]`, list and set `[item, …]`, zset
-    /// `[member, score, …]` (the score as text, `inf`/`-inf` included).
+    /// `[member, score, …]` (the score as text, `inf`/`-inf` included), stream
+    /// `[last_id, id, field_count, field, value, …, id, field_count, …]` (ids as
+    /// `ms-seq` text, counts as decimal text; `last_id` is the id the stream last
+    /// generated, at or above its newest entry's).
     pub values: *const PmBytes,
     pub values_len: usize,
     /// Unix milliseconds; -1 for none (commands carry theirs as commands).

@@ -34,7 +34,7 @@ pub enum Kind {
 pub struct Event<'a> {
     pub db: u32,
     pub kind: Kind,
-    /// `string`, `hash`, `list`, `zset`, `set`, or `""` for type-less commands.
+    /// `string`, `hash`, `list`, `zset`, `set`, `stream`, or `""` for type-less commands.
     pub data_type: &'a str,
     pub key: &'a [u8],
     /// A command's arguments (name first), or a snapshot chunk's elements flattened

@@ -1,13 +1,14 @@
 //! Events as the Redis commands that rebuild them: a snapshot key becomes DEL, then
-//! SET/APPEND, HSET, RPUSH, SADD or ZADD chunks, then PEXPIREAT; a binlog event is the
-//! command it carries.
+//! SET/APPEND, HSET, RPUSH, SADD or ZADD chunks (a stream: one XADD per entry, then
+//! XSETID to its last generated id), then PEXPIREAT; a binlog event is the command it
+//! carries.
 //!
 //! Pika lets one key name hold several types, Redis does not. The snapshot tells each
 //! key which other types it has, so the policy is applied here without remembering keys.
 
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
-use pika_migrate_core::event::{Chunk, DataType, Event, Op, Part};
+use pika_migrate_core::event::{Chunk, DataType, Event, Op, Part, StreamEntry, StreamId};
 use serde::Deserialize;
 
 /// What to do when a key exists as several types in the source.
@@ -128,6 +129,10 @@ fn chunk_command(key: Bytes, chunk: Chunk, part: Part, out: &mut Vec<Vec<Bytes>>
     if chunk.is_empty() {
         return;
     }
+    if let Chunk::Stream { entries, last_id } = chunk {
+        stream_commands(key, entries, last_id, part, out);
+        return;
+    }
     let mut argv = Vec::with_capacity(2 + chunk.len() * 2);
     match chunk {
         Chunk::String(value) => {
@@ -165,8 +170,36 @@ fn chunk_command(key: Bytes, chunk: Chunk, part: Part, out: &mut Vec<Vec<Bytes>>
                 argv.push(member);
             }
         }
+        Chunk::Stream { .. } => {}
     }
     out.push(argv);
+}
+
+/// Each entry as `XADD key id field value …` with its own id; after the stream's last
+/// entry, `XSETID key last_id` when the source generated ids past it (its newest entries
+/// were deleted), so the next `XADD *` on the target generates what the source would.
+fn stream_commands(
+    key: Bytes,
+    entries: Vec<StreamEntry>,
+    last_id: StreamId,
+    part: Part,
+    out: &mut Vec<Vec<Bytes>>,
+) {
+    let newest = entries.last().map(|e| e.id);
+    for entry in entries {
+        let mut argv = Vec::with_capacity(3 + entry.fields.len() * 2);
+        argv.push(b("XADD"));
+        argv.push(key.clone());
+        argv.push(Bytes::from(entry.id.to_string()));
+        for (field, value) in entry.fields {
+            argv.push(field);
+            argv.push(value);
+        }
+        out.push(argv);
+    }
+    if part.ends_key() && newest.is_some_and(|id| last_id > id) {
+        out.push(vec![b("XSETID"), key, Bytes::from(last_id.to_string())]);
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +282,80 @@ mod tests {
                 "APPEND s cd"
             ]
         );
+    }
+
+    /// An entry's ms, seq and field/value pairs.
+    type Entry<'a> = (u64, u64, &'a [(&'static str, &'static str)]);
+
+    fn stream(entries: &[Entry], last: StreamId) -> Chunk {
+        Chunk::Stream {
+            entries: entries
+                .iter()
+                .map(|(ms, seq, fields)| StreamEntry {
+                    id: StreamId::new(*ms, *seq),
+                    fields: fields.iter().map(|(f, v)| (b(f), b(v))).collect(),
+                })
+                .collect(),
+            last_id: last,
+        }
+    }
+
+    #[test]
+    fn a_stream_is_one_xadd_per_entry_then_its_last_id_when_higher() {
+        let last = StreamId::new(9, 4);
+        let events = [
+            snapshot(
+                "x",
+                stream(
+                    &[(1, 0, &[("a", "1"), ("b", "2")]), (1, 1, &[("c", "")])],
+                    last,
+                ),
+                Part::First,
+                None,
+                &[],
+            ),
+            snapshot(
+                "x",
+                stream(&[(5, 0, &[("d", "4")])], last),
+                Part::Last,
+                None,
+                &[],
+            ),
+            // Its newest entry is its last id: nothing to set.
+            snapshot(
+                "y",
+                stream(&[(3, 7, &[("f", "v")])], StreamId::new(3, 7)),
+                Part::Whole,
+                None,
+                &[],
+            ),
+        ];
+        let (cmds, _) = run(&events, TypeConflict::FirstWins);
+        assert_eq!(
+            cmds,
+            [
+                "DEL x",
+                "XADD x 1-0 a 1 b 2",
+                "XADD x 1-1 c ",
+                "XADD x 5-0 d 4",
+                "XSETID x 9-4",
+                "DEL y",
+                "XADD y 3-7 f v",
+            ]
+        );
+        // A stream that also is a string in Pika: first-wins keeps the string.
+        let (cmds, stats) = run(
+            &[snapshot(
+                "m",
+                stream(&[(1, 0, &[("f", "v")])], StreamId::new(1, 0)),
+                Part::Whole,
+                None,
+                &[DataType::String],
+            )],
+            TypeConflict::FirstWins,
+        );
+        assert!(cmds.is_empty());
+        assert_eq!(stats.skipped, 1);
     }
 
     #[test]

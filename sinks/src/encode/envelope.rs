@@ -39,6 +39,19 @@ fn chunk_value(chunk: &Chunk) -> Value {
                 })
                 .collect(),
         ),
+        Chunk::Stream { entries, .. } => Value::Array(
+            entries
+                .iter()
+                .map(|e| {
+                    let fields = e
+                        .fields
+                        .iter()
+                        .map(|(f, v)| Value::Array(vec![bytes_value(f), bytes_value(v)]))
+                        .collect();
+                    Value::Array(vec![Value::String(e.id.to_string()), Value::Array(fields)])
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -76,6 +89,9 @@ pub fn envelope(event: &Event) -> Value {
         } => {
             obj.insert("part".into(), Value::String(part.as_str().into()));
             obj.insert("value".into(), chunk_value(chunk));
+            if let Chunk::Stream { last_id, .. } = chunk {
+                obj.insert("last_id".into(), Value::String(last_id.to_string()));
+            }
             obj.insert("expire_at_ms".into(), json!(expire_at_ms));
             if !also_types.is_empty() {
                 obj.insert(
@@ -101,22 +117,16 @@ mod tests {
     use super::*;
     use pika_migrate_core::event::{BinlogOffset, Part, TypeSet};
 
-    #[test]
-    fn binary_bytes_are_marked_base64() {
-        assert_eq!(bytes_value(b"abc"), json!("abc"));
-        assert_eq!(bytes_value(b"\xff\x00"), json!({"base64": "/wA="}));
-    }
-
-    #[test]
-    fn snapshot_and_command_envelopes() {
-        let snap = Event {
+    /// A snapshot event at position 1:2 #3.
+    fn snapshot(key: &'static [u8], chunk: Chunk, part: Part, expire: Option<i64>) -> Event {
+        Event {
             db: 0,
-            key: Bytes::from_static(b"z"),
-            data_type: Some(pika_migrate_core::event::DataType::Zset),
+            key: Bytes::from_static(key),
+            data_type: Some(chunk.data_type()),
             op: Op::Snapshot {
-                chunk: Chunk::Zset(vec![(Bytes::from_static(b"m"), f64::NEG_INFINITY)]),
-                part: Part::Whole,
-                expire_at_ms: Some(1000),
+                chunk,
+                part,
+                expire_at_ms: expire,
                 also_types: TypeSet::default(),
             },
             position: Position::Snapshot {
@@ -124,7 +134,54 @@ mod tests {
                 seq: 3,
             },
             exec_time: None,
+        }
+    }
+
+    #[test]
+    fn binary_bytes_are_marked_base64() {
+        assert_eq!(bytes_value(b"abc"), json!("abc"));
+        assert_eq!(bytes_value(b"\xff\x00"), json!({"base64": "/wA="}));
+    }
+
+    #[test]
+    fn a_stream_chunk_is_its_entries_and_its_last_id() {
+        use pika_migrate_core::event::{StreamEntry, StreamId};
+        let entry = |ms, seq, fields: &[(&'static [u8], &'static [u8])]| StreamEntry {
+            id: StreamId::new(ms, seq),
+            fields: (fields.iter())
+                .map(|(f, v)| (Bytes::from_static(f), Bytes::from_static(v)))
+                .collect(),
         };
+        let snap = snapshot(
+            b"s",
+            Chunk::Stream {
+                entries: vec![
+                    entry(1, 1, &[(b"a", b"1"), (b"b", b"\xff")]),
+                    entry(1_700_000_000_000, 7, &[(b"e", b"")]),
+                ],
+                last_id: StreamId::new(1_700_000_000_001, 0),
+            },
+            Part::First,
+            None,
+        );
+        assert_eq!(
+            envelope(&snap),
+            json!({"op": "snapshot", "db": 0, "key": "s", "type": "stream", "part": "first",
+                   "value": [["1-1", [["a", "1"], ["b", {"base64": "/w=="}]]],
+                             ["1700000000000-7", [["e", ""]]]],
+                   "last_id": "1700000000001-0", "expire_at_ms": null,
+                   "position": {"snapshot": {"filenum": 1, "offset": 2, "seq": 3}}, "exec_time": null})
+        );
+    }
+
+    #[test]
+    fn snapshot_and_command_envelopes() {
+        let snap = snapshot(
+            b"z",
+            Chunk::Zset(vec![(Bytes::from_static(b"m"), f64::NEG_INFINITY)]),
+            Part::Whole,
+            Some(1000),
+        );
         assert_eq!(
             envelope(&snap),
             json!({"op": "snapshot", "db": 0, "key": "z", "type": "zset", "part": "whole",

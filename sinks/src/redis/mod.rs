@@ -623,8 +623,10 @@ impl Sink for RedisSink {
                     self.run_on_every_master(argv, writes, position).await?;
                     continue;
                 }
-                let idempotent =
-                    snapshot_type.is_some() && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND");
+                // Sent twice, RPUSH and APPEND would add twice and an XADD of an id
+                // already there is refused: they go in a transaction with the checkpoint.
+                let idempotent = snapshot_type.is_some()
+                    && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND" | b"XADD");
                 let command = LaneCommand {
                     idempotent,
                     db,

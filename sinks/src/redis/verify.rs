@@ -1,6 +1,6 @@
 //! Compares snapshot events with what a Redis holds, chunk by chunk: memory stays flat
 //! however big a key is. For each key: its type, every element (HMGET, LRANGE by
-//! index, SMISMEMBER, ZMSCORE with exact scores, GETRANGE), its length, and its expiry
+//! index, SMISMEMBER, ZMSCORE with exact scores, GETRANGE, XRANGE), its length, and its expiry
 //! within a second. The same type-conflict and HyperLogLog policies as the sink decide
 //! which keys are expected and under which names.
 
@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
-use pika_migrate_core::event::{Chunk, DataType, Event, Op};
+use pika_migrate_core::event::{Chunk, DataType, Event, Op, StreamEntry};
 use redis::Value;
 
 use super::config::{HyperLogLogPolicy, RedisSinkConfig};
@@ -27,6 +27,7 @@ enum Expect {
     Values(Vec<Bytes>),
     AllMembers(usize),
     Scores(Vec<f64>),
+    Entries(Vec<StreamEntry>),
     Len(u64),
     ExpireAt(Option<i64>),
 }
@@ -228,6 +229,21 @@ impl Verifier {
                 expect: Expect::Scores(members.iter().map(|(_, s)| *s).collect()),
                 key: k,
             },
+            Chunk::Stream { entries, .. } => {
+                let id = |e: Option<&StreamEntry>| {
+                    Bytes::from(e.map_or_else(String::new, |e| e.id.to_string()))
+                };
+                Check {
+                    argv: vec![
+                        b("XRANGE"),
+                        k.clone(),
+                        id(entries.first()),
+                        id(entries.last()),
+                    ],
+                    expect: Expect::Entries(entries.clone()),
+                    key: k,
+                }
+            }
         };
         current.seen += match chunk {
             Chunk::String(v) => v.len() as u64,
@@ -244,6 +260,7 @@ impl Verifier {
                 DataType::List => "LLEN",
                 DataType::Set => "SCARD",
                 DataType::Zset => "ZCARD",
+                DataType::Stream => "XLEN",
             };
             self.checks.push(Check {
                 key: key.clone(),
@@ -352,6 +369,11 @@ fn judge(expect: &Expect, reply: &Value, now: i64) -> Option<String> {
                 )
             })
         }
+        (Expect::Entries(want), Value::Array(items)) => {
+            let same =
+                want.len() == items.len() && want.iter().zip(items).all(|(w, g)| same_entry(w, g));
+            (!same).then(|| format!("{} stream entries differ", want.len()))
+        }
         (Expect::Len(n), Value::Int(got)) if *got as u64 == *n => None,
         (Expect::Len(n), got) => Some(format!("length is {}, expected {n}", text(got))),
         (Expect::ExpireAt(None), Value::Int(-1)) => None,
@@ -367,6 +389,21 @@ fn judge(expect: &Expect, reply: &Value, now: i64) -> Option<String> {
         )),
         (_, got) => Some(format!("unexpected reply {}", short(&text(got)))),
     }
+}
+
+/// Whether an XRANGE reply item (`[id, [field, value, …]]`) is `want`.
+fn same_entry(want: &StreamEntry, got: &Value) -> bool {
+    let Value::Array(parts) = got else {
+        return false;
+    };
+    let [Value::BulkString(id), Value::Array(fields)] = parts.as_slice() else {
+        return false;
+    };
+    id.as_slice() == want.id.to_string().as_bytes()
+        && fields.len() == want.fields.len() * 2
+        && want.fields.iter().zip(fields.chunks(2)).all(|((f, v), got)| {
+            matches!(got, [Value::BulkString(gf), Value::BulkString(gv)] if gf == f && gv == v)
+        })
 }
 
 fn parse_score(s: &str) -> Option<f64> {

@@ -94,7 +94,8 @@ impl PluginFilter {
     }
 }
 
-/// A snapshot chunk's elements flattened as the ABI says (scores as text).
+/// A snapshot chunk's elements flattened as the ABI says (scores, stream ids and field
+/// counts as text).
 fn flatten(chunk: &Chunk, scores: &mut Vec<Bytes>) -> Vec<Bytes> {
     match chunk {
         Chunk::String(v) => vec![v.clone()],
@@ -111,6 +112,19 @@ fn flatten(chunk: &Chunk, scores: &mut Vec<Bytes>) -> Vec<Bytes> {
                 [m.clone(), score]
             })
             .collect(),
+        Chunk::Stream { entries, last_id } => {
+            let text = |t: String| Bytes::from(t.into_bytes());
+            let mut out = vec![text(last_id.to_string())];
+            for e in entries {
+                out.push(text(e.id.to_string()));
+                out.push(text(e.fields.len().to_string()));
+                for (f, v) in &e.fields {
+                    out.push(f.clone());
+                    out.push(v.clone());
+                }
+            }
+            out
+        }
     }
 }
 
@@ -155,5 +169,59 @@ impl Filter for PluginFilter {
 
     fn name(&self) -> String {
         format!("plugin {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::testing::stream_events;
+
+    fn text(words: &[&str]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::from(w.to_string())).collect()
+    }
+
+    #[test]
+    fn stream_chunks_cross_the_abi_flat_and_come_back_whole() {
+        for e in stream_events() {
+            let Op::Snapshot { chunk, .. } = &e.op else {
+                unreachable!()
+            };
+            let flat = flatten(chunk, &mut Vec::new());
+            // The last id first, then per entry its id and field count.
+            let Chunk::Stream { entries, last_id } = chunk else {
+                unreachable!()
+            };
+            assert_eq!(flat[0], last_id.to_string());
+            assert_eq!(flat[1], entries[0].id.to_string());
+            assert_eq!(&reply::unflatten(chunk, flat).unwrap(), chunk);
+        }
+        let like = Chunk::Stream {
+            entries: Vec::new(),
+            last_id: Default::default(),
+        };
+        let ok = reply::unflatten(
+            &like,
+            text(&["5-0", "1-1", "1", "f", "v", "2-0", "2", "a", "", "b", "c"]),
+        );
+        assert_eq!(ok.unwrap().len(), 2);
+        for (bad, says) in [
+            (text(&[]), "last id first"),
+            (text(&["x"]), "expected MS-SEQ"),
+            (text(&["1-x"]), "bad stream id"),
+            (
+                text(&["5-0", "2-0", "1", "f", "v", "1-0", "1", "f", "v"]),
+                "out of order",
+            ),
+            (text(&["1-0", "2-0", "1", "f", "v"]), "above the last id"),
+            (text(&["5-0", "1-0", "0"]), "field count above 0"),
+            (
+                text(&["5-0", "1-0", "2", "f", "v", "g"]),
+                "fewer fields than 2",
+            ),
+        ] {
+            let e = reply::unflatten(&like, bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::ffi::c_void;
 use bytes::Bytes;
 use pika_migrate_plugin::abi::{self, PmBytes, PmHost};
 
-use crate::event::{Chunk, Event, Op};
+use crate::event::{Chunk, Event, Op, StreamEntry, StreamId};
 use crate::filter::Outcome;
 use crate::pika::commands;
 
@@ -100,7 +100,7 @@ impl Reply {
 }
 
 /// Rebuilds a chunk of `like`'s type from flattened elements.
-fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
+pub(super) fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
     let pairs = |values: Vec<Bytes>| -> Result<Vec<(Bytes, Bytes)>, String> {
         if values.len() % 2 != 0 {
             return Err("an odd number of elements for a hash or zset".into());
@@ -129,5 +129,48 @@ fn unflatten(like: &Chunk, values: Vec<Bytes>) -> Result<Chunk, String> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
+        Chunk::Stream { .. } => unflatten_stream(values)?,
     })
+}
+
+/// A stream chunk from `[last_id, id, field_count, field, value, …, id, …]`; ids in
+/// increasing order, each entry with at least one field.
+fn unflatten_stream(values: Vec<Bytes>) -> Result<Chunk, String> {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let id = |b: &Bytes| -> Result<StreamId, String> { text(b).parse() };
+    let mut values = values.into_iter();
+    let last_id = id(&values
+        .next()
+        .ok_or("a stream chunk needs its last id first")?)?;
+    let mut entries: Vec<StreamEntry> = Vec::new();
+    while let Some(raw) = values.next() {
+        let entry_id = id(&raw)?;
+        if entries.last().is_some_and(|e| e.id >= entry_id) || entry_id > last_id {
+            return Err(format!(
+                "stream entry {entry_id} out of order or above the last id {last_id}"
+            ));
+        }
+        let count = values
+            .next()
+            .map(|c| text(&c))
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("stream entry {entry_id} needs a field count above 0"))?;
+        let mut fields = Vec::new();
+        for _ in 0..count {
+            match (values.next(), values.next()) {
+                (Some(f), Some(v)) => fields.push((f, v)),
+                _ => {
+                    return Err(format!(
+                        "stream entry {entry_id} has fewer fields than {count}"
+                    ))
+                }
+            }
+        }
+        entries.push(StreamEntry {
+            id: entry_id,
+            fields,
+        });
+    }
+    Ok(Chunk::Stream { entries, last_id })
 }

@@ -4,9 +4,13 @@
 use bytes::{Bytes, BytesMut};
 use rocksdb::DBRawIterator;
 
+use super::rocks::seek_unless_there;
+use super::stream::parse_message;
 use super::StorageError;
 use crate::display::display_key;
-use crate::event::{BinlogOffset, Chunk, DataType, Event, Op, Part, Position, TypeSet};
+use crate::event::{
+    BinlogOffset, Chunk, DataType, Event, Op, Part, Position, StreamEntry, StreamId, TypeSet,
+};
 
 /// How values are cut into events.
 #[derive(Debug, Clone, Copy)]
@@ -30,44 +34,40 @@ impl Default for ChunkLimits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanStats {
     /// Live keys emitted, per type in [`DataType::TYPE_ORDER`] order.
-    pub keys: [u64; 5],
+    pub keys: [u64; DataType::TYPE_ORDER.len()],
     pub events: u64,
     /// Keys skipped because they had expired by the time of the scan.
     pub expired: u64,
     /// Lists whose data rows did not match their meta count.
     pub inconsistent_lists: u64,
-    /// Keys read but not emitted because the event model or the dump cannot carry
-    /// them faithfully (streams; names Pika 4.0 stored cut short): the first
-    /// [`ScanStats::NAMED_UNSUPPORTED`] of each reason by name (a store of millions of
-    /// streams must not hold all their names), ...
+    /// Keys read but not emitted because the dump cannot carry them faithfully (names
+    /// Pika 4.0 stored cut short): the first [`ScanStats::NAMED_UNSUPPORTED`] of each
+    /// reason by name (a store of millions of such keys must not hold all their names),
+    /// ...
     pub unsupported: Vec<UnsupportedKey>,
     /// ... and how many in all, per reason in [`Unsupported::ALL`] order.
-    pub unsupported_total: [u64; 2],
+    pub unsupported_total: [u64; 1],
 }
 
 /// Why a live key was left out of the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsupported {
-    /// A stream: there is no stream chunk in the event model.
-    Stream,
     /// Pika 4.0 stored the name cut after its last NUL byte (its `EncodeUserKey` bug):
     /// the real name is not in the dump, only in the binlog.
     TruncatedName,
 }
 
 impl Unsupported {
-    pub const ALL: [Unsupported; 2] = [Unsupported::Stream, Unsupported::TruncatedName];
+    pub const ALL: [Unsupported; 1] = [Unsupported::TruncatedName];
 
     fn slot(self) -> usize {
         match self {
-            Unsupported::Stream => 0,
-            Unsupported::TruncatedName => 1,
+            Unsupported::TruncatedName => 0,
         }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
-            Unsupported::Stream => "stream key(s) not copied (no stream support in snapshots)",
             Unsupported::TruncatedName => {
                 "key(s) stored by Pika 4.0 with the name cut after an embedded NUL byte, not copied"
             }
@@ -216,6 +216,9 @@ pub(super) struct ChunkBuf {
     pub(super) hash: Vec<(Bytes, Bytes)>,
     pub(super) members: Vec<Bytes>,
     pub(super) zset: Vec<(Bytes, f64)>,
+    pub(super) stream: Vec<StreamEntry>,
+    /// A stream's last generated id, carried by each of its chunks.
+    pub(super) last_id: StreamId,
     pub(super) bytes: usize,
 }
 
@@ -226,12 +229,14 @@ impl ChunkBuf {
             hash: Vec::new(),
             members: Vec::new(),
             zset: Vec::new(),
+            stream: Vec::new(),
+            last_id: StreamId::default(),
             bytes: 0,
         }
     }
 
     fn len(&self) -> usize {
-        self.hash.len() + self.members.len() + self.zset.len()
+        self.hash.len() + self.members.len() + self.zset.len() + self.stream.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -249,28 +254,31 @@ impl ChunkBuf {
             DataType::Set => Chunk::Set(std::mem::take(&mut self.members)),
             DataType::List => Chunk::List(std::mem::take(&mut self.members)),
             DataType::Zset => Chunk::Zset(std::mem::take(&mut self.zset)),
+            DataType::Stream => Chunk::Stream {
+                entries: std::mem::take(&mut self.stream),
+                last_id: self.last_id,
+            },
             DataType::String => Chunk::String(Bytes::new()),
         }
     }
 }
 
 /// Reads the data rows of one key from where `rows` stands: those starting with
-/// `prefix`, at most `max_rows`, each handed to `add` to put into the chunk being
-/// gathered; full chunks are emitted as they fill, the rest at the end. Returns how many
-/// rows were read; `read_error` names the place of a RocksDB read failure.
+/// `prefix`, at most `max_rows`, each handed to `add` to put into `chunk` (empty, of the
+/// key's type); full chunks are emitted as they fill, the rest at the end. Returns how
+/// many rows were read; `read_error` names the place of a RocksDB read failure.
 // Each argument is one the two readers fill differently.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_rows(
     out: &mut KeyEmitter,
     rows: &mut DBRawIterator<'_>,
-    t: DataType,
+    mut chunk: ChunkBuf,
     prefix: &[u8],
     max_rows: u64,
     limits: ChunkLimits,
     read_error: impl Fn(rocksdb::Error) -> StorageError,
     mut add: impl FnMut(&[u8], &[u8], &mut ChunkBuf, &mut Arena) -> Result<(), StorageError>,
 ) -> Result<u64, StorageError> {
-    let mut chunk = ChunkBuf::new(t);
     let mut seen = 0u64;
     while rows.valid() && seen < max_rows && !out.stopped {
         let (Some(k), Some(v)) = (rows.key(), rows.value()) else {
@@ -289,6 +297,42 @@ pub(super) fn emit_rows(
     rows.status().map_err(read_error)?;
     out.finish_with(chunk);
     Ok(seen)
+}
+
+/// Emits a stream's entries: the rows starting with `prefix` (in id order), each chunk
+/// carrying `last_id`; `entry_id` finds a row's entry id in its key, the message is
+/// decoded from its value, `corrupt` names the key of bad bytes.
+// Each argument is one the two readers fill differently.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn emit_stream(
+    out: &mut KeyEmitter,
+    rows: &mut DBRawIterator<'_>,
+    prefix: &[u8],
+    last_id: StreamId,
+    limits: ChunkLimits,
+    read_error: impl Fn(rocksdb::Error) -> StorageError,
+    entry_id: impl Fn(&[u8]) -> Result<StreamId, String>,
+    corrupt: impl Fn(String) -> StorageError,
+) -> Result<u64, StorageError> {
+    seek_unless_there(rows, prefix, false);
+    let mut chunk = ChunkBuf::new(DataType::Stream);
+    chunk.last_id = last_id;
+    emit_rows(
+        out,
+        rows,
+        chunk,
+        prefix,
+        u64::MAX,
+        limits,
+        read_error,
+        |k, v, chunk, arena| {
+            let id = entry_id(k).map_err(&corrupt)?;
+            let fields = parse_message(v, |b| arena.copy(b)).map_err(&corrupt)?;
+            chunk.bytes += 16 + v.len();
+            chunk.stream.push(StreamEntry { id, fields });
+            Ok(())
+        },
+    )
 }
 
 /// Emits the chunks of one key with the right `Part` labels. It holds one chunk back,
@@ -440,19 +484,21 @@ mod tests {
         for i in 0..n {
             stats.leave_out(UnsupportedKey {
                 key: Bytes::from(format!("s{i}")),
-                reason: Unsupported::Stream,
+                reason: Unsupported::TruncatedName,
             });
         }
         let mut merged = ScanStats::default();
         merged.add(&stats);
         merged.add(&stats);
-        assert_eq!(merged.unsupported_count(Unsupported::Stream), 2 * n as u64);
-        assert_eq!(merged.unsupported_count(Unsupported::TruncatedName), 0);
+        assert_eq!(
+            merged.unsupported_count(Unsupported::TruncatedName),
+            2 * n as u64
+        );
         assert_eq!(merged.unsupported.len(), ScanStats::NAMED_UNSUPPORTED);
         let lines = merged.unsupported_lines();
         assert_eq!(lines.len(), 1);
         assert!(
-            lines[0].starts_with(&format!("{} stream key(s)", 2 * n)),
+            lines[0].starts_with(&format!("{} key(s) stored by Pika 4.0", 2 * n)),
             "{lines:?}"
         );
         assert!(lines[0].ends_with("s0, s1, s2, s3, s4, …"), "{lines:?}");

@@ -1,6 +1,6 @@
 //! Pika's storage on disk, opened read-only and scanned into snapshot events: blackwidow
-//! (Pika 3.2–3.5: five RocksDB databases per Pika database, `comparator`, `format`,
-//! `scan`) and floyd (Pika 4.0: one RocksDB per instance, `floyd`). Which one a
+//! (Pika 3.2–3.5: five RocksDB databases per Pika database, six with 3.5's streams,
+//! `comparator`, `format`, `scan`) and floyd (Pika 4.0: one RocksDB per instance, `floyd`); `stream` is the stream layout both share. Which one a
 //! directory holds is read from the directory itself (`layout`).
 
 pub mod comparator;
@@ -11,6 +11,7 @@ pub mod format;
 pub mod layout;
 mod rocks;
 pub mod scan;
+pub mod stream;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

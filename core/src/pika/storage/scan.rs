@@ -1,5 +1,6 @@
 //! Reads every live key of one blackwidow database (Pika 3.2–3.5) out of its five
-//! RocksDB directories and emits it as snapshot events, big values in chunks.
+//! RocksDB directories (six with 3.5's `streams/`) and emits it as snapshot events, big
+//! values in chunks.
 
 use std::path::{Path, PathBuf};
 
@@ -8,15 +9,18 @@ use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, DB};
 use super::comparator::{
     compare_lists_data_key, compare_zsets_score_key, LISTS_DATA_KEY, ZSETS_SCORE_KEY,
 };
-use super::emit::{emit_rows, type_slot, Arena, ChunkLimits, KeyEmitter, ScanStats};
+use super::emit::{
+    emit_rows, emit_stream, type_slot, Arena, ChunkBuf, ChunkLimits, KeyEmitter, ScanStats,
+};
 use super::format::{data_key_prefix, parse_score, parse_string_value, CollectionMeta, ListMeta};
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::rocks::{read_only_options, scan_iter, seek_unless_there};
+use super::stream::{parse_entry_id, StreamMeta};
 use super::StorageError;
 use crate::display::display_key;
 use crate::event::{DataType, Event, TypeSet};
 
-/// The five opened type databases of one blackwidow database.
+/// The opened type databases of one blackwidow database.
 pub struct BlackwidowDb {
     pub index: u32,
     pub path: PathBuf,
@@ -26,6 +30,8 @@ pub struct BlackwidowDb {
     lists: DB,
     sets: DB,
     zsets: DB,
+    /// Pika 3.5's `streams/`; before 3.5 there is none.
+    streams: Option<DB>,
 }
 
 /// Name of the data column family of each collection type.
@@ -43,6 +49,7 @@ fn type_dir(t: DataType) -> &'static str {
         DataType::List => "lists",
         DataType::Zset => "zsets",
         DataType::Set => "sets",
+        DataType::Stream => "streams",
     }
 }
 
@@ -52,7 +59,7 @@ fn open_type_db(db_dir: &Path, t: DataType, log_dir: &Path) -> Result<DB, Storag
     let mut cfs = vec![ColumnFamilyDescriptor::new("default", Options::default())];
     match t {
         DataType::String => {}
-        DataType::Hash | DataType::Set => {
+        DataType::Hash | DataType::Set | DataType::Stream => {
             cfs.push(ColumnFamilyDescriptor::new(data_cf(t), Options::default()));
         }
         DataType::List => {
@@ -83,25 +90,37 @@ impl BlackwidowDb {
             lists: open_type_db(&dir.path, DataType::List, log_dir)?,
             sets: open_type_db(&dir.path, DataType::Set, log_dir)?,
             zsets: open_type_db(&dir.path, DataType::Zset, log_dir)?,
+            streams: if dir.path.join(type_dir(DataType::Stream)).is_dir() {
+                Some(open_type_db(&dir.path, DataType::Stream, log_dir)?)
+            } else {
+                None
+            },
         })
     }
 
-    fn db(&self, t: DataType) -> &DB {
+    /// The types this database has a directory for.
+    fn types(&self) -> impl Iterator<Item = DataType> + '_ {
+        DataType::TYPE_ORDER
+            .into_iter()
+            .filter(|t| self.db(*t).is_some())
+    }
+
+    fn db(&self, t: DataType) -> Option<&DB> {
         match t {
-            DataType::String => &self.strings,
-            DataType::Hash => &self.hashes,
-            DataType::List => &self.lists,
-            DataType::Zset => &self.zsets,
-            DataType::Set => &self.sets,
+            DataType::String => Some(&self.strings),
+            DataType::Hash => Some(&self.hashes),
+            DataType::List => Some(&self.lists),
+            DataType::Zset => Some(&self.zsets),
+            DataType::Set => Some(&self.sets),
+            DataType::Stream => self.streams.as_ref(),
         }
     }
 
     /// RocksDB's estimate of the keys of every type (for progress; counts stale data).
     pub fn estimate_keys(&self) -> u64 {
-        DataType::TYPE_ORDER
-            .iter()
+        self.types()
             .filter_map(|t| {
-                self.db(*t)
+                self.db(t)?
                     .property_int_value("rocksdb.estimate-num-keys")
                     .ok()
                     .flatten()
@@ -125,7 +144,14 @@ impl BlackwidowDb {
     }
 
     fn iter(&self, t: DataType, cf: &str) -> Result<DBRawIterator<'_>, StorageError> {
-        scan_iter(self.db(t), &self.path.join(type_dir(t)), cf)
+        let path = self.path.join(type_dir(t));
+        match self.db(t) {
+            Some(db) => scan_iter(db, &path, cf),
+            None => Err(StorageError::Layout {
+                path,
+                reason: "no such database".into(),
+            }),
+        }
     }
 
     /// Whether a meta (or string) value of type `t` is live.
@@ -139,6 +165,7 @@ impl BlackwidowDb {
         let live = match t {
             DataType::String => parse_string_value(v).map(|(_, e)| !e.is_stale(now)),
             DataType::List => ListMeta::parse(v).map(|m| m.is_live(now)),
+            DataType::Stream => StreamMeta::parse_v35(v).map(|m| m.length > 0),
             _ => CollectionMeta::parse(v).map(|m| m.is_live(now)),
         };
         live.map_err(|reason| self.corrupt(t, key, reason))
@@ -155,7 +182,7 @@ impl BlackwidowDb {
     ) -> Result<ScanStats, StorageError> {
         let mut stats = ScanStats::default();
         let at = self.info.as_ref().map(|i| i.position).unwrap_or_default();
-        for t in DataType::TYPE_ORDER {
+        for t in self.types().collect::<Vec<_>>() {
             let mut meta = self.iter(t, "default")?;
             meta.seek_to_first();
             // One data iterator per type, re-seeked for each key: creating one per key
@@ -185,6 +212,9 @@ impl BlackwidowDb {
                 let emitted = match (t, rows.as_mut()) {
                     (DataType::List, Some(rows)) => {
                         self.list_key(&mut out, rows, value, limits, now)?
+                    }
+                    (DataType::Stream, Some(rows)) => {
+                        self.stream_key(&mut out, rows, value, limits)?
                     }
                     (_, Some(rows)) => {
                         self.collection_key(t, &mut out, rows, value, limits, now)?
@@ -239,7 +269,7 @@ impl BlackwidowDb {
         emit_rows(
             out,
             rows,
-            t,
+            ChunkBuf::new(t),
             &prefix,
             u64::MAX,
             limits,
@@ -281,7 +311,7 @@ impl BlackwidowDb {
         let seen = emit_rows(
             out,
             rows,
-            t,
+            ChunkBuf::new(t),
             &prefix,
             meta.count,
             limits,
@@ -298,11 +328,42 @@ impl BlackwidowDb {
         }
         Ok(true)
     }
+
+    /// A 3.5 stream: its entries in id order (the current version's rows only), each
+    /// chunk carrying the stream's last generated id.
+    fn stream_key(
+        &self,
+        out: &mut KeyEmitter,
+        rows: &mut DBRawIterator<'_>,
+        value: &[u8],
+        limits: ChunkLimits,
+    ) -> Result<bool, StorageError> {
+        let t = DataType::Stream;
+        let meta = StreamMeta::parse_v35(value).map_err(|r| self.corrupt(t, &out.key, r))?;
+        // Streams never expire; an emptied one does not exist for Pika.
+        if meta.length == 0 || !out.begin(None, false) {
+            return Ok(false);
+        }
+        // The 3.5 version is an i32, written as its 4 bytes.
+        let prefix = data_key_prefix(&out.key, meta.version as u32);
+        let key = out.key.clone();
+        emit_stream(
+            out,
+            rows,
+            &prefix,
+            meta.last_id,
+            limits,
+            |e| self.read_error(t, e),
+            |k| parse_entry_id(&k[prefix.len()..]),
+            |r| self.corrupt(t, &key, r),
+        )?;
+        Ok(true)
+    }
 }
 
-/// Cursors over the other four types' metas, walked forward alongside the scan of one
+/// Cursors over the other types' metas, walked forward alongside the scan of one
 /// type: all five are sorted by the raw user key, so learning which other types a key
-/// has costs a few `next()` calls instead of four point lookups.
+/// has costs a few `next()` calls instead of a point lookup per type.
 struct Siblings<'a> {
     cursors: Vec<(DataType, DBRawIterator<'a>)>,
 }
@@ -312,8 +373,8 @@ const SIBLING_STEPS: usize = 8;
 
 impl<'a> Siblings<'a> {
     fn new(db: &'a BlackwidowDb, t: DataType) -> Result<Siblings<'a>, StorageError> {
-        let mut cursors = Vec::with_capacity(4);
-        for other in DataType::TYPE_ORDER.into_iter().filter(|o| *o != t) {
+        let mut cursors = Vec::with_capacity(5);
+        for other in db.types().filter(|o| *o != t) {
             let mut it = db.iter(other, "default")?;
             it.seek_to_first();
             cursors.push((other, it));

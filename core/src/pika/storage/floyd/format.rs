@@ -5,25 +5,17 @@
 
 use crate::event::DataType;
 
-/// The type byte at the start of a meta value (`enum class DataType` of v4.0.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaType {
-    Data(DataType),
-    Stream,
-}
-
-impl MetaType {
-    pub fn from_byte(b: u8) -> Result<MetaType, String> {
-        Ok(match b {
-            0 => MetaType::Data(DataType::String),
-            1 => MetaType::Data(DataType::Hash),
-            2 => MetaType::Data(DataType::Set),
-            3 => MetaType::Data(DataType::List),
-            4 => MetaType::Data(DataType::Zset),
-            5 => MetaType::Stream,
-            other => return Err(format!("unknown type byte {other}")),
-        })
-    }
+/// The type of a meta value, from its first byte (`enum class DataType` of v4.0.1).
+pub fn meta_type(b: u8) -> Result<DataType, String> {
+    Ok(match b {
+        0 => DataType::String,
+        1 => DataType::Hash,
+        2 => DataType::Set,
+        3 => DataType::List,
+        4 => DataType::Zset,
+        5 => DataType::Stream,
+        other => return Err(format!("unknown type byte {other}")),
+    })
 }
 
 /// The top bit of a floyd time: set when the rest is milliseconds.
@@ -148,9 +140,6 @@ impl ListMeta {
     }
 }
 
-/// A stream meta is 73 bytes (no TTL); only its size is checked, streams are not read.
-pub const STREAM_META_LEN: usize = 73;
-
 /// The user part of a data value (hash field value, list element): `value ‖ reserve
 /// 16B ‖ ctime`.
 pub fn data_value(v: &[u8]) -> Result<&[u8], String> {
@@ -225,7 +214,8 @@ mod tests {
         score.extend_from_slice(&[0; 24]);
         assert_eq!(zset_score(&score), Ok(1.5));
         assert!(zset_score(&score[1..]).is_err());
-        assert_eq!(MetaType::from_byte(3), Ok(MetaType::Data(DataType::List)));
-        assert!(MetaType::from_byte(6).is_err());
+        assert_eq!(meta_type(3), Ok(DataType::List));
+        assert_eq!(meta_type(5), Ok(DataType::Stream));
+        assert!(meta_type(6).is_err());
     }
 }

@@ -9,17 +9,17 @@ use rocksdb::{ColumnFamilyDescriptor, DBRawIterator, Options, DB};
 use super::comparator::{
     compare_lists_data_key, compare_zsets_score_key, LISTS_DATA_KEY, ZSETS_SCORE_KEY,
 };
-use super::format::{
-    data_value, zset_score, CollectionMeta, ListMeta, MetaType, StringValue, STREAM_META_LEN,
-};
+use super::format::{data_value, meta_type, zset_score, CollectionMeta, ListMeta, StringValue};
 use super::key::{data_key_element, data_key_prefix, parse_meta_key};
 use crate::display::display_key;
 use crate::event::{DataType, Event, TypeSet};
 use crate::pika::storage::emit::{
-    emit_rows, type_slot, Arena, ChunkLimits, KeyEmitter, ScanStats, Unsupported, UnsupportedKey,
+    emit_rows, emit_stream, type_slot, Arena, ChunkBuf, ChunkLimits, KeyEmitter, ScanStats,
+    Unsupported, UnsupportedKey,
 };
 use crate::pika::storage::layout::DumpInfo;
 use crate::pika::storage::rocks::{read_only_options, scan_iter, seek_unless_there};
+use crate::pika::storage::stream::{parse_entry_id, StreamMeta};
 use crate::pika::storage::StorageError;
 
 /// The column families of a floyd instance, in Pika's `ColumnFamilyIndex` order.
@@ -42,6 +42,7 @@ fn data_cf(t: DataType) -> Option<&'static str> {
         DataType::List => Some("list_data_cf"),
         // Member order, as blackwidow's zsets are read; scores come with each member.
         DataType::Zset => Some("zset_data_cf"),
+        DataType::Stream => Some("stream_data_cf"),
     }
 }
 
@@ -99,6 +100,11 @@ fn meta_state(t: DataType, v: &[u8]) -> Result<MetaState, String> {
                 empty: m.count == 0,
             }
         }
+        // No expiry; an emptied stream does not exist for Pika.
+        DataType::Stream => MetaState {
+            expire_at_ms: None,
+            empty: StreamMeta::parse_v40(v)?.length == 0,
+        },
         _ => {
             let m = CollectionMeta::parse(v)?;
             MetaState {
@@ -223,7 +229,7 @@ impl<'a> InstanceReader<'a> {
         let mut meta = self.iter("default")?;
         meta.seek_to_first();
         // One data iterator per type, re-seeked for each key.
-        let mut rows = Vec::with_capacity(4);
+        let mut rows = Vec::with_capacity(5);
         for t in DataType::TYPE_ORDER {
             if let Some(cf) = data_cf(t) {
                 rows.push((t, self.iter(cf)?));
@@ -235,31 +241,11 @@ impl<'a> InstanceReader<'a> {
                 break;
             };
             let key = parse_meta_key(raw_key).map_err(|r| self.corrupt(raw_key, r))?;
-            let kind = value
+            let t = value
                 .first()
                 .ok_or_else(|| "empty meta value".to_owned())
-                .and_then(|b| MetaType::from_byte(*b))
+                .and_then(|b| meta_type(*b))
                 .map_err(|r| self.corrupt(&key.user_key, r))?;
-            let t = match kind {
-                MetaType::Stream => {
-                    if value.len() != STREAM_META_LEN {
-                        let reason = format!(
-                            "stream meta of {} bytes, expected {STREAM_META_LEN}",
-                            value.len()
-                        );
-                        return Err(self.corrupt(&key.user_key, reason));
-                    }
-                    let reason = if key.truncated {
-                        Unsupported::TruncatedName
-                    } else {
-                        Unsupported::Stream
-                    };
-                    self.leave_out(stats, &key.user_key, reason);
-                    meta.next();
-                    continue;
-                }
-                MetaType::Data(t) => t,
-            };
             let state = meta_state(t, value).map_err(|r| self.corrupt(&key.user_key, r))?;
             if state.empty {
                 meta.next();
@@ -290,6 +276,7 @@ impl<'a> InstanceReader<'a> {
             let data_rows = rows.iter_mut().find(|(rt, _)| *rt == t).map(|(_, it)| it);
             match (t, data_rows) {
                 (DataType::List, Some(rows)) => self.list_key(&mut out, rows, value)?,
+                (DataType::Stream, Some(rows)) => self.stream_key(&mut out, rows, value)?,
                 (_, Some(rows)) => self.collection_key(t, &mut out, rows, value)?,
                 (_, None) => self.string_key(&mut out, value)?,
             }
@@ -339,7 +326,7 @@ impl<'a> InstanceReader<'a> {
         emit_rows(
             out,
             rows,
-            t,
+            ChunkBuf::new(t),
             &prefix,
             u64::MAX,
             self.limits,
@@ -384,7 +371,7 @@ impl<'a> InstanceReader<'a> {
         let seen = emit_rows(
             out,
             rows,
-            DataType::List,
+            ChunkBuf::new(DataType::List),
             &prefix,
             meta.count,
             self.limits,
@@ -399,6 +386,35 @@ impl<'a> InstanceReader<'a> {
         if seen != meta.count && !out.stopped {
             (out.stats).short_list(&self.instance.path, &key, meta.count, seen);
         }
+        Ok(())
+    }
+
+    /// A stream: its entries in id order, the current version's rows only, each chunk
+    /// carrying the stream's last generated id. The message is stored as it is, without
+    /// the reserve and time other data values end with.
+    fn stream_key(
+        &self,
+        out: &mut KeyEmitter,
+        rows: &mut DBRawIterator<'_>,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let meta = StreamMeta::parse_v40(value).map_err(|r| self.corrupt(&out.key, r))?;
+        let prefix = data_key_prefix(&out.key, meta.version);
+        let key = out.key.clone();
+        emit_stream(
+            out,
+            rows,
+            &prefix,
+            meta.last_id,
+            self.limits,
+            |e| self.read_error(e),
+            |k| {
+                data_key_element(k, &prefix)
+                    .ok_or_else(|| format!("data key of {} bytes", k.len()))
+                    .and_then(parse_entry_id)
+            },
+            |r| self.corrupt(&key, r),
+        )?;
         Ok(())
     }
 }
