@@ -7,7 +7,7 @@ pub mod capture;
 pub mod pika;
 pub mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -132,47 +132,107 @@ impl StopSignal {
     }
 }
 
-/// What every sink has acknowledged: the lowest position over all sinks (see
-/// [`crate::sink::Sink::acknowledged`]).
+/// An event's place in the order its source queued it: 1 for the first event of the
+/// run, 0 for none yet. Acknowledgements are counted in this order, never in positions:
+/// positions of different Pika DBs come from different binlogs and do not compare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(pub u64);
+
+/// A batch from the source: its events, and the order of the last one.
 #[derive(Debug, Clone, Default)]
-pub struct Acknowledged(Vec<watch::Receiver<Option<Position>>>);
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub last: Seq,
+}
+
+/// What every sink has acknowledged: the lowest order over all sinks (see
+/// [`crate::sink::Sink::acknowledged`]); everything queued up to it is taken.
+#[derive(Debug, Clone, Default)]
+pub struct Acknowledged(Vec<watch::Receiver<Seq>>);
 
 impl Acknowledged {
-    pub fn new(sinks: Vec<watch::Receiver<Option<Position>>>) -> Acknowledged {
+    pub fn new(sinks: Vec<watch::Receiver<Seq>>) -> Acknowledged {
         Acknowledged(sinks)
     }
 
-    /// The last position every sink has taken; `None` until each has taken something.
-    pub fn position(&self) -> Option<Position> {
-        let mut low: Option<Position> = None;
-        for sink in &self.0 {
-            let p = (*sink.borrow())?;
-            low = Some(low.map_or(p, |l| l.min(p)));
-        }
-        low
+    /// The order of the last event every sink has taken (0 with no sinks, as then
+    /// nothing can be taken).
+    pub fn seq(&self) -> Seq {
+        self.0
+            .iter()
+            .map(|sink| *sink.borrow())
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// Whether nothing reports acknowledgements (a reader outside a pipeline).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
-/// The sending end of the event channel, batching events for a blocking reader.
+/// Per Pika DB, the position of the last event of each batch sent and not yet known to
+/// be acknowledged, and of the last acknowledged one: how a source learns what the
+/// sinks hold of each DB. One entry per batch in flight, so it stays as small as the
+/// channels are.
+#[derive(Debug, Default)]
+struct DbPositions {
+    /// Last positions per DB of the batch being gathered.
+    gathering: Vec<(u32, Position)>,
+    in_flight: VecDeque<(Seq, Vec<(u32, Position)>)>,
+    acknowledged: BTreeMap<u32, Position>,
+}
+
+impl DbPositions {
+    fn queued(&mut self, event: &Event) {
+        match self.gathering.iter_mut().find(|(db, _)| *db == event.db) {
+            Some((_, at)) => *at = event.position,
+            None => self.gathering.push((event.db, event.position)),
+        }
+    }
+
+    fn sent(&mut self, last: Seq) {
+        let dbs = std::mem::take(&mut self.gathering);
+        self.in_flight.push_back((last, dbs));
+    }
+
+    /// Moves every batch up to `acked` into the acknowledged positions.
+    fn acknowledge(&mut self, acked: Seq) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(last, _)| *last <= acked)
+        {
+            if let Some((_, dbs)) = self.in_flight.pop_front() {
+                self.acknowledged.extend(dbs);
+            }
+        }
+    }
+}
+
+/// The sending end of the event channel, batching events for a blocking reader. It
+/// numbers the events it queues ([`Seq`]), which is the order acknowledgements count in.
 pub struct EventSender {
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<Batch>,
     batch: Vec<Event>,
     batch_bytes: usize,
     stop: StopSignal,
     acknowledged: Acknowledged,
-    /// Position of the last event queued.
-    last_pushed: Option<Position>,
+    /// Order of the last event queued.
+    pushed: Seq,
+    positions: DbPositions,
 }
 
 impl EventSender {
-    pub fn new(tx: mpsc::Sender<Vec<Event>>, stop: StopSignal) -> EventSender {
+    pub fn new(tx: mpsc::Sender<Batch>, stop: StopSignal) -> EventSender {
         EventSender {
             tx,
             batch: Vec::with_capacity(BATCH_EVENTS),
             batch_bytes: 0,
             stop,
             acknowledged: Acknowledged::default(),
-            last_pushed: None,
+            pushed: Seq::default(),
+            positions: DbPositions::default(),
         }
     }
 
@@ -189,22 +249,27 @@ impl EventSender {
         self
     }
 
-    /// The last position every sink has taken.
-    pub fn acknowledged(&self) -> Option<Position> {
-        self.acknowledged.position()
+    /// The order of the last event every sink has taken: every event queued up to it
+    /// (compare with [`EventSender::pushed`]).
+    pub fn acknowledged(&self) -> Seq {
+        self.acknowledged.seq()
     }
 
-    /// The position of the last event queued (sent or not).
-    pub fn last_pushed(&self) -> Option<Position> {
-        self.last_pushed
+    /// The order of the last event queued (sent or not).
+    pub fn pushed(&self) -> Seq {
+        self.pushed
+    }
+
+    /// Per Pika DB, the position of the last event of that DB every sink has taken.
+    pub fn acknowledged_positions(&mut self) -> &BTreeMap<u32, Position> {
+        self.positions.acknowledge(self.acknowledged());
+        &self.positions.acknowledged
     }
 
     /// Whether every event queued so far has been acknowledged by every sink.
     pub fn all_acknowledged(&self) -> bool {
-        match self.last_pushed {
-            None => true,
-            Some(p) => self.batch.is_empty() && self.acknowledged().is_some_and(|a| a >= p),
-        }
+        self.pushed == Seq::default()
+            || (self.batch.is_empty() && self.acknowledged() >= self.pushed)
     }
 
     /// Queues an event from async code; false when the source should stop. The event is
@@ -226,21 +291,31 @@ impl EventSender {
 
     /// Adds `event` to the batch; true when the batch is full.
     fn queue(&mut self, event: Event) -> bool {
-        self.last_pushed = Some(event.position);
+        self.pushed = Seq(self.pushed.0 + 1);
+        self.positions.queued(&event);
         self.batch_bytes += event.memory_estimate();
         self.batch.push(event);
         self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES
     }
 
-    fn take_batch(&mut self) -> Option<Vec<Event>> {
+    fn take_batch(&mut self) -> Option<Batch> {
         if self.batch.is_empty() {
             return None;
         }
         self.batch_bytes = 0;
-        Some(std::mem::replace(
-            &mut self.batch,
-            Vec::with_capacity(BATCH_EVENTS),
-        ))
+        // Forgets what is known acknowledged as it goes, so the record of batches in
+        // flight stays small even for a source that never asks; without anything
+        // acknowledging, there is nothing to record.
+        if self.acknowledged.is_empty() {
+            self.positions.gathering.clear();
+        } else {
+            self.positions.sent(self.pushed);
+            self.positions.acknowledge(self.acknowledged());
+        }
+        Some(Batch {
+            events: std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS)),
+            last: self.pushed,
+        })
     }
 
     /// Queues an event from a blocking thread; false when the source should stop (the

@@ -11,11 +11,12 @@ use super::checkpoint::Stage;
 use super::error::ReplicaError;
 use super::link::Link;
 use super::{Ended, Replica, DB};
-use crate::event::{BinlogOffset, Position};
+use crate::event::BinlogOffset;
 use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
 use crate::pika::repl::requests;
 use crate::source::binlog::entry_to_event;
+use crate::source::Seq;
 use crate::status::Status;
 
 /// How often acks are looked for.
@@ -31,7 +32,8 @@ struct Pushed {
     /// The offset exactly as the master sent it (acks must repeat it).
     sent: proto::BinlogOffset,
     end: BinlogOffset,
-    has_event: bool,
+    /// The order of its event among those queued (`None`: it has none).
+    event: Option<Seq>,
     exec_time: u32,
     /// When it arrived: how long the sinks take to acknowledge it is measured from here.
     arrived: Instant,
@@ -51,16 +53,16 @@ impl Acks {
         self.unacked.front().map(|p| (p.exec_time, p.arrived))
     }
 
-    /// Takes the prefix the sinks have acknowledged; the offsets to ack, if any.
+    /// Takes the prefix the sinks have acknowledged (every event queued up to
+    /// `sinks`); the offsets to ack, if any.
     fn take(
         &mut self,
-        sinks: Option<Position>,
+        sinks: Seq,
         status: &Status,
     ) -> Option<(proto::BinlogOffset, proto::BinlogOffset)> {
-        let covered = |end: BinlogOffset| matches!(sinks, Some(p @ Position::Binlog { .. }) if p.binlog_offset() >= end);
         let mut range: Option<(proto::BinlogOffset, proto::BinlogOffset)> = None;
         while let Some(front) = self.unacked.front() {
-            if front.has_event && !covered(front.end) {
+            if front.event.is_some_and(|seq| seq > sinks) {
                 break;
             }
             let Some(p) = self.unacked.pop_front() else {
@@ -140,11 +142,12 @@ pub(super) async fn follow(
                             break;
                         }
                     };
-                    let has_event = event.is_some();
-                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time: entry_read.item.exec_time, arrived });
+                    let mut queued = None;
                     if let Some(event) = event {
                         replica.out.push(event).await;
+                        queued = Some(replica.out.pushed());
                     }
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, event: queued, exec_time: entry_read.item.exec_time, arrived });
                 }
                 replica.out.flush().await;
                 status.set_stream(Some(previous_end), acks.unacked.len(), acks.oldest());
