@@ -1,13 +1,15 @@
 //! The pipeline file as the binary sees it: core's pipeline shape with the sinks crate's
 //! sink configs, and how each part is built.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
 use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
-use pika_migrate_core::filter::FilterChain;
+use pika_migrate_core::filter::{keeps_databases_apart, FilterChain};
+use pika_migrate_core::pika::storage::layout::find_databases;
 use pika_migrate_core::pipeline::Pipeline;
-use pika_migrate_core::source::binlog::{db_of_dir, BinlogSource};
+use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir, BinlogSource};
 use pika_migrate_core::source::capture::CaptureSource;
 use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
 use pika_migrate_core::source::snapshot::SnapshotSource;
@@ -29,7 +31,61 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
+    check_databases_apart(&config).map_err(|message| ConfigError::Unplaced {
+        path: path.to_owned(),
+        message,
+    })?;
     Ok(config)
+}
+
+/// The databases an offline source holds; `None` when only the run can tell (a live
+/// master, a capture) or the path is unreadable (the source then says why).
+fn source_databases(source: &SourceConfig) -> Option<BTreeSet<u32>> {
+    match source {
+        SourceConfig::Snapshot(s) => find_databases(&s.path)
+            .ok()
+            .map(|dbs| dbs.iter().map(|d| d.index).collect()),
+        SourceConfig::Binlog(b) => binlog_dirs(&b.path, b.db.unwrap_or_else(|| db_of_dir(&b.path)))
+            .ok()
+            .map(|dirs| dirs.into_iter().map(|(db, _)| db).collect()),
+        SourceConfig::Pika(_) | SourceConfig::Capture(_) => None,
+    }
+}
+
+/// A Redis Cluster has only database 0: several Pika databases written there would mix
+/// their keys (one key name in two databases would become one key) unless the filters
+/// keep them apart.
+fn check_databases_apart(config: &Config) -> Result<(), String> {
+    let clusters: Vec<usize> = config
+        .sinks
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, SinkConfig::Redis(r) if r.cluster))
+        .map(|(i, _)| i)
+        .collect();
+    let (Some(first), Some(dbs)) = (clusters.first(), source_databases(&config.source)) else {
+        return Ok(());
+    };
+    match keeps_databases_apart(&config.filters, &dbs) {
+        Some(true) => Ok(()),
+        None => {
+            tracing::warn!(
+                ?dbs,
+                "several databases go to a Redis Cluster's db 0; a plugin must keep their keys apart"
+            );
+            Ok(())
+        }
+        Some(false) => {
+            let list: Vec<String> = dbs.iter().map(|d| format!("db{d}")).collect();
+            Err(format!(
+                "sinks[{first}]: a Redis Cluster has only database 0, but the source holds \
+                 Pika databases {}: their keys would mix there. Keep them apart with a `rename` \
+                 filter naming the database (`add_prefix: \"db{{db}}:\"`), or move one \
+                 database at a time (its `db<N>/` or `log_db<N>/`)",
+                list.join(", ")
+            ))
+        }
+    }
 }
 
 pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaError> {
@@ -41,7 +97,7 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
         }),
         SourceConfig::Binlog(b) => Box::new(BinlogSource {
             path: b.path.clone(),
-            from: b.from,
+            from: b.from.clone(),
             follow: b.follow,
             db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
             rate: b.rate,

@@ -283,3 +283,150 @@ fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--nice"), "{stderr}");
 }
+
+/// A binlog directory of `items`, framed as Pika writes it: one full-type record each
+/// (3-byte length, 4-byte time, type 1), then the manifest naming the end.
+fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
+    let mut file = Vec::new();
+    for (n, argv) in items.iter().enumerate() {
+        let item = pika_migrate_core::pika::binlog::BinlogItem {
+            exec_time: 1_700_000_000,
+            term: 0,
+            logic_id: n as u64 + 1,
+            filenum: 0,
+            offset: file.len() as u64,
+            argv: argv
+                .iter()
+                .map(|a| bytes::Bytes::copy_from_slice(a))
+                .collect(),
+        }
+        .encode();
+        file.extend_from_slice(&(item.len() as u32).to_le_bytes()[..3]);
+        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        file.push(1);
+        file.extend_from_slice(&item);
+    }
+    let mut manifest = vec![0u8; 64];
+    manifest[4..12].copy_from_slice(&(file.len() as u64).to_le_bytes());
+    std::fs::write(dir.join("write2file0"), file).unwrap();
+    std::fs::write(dir.join("manifest"), manifest).unwrap();
+}
+
+#[test]
+fn inspect_binlog_shows_a_flushdb_of_one_type_as_the_named_pika_version_applied_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_binlog(dir.path(), &[&[b"FLUSHDB", b"hash"]]);
+    let path = dir.path().to_str().unwrap();
+    // 3.2-3.4 (the default) delete the hashes only; 3.5 empties the database.
+    let (code, stdout, _) = run_cli(&["inspect", "binlog", "--json", path]);
+    assert_eq!(code, 0);
+    let item: Json = serde_json::from_str(stdout.trim()).unwrap();
+    assert_ne!(item["redis"], serde_json::json!(["FLUSHDB"]), "{item}");
+    for version in ["3.5.5", "4.0"] {
+        let (code, stdout, _) = run_cli(&[
+            "inspect",
+            "binlog",
+            "--json",
+            "--pika-version",
+            version,
+            path,
+        ]);
+        assert_eq!(code, 0);
+        let item: Json = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(item["redis"], serde_json::json!(["FLUSHDB"]), "{item}");
+    }
+    let (code, _, stderr) = run_cli(&["inspect", "binlog", "--pika-version", "2.3", path]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Pika 3.2 to 4.0"), "{stderr}");
+}
+
+#[test]
+fn several_databases_into_a_redis_cluster_are_refused_unless_the_keys_name_their_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    for db in [0, 2] {
+        let path = log.join(format!("log_db{db}"));
+        std::fs::create_dir_all(&path).unwrap();
+        write_binlog(&path, &[&[b"SET", b"k", b"v"]]);
+    }
+    let pipeline = |filters: &str| {
+        write_pipeline(
+            dir.path(),
+            &format!(
+                "source:\n  type: binlog\n  path: {}\n{filters}sinks:\n  - type: redis\n    url: redis://127.0.0.1:1\n    cluster: true\n",
+                log.display()
+            ),
+        )
+    };
+    let (code, _, stderr) = run_cli(&["validate", "-c", pipeline("").to_str().unwrap()]);
+    assert_eq!(code, 78, "a configuration error: {stderr}");
+    assert!(
+        stderr.contains("only database 0") && stderr.contains("db0, db2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("{db}"), "the message says how: {stderr}");
+    // A prefix naming the database keeps k of db0 and k of db2 apart.
+    let tagged = pipeline("filters:\n  - type: rename\n    add_prefix: 'db{db}:'\n");
+    let (code, stdout, stderr) = run_cli(&["validate", "-c", tagged.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok:"), "{stdout}");
+    // One database's directory alone is fine.
+    let one = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\nsinks:\n  - type: redis\n    url: redis://127.0.0.1:1\n    cluster: true\n",
+            log.join("log_db2").display()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["validate", "-c", one.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_binlog_replay_of_a_whole_log_directory_tags_each_event_with_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    for (db, value) in [(0, b"zero".as_slice()), (1, b"one"), (3, b"three")] {
+        let path = log.join(format!("log_db{db}"));
+        std::fs::create_dir_all(&path).unwrap();
+        write_binlog(&path, &[&[b"SET", b"k", value], &[b"INCR", b"n"]]);
+    }
+    let out = dir.path().join("out.jsonl");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\n  from: {{3: '0:0'}}\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            log.display(),
+            out.display()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Json> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 6);
+    for (db, value) in [(0, "zero"), (1, "one"), (3, "three")] {
+        let of_db: Vec<&Json> = events.iter().filter(|e| e["db"] == db).collect();
+        assert_eq!(of_db.len(), 2, "db{db}: {events:?}");
+        assert_eq!(of_db[0]["args"], serde_json::json!(["SET", "k", value]));
+    }
+    assert!(
+        stderr.contains("source positions at the end, per database: {0: \"0:"),
+        "{stderr}"
+    );
+    // One position for several databases is ambiguous.
+    let ambiguous = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\n  from: '0:0'\nsinks:\n  - type: file\n    path: {}\n    format: jsonl\n",
+            log.display(),
+            out.display()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", ambiguous.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("one per database"), "{stderr}");
+}

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
-use pika_migrate_core::pika::binlog::{BinlogReader, ReadOutcome};
-use pika_migrate_core::pika::normalize::{normalize, Normalized};
+use pika_migrate_core::pika::binlog::{BinlogError, BinlogReader, ReadOutcome};
+use pika_migrate_core::pika::normalize::{normalize_as, Dialect, Normalized};
 use pika_migrate_core::pika::storage::{ChunkLimits, ScanStats, Snapshot, StorageFormat};
+use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir};
 use pika_migrate_core::source::snapshot::unix_now;
 use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
 use serde_json::json;
@@ -25,9 +26,10 @@ pub enum What {
         #[arg(long)]
         json: bool,
     },
-    /// Every item of a Pika binlog directory (`write2file<N>` + `manifest`).
+    /// Every item of a Pika binlog directory (`write2file<N>` + `manifest`), or of every
+    /// database's in Pika's `log/` (each line then names its database).
     Binlog {
-        /// The binlog directory (`log/log_db0/`).
+        /// The binlog directory (`log/log_db0/`), or `log/`.
         path: PathBuf,
         /// JSON objects instead of text.
         #[arg(long)]
@@ -35,13 +37,22 @@ pub enum What {
         /// Start at FILENUM:OFFSET, an item boundary (a position printed by this command).
         #[arg(long)]
         from: Option<BinlogOffset>,
+        /// The Pika version that wrote the binlog (`3.3`, `3.5.5`, `4.0`): the Redis
+        /// command shown for a few logged commands depends on it. Default: 3.2–3.4.
+        #[arg(long, value_parser = parse_dialect)]
+        pika_version: Option<Dialect>,
     },
 }
 
 pub async fn inspect(what: What) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || match what {
         What::Snapshot { path, json } => snapshot(path, json),
-        What::Binlog { path, json, from } => binlog(path, json, from),
+        What::Binlog {
+            path,
+            json,
+            from,
+            pika_version,
+        } => binlog(path, json, from, pika_version.unwrap_or_default()),
     })
     .await
     .context("inspect task failed")?
@@ -186,14 +197,50 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     finish_output(out, write_failed)
 }
 
-fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Result<ExitCode> {
-    let mut reader = BinlogReader::open(&path, from)?;
+fn parse_dialect(version: &str) -> Result<Dialect, String> {
+    Dialect::of_version(version)
+        .ok_or_else(|| format!("{version:?}: binlogs of Pika 3.2 to 4.0 are read"))
+}
+
+fn binlog(
+    path: PathBuf,
+    json: bool,
+    from: Option<BinlogOffset>,
+    dialect: Dialect,
+) -> anyhow::Result<ExitCode> {
+    let dirs = binlog_dirs(&path, db_of_dir(&path))?;
+    let several = dirs.len() > 1;
+    if several && from.is_some() {
+        anyhow::bail!(
+            "{}: --from names a position in one database's binlog; give that database's `log_db<N>/`",
+            path.display()
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    for (db, dir) in dirs {
+        let mut reader = BinlogReader::open(&dir, from)?;
+        if let Some(e) = print_items(&mut out, &mut reader, db, several, json, dialect)? {
+            return finish_output(out, Some(e));
+        }
+    }
+    finish_output(out, None)
+}
+
+/// Prints every item `reader` has, `db` first when the listing spans several databases;
+/// a write error is returned as the value (to end the listing), a read error as the error.
+fn print_items(
+    out: &mut impl Write,
+    reader: &mut BinlogReader,
+    db: u32,
+    several: bool,
+    json: bool,
+    dialect: Dialect,
+) -> Result<Option<std::io::Error>, BinlogError> {
     while let ReadOutcome::Entry(entry) = reader.read_next()? {
         let item = &entry.item;
         // A command the tool would refuse is listed with the reason, not fatal here.
-        let (redis, refused) = match normalize(&item.argv, item.exec_time) {
+        let (redis, refused) = match normalize_as(&item.argv, item.exec_time, dialect) {
             Ok(redis) => (redis, None),
             Err(e) => (
                 Normalized {
@@ -206,6 +253,7 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
         let rewritten = redis.note.is_some();
         let line = if json {
             json!({
+                "db": db,
                 "start": entry.start.to_string(),
                 "end": entry.end.to_string(),
                 "logic_id": item.logic_id,
@@ -225,7 +273,12 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
                 _ => String::new(),
             };
             format!(
-                "{}..{}\t#{}\texec_time={}\t{}{applied}",
+                "{}{}..{}\t#{}\texec_time={}\t{}{applied}",
+                if several {
+                    format!("db{db}\t")
+                } else {
+                    String::new()
+                },
                 entry.start,
                 entry.end,
                 item.logic_id,
@@ -234,10 +287,10 @@ fn binlog(path: PathBuf, json: bool, from: Option<BinlogOffset>) -> anyhow::Resu
             )
         };
         if let Err(e) = writeln!(out, "{line}") {
-            return finish_output(out, Some(e));
+            return Ok(Some(e));
         }
     }
-    finish_output(out, None)
+    Ok(None)
 }
 
 /// A closed pipe (`| head`) ends the listing quietly; other write errors are reported.

@@ -50,8 +50,20 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             report.source.skipped_records
         );
     }
-    if let Some(end) = report.source.end_position {
-        eprintln!("source position at the end: {end}");
+    let ends = &report.source.end_positions;
+    match ends.iter().next() {
+        Some((_, end)) if ends.len() == 1 => eprintln!("source position at the end: {end}"),
+        Some(_) => {
+            let each: Vec<String> = ends
+                .iter()
+                .map(|(db, at)| format!("{db}: \"{at}\""))
+                .collect();
+            eprintln!(
+                "source positions at the end, per database: {{{}}}",
+                each.join(", ")
+            );
+        }
+        None => {}
     }
     eprintln!(
         "{}{}",

@@ -160,11 +160,12 @@ pub struct SnapshotSourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BinlogSourceConfig {
-    /// The binlog directory (`log/log_db0/`).
+    /// A binlog directory (`log/log_db0/`), or Pika's whole `log/` (every `log_db<N>/`).
     pub path: PathBuf,
-    /// Start position `FILENUM:OFFSET` (an item boundary); default: the oldest file.
-    #[serde(default, deserialize_with = "de_offset")]
-    pub from: Option<BinlogOffset>,
+    /// Start position `FILENUM:OFFSET` (an item boundary), or one per database
+    /// (`{0: "1:507340", 2: "0:309063"}`); default: each binlog's oldest file.
+    #[serde(default, deserialize_with = "de_binlog_from")]
+    pub from: BinlogFrom,
     /// Keep reading as the active file grows.
     #[serde(default)]
     pub follow: bool,
@@ -174,8 +175,8 @@ pub struct BinlogSourceConfig {
     /// At most this many events per second (a replay at a chosen pace).
     #[serde(default)]
     pub rate: Option<u64>,
-    /// The Pika version that wrote the binlog (`"3.3"`, `"3.5.5"`): a few logged
-    /// commands had other effects on 3.5. Default: 3.2–3.4.
+    /// The Pika version that wrote the binlog (`"3.3"`, `"3.5.5"`, `"4.0"`): a few
+    /// logged commands had other effects from 3.5 on. Default: 3.2–3.4.
     #[serde(default, deserialize_with = "de_dialect")]
     pub pika_version: Dialect,
 }
@@ -217,11 +218,59 @@ fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BinlogOffs
         .transpose()
 }
 
+/// Where a binlog replay starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BinlogFrom {
+    /// Each binlog's oldest file.
+    #[default]
+    Oldest,
+    /// One position: the directory holds one database's binlog.
+    At(BinlogOffset),
+    /// A position per database (those not named start at their oldest file).
+    PerDb(std::collections::BTreeMap<u32, BinlogOffset>),
+}
+
+impl BinlogFrom {
+    /// Where database `db`'s binlog starts, `several` telling whether the replay reads
+    /// more than one; an error for a single position given to several databases.
+    pub fn of(&self, db: u32, several: bool) -> Result<Option<BinlogOffset>, String> {
+        match self {
+            BinlogFrom::Oldest => Ok(None),
+            BinlogFrom::At(_) if several => Err(
+                "`from` names one position but the directory holds several databases' binlogs: \
+                 give one per database, e.g. {0: \"1:507340\", 1: \"0:309063\"}"
+                    .into(),
+            ),
+            BinlogFrom::At(at) => Ok(Some(*at)),
+            BinlogFrom::PerDb(map) => Ok(map.get(&db).copied()),
+        }
+    }
+}
+
+fn de_binlog_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BinlogFrom, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        One(String),
+        PerDb(std::collections::BTreeMap<u32, String>),
+    }
+    let parse = |t: &str| t.parse::<BinlogOffset>().map_err(serde::de::Error::custom);
+    Ok(match Option::<Text>::deserialize(d)? {
+        None => BinlogFrom::Oldest,
+        Some(Text::One(t)) => BinlogFrom::At(parse(&t)?),
+        Some(Text::PerDb(map)) => BinlogFrom::PerDb(
+            map.iter()
+                .map(|(db, t)| Ok((*db, parse(t)?)))
+                .collect::<Result<_, D::Error>>()?,
+        ),
+    })
+}
+
 fn de_dialect<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dialect, D::Error> {
     let text = String::deserialize(d)?;
     Dialect::of_version(&text).ok_or_else(|| {
         serde::de::Error::custom(format!(
-            "pika_version {text:?}: binlogs of Pika 3.2 to 3.5 are read"
+            "pika_version {text:?}: binlogs of Pika 3.2 to 4.0 are read"
         ))
     })
 }
@@ -349,9 +398,30 @@ mod tests {
         )
         .unwrap();
         match cfg.source {
-            SourceConfig::Binlog(b) => assert_eq!(b.from, Some(BinlogOffset::new(1, 507340))),
+            SourceConfig::Binlog(b) => {
+                assert_eq!(b.from, BinlogFrom::At(BinlogOffset::new(1, 507340)))
+            }
             other => panic!("{other:?}"),
         }
+        // Pika's whole log/: a position per database.
+        let cfg = try_parse(
+            "source: {type: binlog, path: log, from: {0: '1:507340', 2: '0:84'}}\nsinks: []\n",
+        )
+        .unwrap();
+        let SourceConfig::Binlog(b) = cfg.source else {
+            panic!("not a binlog source");
+        };
+        let want = [
+            (0, BinlogOffset::new(1, 507340)),
+            (2, BinlogOffset::new(0, 84)),
+        ];
+        assert_eq!(b.from, BinlogFrom::PerDb(want.into_iter().collect()));
+        assert_eq!(b.from.of(2, true), Ok(Some(BinlogOffset::new(0, 84))));
+        assert_eq!(b.from.of(1, true), Ok(None));
+        let one = BinlogFrom::At(BinlogOffset::new(1, 2));
+        assert!(one.of(0, true).unwrap_err().contains("one per database"));
+        let bad = try_parse("source: {type: binlog, path: log, from: {0: 'x'}}\nsinks: []\n");
+        assert!(bad.is_err());
     }
 
     #[test]

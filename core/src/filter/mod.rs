@@ -11,6 +11,8 @@ pub mod plugin;
 mod rename;
 mod ttl;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Deserialize;
 
 use crate::event::Event;
@@ -207,6 +209,35 @@ impl FilterChain {
     }
 }
 
+/// Whether keys of the source databases `dbs` stay apart when everything lands in one
+/// Redis database (a cluster's db 0): true when there is one database, or when a
+/// `rename` names `{db}` while the databases are still distinct (a `db` map merging two
+/// before it would make `{db}` the same for both). `None` when a plugin runs before
+/// that point: it may keep them apart or not.
+pub fn keeps_databases_apart(filters: &[FilterConfig], dbs: &BTreeSet<u32>) -> Option<bool> {
+    let mut now: BTreeMap<u32, u32> = dbs.iter().map(|d| (*d, *d)).collect();
+    let distinct =
+        |now: &BTreeMap<u32, u32>| now.values().collect::<BTreeSet<_>>().len() == now.len();
+    if dbs.len() <= 1 {
+        return Some(true);
+    }
+    for f in filters {
+        match f {
+            FilterConfig::Db(map) => {
+                for db in now.values_mut() {
+                    if let Some(to) = map.map.get(db) {
+                        *db = *to;
+                    }
+                }
+            }
+            FilterConfig::Rename(r) if r.tags_database() => return Some(distinct(&now)),
+            FilterConfig::Plugin(_) => return None,
+            _ => {}
+        }
+    }
+    Some(false)
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Fixture events for the filters' tests.
@@ -254,5 +285,35 @@ pub(crate) mod testing {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod database_tests {
+    use super::*;
+
+    fn apart(yaml: &str, dbs: &[u32]) -> Option<bool> {
+        let filters: Vec<FilterConfig> = serde_yaml::from_str(yaml).unwrap();
+        keeps_databases_apart(&filters, &dbs.iter().copied().collect())
+    }
+
+    #[test]
+    fn databases_stay_apart_only_when_a_rename_names_them_while_distinct() {
+        assert_eq!(apart("[]", &[0]), Some(true));
+        assert_eq!(apart("[]", &[0, 1]), Some(false));
+        let tagged = "[{type: rename, add_prefix: 'db{db}:'}]";
+        assert_eq!(apart(tagged, &[0, 1, 2]), Some(true));
+        // A prefix without {db} does not separate them.
+        assert_eq!(
+            apart("[{type: rename, add_prefix: 'x:'}]", &[0, 1]),
+            Some(false)
+        );
+        // Merged before the rename: {db} is the same for both.
+        let merged = "[{type: db, map: {1: 0}}, {type: rename, add_prefix: '{db}:'}]";
+        assert_eq!(apart(merged, &[0, 1]), Some(false));
+        // Moved apart first, then tagged.
+        let moved = "[{type: db, map: {1: 5}}, {type: rename, add_prefix: '{db}:'}]";
+        assert_eq!(apart(moved, &[0, 1]), Some(true));
+        assert_eq!(apart("[{type: plugin, path: x.so}]", &[0, 1]), None);
     }
 }

@@ -1,6 +1,8 @@
 //! `rename`: adds, strips or replaces a key prefix, on the snapshot's keys and on every
 //! key argument of binlog commands (the command table says which arguments are keys:
 //! MSET's every other one, RPOPLPUSH's two, *STORE's destination and sources, …).
+//! `{db}` in the new prefix stands for the event's database, so several Pika databases
+//! can share one Redis database (a cluster has only db 0) without their keys meeting.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -27,10 +29,27 @@ pub struct Replace {
     pub to: String,
 }
 
-/// Keys starting with `from` get `to` instead (an empty `from` adds `to` to every key).
+/// Stands for the event's database in a new prefix.
+pub const DB_PLACEHOLDER: &str = "{db}";
+
+/// Keys starting with `from` get `to` instead (an empty `from` adds `to` to every key);
+/// `to` is kept in the pieces around each `{db}`.
 pub struct RenameFilter {
     from: Vec<u8>,
-    to: Vec<u8>,
+    to: Vec<Vec<u8>>,
+}
+
+impl RenameFilterConfig {
+    /// Whether the new prefix names the database (`{db}`), which keeps the keys of
+    /// different databases apart.
+    pub fn tags_database(&self) -> bool {
+        let to = match (&self.add_prefix, &self.replace_prefix) {
+            (Some(add), _) => add,
+            (_, Some(r)) => &r.to,
+            _ => return false,
+        };
+        to.contains(DB_PLACEHOLDER)
+    }
 }
 
 impl RenameFilterConfig {
@@ -45,19 +64,33 @@ impl RenameFilterConfig {
                 )
             }
         };
+        if from.contains(DB_PLACEHOLDER) {
+            return Err(format!(
+                "{DB_PLACEHOLDER} stands for the database in the new prefix only"
+            ));
+        }
         Ok(RenameFilter {
             from: from.into_bytes(),
-            to: to.into_bytes(),
+            to: to
+                .split(DB_PLACEHOLDER)
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
         })
     }
 }
 
 impl RenameFilter {
-    fn rename(&self, key: &Bytes) -> Bytes {
+    fn rename(&self, key: &Bytes, db: &str) -> Bytes {
         match key.strip_prefix(self.from.as_slice()) {
             Some(rest) => {
-                let mut out = Vec::with_capacity(self.to.len() + rest.len());
-                out.extend_from_slice(&self.to);
+                let to: usize = self.to.iter().map(Vec::len).sum();
+                let mut out = Vec::with_capacity(to + db.len() * (self.to.len() - 1) + rest.len());
+                for (i, piece) in self.to.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(db.as_bytes());
+                    }
+                    out.extend_from_slice(piece);
+                }
                 out.extend_from_slice(rest);
                 Bytes::from(out)
             }
@@ -68,10 +101,16 @@ impl RenameFilter {
 
 impl Rule for RenameFilter {
     fn apply(&self, event: &mut Event) -> bool {
-        event.key = self.rename(&event.key);
+        let mut number = itoa::Buffer::new();
+        let db = if self.to.len() > 1 {
+            number.format(event.db)
+        } else {
+            ""
+        };
+        event.key = self.rename(&event.key, db);
         if let Op::Command { argv } = &mut event.op {
             for i in key_indexes(argv) {
-                argv[i] = self.rename(&argv[i]);
+                argv[i] = self.rename(&argv[i], db);
             }
         }
         true
@@ -141,6 +180,46 @@ mod tests {
                 Bytes::from("a")
             ]
         );
+    }
+
+    #[test]
+    fn db_in_the_new_prefix_is_the_events_database() {
+        let config: RenameFilterConfig = serde_yaml::from_str("add_prefix: 'db{db}:'").unwrap();
+        assert!(config.tags_database());
+        let f = config.build().unwrap();
+        for db in [0, 2, 15] {
+            for mut e in binlog_events() {
+                e.db = db;
+                let Op::Command { argv } = &e.op else {
+                    continue;
+                };
+                let keys = key_indexes(argv);
+                let before = argv.clone();
+                f.apply(&mut e);
+                let Op::Command { argv } = &e.op else {
+                    continue;
+                };
+                for i in keys {
+                    let want = [format!("db{db}:").as_bytes(), &before[i][..]].concat();
+                    assert_eq!(argv[i], want, "{}", name_of(argv));
+                }
+            }
+        }
+        let twice = filter("replace_prefix: {from: 'a:', to: '{db}/{db}/'}");
+        let mut e = snapshot_events().remove(0);
+        e.key = Bytes::from("a:k");
+        e.db = 7;
+        twice.apply(&mut e);
+        assert_eq!(e.key, Bytes::from("7/7/k"));
+        assert!(
+            !serde_yaml::from_str::<RenameFilterConfig>("add_prefix: 'x:'")
+                .unwrap()
+                .tags_database()
+        );
+        let e = serde_yaml::from_str::<RenameFilterConfig>("strip_prefix: '{db}:'")
+            .unwrap()
+            .build();
+        assert!(e.is_err());
     }
 
     #[test]

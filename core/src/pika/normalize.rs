@@ -161,8 +161,8 @@ pub enum Dialect {
     /// Pika 3.2–3.4.
     #[default]
     Pika3,
-    /// Pika 3.5: `FLUSHDB <type>` empties every type (seen on a real 3.5.5), not only
-    /// the one named as 3.3 does.
+    /// Pika 3.5 and 4.0: `FLUSHDB <type>` empties every type (seen on a real 3.5.5),
+    /// not only the one named as 3.3 does (4.0.1 refuses it, so never logs it).
     Pika35,
 }
 
@@ -173,7 +173,7 @@ impl Dialect {
         let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
         match (parts.next().flatten(), parts.next().flatten()) {
             (Some(3), Some(2..=4)) => Some(Dialect::Pika3),
-            (Some(3), Some(5)) => Some(Dialect::Pika35),
+            (Some(3), Some(5)) | (Some(4), Some(0)) => Some(Dialect::Pika35),
             _ => None,
         }
     }
@@ -467,7 +467,9 @@ mod tests {
         assert_eq!(flush.argv, Some(argv("FLUSHDB")));
         assert_eq!(Dialect::of_version("3.5.5"), Some(Dialect::Pika35));
         assert_eq!(Dialect::of_version("3.3"), Some(Dialect::Pika3));
-        assert_eq!(Dialect::of_version("4.0.1"), None);
+        assert_eq!(Dialect::of_version("4.0.1"), Some(Dialect::Pika35));
+        assert_eq!(Dialect::of_version("3.1"), None);
+        assert_eq!(Dialect::of_version("4.1"), None);
         let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
             .unwrap()
             .argv

@@ -52,7 +52,7 @@ impl CaptureSource {
                     }
                     pace.wait_blocking(out);
                     if let Position::Binlog { at, .. } = event.position {
-                        report.end_position = Some(at);
+                        report.end_positions.insert(event.db, at);
                     }
                     if !out.push_blocking(*event) {
                         break;

@@ -86,8 +86,8 @@ pub struct SourceReport {
     pub binlog_items: u64,
     /// Counted remarks on binlog commands.
     pub notes: BTreeMap<Note, u64>,
-    /// Where a resumed read would start.
-    pub end_position: Option<BinlogOffset>,
+    /// Where a resumed read of each database would start.
+    pub end_positions: BTreeMap<u32, BinlogOffset>,
     /// Damaged capture records passed over (`skip_corrupt`).
     pub skipped_records: u64,
 }

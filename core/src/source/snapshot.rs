@@ -56,14 +56,14 @@ impl SnapshotSource {
             })?;
             total.add(&stats);
         }
-        let end_position = snapshot
+        let end_positions = snapshot
             .dbs
-            .first()
-            .and_then(|db| db.info.as_ref())
-            .map(|i| i.position);
+            .iter()
+            .filter_map(|db| Some((db.index, db.info.as_ref()?.position)))
+            .collect();
         Ok(SourceReport {
             scan: Some(total),
-            end_position,
+            end_positions,
             ..SourceReport::default()
         })
     }

@@ -56,4 +56,6 @@ pub enum BinlogError {
     NotItemBoundary { path: PathBuf, offset: u64 },
     #[error("{path} does not exist: {reason}")]
     MissingFile { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    BadStart { path: PathBuf, reason: String },
 }

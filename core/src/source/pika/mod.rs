@@ -241,13 +241,13 @@ impl Source for PikaSource {
         };
         replica.run().await?;
         replica.out.flush().await;
-        replica.report.end_position = match &replica.checkpoint {
-            Some(Checkpoint {
-                stage: Stage::Stream { at },
-                ..
-            }) => Some(*at),
-            _ => None,
-        };
+        if let Some(Checkpoint {
+            stage: Stage::Stream { at },
+            ..
+        }) = &replica.checkpoint
+        {
+            replica.report.end_positions.insert(DB, *at);
+        }
         Ok(replica.report)
     }
 }

@@ -96,6 +96,15 @@ pub enum PullError {
     },
     #[error("the master lists a dump file {0:?} outside the dump's type directories; refused")]
     BadFileName(String),
+    #[error(
+        "{path}: its MD5 {md5} is not the dump's snapshot_uuid {uuid} (the MD5 of the master's \
+         info): it arrived damaged; the dump will be pulled again"
+    )]
+    InfoMismatch {
+        path: String,
+        md5: String,
+        uuid: String,
+    },
     #[error("{path} at offset {offset}: {error}")]
     Io {
         path: String,
@@ -181,7 +190,11 @@ pub async fn pull(plan: &PullPlan) -> Result<String, PullError> {
             "full sync: pulling the dump from the master's rsync service"
         );
         match conn.fetch_all(plan, &uuid, todo).await {
-            Ok(()) => return Ok(uuid),
+            Ok(()) => {
+                let (plan, checked) = (plan.clone(), uuid.clone());
+                blocking(move || verify_info(&plan, &checked)).await?;
+                return Ok(uuid);
+            }
             Err(Fetch::Changed { now }) => {
                 conn = Conn::open(&plan.addr).await?;
                 restarts += 1;
@@ -338,6 +351,37 @@ fn remove_dir_contents(dir: &Path) -> Result<(), PullError> {
 
 /// The done list: `snapshot-uuid:<uuid>`, then `file:<name>` per completed file, each
 /// line ending in `\n` (a line cut by a crash does not count).
+/// Longest `info` we read back: Pika's holds five short lines.
+const INFO_MAX: u64 = 64 << 10;
+
+/// The dump's `snapshot_uuid` is the MD5 of its `info` (Pika computes it so), and the
+/// info names the binlog position we stream from: one that arrived damaged must not be
+/// believed. On a mismatch the done list is emptied, so the next attempt pulls it all.
+fn verify_info(plan: &PullPlan, uuid: &str) -> Result<(), PullError> {
+    use md5::{Digest, Md5};
+    let path = plan.db_dir.join("info");
+    let io = |e| PullError::io(&path, 0, e);
+    let len = std::fs::metadata(&path).map_err(io)?.len();
+    if len > INFO_MAX {
+        return Err(PullError::BadReply {
+            file: "info".into(),
+            offset: 0,
+            reason: format!("{len} bytes; a dump's info holds a few lines"),
+        });
+    }
+    let md5 = Md5::digest(std::fs::read(&path).map_err(io)?);
+    let md5: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    if md5.eq_ignore_ascii_case(uuid) {
+        return Ok(());
+    }
+    write_done_list(&plan.done_list, uuid, Vec::new())?;
+    Err(PullError::InfoMismatch {
+        path: path.display().to_string(),
+        md5,
+        uuid: uuid.to_owned(),
+    })
+}
+
 fn read_done_list(path: &Path, uuid: &str) -> Result<BTreeSet<String>, PullError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -720,16 +764,20 @@ mod tests {
     /// One dump a fake rsync service serves: its uuid and files.
     #[derive(Clone)]
     struct Dump {
-        uuid: &'static str,
+        uuid: String,
         files: BTreeMap<String, Vec<u8>>,
     }
 
-    fn dump(uuid: &'static str, fill: u8) -> Dump {
+    /// A dump whose uuid is the MD5 of its info, as Pika makes it.
+    fn dump(fill: u8) -> Dump {
+        use md5::{Digest, Md5};
+        let info = format!("0s\n127.0.0.1\n1\n0\n{fill}\n").into_bytes();
+        let uuid = Md5::digest(&info)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut files = BTreeMap::new();
-        files.insert(
-            "info".to_owned(),
-            format!("0s\n127.0.0.1\n1\n0\n{fill}\n").into_bytes(),
-        );
+        files.insert("info".to_owned(), info);
         files.insert("strings/000001.sst".to_owned(), vec![fill; 300_000]);
         files.insert("hashes/000002.sst".to_owned(), vec![fill ^ 0xff; 70_000]);
         files.insert("zsets/000003.sst".to_owned(), vec![]);
@@ -770,7 +818,7 @@ mod tests {
                         let mut reply = RsyncResponse {
                             r#type: req.r#type,
                             reader_index: req.reader_index,
-                            snapshot_uuid: d.uuid.to_owned(),
+                            snapshot_uuid: d.uuid.clone(),
                             db_name: req.db_name.clone(),
                             slot_id: 0,
                             code: RsyncCode::Ok as i32,
@@ -827,20 +875,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_dump_replaced_mid_transfer_is_pulled_again_whole() {
-        let (old, new) = (dump("aaaa", 1), dump("bbbb", 2));
+        let (old, new) = (dump(1), dump(2));
         let (addr, _) = serve(old, new.clone(), 5).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("db0")).unwrap();
         let uuid = pull(&plan(&addr, dir.path())).await.unwrap();
-        assert_eq!(uuid, "bbbb");
+        assert_eq!(uuid, new.uuid);
         assert_holds(dir.path(), &new);
         let list = std::fs::read_to_string(dir.path().join("pulled-db0")).unwrap();
-        assert!(list.starts_with("snapshot-uuid:bbbb\n"), "{list}");
+        assert!(
+            list.starts_with(&format!("snapshot-uuid:{}\n", new.uuid)),
+            "{list}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_info_that_is_not_the_dumps_is_refused_and_pulled_again() {
+        let mut damaged = dump(4);
+        let good = damaged.clone();
+        // One bit of the position flipped on the way: the uuid no longer matches.
+        damaged
+            .files
+            .insert("info".into(), b"0s\n127.0.0.1\n1\n0\n5\n".to_vec());
+        let (addr, _) = serve(damaged, good.clone(), usize::MAX).await;
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(&addr, dir.path());
+        let e = pull(&p).await.unwrap_err();
+        assert!(matches!(e, PullError::InfoMismatch { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("info") && text.contains(&good.uuid), "{text}");
+        assert!(!e.is_fatal(), "a damaged transfer is tried again");
+        // Nothing of the damaged transfer counts as done: the next pull takes it all.
+        let list = std::fs::read_to_string(&p.done_list).unwrap();
+        assert_eq!(list, format!("snapshot-uuid:{}\n", good.uuid));
     }
 
     #[tokio::test]
     async fn a_transfer_cut_short_takes_up_only_the_missing_files() {
-        let d = dump("cccc", 3);
+        let d = dump(3);
         let dir = tempfile::tempdir().unwrap();
         let (addr, answered) = serve(d.clone(), d.clone(), usize::MAX).await;
         let p = plan(&addr, dir.path());
