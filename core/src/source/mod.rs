@@ -210,17 +210,31 @@ impl DbPositions {
     }
 }
 
+/// The run-wide count of events sent into the pipeline, held while a batch is numbered
+/// and put in the channel: batches enter the channel in the order of their numbers even
+/// when several senders share it.
+type Sequencer = Arc<tokio::sync::Mutex<Seq>>;
+
 /// The sending end of the event channel, batching events for a blocking reader. It
 /// numbers the events it queues ([`Seq`]), which is the order acknowledgements count in.
+/// Senders made by [`EventSender::share`] feed the same pipeline (a live source's
+/// databases): each counts its own events, and the run-wide numbers their batches get
+/// when sent are translated back.
 pub struct EventSender {
     tx: mpsc::Sender<Batch>,
     batch: Vec<Event>,
     batch_bytes: usize,
     stop: StopSignal,
     acknowledged: Acknowledged,
-    /// Order of the last event queued.
+    /// Order of the last event queued, counted by this sender.
     pushed: Seq,
     positions: DbPositions,
+    sequencer: Sequencer,
+    /// Batches sent and not known acknowledged: the run-wide number of each one's last
+    /// event, and this sender's.
+    numbered: VecDeque<(Seq, Seq)>,
+    /// This sender's order of the last event known acknowledged.
+    acked_here: Seq,
 }
 
 impl EventSender {
@@ -233,6 +247,26 @@ impl EventSender {
             acknowledged: Acknowledged::default(),
             pushed: Seq::default(),
             positions: DbPositions::default(),
+            sequencer: Sequencer::default(),
+            numbered: VecDeque::new(),
+            acked_here: Seq::default(),
+        }
+    }
+
+    /// Another sender into the same pipeline, with its own batch and count: what it
+    /// queues is numbered run-wide when sent, so acknowledgements stay in one order.
+    pub fn share(&self) -> EventSender {
+        EventSender {
+            tx: self.tx.clone(),
+            batch: Vec::with_capacity(BATCH_EVENTS),
+            batch_bytes: 0,
+            stop: self.stop.clone(),
+            acknowledged: self.acknowledged.clone(),
+            pushed: Seq::default(),
+            positions: DbPositions::default(),
+            sequencer: self.sequencer.clone(),
+            numbered: VecDeque::new(),
+            acked_here: Seq::default(),
         }
     }
 
@@ -249,10 +283,15 @@ impl EventSender {
         self
     }
 
-    /// The order of the last event every sink has taken: every event queued up to it
-    /// (compare with [`EventSender::pushed`]).
+    /// The order (this sender's) of the last event every sink has taken: every event
+    /// queued up to it (compare with [`EventSender::pushed`]).
     pub fn acknowledged(&self) -> Seq {
-        self.acknowledged.seq()
+        let run_wide = self.acknowledged.seq();
+        self.numbered
+            .iter()
+            .take_while(|(sent, _)| *sent <= run_wide)
+            .last()
+            .map_or(self.acked_here, |(_, here)| *here)
     }
 
     /// The order of the last event queued (sent or not).
@@ -262,8 +301,33 @@ impl EventSender {
 
     /// Per Pika DB, the position of the last event of that DB every sink has taken.
     pub fn acknowledged_positions(&mut self) -> &BTreeMap<u32, Position> {
-        self.positions.acknowledge(self.acknowledged());
+        self.positions.acknowledge(self.acknowledged.seq());
         &self.positions.acknowledged
+    }
+
+    /// Forgets the batches known acknowledged.
+    fn forget_acknowledged(&mut self) {
+        let run_wide = self.acknowledged.seq();
+        while let Some(&(sent, here)) = self.numbered.front() {
+            if sent > run_wide {
+                break;
+            }
+            self.acked_here = here;
+            self.numbered.pop_front();
+        }
+        self.positions.acknowledge(run_wide);
+    }
+
+    /// Numbers the batch run-wide (`counter`: the sequencer, held) and records it.
+    fn number(&mut self, batch: &mut Batch, counter: &mut Seq) {
+        let n = batch.events.len() as u64;
+        *counter = Seq(counter.0 + n);
+        batch.last = *counter;
+        if !self.acknowledged.is_empty() {
+            self.numbered.push_back((*counter, self.pushed));
+            self.positions.sent(*counter);
+            self.forget_acknowledged();
+        }
     }
 
     /// Whether every event queued so far has been acknowledged by every sink.
@@ -283,10 +347,13 @@ impl EventSender {
 
     /// Sends what is queued from async code; false when the pipeline is gone.
     pub async fn flush(&mut self) -> bool {
-        match self.take_batch() {
-            None => !self.tx.is_closed(),
-            Some(batch) => self.tx.send(batch).await.is_ok(),
-        }
+        let Some(mut batch) = self.take_batch() else {
+            return !self.tx.is_closed();
+        };
+        let sequencer = self.sequencer.clone();
+        let mut counter = sequencer.lock().await;
+        self.number(&mut batch, &mut counter);
+        self.tx.send(batch).await.is_ok()
     }
 
     /// Adds `event` to the batch; true when the batch is full.
@@ -303,18 +370,15 @@ impl EventSender {
             return None;
         }
         self.batch_bytes = 0;
-        // Forgets what is known acknowledged as it goes, so the record of batches in
-        // flight stays small even for a source that never asks; without anything
-        // acknowledging, there is nothing to record.
+        // What is known acknowledged is forgotten as batches are numbered, so the record
+        // of batches in flight stays small even for a source that never asks; without
+        // anything acknowledging, there is nothing to record.
         if self.acknowledged.is_empty() {
             self.positions.gathering.clear();
-        } else {
-            self.positions.sent(self.pushed);
-            self.positions.acknowledge(self.acknowledged());
         }
         Some(Batch {
             events: std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS)),
-            last: self.pushed,
+            last: Seq::default(),
         })
     }
 
@@ -328,10 +392,13 @@ impl EventSender {
 
     /// Sends what is queued from a blocking thread; false when the pipeline is gone.
     pub fn flush_blocking(&mut self) -> bool {
-        match self.take_batch() {
-            None => !self.tx.is_closed(),
-            Some(batch) => self.tx.blocking_send(batch).is_ok(),
-        }
+        let Some(mut batch) = self.take_batch() else {
+            return !self.tx.is_closed();
+        };
+        let sequencer = self.sequencer.clone();
+        let mut counter = sequencer.blocking_lock();
+        self.number(&mut batch, &mut counter);
+        self.tx.blocking_send(batch).is_ok()
     }
 
     /// For a source following a growing input that has caught up: sends what is queued
@@ -353,5 +420,60 @@ impl EventSender {
     /// asked for.
     pub fn should_stop(&self) -> bool {
         self.tx.is_closed() || self.stop.is_stopped()
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::event::Op;
+
+    fn set(db: u32, offset: u64) -> Event {
+        Event {
+            db,
+            key: Bytes::from_static(b"k"),
+            data_type: None,
+            op: Op::Command {
+                argv: vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k")],
+            },
+            position: Position::Binlog {
+                at: BinlogOffset::new(0, offset),
+                logic_id: offset,
+                term: 0,
+            },
+            exec_time: Some(0),
+        }
+    }
+
+    #[test]
+    fn shared_senders_number_their_batches_in_channel_order_and_see_their_own_acks() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (acked, acked_rx) = watch::channel(Seq::default());
+        let mut db0 = EventSender::new(tx, StopSignal::default())
+            .with_acknowledged(Acknowledged::new(vec![acked_rx]));
+        let mut db1 = db0.share();
+        // db0 queues first but sends last: the channel order numbers the batches.
+        db0.push_blocking(set(0, 900));
+        db0.push_blocking(set(0, 950));
+        db1.push_blocking(set(1, 10));
+        db1.flush_blocking();
+        db0.flush_blocking();
+        let (first, second) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
+        assert_eq!((first.events[0].db, first.last), (1, Seq(1)));
+        assert_eq!((second.events[0].db, second.last), (0, Seq(3)));
+        assert_eq!((db0.pushed(), db1.pushed()), (Seq(2), Seq(1)));
+
+        // The sinks took db1's batch only.
+        acked.send_replace(Seq(1));
+        assert!(db1.all_acknowledged());
+        assert!(!db0.all_acknowledged());
+        assert_eq!(db0.acknowledged(), Seq(0));
+        acked.send_replace(Seq(3));
+        assert!(db0.all_acknowledged());
+        assert_eq!(db0.acknowledged(), Seq(2));
+        let positions = db0.acknowledged_positions().clone();
+        assert_eq!(positions[&0].binlog_offset(), BinlogOffset::new(0, 950));
     }
 }
