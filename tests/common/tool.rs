@@ -83,9 +83,14 @@ impl Migration {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
-    /// The checkpoint's stage (`transfer`, `load`, `stream`), if any.
+    /// db0's stage in the checkpoint (`transfer`, `load`, `stream`), if any.
     pub fn stage(&self) -> Option<String> {
-        self.checkpoint()?["stage"].as_str().map(str::to_owned)
+        self.stage_of(0)
+    }
+
+    /// Database `db`'s stage in the checkpoint, if any.
+    pub fn stage_of(&self, db: u32) -> Option<String> {
+        self.checkpoint_of(db)?["stage"].as_str().map(str::to_owned)
     }
 
     pub fn checkpoint(&self) -> Option<serde_json::Value> {
@@ -93,9 +98,19 @@ impl Migration {
         serde_json::from_str(&text).ok()
     }
 
-    /// The checkpoint's `at` (stage `stream`): where a restart resumes the binlog.
+    /// Database `db`'s entry in the checkpoint.
+    pub fn checkpoint_of(&self, db: u32) -> Option<serde_json::Value> {
+        self.checkpoint()?.get("dbs")?.get(db.to_string()).cloned()
+    }
+
+    /// db0's `at` (stage `stream`): where a restart resumes its binlog.
     pub fn checkpoint_at(&self) -> Option<BinlogOffset> {
-        serde_json::from_value(self.checkpoint()?.get("at")?.clone()).ok()
+        self.checkpoint_at_of(0)
+    }
+
+    /// Database `db`'s `at` (stage `stream`).
+    pub fn checkpoint_at_of(&self, db: u32) -> Option<BinlogOffset> {
+        serde_json::from_value(self.checkpoint_of(db)?.get("at")?.clone()).ok()
     }
 
     pub fn work_dir(&self) -> PathBuf {

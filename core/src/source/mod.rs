@@ -92,6 +92,23 @@ pub struct SourceReport {
     pub skipped_records: u64,
 }
 
+impl SourceReport {
+    /// Adds what another part of the same source (a database of a live master) read.
+    pub fn merge(&mut self, other: SourceReport) {
+        match (&mut self.scan, other.scan) {
+            (Some(mine), Some(theirs)) => mine.add(&theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+        self.binlog_items += other.binlog_items;
+        for (note, n) in other.notes {
+            *self.notes.entry(note).or_insert(0) += n;
+        }
+        self.end_positions.extend(other.end_positions);
+        self.skipped_records += other.skipped_records;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]

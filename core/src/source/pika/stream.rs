@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Stage;
+use super::db::{Ctx, DbReplica};
 use super::error::ReplicaError;
 use super::link::Link;
-use super::{Ended, Replica, DB};
+use super::Ended;
 use crate::event::BinlogOffset;
 use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
@@ -81,19 +82,21 @@ impl Acks {
 
 /// Streams from `at` (already accepted by TrySync) until stopped or the link breaks.
 pub(super) async fn follow(
-    replica: &mut Replica<'_>,
+    replica: &mut DbReplica,
+    ctx: &Ctx<'_>,
     mut link: Link,
     at: BinlogOffset,
 ) -> Result<Ended, ReplicaError> {
-    let me = replica.source.announce.clone();
-    let dialect = replica.generation.dialect();
+    let me = ctx.source.announce.clone();
+    let dialect = ctx.generation.dialect();
+    let db = replica.db;
     let mut acks = Acks {
         unacked: VecDeque::new(),
         at,
         saved: at,
         saved_when: Instant::now(),
     };
-    let status = replica.metrics.status().clone();
+    let status = replica.status.clone();
     status.set_stage(crate::status::Stage::Streaming);
     status.set_position(at);
     let mut session = None;
@@ -128,17 +131,17 @@ pub(super) async fn follow(
                     let item = match BinlogItem::decode(&entry.binlog) {
                         Ok(item) => item,
                         Err(e) => {
-                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            failure = Some(ReplicaError::BadItem { db, at: end, error: e.to_string() });
                             break;
                         }
                     };
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = match entry_to_event(DB, &entry_read, dialect, &mut replica.report) {
+                    let event = match entry_to_event(db, &entry_read, dialect, &mut replica.report) {
                         Ok(event) => event,
                         Err(e) => {
-                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            failure = Some(ReplicaError::BadItem { db, at: end, error: e.to_string() });
                             break;
                         }
                     };
@@ -164,18 +167,18 @@ pub(super) async fn follow(
             status.set_stream(None, acks.unacked.len(), acks.oldest());
             let session = session.unwrap_or_default();
             if let Err(e) = link
-                .send(requests::binlog_ack(&me, DB, session, &first, &last))
+                .send(requests::binlog_ack(&me, db, session, &first, &last))
                 .await
             {
                 break Err(ReplicaError::Transient(e));
             }
         }
         if acks.at != acks.saved && acks.saved_when.elapsed() >= SAVE_EVERY {
-            if let Err(e) = save(replica, &mut acks).await {
+            if let Err(e) = save(replica, ctx, &mut acks).await {
                 break Err(e);
             }
         }
-        if replica.out.should_stop() {
+        if replica.should_stop(ctx) {
             break Ok(());
         }
         if acks.unacked.is_empty() && link.silent_for() >= SILENCE {
@@ -192,13 +195,13 @@ pub(super) async fn follow(
         tokio::time::sleep(ACK_POLL).await;
     }
     acks.take(replica.out.acknowledged(), &status);
-    save(replica, &mut acks).await?;
+    save(replica, ctx, &mut acks).await?;
     tracing::info!(position = %acks.at, "binlog position saved");
     outcome.map(|()| Ended::Stopped)
 }
 
-async fn save(replica: &mut Replica<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
-    replica.save(Stage::Stream { at: acks.at }).await?;
+async fn save(replica: &mut DbReplica, ctx: &Ctx<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
+    replica.save(ctx, Stage::Stream { at: acks.at }).await?;
     acks.saved = acks.at;
     acks.saved_when = Instant::now();
     Ok(())
