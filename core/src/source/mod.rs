@@ -441,27 +441,76 @@ impl EventSender {
 }
 
 #[cfg(test)]
-mod share_tests {
+mod tests {
     use bytes::Bytes;
 
     use super::*;
     use crate::event::Op;
 
-    fn set(db: u32, offset: u64) -> Event {
+    fn del(db: u32, offset: u64) -> Event {
         Event {
             db,
             key: Bytes::from_static(b"k"),
             data_type: None,
             op: Op::Command {
-                argv: vec![Bytes::from_static(b"SET"), Bytes::from_static(b"k")],
+                argv: vec![Bytes::from_static(b"DEL"), Bytes::from_static(b"k")],
             },
             position: Position::Binlog {
-                at: BinlogOffset::new(0, offset),
+                at: BinlogOffset::new(1, offset),
                 logic_id: offset,
                 term: 0,
             },
             exec_time: Some(0),
         }
+    }
+
+    #[test]
+    fn per_db_positions_follow_the_order_and_forget_what_is_acknowledged() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (acked, acked_rx) = watch::channel(Seq::default());
+        let mut out = EventSender::new(tx, StopSignal::default())
+            .with_acknowledged(Acknowledged::new(vec![acked_rx]));
+        for (db, offset) in [(0, 9_000), (1, 50), (0, 9_100)] {
+            out.push_blocking(del(db, offset));
+        }
+        out.flush_blocking();
+        out.push_blocking(del(1, 60));
+        out.flush_blocking();
+        assert_eq!(rx.try_recv().unwrap().last, Seq(3));
+        assert_eq!(rx.try_recv().unwrap().last, Seq(4));
+
+        acked.send_replace(Seq(3));
+        assert!(!out.all_acknowledged(), "DB 1's 1:60 is not taken");
+        let positions = out.acknowledged_positions().clone();
+        assert_eq!(positions[&0].binlog_offset(), BinlogOffset::new(1, 9_100));
+        assert_eq!(positions[&1].binlog_offset(), BinlogOffset::new(1, 50));
+
+        acked.send_replace(Seq(4));
+        assert!(out.all_acknowledged());
+        let positions = out.acknowledged_positions().clone();
+        assert_eq!(positions[&1].binlog_offset(), BinlogOffset::new(1, 60));
+
+        // A source that never asks: what is acknowledged is forgotten as it sends.
+        for i in 0..1000 {
+            out.push_blocking(del(i % 2, 100 + u64::from(i)));
+            out.flush_blocking();
+            acked.send_replace(out.pushed());
+            let _ = rx.try_recv();
+        }
+        assert!(out.positions.in_flight.len() <= 1);
+    }
+
+    #[test]
+    fn a_reader_outside_a_pipeline_records_nothing() {
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut out = EventSender::new(tx, StopSignal::default());
+        for i in 0..100 {
+            out.push_blocking(del(0, i));
+            out.flush_blocking();
+        }
+        assert_eq!(out.pushed(), Seq(100));
+        assert!(out.positions.in_flight.is_empty());
+        assert!(!out.all_acknowledged());
     }
 
     #[test]
@@ -472,9 +521,9 @@ mod share_tests {
             .with_acknowledged(Acknowledged::new(vec![acked_rx]));
         let mut db1 = db0.share();
         // db0 queues first but sends last: the channel order numbers the batches.
-        db0.push_blocking(set(0, 900));
-        db0.push_blocking(set(0, 950));
-        db1.push_blocking(set(1, 10));
+        db0.push_blocking(del(0, 900));
+        db0.push_blocking(del(0, 950));
+        db1.push_blocking(del(1, 10));
         db1.flush_blocking();
         db0.flush_blocking();
         let (first, second) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
@@ -491,6 +540,6 @@ mod share_tests {
         assert!(db0.all_acknowledged());
         assert_eq!(db0.acknowledged(), Seq(2));
         let positions = db0.acknowledged_positions().clone();
-        assert_eq!(positions[&0].binlog_offset(), BinlogOffset::new(0, 950));
+        assert_eq!(positions[&0].binlog_offset(), BinlogOffset::new(1, 950));
     }
 }
