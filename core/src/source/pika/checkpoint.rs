@@ -33,7 +33,7 @@ impl Stage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Stored")]
+#[serde(try_from = "Stored")]
 pub struct Checkpoint {
     /// The master this work_dir follows; another master's checkpoint is refused.
     pub master: String,
@@ -47,7 +47,9 @@ pub struct Checkpoint {
 enum Stored {
     ByDb {
         master: String,
-        dbs: BTreeMap<u32, Stage>,
+        // Keys as text: an untagged enum buffers the JSON, and numbers are then not
+        // read from a map key's string.
+        dbs: BTreeMap<String, Stage>,
     },
     Single {
         master: String,
@@ -56,15 +58,28 @@ enum Stored {
     },
 }
 
-impl From<Stored> for Checkpoint {
-    fn from(s: Stored) -> Checkpoint {
-        match s {
-            Stored::ByDb { master, dbs } => Checkpoint { master, dbs },
+impl TryFrom<Stored> for Checkpoint {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Checkpoint, String> {
+        Ok(match s {
+            Stored::ByDb { master, dbs } => Checkpoint {
+                master,
+                dbs: dbs
+                    .into_iter()
+                    .map(|(db, stage)| {
+                        let db = db
+                            .parse()
+                            .map_err(|_| format!("database {db:?} is not a number"))?;
+                        Ok((db, stage))
+                    })
+                    .collect::<Result<_, String>>()?,
+            },
             Stored::Single { master, stage } => Checkpoint {
                 master,
                 dbs: BTreeMap::from([(0, stage)]),
             },
-        }
+        })
     }
 }
 

@@ -70,7 +70,8 @@ impl Acks {
                 break;
             };
             status.acked_after(p.arrived.elapsed());
-            self.at = p.end;
+            // An item sent again lies behind: the position never goes back.
+            self.at = self.at.max(p.end);
             range = Some(match range {
                 None => (p.sent.clone(), p.sent),
                 Some((first, _)) => (first, p.sent),
@@ -101,6 +102,7 @@ pub(super) async fn follow(
     status.set_position(at);
     let mut session = None;
     let mut previous_end = at;
+    let mut resent = 0u64;
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: Result<(), ReplicaError> = loop {
@@ -128,6 +130,15 @@ pub(super) async fn follow(
                     }
                     items += 1;
                     let end = BinlogOffset::new(entry.binlog_offset.filenum, entry.binlog_offset.offset);
+                    if end <= previous_end {
+                        // Sent again (or from before where we asked to start): its first
+                        // copy is applied, and acked in its place.
+                        resent += 1;
+                        if resent == 1 {
+                            tracing::warn!(position = %end, after = %previous_end, "the master sent a binlog item again; not applying it twice (further ones are only counted)");
+                        }
+                        continue;
+                    }
                     let item = match BinlogItem::decode(&entry.binlog) {
                         Ok(item) => item,
                         Err(e) => {
