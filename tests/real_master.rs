@@ -9,9 +9,6 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::real_pika::*;
@@ -50,7 +47,6 @@ on_each_version!(
         with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
         a_wrong_or_missing_password_is_refused_with_77,
         a_master_that_is_itself_a_replica_is_refused_with_76,
-        a_master_with_several_databases_is_refused_with_76,
         a_stalled_target_holding_acks_does_not_get_us_dropped,
         sigterm_while_streaming_saves_the_position_and_exits_0,
         events_dropped_by_filters_are_acked_and_do_not_stall_the_stream,
@@ -664,11 +660,6 @@ fn assert_refused_with_76(version: &'static str, test: &str, options: PikaOption
     let (code, log) = m.run_to_end();
     assert_eq!(code, 76, "{log}");
     assert!(log.contains(says), "{log}");
-}
-
-fn a_master_with_several_databases_is_refused_with_76(version: &'static str, test: &str) {
-    let options = PikaOptions::default().databases(2);
-    assert_refused_with_76(version, test, options, "2 databases");
 }
 
 fn run_as_an_unprivileged_user_it_full_syncs_and_streams(version: &'static str, test: &str) {
