@@ -9,7 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::real_pika::*;
-use common::tool::command_of;
 use common::*;
 
 #[test]
@@ -30,69 +29,6 @@ fn pika_3_5_5_dump_and_log_dir_of_three_databases_replay_exactly() {
 #[test]
 fn pika_4_0_1_dump_and_log_dir_of_three_databases_replay_exactly() {
     dump_and_log_dir_replay_exactly("4.0.1", "pika_4_0_1_dump_and_log_dir");
-}
-
-fn run(con: &mut redis::Connection, argv: &[&str]) {
-    let _: redis::Value = command_of(
-        &argv
-            .iter()
-            .map(|a| a.as_bytes().to_vec())
-            .collect::<Vec<_>>(),
-    )
-    .query(con)
-    .unwrap();
-}
-
-/// Data that differs per database: `db` in every value, and `shared` a string in db0, a
-/// hash in db1 and a list in db2.
-fn load(pika: &RealPika, db: u32, round: &str) {
-    let mut con = pika.client_of_db(db);
-    let tag = format!("{round}-db{db}");
-    for i in 0..40 {
-        run(&mut con, &["SET", &format!("s:{i}"), &format!("{tag}-{i}")]);
-        run(
-            &mut con,
-            &["HSET", &format!("h:{}", i % 5), &format!("f{i}"), &tag],
-        );
-        run(
-            &mut con,
-            &["RPUSH", &format!("l:{}", i % 4), &format!("{tag}-{i}")],
-        );
-        run(
-            &mut con,
-            &["SADD", &format!("set:{}", i % 3), &format!("{tag}-{i}")],
-        );
-        run(
-            &mut con,
-            &["ZADD", "z", &format!("{i}.5"), &format!("{tag}-{i}")],
-        );
-    }
-    run(&mut con, &["SETEX", &format!("ttl:{round}"), "7200", &tag]);
-    run(&mut con, &["EXPIRE", "h:0", "9000"]);
-    match db {
-        0 => run(&mut con, &["SET", "shared", &tag]),
-        1 => run(&mut con, &["HSET", "shared", "f", &tag]),
-        _ => run(&mut con, &["RPUSH", "shared", &tag]),
-    }
-}
-
-/// Changes after the dump: overwrites, deletes, removals, a new expiry.
-fn change(pika: &RealPika, db: u32) {
-    let mut con = pika.client_of_db(db);
-    load(pika, db, "after");
-    run(&mut con, &["DEL", "s:1"]);
-    run(&mut con, &["HDEL", "h:2", "f2"]);
-    run(&mut con, &["LPOP", "l:3"]);
-    run(&mut con, &["SREM", "set:0", &format!("before-db{db}-3")]);
-    run(
-        &mut con,
-        &["ZINCRBY", "z", "100", &format!("before-db{db}-7")],
-    );
-    run(&mut con, &["EXPIRE", "s:2", "8000"]);
-    run(
-        &mut con,
-        &["INCRBY", &format!("counter:{db}"), &(db + 10).to_string()],
-    );
 }
 
 /// The dated directory BGSAVE writes under `dump/`, once every database's `info` is in it.
@@ -126,12 +62,12 @@ fn dump_and_log_dir_replay_exactly(version: &'static str, test: &str) {
     };
     let mut pika = RealPika::start(&bin, PikaOptions::default().databases(3));
     for db in 0..3 {
-        load(&pika, db, "before");
+        fill_db(&pika, db, "before");
     }
-    run(&mut pika.client(), &["BGSAVE"]);
+    let _: redis::Value = redis::cmd("BGSAVE").query(&mut pika.client()).unwrap();
     let dump = wait_for_dump(&pika, 3);
     for db in 0..3 {
-        change(&pika, db);
+        change_db(&pika, db);
     }
     let expected: Vec<State> = (0..3).map(|db| redis_view(&pika.state_of_db(db))).collect();
     assert_ne!(expected[0], expected[1], "the databases must differ");

@@ -9,9 +9,6 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::real_pika::*;
@@ -50,7 +47,6 @@ on_each_version!(
         with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
         a_wrong_or_missing_password_is_refused_with_77,
         a_master_that_is_itself_a_replica_is_refused_with_76,
-        a_master_with_several_databases_is_refused_with_76,
         a_stalled_target_holding_acks_does_not_get_us_dropped,
         sigterm_while_streaming_saves_the_position_and_exits_0,
         events_dropped_by_filters_are_acked_and_do_not_stall_the_stream,
@@ -139,86 +135,6 @@ fn preload(pika: &RealPika, n: usize) {
         &mut con,
         [hmset, rpush, vec![s("EXPIRE"), s("pre:bighash"), s("9000")]],
     );
-}
-
-/// A thread writing to the master until stopped, `batch` commands at a time, riding
-/// out a master that restarts.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    written: Arc<AtomicUsize>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Writer {
-    /// Writes `write(0)`, `write(1)`, … to `pika`'s db 0.
-    fn start(pika: &RealPika, write: fn(usize) -> Vec<Vec<u8>>) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let written = Arc::new(AtomicUsize::new(0));
-        let url = format!(
-            "redis://{}127.0.0.1:{}/0",
-            pika.password
-                .as_deref()
-                .map(|p| format!(":{p}@"))
-                .unwrap_or_default(),
-            pika.port
-        );
-        let (stopping, counting) = (stop.clone(), written.clone());
-        let thread = std::thread::spawn(move || {
-            let mut i = 0;
-            let mut con = None;
-            while !stopping.load(Ordering::SeqCst) {
-                let c = match con.as_mut() {
-                    Some(c) => c,
-                    None => {
-                        match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
-                            Ok(c) => con.insert(c),
-                            Err(_) => {
-                                std::thread::sleep(Duration::from_millis(100));
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let mut pipe = redis::pipe();
-                for n in i..i + 20 {
-                    pipe.add_command(command_of(&write(n))).ignore();
-                }
-                // A write that failed with the master going down may or may not have
-                // happened: the comparison is with what the master holds in the end.
-                if pipe.query::<()>(c).is_ok() {
-                    i += 20;
-                    counting.store(i, Ordering::SeqCst);
-                } else {
-                    con = None;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Writer {
-            stop,
-            written,
-            thread: Some(thread),
-        }
-    }
-
-    fn written(&self) -> usize {
-        self.written.load(Ordering::SeqCst)
-    }
-
-    /// Stops writing; how many commands were written.
-    fn stop(mut self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.written()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Counters, pushes, hash increments and expiring sets: what a lost or doubled write
@@ -744,11 +660,6 @@ fn assert_refused_with_76(version: &'static str, test: &str, options: PikaOption
     let (code, log) = m.run_to_end();
     assert_eq!(code, 76, "{log}");
     assert!(log.contains(says), "{log}");
-}
-
-fn a_master_with_several_databases_is_refused_with_76(version: &'static str, test: &str) {
-    let options = PikaOptions::default().databases(2);
-    assert_refused_with_76(version, test, options, "2 databases");
 }
 
 fn run_as_an_unprivileged_user_it_full_syncs_and_streams(version: &'static str, test: &str) {

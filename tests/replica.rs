@@ -150,6 +150,29 @@ fn a_network_cut_while_streaming_is_resumed_without_loss_or_duplicates() {
 }
 
 #[test]
+fn a_binlog_item_the_master_sends_twice_is_applied_once() {
+    let redis = RedisServer::start();
+    let reference = RedisServer::start();
+    let mut ref_conn = reference.client();
+    let master = PikaMaster::start(MasterOptions::default());
+    let m = Migration::new(&mock_addr(&master), &redis.url(), "");
+    let tool = streaming(&master, &m);
+    // INCRs and pushes among the writes: a second application would show.
+    for round in 0..3 {
+        master.resend_once();
+        write_both(&master, &mut ref_conn, round * 100..round * 100 + 100);
+        wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    }
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    assert!(
+        m.log_text().contains("sent a binlog item again"),
+        "{}",
+        m.log_text()
+    );
+    assert_resumed_exactly(&master, &m, &redis, &reference);
+}
+
+#[test]
 fn a_master_back_from_a_restart_as_a_replica_stops_the_run_with_76() {
     // After an interruption the tool reads the master's INFO again before it rejoins:
     // a restarting Pika opens its replication port before its databases (a TrySync in

@@ -11,7 +11,9 @@ use crate::event::{DataType, Event, Position};
 use crate::filter::{FilterChain, FilterError};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::sink::{Sink, SinkError, SinkReport};
-use crate::source::{Acknowledged, EventSender, Source, SourceError, SourceReport, StopSignal};
+use crate::source::{
+    Acknowledged, Batch, EventSender, Seq, Source, SourceError, SourceReport, StopSignal,
+};
 use crate::status::{Stage, Status};
 
 /// Batches buffered between the source and the pipeline, and before each sink.
@@ -26,7 +28,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     pub source: SourceReport,
     pub sinks: Vec<(String, SinkReport)>,
-    /// Position of the last event every sink acknowledged.
+    /// Position of the last event every sink acknowledged (the last in the source's
+    /// order, whichever Pika DB it is of).
     pub last_position: Option<Position>,
 }
 
@@ -110,7 +113,7 @@ impl Pipeline {
     /// Runs until the source is exhausted and every sink has finished.
     pub async fn run(mut self) -> Result<RunReport, PipelineError> {
         let started = Instant::now();
-        let (tx, mut rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
+        let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
         tracing::info!(source = %self.source.describe(), sinks = self.sinks.len(), "pipeline starting");
 
         let mut lanes = Vec::new();
@@ -119,8 +122,8 @@ impl Pipeline {
         let status = self.metrics.status().clone();
         status.set_stage(Stage::Reading);
         for sink in self.sinks {
-            let (lane_tx, lane_rx) = mpsc::channel::<Arc<Vec<Event>>>(CHANNEL_BATCHES);
-            let (ack_tx, ack_rx) = watch::channel(None);
+            let (lane_tx, lane_rx) = mpsc::channel::<ToSink>(CHANNEL_BATCHES);
+            let (ack_tx, ack_rx) = watch::channel(Seq::default());
             lanes.push(lane_tx);
             acks.push(ack_rx);
             let slot = status.add_sink(sink.name());
@@ -129,7 +132,7 @@ impl Pipeline {
         }
         // What the source sees as acknowledged: a batch is done once the sinks took
         // what the filters left of it, so dropped events do not hold the source back.
-        let (done_tx, done_rx) = watch::channel(None);
+        let (done_tx, done_rx) = watch::channel(Seq::default());
         let (passed_tx, passed_rx) = mpsc::channel(CHANNEL_BATCHES * 4);
         let tracker = tokio::spawn(track_batches(passed_rx, Acknowledged::new(acks), done_tx));
         let out = EventSender::new(tx, self.stop.clone())
@@ -175,10 +178,7 @@ impl Pipeline {
                 }
             };
             self.metrics.count_filtered(dropped);
-            if let Some(last_in) = last_in {
-                let last_out = batch.last().map(|e| e.position);
-                let _ = passed_tx.send((last_out, last_in)).await;
-            }
+            let _ = passed_tx.send((!batch.is_empty(), last_in)).await;
             if batch.is_empty() {
                 if filter_error.is_some() {
                     break;
@@ -190,11 +190,11 @@ impl Pipeline {
             let batch = Arc::new(batch);
             if let Some((final_lane, others)) = lanes.split_last() {
                 for lane in others {
-                    if lane.send(Arc::clone(&batch)).await.is_err() {
+                    if lane.send((last_in, Arc::clone(&batch))).await.is_err() {
                         sink_gone = true;
                     }
                 }
-                if final_lane.send(batch).await.is_err() {
+                if final_lane.send((last_in, batch)).await.is_err() {
                     sink_gone = true;
                 }
             }
@@ -208,15 +208,13 @@ impl Pipeline {
         drop(passed_tx);
 
         let mut sinks = Vec::new();
-        let mut last_position: Option<Position> = None;
+        let mut last: Option<(Seq, Option<Position>)> = None;
         let mut first_error = None;
         for task in tasks {
             match task.await.map_err(|e| PipelineError::Task(e.to_string()))? {
-                Ok((name, report, last)) => {
-                    last_position = match (last_position, last) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                Ok((name, report, taken)) => {
+                    // The sink that took the least, in the source's order.
+                    last = Some(last.map_or(taken, |l| l.min(taken)));
                     sinks.push((name, report));
                 }
                 Err(e) => {
@@ -241,30 +239,41 @@ impl Pipeline {
             elapsed: started.elapsed(),
             source,
             sinks,
-            last_position,
+            last_position: last.and_then(|(_, p)| p),
         })
     }
 }
 
-/// One sink's task: writes every batch in order and publishes what the target has
-/// acknowledged, after each batch and, while idle, every [`ACK_POLL`].
+/// What the fan-out hands a sink task: a batch, with the order of the last event the
+/// source sent in it (the filters may have left fewer).
+type ToSink = (Seq, Arc<Vec<Event>>);
+
+/// One sink's task: writes every batch in order and publishes the order the target has
+/// acknowledged, after each batch and, while idle, every [`ACK_POLL`]. The sink counts
+/// in batches; this task turns its count back into the source's order.
 async fn drive_sink(
     mut sink: Box<dyn Sink>,
-    mut batches: mpsc::Receiver<Arc<Vec<Event>>>,
-    acknowledged: watch::Sender<Option<Position>>,
+    mut batches: mpsc::Receiver<ToSink>,
+    acknowledged: watch::Sender<Seq>,
     (status, slot): (Status, usize),
-) -> Result<(String, SinkReport, Option<Position>), SinkError> {
-    let mut last = None;
+) -> Result<(String, SinkReport, (Seq, Option<Position>)), SinkError> {
+    // Batches written and not yet acknowledged: their number, order and last position.
+    let mut unacked: VecDeque<(u64, Seq, Option<Position>)> = VecDeque::new();
+    let mut taken: (Seq, Option<Position>) = (Seq::default(), None);
+    let mut last = taken;
+    let mut batches_written = 0;
     let mut written = 0;
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             batch = batches.recv() => match batch {
-                Some(batch) => {
+                Some((seq, batch)) => {
                     // A copy only when another sink still holds the same batch.
                     let batch = Arc::unwrap_or_clone(batch);
-                    last = batch.last().map(|e| e.position).or(last);
+                    batches_written += 1;
+                    last = (seq, batch.last().map(|e| e.position).or(last.1));
+                    unacked.push_back((batches_written, last.0, last.1));
                     written = batch.len();
                     sink.write(batch).await?;
                 }
@@ -272,27 +281,34 @@ async fn drive_sink(
             },
             _ = poll.tick() => {}
         }
-        let now = sink.acknowledged(last);
+        let acked_batches = sink.acknowledged(batches_written);
+        while let Some(&(number, seq, position)) = unacked.front() {
+            if number > acked_batches {
+                break;
+            }
+            taken = (seq, position);
+            unacked.pop_front();
+        }
+        let now = taken.0;
         if acknowledged.send_if_modified(|p| std::mem::replace(p, now) != now) || written > 0 {
-            status.sink_wrote(slot, std::mem::take(&mut written), now);
+            status.sink_wrote(slot, std::mem::take(&mut written), taken.1);
         }
     }
     let report = sink.finish().await?;
-    acknowledged.send_replace(last);
-    status.sink_wrote(slot, 0, last);
+    acknowledged.send_replace(last.0);
+    status.sink_wrote(slot, 0, last.1);
     Ok((sink.name(), report, last))
 }
 
-/// Turns the sinks' acknowledged positions into the source's: each batch the source
-/// sent is done once every sink acknowledged the last event the filters left of it
-/// (at once when they left none), and then counts as done up to its last input event.
+/// Turns the sinks' acknowledged order into the source's: each batch the source sent
+/// is done once every sink acknowledged it (at once when the filters left nothing of
+/// it to send), and then counts as done up to its last input event.
 async fn track_batches(
-    mut batches: mpsc::Receiver<(Option<Position>, Position)>,
+    mut batches: mpsc::Receiver<(bool, Seq)>,
     sinks: Acknowledged,
-    done: watch::Sender<Option<Position>>,
+    done: watch::Sender<Seq>,
 ) {
-    let mut pending: std::collections::VecDeque<(Option<Position>, Position)> =
-        std::collections::VecDeque::new();
+    let mut pending: VecDeque<(bool, Seq)> = VecDeque::new();
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut open = true;
@@ -304,27 +320,27 @@ async fn track_batches(
             },
             _ = poll.tick() => {}
         }
-        let acked = sinks.position();
-        while let Some(&(out, input)) = pending.front() {
-            if out.is_some_and(|o| acked.is_none_or(|a| a < o)) {
+        let acked = sinks.seq();
+        while let Some(&(sent, input)) = pending.front() {
+            if sent && acked < input {
                 break;
             }
-            done.send_replace(Some(input));
+            done.send_replace(input);
             pending.pop_front();
         }
     }
 }
 
-type Filtered = (Vec<Event>, Option<Position>, Result<usize, FilterError>);
+type Filtered = (Vec<Event>, Seq, Result<usize, FilterError>);
 
 /// A batch going through the filters: done at once when there are none.
 enum FilterTask {
-    Done(Vec<Event>, Option<Position>, Result<usize, FilterError>),
+    Done(Vec<Event>, Seq, Result<usize, FilterError>),
     Running(tokio::task::JoinHandle<Filtered>),
 }
 
-fn start_filtering(filters: &Arc<FilterChain>, mut batch: Vec<Event>) -> FilterTask {
-    let last_in = batch.last().map(|e| e.position);
+fn start_filtering(filters: &Arc<FilterChain>, batch: Batch) -> FilterTask {
+    let (mut batch, last_in) = (batch.events, batch.last);
     if filters.is_empty() {
         return FilterTask::Done(batch, last_in, Ok(0));
     }
@@ -333,4 +349,164 @@ fn start_filtering(filters: &Arc<FilterChain>, mut batch: Vec<Event>) -> FilterT
         let outcome = filters.apply(&mut batch);
         (batch, last_in, outcome)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::event::{BinlogOffset, Op};
+
+    /// A binlog SET of Pika DB `db` ending at offset `offset` of binlog file 1.
+    fn set(db: u32, offset: u64) -> Event {
+        let key = Bytes::from(format!("k{offset}"));
+        Event {
+            db,
+            key: key.clone(),
+            data_type: Some(DataType::String),
+            op: Op::Command {
+                argv: vec![Bytes::from_static(b"SET"), key, Bytes::from_static(b"v")],
+            },
+            position: binlog(offset),
+            exec_time: Some(0),
+        }
+    }
+
+    fn binlog(offset: u64) -> Position {
+        Position::Binlog {
+            at: BinlogOffset::new(1, offset),
+            logic_id: offset,
+            term: 0,
+        }
+    }
+
+    /// What the source sees: the order acknowledged, whether all it queued is, and the
+    /// last acknowledged position per DB.
+    type Seen = (Seq, bool, BTreeMap<u32, Position>);
+
+    /// Sends its batches, then answers each ask with what it sees until asks end.
+    struct Scripted {
+        batches: Vec<Vec<Event>>,
+        asks: mpsc::Receiver<()>,
+        answers: mpsc::Sender<Seen>,
+    }
+
+    #[async_trait]
+    impl Source for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+
+        async fn run(
+            mut self: Box<Self>,
+            mut out: EventSender,
+            _metrics: Metrics,
+        ) -> Result<SourceReport, SourceError> {
+            for batch in std::mem::take(&mut self.batches) {
+                for event in batch {
+                    out.push(event).await;
+                }
+                out.flush().await;
+            }
+            while self.asks.recv().await.is_some() {
+                let positions = out.acknowledged_positions().clone();
+                let seen = (out.acknowledged(), out.all_acknowledged(), positions);
+                let _ = self.answers.send(seen).await;
+            }
+            Ok(SourceReport::default())
+        }
+    }
+
+    /// Acknowledges no more batches than the test lets it (`u64::MAX`: all at once).
+    struct Gated(Arc<AtomicU64>);
+
+    #[async_trait]
+    impl Sink for Gated {
+        fn name(&self) -> String {
+            "gated".into()
+        }
+        async fn write(&mut self, _batch: Vec<Event>) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn acknowledged(&mut self, written: u64) -> u64 {
+            written.min(self.0.load(Ordering::SeqCst))
+        }
+        async fn finish(&mut self) -> Result<SinkReport, SinkError> {
+            self.0.store(u64::MAX, Ordering::SeqCst);
+            Ok(SinkReport::default())
+        }
+    }
+
+    /// Asks the source until what it sees has `acked` acknowledged.
+    async fn seen_at(
+        asks: &mpsc::Sender<()>,
+        answers: &mut mpsc::Receiver<Seen>,
+        acked: Seq,
+    ) -> Seen {
+        for _ in 0..500 {
+            asks.send(()).await.unwrap();
+            let seen = answers.recv().await.unwrap();
+            if seen.0 >= acked {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the source never saw {acked:?} acknowledged");
+    }
+
+    #[tokio::test]
+    async fn acknowledgement_follows_the_push_order_across_pika_dbs() {
+        // DB 1's binlog is far behind DB 0's: its positions are all lower, yet it is
+        // the later events that are acknowledged later.
+        let batches = vec![
+            vec![set(0, 10_000), set(1, 100), set(0, 10_100)],
+            vec![set(1, 200), set(1, 300)],
+        ];
+        let (ask_tx, asks) = mpsc::channel(1);
+        let (answers, mut answer_rx) = mpsc::channel(1);
+        let gate = Arc::new(AtomicU64::new(0));
+        let source = Scripted {
+            batches,
+            asks,
+            answers,
+        };
+        let eager = Gated(Arc::new(AtomicU64::new(u64::MAX)));
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(eager), Box::new(Gated(gate.clone()))];
+        let run = tokio::spawn(Pipeline::new(Box::new(source), sinks).run());
+
+        // Nothing acknowledged by the gated sink: nothing for the source.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (acked, all, positions) = seen_at(&ask_tx, &mut answer_rx, Seq(0)).await;
+        assert_eq!((acked, all), (Seq(0), false));
+        assert!(positions.is_empty(), "{positions:?}");
+
+        // The first batch: its three events, not the two after, though DB 0's
+        // position there is above every position of DB 1.
+        gate.store(1, Ordering::SeqCst);
+        let (acked, all, positions) = seen_at(&ask_tx, &mut answer_rx, Seq(3)).await;
+        assert_eq!(acked, Seq(3));
+        assert!(!all, "the second batch is not acknowledged yet");
+        assert_eq!(
+            positions,
+            BTreeMap::from([(0, binlog(10_100)), (1, binlog(100))])
+        );
+
+        gate.store(2, Ordering::SeqCst);
+        let (acked, all, positions) = seen_at(&ask_tx, &mut answer_rx, Seq(5)).await;
+        assert_eq!(acked, Seq(5));
+        assert!(all);
+        assert_eq!(
+            positions,
+            BTreeMap::from([(0, binlog(10_100)), (1, binlog(300))])
+        );
+
+        drop(ask_tx);
+        let report = run.await.unwrap().unwrap();
+        assert_eq!(report.last_position, Some(binlog(300)), "the last in order");
+    }
 }

@@ -48,11 +48,13 @@ pub trait Sink: Send {
     /// Takes `batch` over, in order after every earlier batch. The sink owns it, so it
     /// can move keys and values on to its target without copying or counting them again.
     async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError>;
-    /// The position of the last event the target has durably taken, given `written`, the
-    /// position of the last event handed to `write`. A live source acks its master and
-    /// checkpoints with the lowest of these over all sinks, so it must never run ahead
-    /// of the target. Sinks done with an event once `write` returns keep the default.
-    fn acknowledged(&mut self, written: Option<Position>) -> Option<Position> {
+    /// How many of the batches handed to `write` (`written` so far, counted from 1) the
+    /// target has durably taken, all of the first ones. Counted in batches, never in
+    /// positions: events of several Pika DBs interleave and their positions do not
+    /// compare. A live source acks its master and checkpoints with what every sink took,
+    /// so this must never run ahead of the target. Sinks done with a batch once `write`
+    /// returns keep the default.
+    fn acknowledged(&mut self, written: u64) -> u64 {
         written
     }
     /// Flushes everything and releases the target.

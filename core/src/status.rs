@@ -4,6 +4,7 @@
 //! master sends. Cheap to update; read as a [`StatusReport`], or as Prometheus text
 //! (written by the `prometheus` crate, in the text format Prometheus scrapes).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,20 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// How far a database has come: the run as a whole is as far as its least advanced
+    /// database.
+    fn progress(self) -> u8 {
+        match self {
+            Stage::Starting => 0,
+            Stage::Connecting => 1,
+            Stage::FullSyncTransfer => 2,
+            Stage::FullSyncLoad => 3,
+            Stage::Streaming => 4,
+            Stage::Reading => 5,
+            Stage::Stopped => 6,
+        }
+    }
+
     pub const ALL: [Stage; 7] = [
         Stage::Starting,
         Stage::Connecting,
@@ -65,6 +80,20 @@ pub struct SinkStatus {
     pub events_per_second: f64,
 }
 
+/// Where one database of a live master stands.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DbReport {
+    pub stage: Stage,
+    /// Everything of this database before it is acknowledged by every sink.
+    pub position: Option<String>,
+    /// The last position of this database the master sent us.
+    pub master_sent: Option<String>,
+    pub lag_items: u64,
+    pub lag_seconds: u64,
+    pub lag_ms: u64,
+    pub dump_bytes: u64,
+}
+
 /// A copy of the status at one moment (the JSON of `GET /status`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusReport {
@@ -92,6 +121,10 @@ pub struct StatusReport {
     /// Interruptions recovered from (lost links, busy master).
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Each database of a live master (the figures above sum them up: the stage of the
+    /// least advanced, the lag of the most behind; the positions when there is one).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dbs: BTreeMap<u32, DbReport>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +134,33 @@ struct Inner {
     oldest_unacked: Option<(u32, Instant)>,
     /// Per sink: when its rate was last computed, and its event count then.
     rate_samples: Vec<(Instant, u64)>,
+    /// Per database: its oldest unacknowledged item.
+    oldest_by_db: BTreeMap<u32, (u32, Instant)>,
+}
+
+impl Inner {
+    /// Updates database `db`'s figures with `change`, then the run's from all of them.
+    fn update_db(&mut self, db: u32, change: impl FnOnce(&mut DbReport)) {
+        change(self.report.dbs.entry(db).or_default());
+        let r = &mut self.report;
+        let dbs = &r.dbs;
+        let least = dbs.values().map(|d| d.stage).min_by_key(|s| s.progress());
+        let single = (dbs.len() == 1).then(|| dbs.values().next()).flatten();
+        let position = single.and_then(|d| d.position.clone());
+        let master_sent = single.and_then(|d| d.master_sent.clone());
+        let lag_items = dbs.values().map(|d| d.lag_items).sum();
+        let dump_bytes = dbs.values().map(|d| d.dump_bytes).sum();
+        if let Some(least) = least {
+            r.stage = least;
+        }
+        (r.position, r.master_sent, r.lag_items, r.dump_bytes) =
+            (position, master_sent, lag_items, dump_bytes);
+        self.oldest_unacked = self
+            .oldest_by_db
+            .values()
+            .min_by_key(|(_, at)| *at)
+            .copied();
+    }
 }
 
 /// How long a rate is averaged over.
@@ -118,6 +178,8 @@ pub struct Status {
     /// Seconds from a binlog item's arrival to its acknowledgement by every sink
     /// (`None` only if the prometheus crate refused our constant options).
     ack_latency: Option<Histogram>,
+    /// The database this handle reports for (a live master's), if any.
+    db: Option<u32>,
 }
 
 impl Default for Status {
@@ -130,6 +192,7 @@ impl Default for Status {
         Status {
             inner: Arc::default(),
             ack_latency: Histogram::with_opts(opts).ok(),
+            db: None,
         }
     }
 }
@@ -147,8 +210,20 @@ impl Status {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A handle whose stage, positions, lag and dump bytes are database `db`'s; the
+    /// run's figures are then computed over every database.
+    pub fn for_db(&self, db: u32) -> Status {
+        Status {
+            db: Some(db),
+            ..self.clone()
+        }
+    }
+
     pub fn set_stage(&self, stage: Stage) {
-        self.lock().report.stage = stage;
+        match self.db {
+            Some(db) => self.lock().update_db(db, |d| d.stage = stage),
+            None => self.lock().report.stage = stage,
+        }
     }
 
     pub fn stage(&self) -> Stage {
@@ -160,11 +235,19 @@ impl Status {
     }
 
     pub fn set_position(&self, at: BinlogOffset) {
-        self.lock().report.position = Some(at.to_string());
+        match self.db {
+            Some(db) => self
+                .lock()
+                .update_db(db, |d| d.position = Some(at.to_string())),
+            None => self.lock().report.position = Some(at.to_string()),
+        }
     }
 
     pub fn set_dump_bytes(&self, bytes: u64) {
-        self.lock().report.dump_bytes = bytes;
+        match self.db {
+            Some(db) => self.lock().update_db(db, |d| d.dump_bytes = bytes),
+            None => self.lock().report.dump_bytes = bytes,
+        }
     }
 
     /// The stream's state after receiving or acking: the master's last sent offset, how
@@ -177,11 +260,24 @@ impl Status {
         oldest: Option<(u32, Instant)>,
     ) {
         let mut s = self.lock();
-        if let Some(sent) = master_sent {
-            s.report.master_sent = Some(sent.to_string());
-        }
-        s.report.lag_items = unacked as u64;
-        s.oldest_unacked = oldest;
+        let Some(db) = self.db else {
+            if let Some(sent) = master_sent {
+                s.report.master_sent = Some(sent.to_string());
+            }
+            s.report.lag_items = unacked as u64;
+            s.oldest_unacked = oldest;
+            return;
+        };
+        match oldest {
+            Some(o) => s.oldest_by_db.insert(db, o),
+            None => s.oldest_by_db.remove(&db),
+        };
+        s.update_db(db, |d| {
+            if let Some(sent) = master_sent {
+                d.master_sent = Some(sent.to_string());
+            }
+            d.lag_items = unacked as u64;
+        });
     }
 
     /// Records how long an item took from its arrival to its acknowledgement by every
@@ -235,8 +331,12 @@ impl Status {
         r.keys_total = keys_total.max(keys_done);
         r.events = events;
         if let Some((exec, arrived)) = s.oldest_unacked {
-            r.lag_seconds = unix_now().saturating_sub(u64::from(exec));
-            r.lag_ms = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+            (r.lag_seconds, r.lag_ms) = lags(exec, arrived);
+        }
+        for (db, d) in &mut r.dbs {
+            if let Some(&(exec, arrived)) = s.oldest_by_db.get(db) {
+                (d.lag_seconds, d.lag_ms) = lags(exec, arrived);
+            }
         }
         r
     }
@@ -263,6 +363,14 @@ impl Status {
             Err(e) => format!("# metrics unavailable: {e}\n"),
         }
     }
+}
+
+/// Seconds since the master wrote an item, and milliseconds since it arrived.
+fn lags(exec_time: u32, arrived: Instant) -> (u64, u64) {
+    (
+        unix_now().saturating_sub(u64::from(exec_time)),
+        u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX),
+    )
 }
 
 fn offset_value(p: &Option<String>) -> Option<(i64, i64)> {
@@ -370,7 +478,62 @@ impl StatusReport {
                 .with_label_values(&[sink.name.as_str()])
                 .inc_by(sink.events);
         }
-        registry.register(Box::new(sinks))
+        registry.register(Box::new(sinks))?;
+        self.register_dbs(registry)
+    }
+
+    /// Each database's figures, labelled `db` (only a live master reports them).
+    fn register_dbs(&self, registry: &Registry) -> prometheus::Result<()> {
+        if self.dbs.is_empty() {
+            return Ok(());
+        }
+        let vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let stage = vec(
+            "db_stage",
+            "1 for the stage each database is in, 0 for the others",
+            &["db", "stage"],
+        )?;
+        let filenum = vec(
+            "db_position_filenum",
+            "binlog file of each database's acknowledged position",
+            &["db"],
+        )?;
+        let offset = vec(
+            "db_position_offset",
+            "binlog offset of each database's acknowledged position",
+            &["db"],
+        )?;
+        let lag_items = vec(
+            "db_lag_items",
+            "items of each database received and not yet acknowledged by every sink",
+            &["db"],
+        )?;
+        let lag_ms = vec(
+            "db_lag_milliseconds",
+            "time since each database's oldest unacknowledged item arrived from the master",
+            &["db"],
+        )?;
+        for (db, d) in &self.dbs {
+            let db = db.to_string();
+            for s in Stage::ALL {
+                stage
+                    .with_label_values(&[db.as_str(), s.as_str()])
+                    .set(i64::from(d.stage == s));
+            }
+            if let Some((f, o)) = offset_value(&d.position) {
+                filenum.with_label_values(&[db.as_str()]).set(f);
+                offset.with_label_values(&[db.as_str()]).set(o);
+            }
+            lag_items
+                .with_label_values(&[db.as_str()])
+                .set(int(d.lag_items));
+            lag_ms.with_label_values(&[db.as_str()]).set(int(d.lag_ms));
+        }
+        Ok(())
     }
 }
 
@@ -423,5 +586,37 @@ mod tests {
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["stage"], "streaming");
+        assert!(json.get("dbs").is_none(), "no databases for an offline run");
+    }
+
+    #[test]
+    fn several_databases_report_each_and_the_run_as_its_least_advanced() {
+        let s = Status::default();
+        let (db0, db2) = (s.for_db(0), s.for_db(2));
+        db0.set_stage(Stage::Streaming);
+        db0.set_position(BinlogOffset::new(3, 100));
+        db0.set_stream(
+            Some(BinlogOffset::new(3, 200)),
+            4,
+            Some((1, Instant::now())),
+        );
+        db2.set_stage(Stage::FullSyncLoad);
+        db2.set_dump_bytes(4096);
+        let r = s.report(0, 0, 0);
+        assert_eq!(r.stage, Stage::FullSyncLoad, "the run is as far as db2");
+        assert_eq!(r.position, None, "two databases: no single position");
+        assert_eq!((r.lag_items, r.dump_bytes), (4, 4096));
+        assert_eq!(r.dbs[&0].position.as_deref(), Some("3:100"));
+        assert_eq!(r.dbs[&2].stage, Stage::FullSyncLoad);
+        let text = s.prometheus(&r);
+        for line in [
+            "pika_migrate_db_stage{db=\"2\",stage=\"full_sync_load\"} 1",
+            "pika_migrate_db_position_offset{db=\"0\"} 100",
+            "pika_migrate_db_lag_items{db=\"0\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        db2.set_stage(Stage::Streaming);
+        assert_eq!(s.report(0, 0, 0).stage, Stage::Streaming);
     }
 }

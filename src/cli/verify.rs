@@ -40,7 +40,7 @@ pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
         source.scan_blocking(&mut out, &Metrics::default())
     });
     while let Some(batch) = rx.recv().await {
-        for event in &batch {
+        for event in &batch.events {
             verifier
                 .check(event)
                 .await

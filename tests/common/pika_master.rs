@@ -119,6 +119,9 @@ struct State {
     /// Sends nothing on the replication connections (no pushes, no keepalives): a
     /// master gone silent without closing, which a real one cannot be made to be.
     muted: bool,
+    /// The next push starts with the item pushed last, sent a second time: what a
+    /// replica must not apply twice.
+    resend_once: bool,
     /// INFO's `role:` since `set_role` (else the options' role).
     role: Option<&'static str>,
     /// The writable dump copy and the rsync password file, made at the first DBSync.
@@ -416,6 +419,11 @@ impl PikaMaster {
     /// What INFO says the role is from now on (a master restarted as a replica).
     pub fn set_role(&self, role: &'static str) {
         self.shared.lock().role = Some(role);
+    }
+
+    /// The next push repeats the item pushed before it.
+    pub fn resend_once(&self) {
+        self.shared.lock().resend_once = true;
     }
 
     pub fn set_push_delay(&self, d: Duration) {
@@ -812,6 +820,7 @@ impl Shared {
         let now = Instant::now();
         let opts = &self.opts;
         let mut out = Vec::new();
+        let mut st_resend = std::mem::take(&mut st.resend_once);
         for (i, db) in st.dbs.iter_mut().enumerate() {
             let table = format!("db{i}");
             // Silent for too long: removed from the partition; the connection stays open.
@@ -824,8 +833,11 @@ impl Shared {
                             .min(opts.window - s.window.len())
                             .min(db.items.len() - s.next);
                         let batch = &db.items[s.next..s.next + n];
-                        let entries: Vec<_> = batch
-                            .iter()
+                        let again = (std::mem::take(&mut st_resend) && s.next > 0)
+                            .then(|| &db.items[s.next - 1]);
+                        let entries: Vec<_> = again
+                            .into_iter()
+                            .chain(batch)
                             .map(|it| (it.end, it.term, it.logic_id, it.bytes.clone()))
                             .collect();
                         out.push(binlog_response(&table, node.session, &entries));
@@ -843,6 +855,8 @@ impl Shared {
                 }
             }
         }
+        // Not used yet (nothing new to push): the next push repeats.
+        st.resend_once |= st_resend;
         out
     }
 

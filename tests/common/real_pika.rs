@@ -536,3 +536,66 @@ pub fn processes() -> Vec<(u32, String)> {
     }
     found
 }
+
+fn run(con: &mut redis::Connection, argv: &[&str]) {
+    let _: redis::Value = super::tool::command_of(
+        &argv
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .query(con)
+    .unwrap();
+}
+
+/// Data that differs per database: `db` in every value, and `shared` a string in db0, a
+/// hash in db1 and a list in db2.
+pub fn fill_db(pika: &RealPika, db: u32, round: &str) {
+    let mut con = pika.client_of_db(db);
+    let tag = format!("{round}-db{db}");
+    for i in 0..40 {
+        run(&mut con, &["SET", &format!("s:{i}"), &format!("{tag}-{i}")]);
+        run(
+            &mut con,
+            &["HSET", &format!("h:{}", i % 5), &format!("f{i}"), &tag],
+        );
+        run(
+            &mut con,
+            &["RPUSH", &format!("l:{}", i % 4), &format!("{tag}-{i}")],
+        );
+        run(
+            &mut con,
+            &["SADD", &format!("set:{}", i % 3), &format!("{tag}-{i}")],
+        );
+        run(
+            &mut con,
+            &["ZADD", "z", &format!("{i}.5"), &format!("{tag}-{i}")],
+        );
+    }
+    run(&mut con, &["SETEX", &format!("ttl:{round}"), "7200", &tag]);
+    run(&mut con, &["EXPIRE", "h:0", "9000"]);
+    match db {
+        0 => run(&mut con, &["SET", "shared", &tag]),
+        1 => run(&mut con, &["HSET", "shared", "f", &tag]),
+        _ => run(&mut con, &["RPUSH", "shared", &tag]),
+    }
+}
+
+/// Changes after the dump: overwrites, deletes, removals, a new expiry.
+pub fn change_db(pika: &RealPika, db: u32) {
+    let mut con = pika.client_of_db(db);
+    fill_db(pika, db, "after");
+    run(&mut con, &["DEL", "s:1"]);
+    run(&mut con, &["HDEL", "h:2", "f2"]);
+    run(&mut con, &["LPOP", "l:3"]);
+    run(&mut con, &["SREM", "set:0", &format!("before-db{db}-3")]);
+    run(
+        &mut con,
+        &["ZINCRBY", "z", "100", &format!("before-db{db}-7")],
+    );
+    run(&mut con, &["EXPIRE", "s:2", "8000"]);
+    run(
+        &mut con,
+        &["INCRBY", &format!("counter:{db}"), &(db + 10).to_string()],
+    );
+}

@@ -4,7 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::real_pika::RealPika;
 
 use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
 use pika_migrate_core::event::BinlogOffset;
@@ -83,9 +88,14 @@ impl Migration {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
-    /// The checkpoint's stage (`transfer`, `load`, `stream`), if any.
+    /// db0's stage in the checkpoint (`transfer`, `load`, `stream`), if any.
     pub fn stage(&self) -> Option<String> {
-        self.checkpoint()?["stage"].as_str().map(str::to_owned)
+        self.stage_of(0)
+    }
+
+    /// Database `db`'s stage in the checkpoint, if any.
+    pub fn stage_of(&self, db: u32) -> Option<String> {
+        self.checkpoint_of(db)?["stage"].as_str().map(str::to_owned)
     }
 
     pub fn checkpoint(&self) -> Option<serde_json::Value> {
@@ -93,9 +103,19 @@ impl Migration {
         serde_json::from_str(&text).ok()
     }
 
-    /// The checkpoint's `at` (stage `stream`): where a restart resumes the binlog.
+    /// Database `db`'s entry in the checkpoint.
+    pub fn checkpoint_of(&self, db: u32) -> Option<serde_json::Value> {
+        self.checkpoint()?.get("dbs")?.get(db.to_string()).cloned()
+    }
+
+    /// db0's `at` (stage `stream`): where a restart resumes its binlog.
     pub fn checkpoint_at(&self) -> Option<BinlogOffset> {
-        serde_json::from_value(self.checkpoint()?.get("at")?.clone()).ok()
+        self.checkpoint_at_of(0)
+    }
+
+    /// Database `db`'s `at` (stage `stream`).
+    pub fn checkpoint_at_of(&self, db: u32) -> Option<BinlogOffset> {
+        serde_json::from_value(self.checkpoint_of(db)?.get("at")?.clone()).ok()
     }
 
     pub fn work_dir(&self) -> PathBuf {
@@ -111,6 +131,17 @@ impl Migration {
     /// The running tool's stage as its status endpoint says (`streaming`, …).
     pub fn live_stage(&self) -> Option<String> {
         self.status()?["stage"].as_str().map(str::to_owned)
+    }
+
+    /// Whether the running tool streams database `db` with every item of it received
+    /// acknowledged, at `master_at` (the master's `binlog_offset` of `db`).
+    pub fn db_caught_up_with(&self, db: u32, master_at: (u32, u64)) -> bool {
+        let Some(s) = self.status() else {
+            return false;
+        };
+        let d = &s["dbs"][db.to_string()];
+        let at = format!("{}:{}", master_at.0, master_at.1);
+        d["stage"] == "streaming" && d["position"].as_str() == Some(at.as_str())
     }
 
     /// Whether the running tool streams with every item it received acknowledged, at
@@ -235,4 +266,89 @@ pub fn command_of(argv: &[Vec<u8>]) -> redis::Cmd {
         cmd.arg(a.as_slice());
     }
     cmd
+}
+
+/// A thread writing to the master until stopped, `batch` commands at a time, riding
+/// out a master that restarts.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Writes `write(0)`, `write(1)`, … to `pika`'s db 0.
+    pub fn start(pika: &RealPika, write: fn(usize) -> Vec<Vec<u8>>) -> Writer {
+        Writer::start_on(pika, 0, write)
+    }
+
+    /// Writes `write(0)`, `write(1)`, … to `pika`'s database `db`.
+    pub fn start_on(pika: &RealPika, db: u32, write: fn(usize) -> Vec<Vec<u8>>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicUsize::new(0));
+        let url = format!(
+            "redis://{}127.0.0.1:{}/{db}",
+            pika.password
+                .as_deref()
+                .map(|p| format!(":{p}@"))
+                .unwrap_or_default(),
+            pika.port
+        );
+        let (stopping, counting) = (stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            let mut con = None;
+            while !stopping.load(Ordering::SeqCst) {
+                let c = match con.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                            Ok(c) => con.insert(c),
+                            Err(_) => {
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let mut pipe = redis::pipe();
+                for n in i..i + 20 {
+                    pipe.add_command(command_of(&write(n))).ignore();
+                }
+                // A write that failed with the master going down may or may not have
+                // happened: the comparison is with what the master holds in the end.
+                if pipe.query::<()>(c).is_ok() {
+                    i += 20;
+                    counting.store(i, Ordering::SeqCst);
+                } else {
+                    con = None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Writer {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn written(&self) -> usize {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Stops writing; how many commands were written.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.written()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }

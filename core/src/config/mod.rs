@@ -122,6 +122,9 @@ pub struct PikaSourceConfig {
     /// The `rsync` binary that serves the dump transfer.
     #[serde(default = "default_rsync")]
     pub rsync: PathBuf,
+    /// The master's databases to follow (`[0, 2]`); default: every one it has.
+    #[serde(default)]
+    pub dbs: Option<Vec<u32>>,
 }
 
 fn default_rsync() -> PathBuf {

@@ -65,7 +65,7 @@ const IN_FLIGHT: usize = 100_000;
 
 #[derive(Default)]
 struct Delivery {
-    acked: Option<Position>,
+    /// Messages confirmed, all of the first ones (confirmations are awaited in order).
     delivered: u64,
     failed: Option<String>,
 }
@@ -79,6 +79,10 @@ pub struct KafkaSink {
     conflicts: ConflictStats,
     commands: Vec<Vec<Bytes>>,
     sent: u64,
+    /// Per batch written and not yet confirmed: how many messages were sent once it was.
+    batch_ends: std::collections::VecDeque<u64>,
+    /// Batches whose every message Kafka confirmed.
+    batches_acked: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,8 @@ impl KafkaSink {
             conflicts: ConflictStats::default(),
             commands: Vec::new(),
             sent: 0,
+            batch_ends: std::collections::VecDeque::new(),
+            batches_acked: 0,
         })
     }
 
@@ -162,8 +168,8 @@ impl KafkaSink {
     }
 }
 
-/// Waits for each message's confirmation in the order they were sent; the position of
-/// the last confirmed one is what the sink acknowledges.
+/// Waits for each message's confirmation in the order they were sent, counting them:
+/// the sink acknowledges the batches whose messages are all counted.
 async fn track(mut rx: mpsc::Receiver<(DeliveryFuture, Position)>, delivery: Arc<Mutex<Delivery>>) {
     while let Some((future, position)) = rx.recv().await {
         let outcome = match future.await {
@@ -173,10 +179,7 @@ async fn track(mut rx: mpsc::Receiver<(DeliveryFuture, Position)>, delivery: Arc
         };
         let Ok(mut d) = delivery.lock() else { return };
         match outcome {
-            Ok(()) => {
-                d.acked = Some(position);
-                d.delivered += 1;
-            }
+            Ok(()) => d.delivered += 1,
             Err(e) => {
                 d.failed
                     .get_or_insert(format!("delivery of the event at {position} failed: {e}"));
@@ -243,11 +246,17 @@ impl Sink for KafkaSink {
             }
             self.sent += 1;
         }
+        self.batch_ends.push_back(self.sent);
         Ok(())
     }
 
-    fn acknowledged(&mut self, _written: Option<Position>) -> Option<Position> {
-        self.delivery.lock().ok().and_then(|d| d.acked)
+    fn acknowledged(&mut self, _written: u64) -> u64 {
+        let delivered = self.delivery.lock().map_or(0, |d| d.delivered);
+        while self.batch_ends.front().is_some_and(|end| *end <= delivered) {
+            self.batch_ends.pop_front();
+            self.batches_acked += 1;
+        }
+        self.batches_acked
     }
 
     async fn finish(&mut self) -> Result<SinkReport, SinkError> {

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pika_migrate_core::display::display_key;
-use pika_migrate_core::event::{BinlogOffset, DataType, Position};
+use pika_migrate_core::event::{DataType, Position};
 use tokio::sync::{mpsc, watch};
 
-use super::checkpoint::checkpoint_key;
+use super::checkpoint::{checkpoint_key, Applied};
 use super::cluster::slot_of;
 use super::config::OnError;
 use super::conn::reply_error;
@@ -36,6 +36,8 @@ pub struct LaneCommand {
     pub idempotent: bool,
     /// The Redis database it goes to.
     pub db: u32,
+    /// The Pika DB it comes from: the binlog its position is in.
+    pub source_db: u32,
     pub position: Position,
 }
 
@@ -177,18 +179,19 @@ pub struct Lane {
     pub conn: Option<Connected>,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
-    /// The last binlog position this lane applied (its checkpoint key's position):
-    /// binlog commands at or before it are already in Redis and are skipped.
-    pub applied_binlog: Option<BinlogOffset>,
+    /// Per Pika DB, the last binlog position this lane applied (its checkpoint key's
+    /// positions): binlog commands of that DB at or before it are already in Redis and
+    /// are skipped.
+    pub applied: Applied,
     /// Lanes of the sink, recorded beside the position.
     pub lanes: usize,
 }
 
-/// Whether `command` is a binlog command at or before `applied`.
-fn already_applied(command: &LaneCommand, applied: Option<BinlogOffset>) -> bool {
-    match (command.position, applied) {
-        (Position::Binlog { at, .. }, Some(applied)) => at <= applied,
-        _ => false,
+/// Whether `command` is a binlog command at or before what `applied` holds of its DB.
+fn already_applied(command: &LaneCommand, applied: &Applied) -> bool {
+    match command.position {
+        Position::Binlog { at, .. } => applied.covers(command.source_db, at),
+        Position::Snapshot { .. } => false,
     }
 }
 
@@ -221,7 +224,7 @@ impl Lane {
                 }
             }
             let before = pending.len();
-            let applied = self.applied_binlog;
+            let applied = &self.applied;
             pending.retain(|c| !already_applied(c, applied));
             if pending.len() < before {
                 self.stats
@@ -347,6 +350,7 @@ impl Lane {
                     writes: None,
                     idempotent: command.idempotent,
                     db: command.db,
+                    source_db: command.source_db,
                     position: command.position,
                 });
                 fixups.push(command);

@@ -123,9 +123,10 @@ pub struct RedisSink {
     hyperloglog_keys: Vec<String>,
     scratch: Vec<Vec<Bytes>>,
     per_lane: Vec<Vec<LaneCommand>>,
-    /// Batch numbers not yet applied by every lane, with their last event's position.
-    unacked: VecDeque<(u64, Position)>,
-    acked: Option<Position>,
+    /// Per `write` not yet applied by every lane, the number of its last lane batch.
+    unacked: VecDeque<u64>,
+    /// Writes whose every command every lane applied.
+    writes_acked: u64,
     /// Per target database, the scan being loaded, and whether the database held
     /// nothing when it began (its keys then need no DEL first). A snapshot event of
     /// another dump, or that does not come after the last one, or one after a binlog
@@ -216,7 +217,7 @@ impl RedisSink {
         let stats = Arc::new(LaneStats::default());
         let nodes = slots.as_ref().map_or(1, |(m, _)| m.nodes.len());
         let mut lanes = Vec::with_capacity(senders * nodes);
-        let mut checkpoints = vec![None; senders];
+        let mut checkpoints = Vec::new();
         let mut server = String::new();
         for id in 0..senders * nodes {
             let lane_endpoint = match &slots {
@@ -242,7 +243,7 @@ impl RedisSink {
                 stats: stats.clone(),
                 conn: Some(connected),
                 pipelines_sent: 0,
-                applied_binlog: checkpoints.get(id).copied().flatten(),
+                applied: checkpoints.get(id).cloned().unwrap_or_default(),
                 lanes: senders,
             };
             lanes.push(LaneHandle {
@@ -275,7 +276,7 @@ impl RedisSink {
             scratch: Vec::new(),
             per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
             unacked: VecDeque::new(),
-            acked: None,
+            writes_acked: 0,
             scans: std::collections::HashMap::new(),
         })
     }
@@ -434,7 +435,7 @@ impl RedisSink {
         &mut self,
         argv: Vec<Bytes>,
         writes: Option<pika_migrate_core::event::DataType>,
-        position: Position,
+        (source_db, position): (u32, Position),
     ) -> Result<(), SinkError> {
         self.dispatch().await?;
         self.drain().await?;
@@ -445,6 +446,7 @@ impl RedisSink {
                 writes,
                 idempotent: false,
                 db: 0,
+                source_db,
                 position,
             });
         }
@@ -569,7 +571,6 @@ impl Sink for RedisSink {
 
     async fn write(&mut self, batch: Vec<Event>) -> Result<(), SinkError> {
         self.reload_slots_if_moved().await?;
-        let last_position = batch.last().map(|e| e.position);
         for event in batch {
             if self.skip_hyperloglog(&event) {
                 continue;
@@ -578,7 +579,7 @@ impl Sink for RedisSink {
                 Op::Snapshot { chunk, .. } => Some(chunk.data_type()),
                 Op::Command { .. } => None,
             };
-            let (db, position) = (self.db_of(&event), event.position);
+            let (db, source_db, position) = (self.db_of(&event), event.db, event.position);
             let target_empty = match snapshot_type {
                 Some(_) => self.scan_target_empty(db, &event).await?,
                 None => {
@@ -620,7 +621,8 @@ impl Sink for RedisSink {
                 }
                 if first_lane.is_none() && self.slots.is_some() {
                     // FLUSHDB and the like: every master must run it.
-                    self.run_on_every_master(argv, writes, position).await?;
+                    self.run_on_every_master(argv, writes, (source_db, position))
+                        .await?;
                     continue;
                 }
                 // Sent twice, RPUSH and APPEND would add twice and an XADD of an id
@@ -630,6 +632,7 @@ impl Sink for RedisSink {
                 let command = LaneCommand {
                     idempotent,
                     db,
+                    source_db,
                     key_index: keys.first().copied(),
                     argv,
                     writes,
@@ -650,22 +653,17 @@ impl Sink for RedisSink {
             self.scratch = scratch;
         }
         self.dispatch().await?;
-        if let Some(last) = last_position {
-            self.unacked.push_back((self.seq, last));
-        }
+        self.unacked.push_back(self.seq);
         Ok(())
     }
 
-    fn acknowledged(&mut self, _written: Option<Position>) -> Option<Position> {
+    fn acknowledged(&mut self, _written: u64) -> u64 {
         let applied = self.applied();
-        while let Some(&(seq, position)) = self.unacked.front() {
-            if seq > applied {
-                break;
-            }
-            self.acked = Some(position);
+        while self.unacked.front().is_some_and(|seq| *seq <= applied) {
             self.unacked.pop_front();
+            self.writes_acked += 1;
         }
-        self.acked
+        self.writes_acked
     }
 
     async fn finish(&mut self) -> Result<SinkReport, SinkError> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use pika_migrate_core::event::Position;
 use redis::Value;
 
-use super::checkpoint::{read_marker, LaneCheckpoint};
+use super::checkpoint::{read_marker, Applied, LaneCheckpoint};
 use super::conn::{command, reply_error};
 use super::endpoint::Connected;
 use super::lane::{Lane, LaneCommand, LaneError};
@@ -62,18 +62,16 @@ impl Lane {
     ) -> Result<Vec<Value>, LaneError> {
         self.pipelines_sent += 1;
         let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
-        let applied = commands
-            .iter()
-            .filter_map(|c| match c.position {
-                Position::Binlog { at, .. } => Some(at),
-                Position::Snapshot { .. } => None,
-            })
-            .max()
-            .max(self.applied_binlog);
+        let mut applied = self.applied.clone();
+        for c in commands {
+            if let Position::Binlog { at, .. } = c.position {
+                applied.advance(c.source_db, at);
+            }
+        }
         let checkpoint = LaneCheckpoint {
             token: token.clone(),
             lanes: self.lanes,
-            applied,
+            applied: applied.clone(),
         }
         .to_string();
         // Only idempotent snapshot commands: a plain pipeline, resent whole after a
@@ -152,7 +150,7 @@ impl Lane {
                 match self.ran_before(&mut connected, &token, marker, plain).await {
                     Ok(true) => {
                         self.conn = Some(connected);
-                        self.applied_binlog = applied;
+                        self.applied = applied;
                         tracing::info!(
                             lane = self.id,
                             "the lost transaction had been applied; not resending"
@@ -171,7 +169,7 @@ impl Lane {
             match attempt {
                 Ok(mut replies) => {
                     self.conn = Some(connected);
-                    self.applied_binlog = applied;
+                    self.applied = applied;
                     self.stats
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -286,19 +284,22 @@ impl Lane {
             }
             return Ok(true);
         }
-        // In a cluster each slot's key holds its own last position: no lane-wide view.
-        let behind = self.settings.cluster.is_none()
-            && self.applied_binlog.is_some()
-            && found.as_ref().and_then(|c| c.applied) < self.applied_binlog;
+        // In a cluster each slot's key holds its own last positions: no lane-wide view.
+        let found = found.map(|c| c.applied).unwrap_or_default();
+        let behind = self.settings.cluster.is_none() && found.is_behind(&self.applied);
         if behind {
-            let show = |p: Option<pika_migrate_core::event::BinlogOffset>| {
-                p.map_or("nothing".to_owned(), |p| p.to_string())
+            let show = |p: &Applied| {
+                if p.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    p.to_string()
+                }
             };
             return Err(Failure::Fatal(LaneError::LostOnFailover {
                 server: connected.server.clone(),
                 lane: self.id,
-                found: show(found.and_then(|c| c.applied)),
-                applied: show(self.applied_binlog),
+                found: show(&found),
+                applied: show(&self.applied),
             }));
         }
         Ok(false)

@@ -1,9 +1,11 @@
 //! The replica's progress in `work_dir/checkpoint.json`, written atomically (temp file,
 //! fsync, rename, fsync of the directory) so a crash leaves either the old or the new
-//! one. It says how far the sinks have taken the master's data, and so where a restart
-//! resumes: the dump still being received, the dump received and being loaded, or the
-//! binlog from a position.
+//! one. It says, for each database of the master, how far the sinks have taken its data,
+//! and so where a restart resumes it: the dump still being received, the dump received
+//! and being loaded, or the binlog from a position. A file of a single-database version
+//! (one stage, no `dbs`) reads as db0's.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -31,11 +33,93 @@ impl Stage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Stored")]
 pub struct Checkpoint {
     /// The master this work_dir follows; another master's checkpoint is refused.
     pub master: String,
-    #[serde(flatten)]
-    pub stage: Stage,
+    /// Each database's stage; a database not listed has not started.
+    pub dbs: BTreeMap<u32, Stage>,
+}
+
+/// What the file may hold: today's form, or a single-database one's.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    ByDb {
+        master: String,
+        // Keys as text: an untagged enum buffers the JSON, and numbers are then not
+        // read from a map key's string.
+        dbs: BTreeMap<String, Stage>,
+    },
+    Single {
+        master: String,
+        #[serde(flatten)]
+        stage: Stage,
+    },
+}
+
+impl TryFrom<Stored> for Checkpoint {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Checkpoint, String> {
+        Ok(match s {
+            Stored::ByDb { master, dbs } => Checkpoint {
+                master,
+                dbs: dbs
+                    .into_iter()
+                    .map(|(db, stage)| {
+                        let db = db
+                            .parse()
+                            .map_err(|_| format!("database {db:?} is not a number"))?;
+                        Ok((db, stage))
+                    })
+                    .collect::<Result<_, String>>()?,
+            },
+            Stored::Single { master, stage } => Checkpoint {
+                master,
+                dbs: BTreeMap::from([(0, stage)]),
+            },
+        })
+    }
+}
+
+/// The checkpoint of a run, shared by its databases' replicas: each saves its own stage,
+/// one write at a time, so no write carries another database's stage back in time.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    file: CheckpointFile,
+    current: tokio::sync::Mutex<Checkpoint>,
+}
+
+impl CheckpointStore {
+    pub fn new(file: CheckpointFile, current: Checkpoint) -> CheckpointStore {
+        CheckpointStore {
+            file,
+            current: tokio::sync::Mutex::new(current),
+        }
+    }
+
+    pub async fn stage(&self, db: u32) -> Option<Stage> {
+        self.current.lock().await.dbs.get(&db).cloned()
+    }
+
+    pub async fn snapshot(&self) -> Checkpoint {
+        self.current.lock().await.clone()
+    }
+
+    /// Records `stage` for `db` and writes the file (on a blocking thread: a slow disk
+    /// must not stall the replication link).
+    pub async fn save(&self, db: u32, stage: Stage) -> Result<(), ReplicaError> {
+        let mut current = self.current.lock().await;
+        let mut next = current.clone();
+        next.dbs.insert(db, stage);
+        let (file, saved) = (self.file.clone(), next.clone());
+        tokio::task::spawn_blocking(move || file.save(&saved))
+            .await
+            .map_err(|e| ReplicaError::Transient(format!("checkpoint task: {e}")))??;
+        *current = next;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +197,7 @@ mod tests {
         ] {
             let c = Checkpoint {
                 master: "127.0.0.1:9221".into(),
-                stage,
+                dbs: BTreeMap::from([(0, stage.clone()), (2, stage)]),
             };
             file.save(&c).unwrap();
             assert_eq!(file.load().unwrap(), Some(c));
@@ -122,6 +206,28 @@ mod tests {
         assert!(text.contains(r#""stage":"stream""#), "{text}");
         file.remove().unwrap();
         assert_eq!(file.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_single_database_checkpoint_reads_as_db0s() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CheckpointFile::new(dir.path());
+        std::fs::write(
+            file.path(),
+            r#"{"master":"127.0.0.1:9221","stage":"stream","at":{"filenum":2,"offset":84}}"#,
+        )
+        .unwrap();
+        let c = file.load().unwrap().unwrap();
+        assert_eq!(c.master, "127.0.0.1:9221");
+        assert_eq!(
+            c.dbs,
+            BTreeMap::from([(
+                0,
+                Stage::Stream {
+                    at: BinlogOffset::new(2, 84)
+                }
+            )])
+        );
     }
 
     #[test]

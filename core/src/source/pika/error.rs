@@ -13,27 +13,36 @@ pub enum ReplicaError {
     Auth { addr: String, reply: String },
     #[error("the master {addr} is itself a replica ({role}); point `master` at the top of the replication chain")]
     MasterIsReplica { addr: String, role: String },
-    #[error(
-        "the master {addr} {found}; this tool speaks the replication protocol of Pika 3.2–3.5 \
-         (4.0 changed the dump format and is not supported)"
-    )]
+    #[error("the master {addr} {found}; this tool follows masters of Pika 3.2 to 4.0")]
     UnsupportedVersion { addr: String, found: String },
     #[error("the master {addr} runs in sharding mode; only classic mode (instance-mode classic) is supported")]
     Sharding { addr: String },
-    #[error("the master {addr} has {databases} databases; only a master with `databases 1` is supported")]
-    ManyDatabases { addr: String, databases: usize },
+    #[error("the master {addr} has no database {db} (it has {has}): fix the source's `dbs`")]
+    NoSuchDatabase { addr: String, db: u32, has: String },
     #[error(
-        "the master can no longer serve binlog position {at} (its binlog was purged). A full \
+        "the master can no longer serve db{db}'s binlog position {at} (its binlog was purged). A full \
          sync was already loaded into the sinks and a second one would write over them with \
          dirty data, so it was refused. Raise expire-logs-nums on the master, empty the \
          target and {work_dir} and start again; or set `resync: allow` in the source to take \
          a new full sync over the existing data"
     )]
-    Purged { at: BinlogOffset, work_dir: String },
-    #[error("the master refused TrySync at {at}: {reason}")]
-    TrySync { at: BinlogOffset, reason: String },
-    #[error("the binlog item the master sent ending at {at} does not decode: {error}")]
-    BadItem { at: BinlogOffset, error: String },
+    Purged {
+        db: u32,
+        at: BinlogOffset,
+        work_dir: String,
+    },
+    #[error("the master refused TrySync of db{db} at {at}: {reason}")]
+    TrySync {
+        db: u32,
+        at: BinlogOffset,
+        reason: String,
+    },
+    #[error("the binlog item of db{db} the master sent ending at {at} does not decode: {error}")]
+    BadItem {
+        db: u32,
+        at: BinlogOffset,
+        error: String,
+    },
     #[error("the dump's info file {path}: {reason}")]
     DumpInfo { path: String, reason: String },
     #[error("rsync daemon: {0}")]
@@ -94,8 +103,8 @@ impl ReplicaError {
             ReplicaError::Auth { .. } => 77,
             ReplicaError::MasterIsReplica { .. }
             | ReplicaError::UnsupportedVersion { .. }
-            | ReplicaError::Sharding { .. }
-            | ReplicaError::ManyDatabases { .. } => 76,
+            | ReplicaError::Sharding { .. } => 76,
+            ReplicaError::NoSuchDatabase { .. } => 78,
             ReplicaError::Purged { .. } => 65,
             ReplicaError::TransferStalled { .. } => 69,
             ReplicaError::GaveUp(e) => e.exit_code(),

@@ -4,9 +4,15 @@
 //! a few seconds, so the master never hears silence from us (it drops a replica after
 //! 20 s), even while a slow sink holds our acks back. A write that fails ends the link,
 //! and TCP keepalive notices a peer that vanished without closing.
+//!
+//! One connection serves every database of a master, as Pika's own replica does: each
+//! database has its handle ([`Link::for_db`]), with its own session and queue, and the
+//! reader routes each response by the partition it names (a binlog push holding entries
+//! of several databases is split). What names none (MetaSync) goes to the first handle.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -37,6 +43,29 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// A response with the read-ahead budget it holds until it is taken.
 type Queued = (Result<InnerResponse, String>, Option<OwnedSemaphorePermit>);
 
+/// Where the reader delivers each database's responses (by its partition name, `db<N>`),
+/// the first handle's queue taking what names none.
+#[derive(Default)]
+struct Routes {
+    first: Option<mpsc::Sender<Queued>>,
+    by_name: BTreeMap<String, mpsc::Sender<Queued>>,
+}
+
+type SharedRoutes = Arc<Mutex<Routes>>;
+/// The databases' sessions the writer pings for.
+type Sessions = Arc<Mutex<Vec<(u32, Arc<AtomicI32>)>>>;
+
+/// Aborts the connection's tasks when the last handle goes.
+struct Tasks([JoinHandle<()>; 2]);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 pub struct Link {
     requests: mpsc::Sender<InnerRequest>,
     responses: mpsc::Receiver<Queued>,
@@ -46,7 +75,85 @@ pub struct Link {
     me: Announce,
     db: u32,
     last_heard: Instant,
-    tasks: [JoinHandle<()>; 2],
+    routes: SharedRoutes,
+    sessions: Sessions,
+    _tasks: Arc<Tasks>,
+}
+
+/// The partition name a database has on the wire.
+fn partition_name(db: u32) -> String {
+    format!("db{db}")
+}
+
+/// Splits a response into one per database it concerns (a binlog push may carry
+/// entries of several); `None` for one that names no database.
+fn split_by_database(r: InnerResponse) -> Vec<(Option<String>, InnerResponse)> {
+    let name = match (&r.db_sync, &r.try_sync) {
+        (Some(d), _) => Some(d.partition.table_name.clone()),
+        (_, Some(t)) => Some(t.partition.table_name.clone()),
+        _ => None,
+    };
+    if r.binlog_sync.is_empty() || name.is_some() {
+        return vec![(name, r)];
+    }
+    let mut parts: Vec<(Option<String>, InnerResponse)> = Vec::new();
+    let mut template = r;
+    for entry in std::mem::take(&mut template.binlog_sync) {
+        let name = Some(entry.partition.table_name.clone());
+        match parts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, part)) => part.binlog_sync.push(entry),
+            None => {
+                let mut part = template.clone();
+                part.binlog_sync.push(entry);
+                parts.push((name, part));
+            }
+        }
+    }
+    parts
+}
+
+/// Delivers `r` to the queues of the databases it concerns. A database without a
+/// handle (one we do not follow) is not listened to.
+async fn route(routes: &SharedRoutes, r: InnerResponse, permit: OwnedSemaphorePermit) {
+    let parts = split_by_database(r);
+    let mut permit = Some(permit);
+    let count = parts.len();
+    for (i, (name, part)) in parts.into_iter().enumerate() {
+        let queue = {
+            let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+            match &name {
+                Some(n) => routes.by_name.get(n).cloned(),
+                None => routes.first.clone(),
+            }
+        };
+        // The frame's budget goes with its parts: the last takes what is left.
+        let share = if i + 1 == count {
+            permit.take()
+        } else {
+            let n = permit.as_ref().map_or(0, |p| p.num_permits() / count);
+            permit.as_mut().and_then(|p| p.split(n))
+        };
+        if let Some(queue) = queue {
+            // A handle dropped meanwhile is no longer listening.
+            let _ = queue.send((Ok(part), share)).await;
+        }
+    }
+}
+
+/// Tells every handle the connection is gone.
+async fn broadcast(routes: &SharedRoutes, why: String) {
+    let queues: Vec<mpsc::Sender<Queued>> = {
+        let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .first
+            .iter()
+            .chain(routes.by_name.values())
+            .cloned()
+            .collect()
+    };
+    for queue in queues {
+        let _ = queue.send((Err(why.clone()), None)).await;
+    }
 }
 
 /// No Nagle delay for our small requests, and TCP keepalive: a master that vanished
@@ -62,9 +169,11 @@ fn configure(stream: &TcpStream) -> std::io::Result<()> {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.by_name.remove(&partition_name(self.db));
+        drop(routes);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|(_, s)| !Arc::ptr_eq(s, &self.session));
     }
 }
 
@@ -92,8 +201,17 @@ impl Link {
         let (resp_tx, resp_rx) = mpsc::channel::<Queued>(RESPONSES_AHEAD);
         let (broken_tx, broken) = watch::channel(None);
         let budget = Arc::new(Semaphore::new(BYTES_AHEAD));
+        let routes = SharedRoutes::default();
+        {
+            let mut r = routes.lock().unwrap_or_else(|e| e.into_inner());
+            r.first = Some(resp_tx.clone());
+            r.by_name.insert(partition_name(db), resp_tx);
+        }
+        let sessions: Sessions = Arc::new(Mutex::new(vec![(db, session.clone())]));
 
+        let reader_routes = routes.clone();
         let reader = tokio::spawn(async move {
+            let routes = reader_routes;
             let mut buf = BytesMut::with_capacity(64 << 10);
             loop {
                 match frame::decode(&mut buf, frame::MAX_FRAME) {
@@ -103,17 +221,22 @@ impl Link {
                         let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
                             return;
                         };
-                        let decoded = InnerResponse::decode(body)
-                            .map_err(|e| format!("undecodable frame from the master: {e}"));
-                        let failed = decoded.is_err();
-                        if resp_tx.send((decoded, Some(permit))).await.is_err() || failed {
-                            return;
+                        match InnerResponse::decode(body) {
+                            Ok(r) => route(&routes, r, permit).await,
+                            Err(e) => {
+                                broadcast(
+                                    &routes,
+                                    format!("undecodable frame from the master: {e}"),
+                                )
+                                .await;
+                                return;
+                            }
                         }
                         continue;
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        let _ = resp_tx.send((Err(e.to_string()), None)).await;
+                        broadcast(&routes, e.to_string()).await;
                         return;
                     }
                 }
@@ -122,29 +245,36 @@ impl Link {
                     Ok(_) => continue,
                     Err(e) => format!("connection lost: {e}"),
                 };
-                let _ = resp_tx.send((Err(lost), None)).await;
+                broadcast(&routes, lost).await;
                 return;
             }
         });
 
-        let ping_session = session.clone();
+        let ping_sessions = sessions.clone();
         let ping_me = me.clone();
         let writer = tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let request = match tokio::time::timeout(PING_EVERY, req_rx.recv()).await {
-                    Ok(Some(r)) => r,
+                let batch = match tokio::time::timeout(PING_EVERY, req_rx.recv()).await {
+                    Ok(Some(r)) => vec![r],
                     Ok(None) => return,
-                    Err(_) => {
-                        let session = ping_session.load(Ordering::Relaxed);
-                        if session < 0 {
-                            continue;
-                        }
-                        requests::ping(&ping_me, db, session)
-                    }
+                    // Quiet for a while: a ping for every database with a session.
+                    Err(_) => ping_sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(db, s)| (*db, s.load(Ordering::Relaxed)))
+                        .filter(|(_, session)| *session >= 0)
+                        .map(|(db, session)| requests::ping(&ping_me, db, session))
+                        .collect(),
                 };
                 out.clear();
-                frame::encode(&mut out, &request.encode_to_vec());
+                for request in batch {
+                    frame::encode(&mut out, &request.encode_to_vec());
+                }
+                if out.is_empty() {
+                    continue;
+                }
                 if let Err(e) = wr.write_all(&out).await {
                     broken_tx.send_replace(Some(format!("writing to the master failed: {e}")));
                     return;
@@ -160,8 +290,42 @@ impl Link {
             me,
             db,
             last_heard: Instant::now(),
-            tasks: [reader, writer],
+            routes,
+            sessions,
+            _tasks: Arc::new(Tasks([reader, writer])),
         }
+    }
+
+    /// A handle for database `db` on the same connection: its own session and queue.
+    pub fn for_db(&self, db: u32) -> Link {
+        let session = Arc::new(AtomicI32::new(-1));
+        let (tx, responses) = mpsc::channel::<Queued>(RESPONSES_AHEAD);
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .insert(partition_name(db), tx);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((db, session.clone()));
+        Link {
+            requests: self.requests.clone(),
+            responses,
+            broken: self.broken.clone(),
+            session,
+            me: self.me.clone(),
+            db,
+            last_heard: Instant::now(),
+            routes: self.routes.clone(),
+            sessions: self.sessions.clone(),
+            _tasks: self._tasks.clone(),
+        }
+    }
+
+    /// The database this handle serves.
+    pub fn db(&self) -> u32 {
+        self.db
     }
 
     /// The session pings are sent for (after TrySync or DBSync named it).

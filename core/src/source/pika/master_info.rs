@@ -74,9 +74,22 @@ impl std::fmt::Display for Generation {
 pub struct MasterInfo {
     pub version: Option<String>,
     pub role: Option<String>,
-    /// db0's current binlog position (`db0 binlog_offset=F O,…` on 3.2–3.4,
+    /// Each database's current binlog position (`db0 binlog_offset=F O,…` on 3.2–3.4,
     /// `db0:binlog_offset=F O,…` on 3.5).
-    pub binlog_offset: Option<BinlogOffset>,
+    pub binlog_offsets: std::collections::BTreeMap<u32, BinlogOffset>,
+}
+
+/// `db<N> binlog_offset=F O,…` (3.2–3.4) or `db<N>:binlog_offset=F O,…` (3.5).
+fn binlog_offset_line(line: &str) -> Option<(u32, BinlogOffset)> {
+    let rest = line.trim_end().strip_prefix("db")?;
+    let (db, rest) = rest.split_once([' ', ':'])?;
+    let v = rest.strip_prefix("binlog_offset=")?;
+    let (at, _) = v.split_once(',').unwrap_or((v, ""));
+    let (f, o) = at.split_once(' ')?;
+    Some((
+        db.parse().ok()?,
+        BinlogOffset::new(f.parse().ok()?, o.parse().ok()?),
+    ))
 }
 
 impl MasterInfo {
@@ -89,13 +102,7 @@ impl MasterInfo {
         MasterInfo {
             version: field("pika_version:"),
             role: field("role:"),
-            binlog_offset: field("db0 binlog_offset=")
-                .or_else(|| field("db0:binlog_offset="))
-                .and_then(|v| {
-                    let (at, _) = v.split_once(',').unwrap_or((&v, ""));
-                    let (f, o) = at.split_once(' ')?;
-                    Some(BinlogOffset::new(f.parse().ok()?, o.parse().ok()?))
-                }),
+            binlog_offsets: text.lines().filter_map(binlog_offset_line).collect(),
         }
     }
 
@@ -228,12 +235,13 @@ mod tests {
     #[test]
     fn reads_the_masters_binlog_position() {
         let i =
-            MasterInfo::parse("role:master\r\ndb0 binlog_offset=1 547194,safety_purge=none\r\n");
-        assert_eq!(i.binlog_offset, Some(BinlogOffset::new(1, 547194)));
+            MasterInfo::parse("role:master\r\ndb0 binlog_offset=1 547194,safety_purge=none\r\ndb2 binlog_offset=0 84,safety_purge=none\r\n");
+        assert_eq!(i.binlog_offsets[&0], BinlogOffset::new(1, 547194));
+        assert_eq!(i.binlog_offsets[&2], BinlogOffset::new(0, 84));
         // 3.5 writes a colon after the database's name.
         let i =
             MasterInfo::parse("role:master\r\ndb0:binlog_offset=0 308987,safety_purge=none\r\n");
-        assert_eq!(i.binlog_offset, Some(BinlogOffset::new(0, 308987)));
+        assert_eq!(i.binlog_offsets[&0], BinlogOffset::new(0, 308987));
     }
 
     #[test]

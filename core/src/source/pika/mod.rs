@@ -11,6 +11,7 @@
 //! the binlog loop.
 
 pub mod checkpoint;
+mod db;
 pub mod dump;
 pub mod error;
 pub mod link;
@@ -20,28 +21,29 @@ pub mod pull;
 pub mod rsyncd;
 mod stream;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
-use super::snapshot::SnapshotSource;
 use super::{EventSender, Source, SourceError, SourceReport};
 use crate::config::{PikaSourceConfig, ResyncPolicy};
 use crate::event::BinlogOffset;
 use crate::metrics::Metrics;
-use crate::pika::repl::proto::{InnerResponse, StatusCode, TrySyncReplyCode};
+use crate::pika::repl::proto::{InnerResponse, StatusCode};
 use crate::pika::repl::requests::{self, Announce};
 use crate::pika::storage::ChunkLimits;
 use crate::status::Stage as Phase;
-use checkpoint::{Checkpoint, CheckpointFile, Stage};
+use checkpoint::{Checkpoint, CheckpointFile, CheckpointStore, Stage};
+use db::{Ctx, DbReplica};
 use dump::ReceiveDir;
 pub use error::ReplicaError;
 use link::Link;
 use master_info::Generation;
 
-/// The one database (classic mode, `databases 1`) we replicate.
-const DB: u32 = 0;
 /// Pause before retrying after a transient failure, doubling up to the maximum.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -71,6 +73,8 @@ pub struct PikaSource {
     transfer_timeout: Duration,
     retry_for: Duration,
     rsync: PathBuf,
+    /// The databases to follow; every one the master has when `None`.
+    dbs: Option<Vec<u32>>,
 }
 
 fn split_addr(what: &str, addr: &str) -> Result<(String, u16), ReplicaError> {
@@ -112,6 +116,7 @@ impl PikaSource {
             transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
             retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
+            dbs: config.dbs.clone(),
         })
     }
 
@@ -153,24 +158,21 @@ enum Ended {
     Stopped,
 }
 
-/// One run of the replica: its progress and what it reports.
+/// One run of the replica: the connection to the master, and each database's replica.
 struct Replica<'a> {
     source: &'a PikaSource,
     out: EventSender,
     metrics: Metrics,
-    checkpoints: CheckpointFile,
-    checkpoint: Option<Checkpoint>,
-    report: SourceReport,
-    /// The master's binlog position when we started. A DBSync names its file: the
-    /// master re-uses a dump less than 50 files older rather than taking a new one.
-    master_at: BinlogOffset,
+    checkpoints: CheckpointStore,
+    /// The databases followed, once MetaSync named the master's.
+    dbs: Vec<DbReplica>,
+    /// Each database's binlog position in the master's INFO when we last read it.
+    master_at: BTreeMap<u32, BinlogOffset>,
     /// Whether the replication port answered once in this run (a master that did is
     /// given `retry_seconds` to come back; one that never did, a few seconds).
     connected_once: bool,
     /// Since when the replication port has been refusing us, if it is.
     unreachable_since: Option<std::time::Instant>,
-    /// Full syncs in a row that stalled.
-    stalled_transfers: u32,
     /// Whether the master's INFO was read since the last interruption.
     info_read: bool,
     /// How the master hands over its dump (from its version, confirmed by MetaSync).
@@ -202,26 +204,30 @@ impl Source for PikaSource {
         out: EventSender,
         metrics: Metrics,
     ) -> Result<SourceReport, SourceError> {
-        let checkpoints = CheckpointFile::new(&self.work_dir);
+        let file = CheckpointFile::new(&self.work_dir);
         let work_dir = self.work_dir.clone();
-        let file = checkpoints.clone();
+        let loading = file.clone();
         let checkpoint = blocking(move || {
             std::fs::create_dir_all(&work_dir).map_err(|e| ReplicaError::io(&work_dir, e))?;
-            file.load()
+            loading.load()
         })
         .await?;
         if let Some(c) = &checkpoint {
             if c.master != self.master {
                 return Err(ReplicaError::Config(format!(
                     "{} follows the master {}, not {}: use another work_dir",
-                    checkpoints.path().display(),
+                    file.path().display(),
                     c.master,
                     self.master
                 ))
                 .into());
             }
-            tracing::info!(stage = ?c.stage, "resuming from the checkpoint");
+            tracing::info!(dbs = ?c.dbs, "resuming from the checkpoint");
         }
+        let checkpoint = checkpoint.unwrap_or_else(|| Checkpoint {
+            master: self.master.clone(),
+            dbs: BTreeMap::new(),
+        });
         metrics.status().set_master(&self.master);
         metrics.status().set_stage(Phase::Connecting);
         let (info, generation) = self.read_info().await?;
@@ -229,26 +235,27 @@ impl Source for PikaSource {
             source: &self,
             out,
             metrics,
-            checkpoints,
-            checkpoint,
-            report: SourceReport::default(),
-            master_at: info.binlog_offset.unwrap_or_default(),
+            checkpoints: CheckpointStore::new(file, checkpoint),
+            dbs: Vec::new(),
+            master_at: info.binlog_offsets,
             connected_once: false,
             unreachable_since: None,
-            stalled_transfers: 0,
             info_read: true,
             generation,
         };
         replica.run().await?;
-        replica.out.flush().await;
-        if let Some(Checkpoint {
-            stage: Stage::Stream { at },
-            ..
-        }) = &replica.checkpoint
-        {
-            replica.report.end_positions.insert(DB, *at);
+        let mut report = SourceReport::default();
+        for db in &mut replica.dbs {
+            db.out.flush().await;
+            report.merge(std::mem::take(&mut db.report));
         }
-        Ok(replica.report)
+        replica.out.flush().await;
+        for (db, stage) in replica.checkpoints.snapshot().await.dbs {
+            if let Stage::Stream { at } = stage {
+                report.end_positions.insert(db, at);
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -284,6 +291,9 @@ impl Replica<'_> {
                 Err(e) => {
                     self.info_read = false;
                     self.metrics.status().error(&e.to_string());
+                    for db in &self.dbs {
+                        db.status.set_stage(Phase::Connecting);
+                    }
                     self.metrics.status().set_stage(Phase::Connecting);
                     tracing::warn!(error = %e, retry_in = ?backoff, "replication interrupted; reconnecting");
                     let deadline = tokio::time::Instant::now() + backoff;
@@ -309,28 +319,16 @@ impl Replica<'_> {
         since.elapsed() >= budget
     }
 
-    async fn save(&mut self, stage: Stage) -> Result<(), ReplicaError> {
-        if let Stage::Stream { at } = stage {
-            self.metrics.status().set_position(at);
-        }
-        let c = Checkpoint {
-            master: self.source.master.clone(),
-            stage,
-        };
-        let (file, saved) = (self.checkpoints.clone(), c.clone());
-        blocking(move || file.save(&saved)).await?;
-        self.checkpoint = Some(c);
-        Ok(())
-    }
-
-    /// Connects, handshakes, and goes on from wherever the checkpoint says.
+    /// Connects, handshakes, and runs every database's replica on the connection until
+    /// all stopped or one failed.
     async fn attempt(&mut self) -> Result<Ended, ReplicaError> {
         let s = self.source;
         if !self.info_read {
             self.read_info_again().await?;
         }
         let addr = s.repl_addr();
-        let mut link = Link::connect(&addr, s.announce.clone(), DB)
+        let first = s.dbs.as_ref().and_then(|d| d.first().copied()).unwrap_or(0);
+        let link = Link::connect(&addr, s.announce.clone(), first)
             .await
             .map_err(|e| ReplicaError::Unreachable {
                 addr: addr.clone(),
@@ -338,24 +336,113 @@ impl Replica<'_> {
             })?;
         self.connected_once = true;
         self.unreachable_since = None;
-        self.meta_sync(&mut link).await?;
-        let stage = self.checkpoint.as_ref().map(|c| c.stage.clone());
-        let at = match stage {
-            None | Some(Stage::Transfer) => {
-                let Some(dump_at) = self.transfer(&mut link).await? else {
-                    return Ok(Ended::Stopped);
-                };
-                self.save(Stage::Load { dump_at }).await?;
-                self.load(&mut link, dump_at).await?
+        let mut link = link;
+        let dbs = self.meta_sync(&mut link).await?;
+        self.follow(&dbs);
+        let ctx = Ctx {
+            source: s,
+            metrics: &self.metrics,
+            checkpoints: &self.checkpoints,
+            generation: self.generation,
+            interrupted: AtomicBool::new(false),
+            daemon: tokio::sync::Mutex::new(None),
+            transfers: AtomicUsize::new(0),
+        };
+        self.start_daemon(&ctx).await?;
+        let mut links: Vec<Link> = dbs
+            .iter()
+            .filter(|db| **db != first)
+            .map(|db| link.for_db(*db))
+            .collect();
+        if dbs.contains(&first) {
+            links.insert(dbs.iter().position(|d| *d == first).unwrap_or(0), link);
+        } else {
+            drop(link);
+        }
+        let ctx = &ctx;
+        let runs = self.dbs.iter_mut().zip(links).map(|(db, link)| {
+            db.master_at = self.master_at.get(&db.db).copied().unwrap_or_default();
+            let span = tracing::info_span!("db", db = db.db);
+            async move {
+                let outcome = db.attempt(ctx, link).await;
+                if outcome.is_err() {
+                    ctx.interrupt();
+                }
+                outcome
             }
-            Some(Stage::Load { dump_at }) => self.load(&mut link, dump_at).await?,
-            Some(Stage::Stream { at }) => Some(at),
-        };
-        let Some(at) = at else {
-            return Ok(Ended::Stopped);
-        };
-        self.try_sync(&mut link, at).await?;
-        stream::follow(self, link, at).await
+            .instrument(span)
+        });
+        let outcomes = futures_util::future::join_all(runs).await;
+        if let Some(daemon) = ctx.daemon.lock().await.take() {
+            daemon.stop().await;
+        }
+        // The first fatal error if any, else the first error: every replica ended.
+        let mut first_error = None;
+        for e in outcomes.into_iter().filter_map(Result::err) {
+            match &first_error {
+                Some(f) if ReplicaError::is_fatal(f) || !e.is_fatal() => {}
+                _ => first_error = Some(e),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(Ended::Stopped),
+        }
+    }
+
+    /// Makes sure each database in `dbs` has its replica, in that order.
+    fn follow(&mut self, dbs: &[u32]) {
+        if self.dbs.iter().map(|d| d.db).eq(dbs.iter().copied()) {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.dbs);
+        for &db in dbs {
+            let replica = match old.iter().position(|d| d.db == db) {
+                Some(i) => old.swap_remove(i),
+                None => DbReplica::new(db, self.out.share(), self.metrics.status().for_db(db)),
+            };
+            self.dbs.push(replica);
+        }
+    }
+
+    /// For a master that pushes its dumps (3.2–3.4): our rsync daemon, when a database
+    /// needs a full sync. Its module is `dbsync/`; each database's dump lands in
+    /// `dbsync/db<N>/`.
+    async fn start_daemon(&self, ctx: &Ctx<'_>) -> Result<(), ReplicaError> {
+        if ctx.generation.pulls() {
+            return Ok(());
+        }
+        let mut transfers = 0;
+        for db in &self.dbs {
+            if matches!(
+                ctx.checkpoints.stage(db.db).await,
+                None | Some(Stage::Transfer)
+            ) {
+                transfers += 1;
+            }
+        }
+        if transfers == 0 {
+            return Ok(());
+        }
+        let s = self.source;
+        let root = ReceiveDir::new(&s.work_dir, 0).root;
+        let prepare = root.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&prepare).map_err(|e| ReplicaError::io(&prepare, e))
+        })
+        .await?;
+        let daemon = rsyncd::RsyncDaemon::start(
+            &s.rsync,
+            &s.work_dir.join("rsync"),
+            &root,
+            &s.announce.ip,
+            s.announce.port + 1000,
+            s.password.as_deref().unwrap_or("default"),
+        )
+        .await?;
+        *ctx.daemon.lock().await = Some(daemon);
+        ctx.transfers.store(transfers, Ordering::SeqCst);
+        Ok(())
     }
 
     /// After an interruption, the master is asked for INFO on its client port before we
@@ -367,14 +454,13 @@ impl Replica<'_> {
         let (info, generation) = self.source.read_info().await?;
         // A master upgraded while we were away hands its dump over the new way.
         self.generation = generation;
-        if let Some(at) = info.binlog_offset {
-            self.master_at = at;
-        }
+        self.master_at.extend(info.binlog_offsets);
         self.info_read = true;
         Ok(())
     }
 
-    async fn meta_sync(&mut self, link: &mut Link) -> Result<(), ReplicaError> {
+    /// MetaSync; the databases to follow (the master's, or those `dbs` names).
+    async fn meta_sync(&mut self, link: &mut Link) -> Result<Vec<u32>, ReplicaError> {
         let s = self.source;
         let r = link
             .call(requests::meta_sync(&s.announce, s.password.as_deref()))
@@ -417,279 +503,32 @@ impl Replica<'_> {
                 ),
             });
         }
-        if !meta.classic_mode {
+        // Sharding mode, or a database split in several partitions, is not followed.
+        let master_dbs: Option<Vec<u32>> = meta
+            .tables_info
+            .iter()
+            .map(|t| {
+                let db = t.table_name.strip_prefix("db")?.parse().ok()?;
+                (t.partition_num == 1).then_some(db)
+            })
+            .collect();
+        let Some(master_dbs) = master_dbs.filter(|_| meta.classic_mode) else {
             return Err(ReplicaError::Sharding {
                 addr: s.master.clone(),
             });
-        }
-        if meta.tables_info.len() != 1 {
-            return Err(ReplicaError::ManyDatabases {
+        };
+        let Some(wanted) = &s.dbs else {
+            return Ok(master_dbs);
+        };
+        if let Some(db) = wanted.iter().find(|db| !master_dbs.contains(db)) {
+            let has: Vec<String> = master_dbs.iter().map(|d| format!("db{d}")).collect();
+            return Err(ReplicaError::NoSuchDatabase {
                 addr: s.master.clone(),
-                databases: meta.tables_info.len(),
+                db: *db,
+                has: has.join(", "),
             });
         }
-        Ok(())
-    }
-
-    /// Asks for a full sync and waits until the whole dump is on disk; its position, or
-    /// `None` when stopped.
-    async fn transfer(&mut self, link: &mut Link) -> Result<Option<BinlogOffset>, ReplicaError> {
-        let s = self.source;
-        self.save(Stage::Transfer).await?;
-        self.metrics.status().set_stage(Phase::FullSyncTransfer);
-        self.metrics.status().set_dump_bytes(0);
-        let dir = ReceiveDir::new(&s.work_dir, DB);
-        if self.generation.pulls() {
-            // No daemon: we pull, and the pull readies the directory itself (keeping
-            // the files of this dump an earlier run completed).
-            return self.wait_for_dump(link, &dir).await;
-        }
-        let prepare = dir.clone();
-        blocking(move || prepare.prepare()).await?;
-        let daemon = rsyncd::RsyncDaemon::start(
-            &s.rsync,
-            &s.work_dir.join("rsync"),
-            &dir.root,
-            &s.announce.ip,
-            s.announce.port + 1000,
-            s.password.as_deref().unwrap_or("default"),
-        )
-        .await?;
-        let result = self.wait_for_dump(link, &dir).await;
-        daemon.stop().await;
-        result
-    }
-
-    async fn wait_for_dump(
-        &mut self,
-        link: &mut Link,
-        dir: &ReceiveDir,
-    ) -> Result<Option<BinlogOffset>, ReplicaError> {
-        let s = self.source;
-        let r = link
-            .call(requests::db_sync(&s.announce, DB, self.master_at))
-            .await
-            .map_err(ReplicaError::Transient)?;
-        let Some(db_sync) = r.db_sync.filter(|_| r.code == StatusCode::Ok as i32) else {
-            return Err(ReplicaError::Transient(format!(
-                "the master refused the full sync: {}",
-                r.reply.unwrap_or_default()
-            )));
-        };
-        link.set_session(db_sync.session_id);
-        tracing::info!(session = db_sync.session_id, dir = %dir.db_dir().display(), "full sync: waiting for the master's dump");
-        // 3.5: we pull the dump while the link is kept alive here; it is complete when
-        // the pull ends (its `info` comes early, in file name order). 3.2–3.4: the
-        // master's push is complete when `info`, which it sends last, is there.
-        let mut pull = match self.generation {
-            Generation::Pull | Generation::PullFloyd => {
-                let plan = pull::PullPlan {
-                    addr: s.rsync2_addr()?,
-                    db: DB,
-                    db_dir: dir.db_dir(),
-                    done_list: s.work_dir.join(format!("pulled-db{DB}")),
-                    rate: s.pull_rate,
-                };
-                Some(Box::pin(async move { pull::pull(&plan).await }))
-            }
-            Generation::Push => None,
-        };
-        let mut pulled = pull.is_none();
-        let status = self.metrics.status().clone();
-        let mut poll = tokio::time::interval(DUMP_POLL);
-        let (mut received, mut counted) = (0, std::time::Instant::now());
-        let (mut last_log, mut last_byte) = (counted, counted);
-        loop {
-            tokio::select! {
-                r = link.recv() => { keepalive_or_lost(link, r).await?; }
-                _ = poll.tick() => {}
-                done = async {
-                    match pull.as_mut() {
-                        Some(p) => p.await,
-                        None => std::future::pending().await,
-                    }
-                }, if pull.is_some() => {
-                    let snapshot = done?;
-                    tracing::info!(%snapshot, "full sync: every file of the dump pulled");
-                    pull = None;
-                    pulled = true;
-                }
-            }
-            if self.out.should_stop() {
-                return Ok(None);
-            }
-            let (arrived, master_port) = (dir.clone(), s.master_port);
-            if !pulled {
-                // Only the pull's end says the dump is complete.
-            } else if let Some(dump_at) = blocking(move || arrived.arrived(master_port)).await? {
-                let counting = dir.clone();
-                let bytes = blocking(move || Ok(counting.received_bytes())).await?;
-                status.set_dump_bytes(bytes);
-                self.stalled_transfers = 0;
-                tracing::info!(position = %dump_at, bytes, "full sync: dump received");
-                return Ok(Some(dump_at));
-            }
-            if counted.elapsed() >= DUMP_COUNT_EVERY {
-                counted = std::time::Instant::now();
-                let counting = dir.clone();
-                let bytes = blocking(move || Ok(counting.received_bytes())).await?;
-                if bytes != received {
-                    (received, last_byte) = (bytes, counted);
-                    status.set_dump_bytes(bytes);
-                }
-            }
-            if last_log.elapsed() >= Duration::from_secs(10) {
-                last_log = std::time::Instant::now();
-                tracing::info!(bytes = received, "full sync: receiving the dump");
-            }
-            if last_byte.elapsed() >= s.transfer_timeout {
-                self.stalled_transfers += 1;
-                let check = match self.generation {
-                    Generation::Push => format!(
-                        "check that the master reaches {}:{} (where it pushes the dump), has \
-                         the rsync binary, and what its log says",
-                        s.announce.ip,
-                        s.announce.port + 1000
-                    ),
-                    Generation::Pull | Generation::PullFloyd => format!(
-                        "check that we reach the master's rsync service at {} (its port + \
-                         10001), and what its log says",
-                        s.rsync2_addr()?
-                    ),
-                };
-                let stalled = ReplicaError::TransferStalled {
-                    secs: s.transfer_timeout.as_secs(),
-                    times: self.stalled_transfers,
-                    check,
-                };
-                if self.stalled_transfers >= STALLED_TRANSFERS {
-                    return Err(stalled);
-                }
-                return Err(ReplicaError::Transient(stalled.to_string()));
-            }
-            if link.silent_for() >= SILENCE {
-                return Err(ReplicaError::Transient(format!(
-                    "the master sent nothing for {SILENCE:?} while we waited for the dump; it may have dropped us"
-                )));
-            }
-        }
-    }
-
-    /// Scans the received dump into the sinks and waits until they acknowledged all of
-    /// it; then the binlog goes on from `dump_at`. `None` when stopped.
-    async fn load(
-        &mut self,
-        link: &mut Link,
-        dump_at: BinlogOffset,
-    ) -> Result<Option<BinlogOffset>, ReplicaError> {
-        let s = self.source;
-        let dir = ReceiveDir::new(&s.work_dir, DB);
-        let scan = SnapshotSource {
-            path: dir.root.clone(),
-            limits: s.limits,
-            rate: s.load_rate,
-        };
-        let metrics = self.metrics.clone();
-        metrics.status().set_stage(Phase::FullSyncLoad);
-        let out = std::mem::replace(&mut self.out, EventSender::closed());
-        tracing::info!(position = %dump_at, "full sync: loading the dump into the sinks");
-        let mut task = tokio::task::spawn_blocking(move || {
-            let mut out = out;
-            let result = scan.scan_blocking(&mut out, &metrics);
-            (out, result)
-        });
-        // The link only needs to live on while we load; if it breaks, the binlog is
-        // asked for on a new one afterwards.
-        let mut link_up = true;
-        let mut silence = tokio::time::interval(Duration::from_secs(1));
-        let (out, result) = loop {
-            tokio::select! {
-                done = &mut task => break done.map_err(|e| ReplicaError::Transient(format!("dump scan task: {e}")))?,
-                r = link.recv(), if link_up => {
-                    link_up = keepalive_or_lost(link, r).await.is_ok();
-                }
-                _ = silence.tick() => {
-                    link_up &= link.silent_for() < SILENCE;
-                }
-            }
-        };
-        self.out = out;
-        let scanned = result.map_err(|e| ReplicaError::DumpInfo {
-            path: dir.db_dir().display().to_string(),
-            reason: e.to_string(),
-        })?;
-        self.report.scan = scanned.scan;
-        if self.out.should_stop() {
-            return Ok(None);
-        }
-        self.out.flush().await;
-        while !self.out.all_acknowledged() {
-            if self.out.should_stop() {
-                return Ok(None);
-            }
-            tokio::select! {
-                r = link.recv(), if link_up => {
-                    link_up = keepalive_or_lost(link, r).await.is_ok();
-                }
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        }
-        self.save(Stage::Stream { at: dump_at }).await?;
-        tracing::info!(position = %dump_at, "full sync: loaded; following the binlog");
-        Ok(Some(dump_at))
-    }
-
-    /// TrySync from `at`; on success the session is set on the link.
-    async fn try_sync(&mut self, link: &mut Link, at: BinlogOffset) -> Result<(), ReplicaError> {
-        let s = self.source;
-        let r = link
-            .call(requests::try_sync(&s.announce, DB, at))
-            .await
-            .map_err(ReplicaError::Transient)?;
-        let t = r.try_sync.clone().unwrap_or_default();
-        if r.code != StatusCode::Ok as i32 {
-            return Err(ReplicaError::TrySync {
-                at,
-                reason: r.reply.unwrap_or_else(|| format!("code {}", r.code)),
-            });
-        }
-        let master_at = t
-            .binlog_offset
-            .as_ref()
-            .map(|o| BinlogOffset::new(o.filenum, o.offset));
-        match TrySyncReplyCode::try_from(t.reply_code) {
-            Ok(TrySyncReplyCode::Ok) => {
-                let session = t.session_id.unwrap_or(0);
-                link.set_session(session);
-                link.send(requests::binlog_sync_first(&s.announce, DB, session, at))
-                    .await
-                    .map_err(ReplicaError::Transient)?;
-                tracing::info!(position = %at, session, master_position = ?master_at, "streaming the binlog");
-                Ok(())
-            }
-            Ok(TrySyncReplyCode::SyncPointBePurged) => {
-                if s.resync == ResyncPolicy::Allow {
-                    tracing::warn!(position = %at, "the master purged our binlog position; taking a new full sync (resync: allow)");
-                    self.save(Stage::Transfer).await?;
-                    return Err(ReplicaError::Transient("binlog purged; full sync again".into()));
-                }
-                Err(ReplicaError::Purged {
-                    at,
-                    work_dir: s.work_dir.display().to_string(),
-                })
-            }
-            Ok(TrySyncReplyCode::SyncPointLarger) => Err(ReplicaError::TrySync {
-                at,
-                reason: format!(
-                    "the master's binlog ends at {}, before our position: is this the same master, or was it reset?",
-                    master_at.map(|m| m.to_string()).unwrap_or_default()
-                ),
-            }),
-            _ => Err(ReplicaError::TrySync {
-                at,
-                reason: "not an item boundary in the master's binlog".into(),
-            }),
-        }
+        Ok(wanted.clone())
     }
 }
 

@@ -8,14 +8,16 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Stage;
+use super::db::{Ctx, DbReplica};
 use super::error::ReplicaError;
 use super::link::Link;
-use super::{Ended, Replica, DB};
-use crate::event::{BinlogOffset, Position};
+use super::Ended;
+use crate::event::BinlogOffset;
 use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
 use crate::pika::repl::requests;
 use crate::source::binlog::entry_to_event;
+use crate::source::Seq;
 use crate::status::Status;
 
 /// How often acks are looked for.
@@ -31,7 +33,8 @@ struct Pushed {
     /// The offset exactly as the master sent it (acks must repeat it).
     sent: proto::BinlogOffset,
     end: BinlogOffset,
-    has_event: bool,
+    /// The order of its event among those queued (`None`: it has none).
+    event: Option<Seq>,
     exec_time: u32,
     /// When it arrived: how long the sinks take to acknowledge it is measured from here.
     arrived: Instant,
@@ -51,23 +54,24 @@ impl Acks {
         self.unacked.front().map(|p| (p.exec_time, p.arrived))
     }
 
-    /// Takes the prefix the sinks have acknowledged; the offsets to ack, if any.
+    /// Takes the prefix the sinks have acknowledged (every event queued up to
+    /// `sinks`); the offsets to ack, if any.
     fn take(
         &mut self,
-        sinks: Option<Position>,
+        sinks: Seq,
         status: &Status,
     ) -> Option<(proto::BinlogOffset, proto::BinlogOffset)> {
-        let covered = |end: BinlogOffset| matches!(sinks, Some(p @ Position::Binlog { .. }) if p.binlog_offset() >= end);
         let mut range: Option<(proto::BinlogOffset, proto::BinlogOffset)> = None;
         while let Some(front) = self.unacked.front() {
-            if front.has_event && !covered(front.end) {
+            if front.event.is_some_and(|seq| seq > sinks) {
                 break;
             }
             let Some(p) = self.unacked.pop_front() else {
                 break;
             };
             status.acked_after(p.arrived.elapsed());
-            self.at = p.end;
+            // An item sent again lies behind: the position never goes back.
+            self.at = self.at.max(p.end);
             range = Some(match range {
                 None => (p.sent.clone(), p.sent),
                 Some((first, _)) => (first, p.sent),
@@ -79,23 +83,26 @@ impl Acks {
 
 /// Streams from `at` (already accepted by TrySync) until stopped or the link breaks.
 pub(super) async fn follow(
-    replica: &mut Replica<'_>,
+    replica: &mut DbReplica,
+    ctx: &Ctx<'_>,
     mut link: Link,
     at: BinlogOffset,
 ) -> Result<Ended, ReplicaError> {
-    let me = replica.source.announce.clone();
-    let dialect = replica.generation.dialect();
+    let me = ctx.source.announce.clone();
+    let dialect = ctx.generation.dialect();
+    let db = replica.db;
     let mut acks = Acks {
         unacked: VecDeque::new(),
         at,
         saved: at,
         saved_when: Instant::now(),
     };
-    let status = replica.metrics.status().clone();
+    let status = replica.status.clone();
     status.set_stage(crate::status::Stage::Streaming);
     status.set_position(at);
     let mut session = None;
     let mut previous_end = at;
+    let mut resent = 0u64;
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: Result<(), ReplicaError> = loop {
@@ -123,10 +130,19 @@ pub(super) async fn follow(
                     }
                     items += 1;
                     let end = BinlogOffset::new(entry.binlog_offset.filenum, entry.binlog_offset.offset);
+                    if end <= previous_end {
+                        // Sent again (or from before where we asked to start): its first
+                        // copy is applied, and acked in its place.
+                        resent += 1;
+                        if resent == 1 {
+                            tracing::warn!(position = %end, after = %previous_end, "the master sent a binlog item again; not applying it twice (further ones are only counted)");
+                        }
+                        continue;
+                    }
                     let item = match BinlogItem::decode(&entry.binlog) {
                         Ok(item) => item,
                         Err(e) => {
-                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            failure = Some(ReplicaError::BadItem { db, at: end, error: e.to_string() });
                             break;
                         }
                     };
@@ -134,18 +150,19 @@ pub(super) async fn follow(
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = match entry_to_event(DB, entry_read, dialect, &mut replica.report) {
+                    let event = match entry_to_event(db, entry_read, dialect, &mut replica.report) {
                         Ok(event) => event,
                         Err(e) => {
-                            failure = Some(ReplicaError::BadItem { at: end, error: e.to_string() });
+                            failure = Some(ReplicaError::BadItem { db, at: end, error: e.to_string() });
                             break;
                         }
                     };
-                    let has_event = event.is_some();
-                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, has_event, exec_time, arrived });
+                    let mut queued = None;
                     if let Some(event) = event {
                         replica.out.push(event).await;
+                        queued = Some(replica.out.pushed());
                     }
+                    acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, event: queued, exec_time, arrived });
                 }
                 replica.out.flush().await;
                 status.set_stream(Some(previous_end), acks.unacked.len(), acks.oldest());
@@ -162,18 +179,18 @@ pub(super) async fn follow(
             status.set_stream(None, acks.unacked.len(), acks.oldest());
             let session = session.unwrap_or_default();
             if let Err(e) = link
-                .send(requests::binlog_ack(&me, DB, session, &first, &last))
+                .send(requests::binlog_ack(&me, db, session, &first, &last))
                 .await
             {
                 break Err(ReplicaError::Transient(e));
             }
         }
         if acks.at != acks.saved && acks.saved_when.elapsed() >= SAVE_EVERY {
-            if let Err(e) = save(replica, &mut acks).await {
+            if let Err(e) = save(replica, ctx, &mut acks).await {
                 break Err(e);
             }
         }
-        if replica.out.should_stop() {
+        if replica.should_stop(ctx) {
             break Ok(());
         }
         if acks.unacked.is_empty() && link.silent_for() >= SILENCE {
@@ -190,13 +207,13 @@ pub(super) async fn follow(
         tokio::time::sleep(ACK_POLL).await;
     }
     acks.take(replica.out.acknowledged(), &status);
-    save(replica, &mut acks).await?;
+    save(replica, ctx, &mut acks).await?;
     tracing::info!(position = %acks.at, "binlog position saved");
     outcome.map(|()| Ended::Stopped)
 }
 
-async fn save(replica: &mut Replica<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
-    replica.save(Stage::Stream { at: acks.at }).await?;
+async fn save(replica: &mut DbReplica, ctx: &Ctx<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
+    replica.save(ctx, Stage::Stream { at: acks.at }).await?;
     acks.saved = acks.at;
     acks.saved_when = Instant::now();
     Ok(())

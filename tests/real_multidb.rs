@@ -1,0 +1,224 @@
+//! A live replica of a master with several databases (`databases 3`), against real
+//! Pika 3.2.9, 3.3.6, 3.5.5 and 4.0.1 from `PIKA_BIN_DIR`: every database (or those
+//! `dbs` names) full-synced and streamed over one connection into its own Redis
+//! database, each compared with what the master shows, through writes to every
+//! database and `kill -9` of the tool. Without the binaries each test says it skipped.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::real_pika::*;
+use common::tool::*;
+use common::*;
+
+macro_rules! on_each_version {
+    ($($scenario:ident),* $(,)?) => {
+        mod pika_3_2_9 { $( #[test] fn $scenario() { super::$scenario("3.2.9", stringify!($scenario)); } )* }
+        mod pika_3_3_6 { $( #[test] fn $scenario() { super::$scenario("3.3.6", stringify!($scenario)); } )* }
+        mod pika_3_5_5 { $( #[test] fn $scenario() { super::$scenario("3.5.5", stringify!($scenario)); } )* }
+        mod pika_4_0_1 { $( #[test] fn $scenario() { super::$scenario("4.0.1", stringify!($scenario)); } )* }
+    };
+}
+
+on_each_version!(
+    every_database_lands_in_its_own_redis_database_through_writes_to_all,
+    dbs_picks_databases_and_a_db_map_moves_one,
+    three_kill_9_while_every_database_streams_are_exact,
+);
+
+const DATABASES: u32 = 3;
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn master(version: &'static str, test: &str) -> Option<RealPika> {
+    let bin = pika_or_skip(version, test)?;
+    Some(RealPika::start(
+        &bin,
+        PikaOptions::default().databases(DATABASES),
+    ))
+}
+
+/// Waits until `done`, failing with the end of the tool's log after `CATCH_UP`.
+fn wait_for(m: &Migration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CATCH_UP;
+    while !done() {
+        if Instant::now() > deadline {
+            let log = m.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out waiting for {what}; the tool's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every database in `dbs` streams, caught up with the master.
+fn wait_all_caught_up(m: &Migration, pika: &RealPika, dbs: &[u32]) {
+    for &db in dbs {
+        wait_for(m, &format!("db{db} to catch up"), || {
+            m.db_caught_up_with(db, pika.binlog_offset(db))
+        });
+    }
+}
+
+fn wait_all_streaming(m: &Migration, dbs: &[u32]) {
+    wait_for(m, "every database to stream", || {
+        dbs.iter()
+            .all(|db| m.stage_of(*db).as_deref() == Some("stream"))
+    });
+}
+
+/// Redis database `to` holds exactly what the master's database `from` shows.
+fn assert_db_same(pika: &RealPika, from: u32, redis: &RedisServer, to: u32) {
+    let (want, got) = (redis_view(&pika.state_of_db(from)), redis.state_of_db(to));
+    let differences = diff(&want, &got);
+    assert!(
+        differences.is_empty(),
+        "Redis db{to} differs from Pika db{from}:\n{}",
+        differences.join("\n")
+    );
+}
+
+/// Writers for databases 1 and 2 (db0 gets `live_write`); each its own key space.
+fn db1_write(i: usize) -> Vec<Vec<u8>> {
+    let mut argv = live_write(i);
+    argv[1] = [b"d1:".as_slice(), &argv[1]].concat();
+    argv
+}
+
+fn db2_write(i: usize) -> Vec<Vec<u8>> {
+    let mut argv = live_write(i + 7);
+    argv[1] = [b"d2:".as_slice(), &argv[1]].concat();
+    argv
+}
+
+fn writers(pika: &RealPika) -> Vec<Writer> {
+    vec![
+        Writer::start_on(pika, 0, live_write),
+        Writer::start_on(pika, 1, db1_write),
+        Writer::start_on(pika, 2, db2_write),
+    ]
+}
+
+fn every_database_lands_in_its_own_redis_database_through_writes_to_all(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    for db in 0..DATABASES {
+        fill_db(&pika, db, "before");
+    }
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let writing = writers(&pika);
+    let tool = m.start();
+    wait_all_streaming(&m, &[0, 1, 2]);
+    for db in 0..DATABASES {
+        change_db(&pika, db);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let written: Vec<usize> = writing.into_iter().map(Writer::stop).collect();
+    wait_all_caught_up(&m, &pika, &[0, 1, 2]);
+    let status = m.status().unwrap();
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    eprintln!("{test}: writes per database {written:?}");
+    assert!(written.iter().all(|w| *w > 0), "every database was written");
+    for db in 0..DATABASES {
+        assert_eq!(
+            status["dbs"][db.to_string()]["stage"],
+            "streaming",
+            "{status}"
+        );
+        assert_db_same(&pika, db, &redis, db);
+    }
+    assert_eq!(pika.full_syncs_served(), 3, "one full sync per database");
+    for db in 0..DATABASES {
+        assert!(m.checkpoint_at_of(db).is_some(), "db{db} has its position");
+    }
+}
+
+fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    for db in 0..DATABASES {
+        fill_db(&pika, db, "before");
+    }
+    let redis = RedisServer::start();
+    let m = Migration::new(
+        &pika.addr(),
+        &redis.url(),
+        "  dbs: [1, 2]\nfilters:\n  - type: db\n    map: {2: 5}\n",
+    );
+    let tool = m.start();
+    wait_all_streaming(&m, &[1, 2]);
+    for db in 0..DATABASES {
+        change_db(&pika, db);
+    }
+    wait_all_caught_up(&m, &pika, &[1, 2]);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    assert_db_same(&pika, 1, &redis, 1);
+    assert_db_same(&pika, 2, &redis, 5);
+    for untouched in [0, 2] {
+        assert!(
+            redis.state_of_db(untouched).is_empty(),
+            "Redis db{untouched} stays empty"
+        );
+    }
+    assert_eq!(m.stage_of(0), None, "db0 is not followed");
+    assert_eq!(
+        pika.full_syncs_served(),
+        2,
+        "one full sync per database followed"
+    );
+
+    // A database the master does not have is refused with a clear message.
+    let m = Migration::new(&pika.addr(), &redis.url(), "  dbs: [1, 7]\n");
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 78, "{log}");
+    assert!(
+        log.contains("no database 7") && log.contains("db0, db1, db2"),
+        "{log}"
+    );
+}
+
+fn three_kill_9_while_every_database_streams_are_exact(version: &'static str, test: &str) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    for db in 0..DATABASES {
+        fill_db(&pika, db, "before");
+    }
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let writing = writers(&pika);
+    for round in 0..3 {
+        let tool = m.start();
+        wait_all_streaming(&m, &[0, 1, 2]);
+        std::thread::sleep(Duration::from_millis(300 + 400 * round));
+        kill9(tool);
+    }
+    let tool = m.start();
+    wait_all_streaming(&m, &[0, 1, 2]);
+    std::thread::sleep(Duration::from_millis(500));
+    let written: Vec<usize> = writing.into_iter().map(Writer::stop).collect();
+    wait_all_caught_up(&m, &pika, &[0, 1, 2]);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+
+    eprintln!("{test}: writes per database {written:?}");
+    for db in 0..DATABASES {
+        assert_db_same(&pika, db, &redis, db);
+    }
+    assert_eq!(
+        pika.full_syncs_served(),
+        3,
+        "one full sync per database, none after a kill"
+    );
+}
