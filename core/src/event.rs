@@ -357,6 +357,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// Gives a command's key and arguments their own memory, so that they no longer
+    /// keep alive the larger buffer they were sliced from.
+    pub fn own_command_bytes(&mut self) {
+        if let Op::Command { argv } = &mut self.op {
+            self.key = Bytes::copy_from_slice(&self.key);
+            for arg in argv.iter_mut() {
+                *arg = Bytes::copy_from_slice(arg);
+            }
+        }
+    }
+
     /// Name of the event kind, as used in logs, metrics and the JSON envelope.
     pub fn kind(&self) -> &'static str {
         match self.op {
@@ -397,6 +408,36 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_owning_its_bytes_no_longer_holds_the_block_it_came_from() {
+        let block = Bytes::from(vec![b'x'; 64 << 10]);
+        let mut e = Event {
+            db: 0,
+            key: block.slice(3..4),
+            data_type: None,
+            op: Op::Command {
+                argv: vec![block.slice(0..3), block.slice(3..4)],
+            },
+            position: Position::Binlog {
+                at: BinlogOffset::new(0, 10),
+                logic_id: 1,
+                term: 0,
+            },
+            exec_time: None,
+        };
+        e.own_command_bytes();
+        // Only `block` itself still refers to its memory: unique again, so it converts
+        // to a Vec without copying.
+        assert!(
+            block.try_into_mut().is_ok(),
+            "the event still shared the block"
+        );
+        let Op::Command { argv } = &e.op else {
+            unreachable!()
+        };
+        assert_eq!((&argv[0][..], &e.key[..]), (&b"xxx"[..], &b"x"[..]));
+    }
 
     #[test]
     fn snapshot_positions_sort_before_the_binlog_that_follows() {

@@ -347,6 +347,12 @@ fn start_filtering(filters: &Arc<FilterChain>, batch: Batch) -> FilterTask {
     let filters = filters.clone();
     FilterTask::Running(tokio::task::spawn_blocking(move || {
         let outcome = filters.apply(&mut batch);
+        // A binlog command's arguments are slices of the 64 KiB block it was read
+        // from: once filters dropped some, the few kept would each hold a whole block
+        // while queued, so they get their own copies.
+        if matches!(outcome, Ok(dropped) if dropped > 0) {
+            batch.iter_mut().for_each(Event::own_command_bytes);
+        }
         (batch, last_in, outcome)
     }))
 }
