@@ -48,22 +48,39 @@ fn source_databases(source: &SourceConfig) -> Option<BTreeSet<u32>> {
         SourceConfig::Binlog(b) => binlog_dirs(&b.path, b.db.unwrap_or_else(|| db_of_dir(&b.path)))
             .ok()
             .map(|dirs| dirs.into_iter().map(|(db, _)| db).collect()),
-        SourceConfig::Pika(_) | SourceConfig::Capture(_) => None,
+        // A live master's databases are known from `dbs`, or only once connected.
+        SourceConfig::Pika(p) => p.dbs.as_ref().map(|d| d.iter().copied().collect()),
+        SourceConfig::Capture(_) => None,
     }
+}
+
+/// The first Redis Cluster sink, if any: it has only database 0.
+fn first_cluster(config: &Config) -> Option<usize> {
+    config
+        .sinks
+        .iter()
+        .position(|s| matches!(s, SinkConfig::Redis(r) if r.cluster))
+}
+
+/// Why several databases must not reach the sinks (a Redis Cluster sink, and filters
+/// that would not keep their keys apart); `None` when they may.
+fn databases_would_mix(config: &Config) -> Option<String> {
+    let sink = first_cluster(config)?;
+    let two = BTreeSet::from([0, 1]);
+    (keeps_databases_apart(&config.filters, &two) == Some(false)).then(|| {
+        format!(
+            "sinks[{sink}] is a Redis Cluster, which has only database 0: their keys would mix \
+             there. Keep them apart with a `rename` filter naming the database (`add_prefix: \
+             \"db{{db}}:\"`), or follow one with `dbs: [N]`"
+        )
+    })
 }
 
 /// A Redis Cluster has only database 0: several Pika databases written there would mix
 /// their keys (one key name in two databases would become one key) unless the filters
 /// keep them apart.
 fn check_databases_apart(config: &Config) -> Result<(), String> {
-    let clusters: Vec<usize> = config
-        .sinks
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(s, SinkConfig::Redis(r) if r.cluster))
-        .map(|(i, _)| i)
-        .collect();
-    let (Some(first), Some(dbs)) = (clusters.first(), source_databases(&config.source)) else {
+    let (Some(first), Some(dbs)) = (first_cluster(config), source_databases(&config.source)) else {
         return Ok(());
     };
     match keeps_databases_apart(&config.filters, &dbs) {
@@ -88,7 +105,8 @@ fn check_databases_apart(config: &Config) -> Result<(), String> {
     }
 }
 
-pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaError> {
+pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> {
+    let config = &pipeline.source;
     Ok(match config {
         SourceConfig::Snapshot(s) => Box::new(SnapshotSource {
             path: s.path.clone(),
@@ -103,7 +121,15 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
             rate: b.rate,
             dialect: b.pika_version,
         }),
-        SourceConfig::Pika(p) => Box::new(PikaSource::new(p)?),
+        SourceConfig::Pika(p) => {
+            let source = PikaSource::new(p)?;
+            // Which databases the master has, only MetaSync says: the source refuses
+            // several there when they would mix.
+            Box::new(match databases_would_mix(pipeline) {
+                Some(why) => source.one_database_only(why),
+                None => source,
+            })
+        }
         SourceConfig::Capture(c) => Box::new(CaptureSource {
             path: c.path.clone(),
             from: c.from,
@@ -116,7 +142,7 @@ pub fn build_source(config: &SourceConfig) -> Result<Box<dyn Source>, ReplicaErr
 }
 
 pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
-    let source = build_source(&config.source)?;
+    let source = build_source(config)?;
     let mut sinks = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         sinks.push(

@@ -284,34 +284,6 @@ fn every_thread_runs_at_the_asked_priority_nice_10_by_default() {
     assert!(stderr.contains("--nice"), "{stderr}");
 }
 
-/// A binlog directory of `items`, framed as Pika writes it: one full-type record each
-/// (3-byte length, 4-byte time, type 1), then the manifest naming the end.
-fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
-    let mut file = Vec::new();
-    for (n, argv) in items.iter().enumerate() {
-        let item = pika_migrate_core::pika::binlog::BinlogItem {
-            exec_time: 1_700_000_000,
-            term: 0,
-            logic_id: n as u64 + 1,
-            filenum: 0,
-            offset: file.len() as u64,
-            argv: argv
-                .iter()
-                .map(|a| bytes::Bytes::copy_from_slice(a))
-                .collect(),
-        }
-        .encode();
-        file.extend_from_slice(&(item.len() as u32).to_le_bytes()[..3]);
-        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        file.push(1);
-        file.extend_from_slice(&item);
-    }
-    let mut manifest = vec![0u8; 64];
-    manifest[4..12].copy_from_slice(&(file.len() as u64).to_le_bytes());
-    std::fs::write(dir.join("write2file0"), file).unwrap();
-    std::fs::write(dir.join("manifest"), manifest).unwrap();
-}
-
 #[test]
 fn inspect_binlog_shows_a_flushdb_of_one_type_as_the_named_pika_version_applied_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,12 +357,7 @@ fn several_databases_into_a_redis_cluster_are_refused_unless_the_keys_name_their
 #[test]
 fn a_binlog_replay_of_a_whole_log_directory_tags_each_event_with_its_database() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    for (db, value) in [(0, b"zero".as_slice()), (1, b"one"), (3, b"three")] {
-        let path = log.join(format!("log_db{db}"));
-        std::fs::create_dir_all(&path).unwrap();
-        write_binlog(&path, &[&[b"SET", b"k", value], &[b"INCR", b"n"]]);
-    }
+    let log = write_log_dir(dir.path(), &[(0, "zero"), (1, "one"), (3, "three")]);
     let out = dir.path().join("out.jsonl");
     let pipeline = write_pipeline(
         dir.path(),
@@ -429,4 +396,45 @@ fn a_binlog_replay_of_a_whole_log_directory_tags_each_event_with_its_database() 
     let (code, _, stderr) = run_cli(&["run", "-c", ambiguous.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("one per database"), "{stderr}");
+}
+
+#[test]
+fn a_capture_of_several_databases_replays_each_into_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log_dir(dir.path(), &[(0, "zero"), (2, "two")]);
+    let capture = dir.path().join("capture");
+    let to_capture = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\nsinks:\n  - type: capture\n    path: {}\n",
+            log.display(),
+            capture.display()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", to_capture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let redis = RedisServer::start();
+    let replay = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: capture\n  path: {}\nsinks:\n  - type: redis\n    url: {}\n",
+            capture.display(),
+            redis.url()
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", replay.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for (db, value) in [(0, "zero"), (2, "two")] {
+        let mut con = redis.client();
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut con).unwrap();
+        let got: (String, i64) = redis::pipe()
+            .cmd("GET")
+            .arg("k")
+            .cmd("GET")
+            .arg("n")
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(got, (value.to_owned(), 1), "Redis db{db}");
+    }
+    assert!(redis.state_of_db(1).is_empty());
 }

@@ -348,3 +348,30 @@ fn resp_messages_are_the_commands_the_file_sink_writes() {
         .collect();
     assert_eq!(joined, std::fs::read(&resp_file).unwrap());
 }
+
+#[test]
+fn each_database_goes_to_its_own_topic() {
+    let broker = Broker::start();
+    create_topic(&broker, "pika.0", 1);
+    create_topic(&broker, "pika.2", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log_dir(dir.path(), &[(0, "zero"), (2, "two")]);
+    let file = write_pipeline(
+        dir.path(),
+        &format!(
+            "source:\n  type: binlog\n  path: {}\nsinks:\n{}",
+            log.display(),
+            kafka_sink(&broker)
+        ),
+    );
+    let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for (db, value) in [(0, "zero"), (2, "two")] {
+        let got = consume(&broker, &format!("pika.{db}"), 1, 2);
+        assert_eq!(got.len(), 2, "db{db}: {got:?}");
+        for (_, envelope, _) in &got {
+            assert_eq!(envelope["db"], db, "{envelope}");
+        }
+        assert_eq!(got[0].1["args"], serde_json::json!(["SET", "k", value]));
+    }
+}

@@ -141,6 +141,17 @@ fn every_database_lands_in_its_own_redis_database_through_writes_to_all(
     for db in 0..DATABASES {
         assert!(m.checkpoint_at_of(db).is_some(), "db{db} has its position");
     }
+    if pika.bin.pushes_dump() {
+        // 3.2–3.4 push the dumps one after the other: the first database loaded
+        // streams while the others' dumps still arrive.
+        let log = m.log_text();
+        let first_streaming = log.find("streaming the binlog").unwrap();
+        let last_dump = log.rfind("full sync: dump received").unwrap();
+        assert!(
+            first_streaming < last_dump,
+            "a full sync held up the streaming of another database:\n{log}"
+        );
+    }
 }
 
 fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str) {
@@ -151,28 +162,40 @@ fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str)
         fill_db(&pika, db, "before");
     }
     let redis = RedisServer::start();
-    let m = Migration::new(
-        &pika.addr(),
-        &redis.url(),
-        "  dbs: [1, 2]\nfilters:\n  - type: db\n    map: {2: 5}\n",
-    );
-    let tool = m.start();
-    wait_all_streaming(&m, &[1, 2]);
+    // `dbs: [1]` moves db1 alone.
+    let only = Migration::new(&pika.addr(), &redis.url(), "  dbs: [1]\n");
+    let tool = only.start();
+    wait_all_streaming(&only, &[1]);
     for db in 0..DATABASES {
         change_db(&pika, db);
     }
-    wait_all_caught_up(&m, &pika, &[1, 2]);
-    assert_eq!(stop(tool), 0, "{}", m.log_text());
-
+    wait_all_caught_up(&only, &pika, &[1]);
+    assert_eq!(stop(tool), 0, "{}", only.log_text());
     assert_db_same(&pika, 1, &redis, 1);
-    assert_db_same(&pika, 2, &redis, 5);
-    for untouched in [0, 2] {
+    for untouched in [0, 2, 5] {
         assert!(
             redis.state_of_db(untouched).is_empty(),
             "Redis db{untouched} stays empty"
         );
     }
-    assert_eq!(m.stage_of(0), None, "db0 is not followed");
+    assert_eq!(
+        (only.stage_of(0), only.stage_of(2)),
+        (None, None),
+        "db0 and db2 are not followed"
+    );
+
+    // A `db` filter moves db2 into Redis db 5.
+    let moved = Migration::new(
+        &pika.addr(),
+        &redis.url(),
+        "  dbs: [2]\nfilters:\n  - type: db\n    map: {2: 5}\n",
+    );
+    let tool = moved.start();
+    wait_all_streaming(&moved, &[2]);
+    wait_all_caught_up(&moved, &pika, &[2]);
+    assert_eq!(stop(tool), 0, "{}", moved.log_text());
+    assert_db_same(&pika, 2, &redis, 5);
+    assert!(redis.state_of_db(2).is_empty(), "Redis db2 stays empty");
     assert_eq!(
         pika.full_syncs_served(),
         2,
@@ -187,6 +210,50 @@ fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str)
         log.contains("no database 7") && log.contains("db0, db1, db2"),
         "{log}"
     );
+}
+
+#[test]
+fn several_databases_into_a_redis_cluster_are_refused_unless_their_keys_name_them() {
+    let Some(pika) = master("3.3.6", "several_databases_into_a_redis_cluster") else {
+        return;
+    };
+    for db in 0..DATABASES {
+        fill_db(&pika, db, "before");
+    }
+    let cluster = RedisCluster::start(3);
+    let sinks = format!(
+        "  - type: redis\n    url: {}\n    cluster: true\n",
+        cluster.url()
+    );
+    let m = Migration::with_sinks(&pika.addr(), "", &sinks);
+    let (code, log) = m.run_to_end();
+    assert_eq!(code, 78, "{log}");
+    assert!(
+        log.contains("db0, db1, db2") && log.contains("only database 0") && log.contains("{db}"),
+        "{log}"
+    );
+    assert!(cluster.state().is_empty(), "nothing was written");
+
+    let m = Migration::with_sinks(
+        &pika.addr(),
+        "filters:\n  - type: rename\n    add_prefix: 'db{db}:'\n",
+        &sinks,
+    );
+    let tool = m.start();
+    wait_all_streaming(&m, &[0, 1, 2]);
+    wait_all_caught_up(&m, &pika, &[0, 1, 2]);
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    let mut want = State::new();
+    for db in 0..DATABASES {
+        for ((key, kind), value) in redis_view(&pika.state_of_db(db)) {
+            want.insert(
+                ([format!("db{db}:").as_bytes(), &key].concat(), kind),
+                value,
+            );
+        }
+    }
+    let differences = diff(&want, &cluster.state());
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
 fn three_kill_9_while_every_database_streams_are_exact(version: &'static str, test: &str) {

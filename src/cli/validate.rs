@@ -7,7 +7,7 @@ use crate::pipeline_file;
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
-    let source = pipeline_file::build_source(&config.source)?;
+    let source = pipeline_file::build_source(&config)?;
     println!(
         "{}: ok: {} → {} filter(s) → {} sink(s)",
         path.display(),

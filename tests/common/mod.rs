@@ -756,3 +756,46 @@ pub fn without_the_refused_xadd(expected: &mut State, actual: &mut State) {
     assert_eq!(refused[0].0, "9999999999999-1");
     assert_eq!(want.len(), got.len() + 1);
 }
+
+/// A binlog directory of `items`, framed as Pika writes it: one full-type record each
+/// (3-byte length, 4-byte time, type 1), then the manifest naming the end.
+pub fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
+    let mut file = Vec::new();
+    for (n, argv) in items.iter().enumerate() {
+        let item = pika_migrate_core::pika::binlog::BinlogItem {
+            exec_time: 1_700_000_000,
+            term: 0,
+            logic_id: n as u64 + 1,
+            filenum: 0,
+            offset: file.len() as u64,
+            argv: argv
+                .iter()
+                .map(|a| bytes::Bytes::copy_from_slice(a))
+                .collect(),
+        }
+        .encode();
+        file.extend_from_slice(&(item.len() as u32).to_le_bytes()[..3]);
+        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        file.push(1);
+        file.extend_from_slice(&item);
+    }
+    let mut manifest = vec![0u8; 64];
+    manifest[4..12].copy_from_slice(&(file.len() as u64).to_le_bytes());
+    std::fs::write(dir.join("write2file0"), file).unwrap();
+    std::fs::write(dir.join("manifest"), manifest).unwrap();
+}
+
+/// Pika's `log/` under `dir` with a `log_db<N>/` per database: `SET k <value>` and
+/// `INCR n` in each.
+pub fn write_log_dir(dir: &Path, dbs: &[(u32, &str)]) -> PathBuf {
+    let log = dir.join("log");
+    for (db, value) in dbs {
+        let path = log.join(format!("log_db{db}"));
+        std::fs::create_dir_all(&path).unwrap();
+        write_binlog(
+            &path,
+            &[&[b"SET", b"k", value.as_bytes()], &[b"INCR", b"n"]],
+        );
+    }
+    log
+}

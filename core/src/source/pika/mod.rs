@@ -75,6 +75,8 @@ pub struct PikaSource {
     rsync: PathBuf,
     /// The databases to follow; every one the master has when `None`.
     dbs: Option<Vec<u32>>,
+    /// Why following several databases is refused (the sinks would mix them), if it is.
+    one_database_only: Option<String>,
 }
 
 fn split_addr(what: &str, addr: &str) -> Result<(String, u16), ReplicaError> {
@@ -117,7 +119,14 @@ impl PikaSource {
             retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
             dbs: config.dbs.clone(),
+            one_database_only: None,
         })
+    }
+
+    /// Refuses, once MetaSync names them, to follow several databases, saying `why`.
+    pub fn one_database_only(mut self, why: String) -> PikaSource {
+        self.one_database_only = Some(why);
+        self
     }
 
     fn master_host(&self) -> &str {
@@ -518,6 +527,14 @@ impl Replica<'_> {
             });
         };
         let Some(wanted) = &s.dbs else {
+            if let (Some(why), true) = (&s.one_database_only, master_dbs.len() > 1) {
+                let has: Vec<String> = master_dbs.iter().map(|d| format!("db{d}")).collect();
+                return Err(ReplicaError::Config(format!(
+                    "the master {} has databases {}, but {why}",
+                    s.master,
+                    has.join(", ")
+                )));
+            }
             return Ok(master_dbs);
         };
         if let Some(db) = wanted.iter().find(|db| !master_dbs.contains(db)) {
