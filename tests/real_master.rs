@@ -159,31 +159,16 @@ fn counter_write(i: usize) -> Vec<Vec<u8>> {
     args.into_iter().map(String::into_bytes).collect()
 }
 
-/// Waits until `done`, failing with the tool's log after `CATCH_UP`.
-fn wait_for(m: &Migration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + CATCH_UP;
-    while !done() {
-        if Instant::now() > deadline {
-            let log = m.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!(
-                "timed out waiting for {what}; the tool's log ends:\n{}",
-                tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn wait_caught_up(m: &Migration, pika: &RealPika) {
-    wait_for(m, "the stream to catch up with the master", || {
+    m.wait_for(CATCH_UP, "the stream to catch up with the master", || {
         m.caught_up_with(pika.binlog_offset(0))
     });
 }
 
 fn wait_streaming(m: &Migration) {
-    wait_for(m, "streaming", || m.stage().as_deref() == Some("stream"));
+    m.wait_for(CATCH_UP, "streaming", || {
+        m.stage().as_deref() == Some("stream")
+    });
 }
 
 /// Redis holds exactly what the master shows: every key, type, value and expiry.
@@ -370,14 +355,16 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     let mut killed_in = Vec::new();
 
     let tool = m.start();
-    wait_for(&m, "the dump to arrive in part", || {
+    m.wait_for(CATCH_UP, "the dump to arrive in part", || {
         m.status()
             .is_some_and(|s| s["dump_bytes"].as_u64() > Some(0))
     });
     killed_in.push(m.stage().unwrap_or_default());
     kill9(tool);
     let tool = m.start();
-    wait_for(&m, "the load", || m.stage().as_deref() == Some("load"));
+    m.wait_for(CATCH_UP, "the load", || {
+        m.stage().as_deref() == Some("load")
+    });
     std::thread::sleep(Duration::from_millis(700));
     killed_in.push(m.stage().unwrap_or_default());
     kill9(tool);
@@ -763,7 +750,7 @@ fn the_status_counts_the_dump_while_it_arrives(version: &'static str, test: &str
         .spawn()
         .unwrap();
     let mut seen = Vec::new();
-    wait_for(&m, "the dump to arrive", || {
+    m.wait_for(CATCH_UP, "the dump to arrive", || {
         if let Some(s) = m.status() {
             if s["stage"] == "full_sync_transfer" {
                 seen.push(s["dump_bytes"].as_u64().unwrap_or(0));

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::real_pika::*;
 use common::tool::*;
@@ -38,34 +38,17 @@ fn master(version: &'static str, test: &str) -> Option<RealPika> {
     ))
 }
 
-/// Waits until `done`, failing with the end of the tool's log after `CATCH_UP`.
-fn wait_for(m: &Migration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + CATCH_UP;
-    while !done() {
-        if Instant::now() > deadline {
-            let log = m.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!(
-                "timed out waiting for {what}; the tool's log ends:\n{}",
-                tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Every database in `dbs` streams, caught up with the master.
 fn wait_all_caught_up(m: &Migration, pika: &RealPika, dbs: &[u32]) {
     for &db in dbs {
-        wait_for(m, &format!("db{db} to catch up"), || {
+        m.wait_for(CATCH_UP, &format!("db{db} to catch up"), || {
             m.db_caught_up_with(db, pika.binlog_offset(db))
         });
     }
 }
 
 fn wait_all_streaming(m: &Migration, dbs: &[u32]) {
-    wait_for(m, "every database to stream", || {
+    m.wait_for(CATCH_UP, "every database to stream", || {
         dbs.iter()
             .all(|db| m.stage_of(*db).as_deref() == Some("stream"))
     });

@@ -88,6 +88,23 @@ impl Migration {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
+    /// Waits until `done`, failing with the end of the tool's log after `within`.
+    pub fn wait_for(&self, within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out waiting for {what}; the tool's log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// db0's stage in the checkpoint (`transfer`, `load`, `stream`), if any.
     pub fn stage(&self) -> Option<String> {
         self.stage_of(0)

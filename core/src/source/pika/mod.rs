@@ -337,7 +337,7 @@ impl Replica<'_> {
         }
         let addr = s.repl_addr();
         let first = s.dbs.as_ref().and_then(|d| d.first().copied()).unwrap_or(0);
-        let link = Link::connect(&addr, s.announce.clone(), first)
+        let mut link = Link::connect(&addr, s.announce.clone(), first)
             .await
             .map_err(|e| ReplicaError::Unreachable {
                 addr: addr.clone(),
@@ -345,7 +345,6 @@ impl Replica<'_> {
             })?;
         self.connected_once = true;
         self.unreachable_since = None;
-        let mut link = link;
         let dbs = self.meta_sync(&mut link).await?;
         self.follow(&dbs);
         let ctx = Ctx {
