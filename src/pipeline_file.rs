@@ -9,6 +9,8 @@ use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig}
 use pika_migrate_core::filter::{keeps_databases_apart, FilterChain};
 use pika_migrate_core::pika::storage::layout::find_databases;
 use pika_migrate_core::pipeline::Pipeline;
+use pika_migrate_core::replay::clock::wall_now_ms;
+use pika_migrate_core::replay::{AsOf, ReplayClock};
 use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir, BinlogSource};
 use pika_migrate_core::source::capture::CaptureSource;
 use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
@@ -107,11 +109,19 @@ fn check_databases_apart(config: &Config) -> Result<(), String> {
 
 pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> {
     let config = &pipeline.source;
+    // One "now" for the whole run: every expiry read as of a moment moves by the same.
+    let clock = |as_of: Option<AsOf>| {
+        if let Some(at) = as_of {
+            tracing::info!(as_of = %at, "reading as of a given moment: expiries are judged then, and keep the time they had left then");
+        }
+        ReplayClock::new(as_of, wall_now_ms())
+    };
     Ok(match config {
         SourceConfig::Snapshot(s) => Box::new(SnapshotSource {
             path: s.path.clone(),
             limits: s.chunk.into(),
             rate: s.rate,
+            clock: clock(s.as_of),
         }),
         SourceConfig::Binlog(b) => Box::new(BinlogSource {
             path: b.path.clone(),
@@ -120,6 +130,7 @@ pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> 
             db: b.db.unwrap_or_else(|| db_of_dir(&b.path)),
             rate: b.rate,
             dialect: b.pika_version,
+            clock: clock(b.as_of),
         }),
         SourceConfig::Pika(p) => {
             let source = PikaSource::new(p)?;
@@ -137,6 +148,7 @@ pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> 
             rate: c.rate,
             follow: c.follow,
             skip_corrupt: c.skip_corrupt,
+            clock: clock(c.as_of),
         }),
     })
 }

@@ -11,6 +11,7 @@ use pika_migrate_core::event::{BinlogOffset, Chunk, Event, Op};
 use pika_migrate_core::pika::binlog::{BinlogError, BinlogReader, ReadOutcome};
 use pika_migrate_core::pika::normalize::{normalize_as, Dialect, Normalized};
 use pika_migrate_core::pika::storage::{ChunkLimits, ScanStats, Snapshot, StorageFormat};
+use pika_migrate_core::replay::AsOf;
 use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir};
 use pika_migrate_core::source::snapshot::unix_now;
 use pika_migrate_sinks::encode::envelope::{bytes_value, envelope};
@@ -25,6 +26,10 @@ pub enum What {
         /// One JSON envelope per line (values included) instead of text.
         #[arg(long)]
         json: bool,
+        /// List the keys alive at this moment (unix seconds or RFC 3339 text such as
+        /// 2026-11-25T01:07:48Z) instead of now. Expiry times are shown as stored.
+        #[arg(long)]
+        as_of: Option<AsOf>,
     },
     /// Every item of a Pika binlog directory (`write2file<N>` + `manifest`), or of every
     /// database's in Pika's `log/` (each line then names its database).
@@ -46,7 +51,7 @@ pub enum What {
 
 pub async fn inspect(what: What) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || match what {
-        What::Snapshot { path, json } => snapshot(path, json),
+        What::Snapshot { path, json, as_of } => snapshot(path, json, as_of),
         What::Binlog {
             path,
             json,
@@ -164,7 +169,8 @@ fn snapshot_line(event: &Event) -> String {
     )
 }
 
-fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+fn snapshot(path: PathBuf, json: bool, as_of: Option<AsOf>) -> anyhow::Result<ExitCode> {
+    let now = as_of.map_or_else(unix_now, |at| at.unix_ms.div_euclid(1000));
     let snapshot = Snapshot::open(&path)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -183,7 +189,7 @@ fn snapshot(path: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
                 StorageFormat::Blackwidow => String::new(),
             }
         );
-        let db_stats = db.scan(ChunkLimits::default(), unix_now(), &mut seq, &mut |event| {
+        let db_stats = db.scan(ChunkLimits::default(), now, &mut seq, &mut |event| {
             let line = if json {
                 envelope(&event).to_string()
             } else {

@@ -44,6 +44,26 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("snapshot: {line}");
         }
     }
+    if report.source.expired_events > 0 {
+        eprintln!(
+            "capture: {} snapshot event(s) of expired keys skipped",
+            report.source.expired_events
+        );
+    }
+    let late = &report.source.late_expiries;
+    if late.held > 0 {
+        eprintln!(
+            "late replay: {} expiry(ies) already past held back; {} key(s) released (deleted unless the master had kept them), {} cancelled by a later command{}",
+            late.held,
+            late.released,
+            late.cancelled,
+            if late.released_early > 0 {
+                format!(", {} released early (too many held)", late.released_early)
+            } else {
+                String::new()
+            }
+        );
+    }
     if report.source.skipped_records > 0 {
         eprintln!(
             "capture: {} damaged record(s) skipped",

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use pika_migrate_core::config::SourceConfig;
 use pika_migrate_core::metrics::Metrics;
+use pika_migrate_core::replay::clock::wall_now_ms;
+use pika_migrate_core::replay::ReplayClock;
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::{EventSender, StopSignal};
 use pika_migrate_sinks::redis::verify::Verifier;
@@ -33,6 +35,8 @@ pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
         rate: None,
+        // Expiries written as the run wrote them (the same `as_of`).
+        clock: ReplayClock::new(snapshot.as_of, wall_now_ms()),
     };
     let (tx, mut rx) = mpsc::channel(16);
     let scan = tokio::task::spawn_blocking(move || {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::event::BinlogOffset;
 use crate::pika::normalize::Dialect;
 use crate::pika::storage::ChunkLimits;
+use crate::replay::AsOf;
 
 pub use interpolate::interpolate;
 pub use locate::Locations;
@@ -78,6 +79,11 @@ pub struct CaptureSourceConfig {
     /// Pass over damaged records (counted and logged) instead of stopping at the first.
     #[serde(default)]
     pub skip_corrupt: bool,
+    /// Read as of this moment instead of now (unix seconds or RFC 3339 text such as
+    /// `2026-11-25T01:07:48Z`): keys expired by then are left out, and the others keep
+    /// the time to live they had then. Default: the wall clock.
+    #[serde(default)]
+    pub as_of: Option<AsOf>,
 }
 
 /// The live replica source.
@@ -158,6 +164,11 @@ pub struct SnapshotSourceConfig {
     /// At most this many events per second (to spare the target).
     #[serde(default)]
     pub rate: Option<u64>,
+    /// Read as of this moment instead of now (unix seconds or RFC 3339 text such as
+    /// `2026-11-25T01:07:48Z`): keys expired by then are left out, and the others keep
+    /// the time to live they had then. Default: the wall clock.
+    #[serde(default)]
+    pub as_of: Option<AsOf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +193,11 @@ pub struct BinlogSourceConfig {
     /// logged commands had other effects from 3.5 on. Default: 3.2–3.4.
     #[serde(default, deserialize_with = "de_dialect")]
     pub pika_version: Dialect,
+    /// Read as of this moment instead of now (unix seconds or RFC 3339 text such as
+    /// `2026-11-25T01:07:48Z`): expiries past by then take effect as the input reaches them, and the others keep
+    /// the time to live they had then. Default: the wall clock.
+    #[serde(default)]
+    pub as_of: Option<AsOf>,
 }
 
 /// Chunking of big values.

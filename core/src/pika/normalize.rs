@@ -94,6 +94,12 @@ const SET_VX_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[2] then \
 if ARGV[3] then return redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3]) end \
 return redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 
+/// Whether `script` is the compare-and-set script `SET … VX` becomes (its last argument
+/// is an absolute expiry in milliseconds).
+pub fn is_set_vx_script(script: &[u8]) -> bool {
+    script == SET_VX_SCRIPT.as_bytes()
+}
+
 /// Compare-and-delete for Pika's `DELVX key value`.
 const DEL_VX_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";

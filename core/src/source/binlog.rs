@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::pika::binlog::{BinlogEntry, BinlogError, BinlogReader, ReadOutcome};
 use crate::pika::commands;
 use crate::pika::normalize::{Dialect, NormalizeError, Note, Plan};
+use crate::replay::{Replay, ReplayClock};
 
 pub struct BinlogSource {
     /// One database's binlog directory, or Pika's `log/` holding every `log_db<N>/`.
@@ -24,6 +25,9 @@ pub struct BinlogSource {
     pub rate: Option<u64>,
     /// Which Pika wrote the binlog.
     pub dialect: Dialect,
+    /// The moment the binlog is replayed as of: which expiries have passed, and what
+    /// is left of the others.
+    pub clock: ReplayClock,
 }
 
 /// The database a binlog directory belongs to, from its name (`log_db3` → 3).
@@ -163,6 +167,19 @@ impl BinlogSource {
     ) -> Result<(), SourceError> {
         let mut logs = self.open()?;
         let mut pace = RateLimit::new(self.rate);
+        let mut replay = Replay::new(self.clock);
+        let mut ready = Vec::new();
+        // Passes what the replay let through; false once the pipeline stops taking.
+        let mut send = |ready: &mut Vec<Event>, out: &mut EventSender| {
+            for event in ready.drain(..) {
+                pace.wait_blocking(out);
+                if !out.push_blocking(event) {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut ended = false;
         'reading: loop {
             for log in &mut logs {
                 for _ in 0..TURN {
@@ -180,8 +197,8 @@ impl BinlogSource {
                                     reason: e.to_string(),
                                 })?;
                             if let Some(event) = event {
-                                pace.wait_blocking(out);
-                                if !out.push_blocking(event) {
+                                replay.pass(event, &mut ready);
+                                if !send(&mut ready, out) {
                                     break 'reading;
                                 }
                             }
@@ -193,11 +210,33 @@ impl BinlogSource {
                     }
                 }
             }
-            if logs.iter().all(|l| l.caught_up) && (!self.follow || !out.wait_for_more_blocking()) {
-                break;
+            if logs.iter().all(|l| l.caught_up) {
+                if !self.follow {
+                    ended = true;
+                    break;
+                }
+                replay.caught_up(&mut ready);
+                if !send(&mut ready, out) || !out.wait_for_more_blocking() {
+                    break;
+                }
             }
         }
-        report.end_positions = logs.iter().map(|l| (l.db, l.reader.position())).collect();
+        if ended {
+            replay.finish(&mut ready);
+            send(&mut ready, out);
+        }
+        report.late_expiries = replay.stats();
+        // A read stopped early resumes where the expiries it still holds are read again.
+        report.end_positions = logs
+            .iter()
+            .map(|l| {
+                let at = l.reader.position();
+                (
+                    l.db,
+                    replay.resume_point(l.db).map_or(at, |held| held.min(at)),
+                )
+            })
+            .collect();
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceRep
 use crate::capture::reader::{CaptureReader, ReadOutcome};
 use crate::event::{BinlogOffset, Event, Position};
 use crate::metrics::Metrics;
+use crate::replay::{Replay, ReplayClock};
 
 pub struct CaptureSource {
     pub path: PathBuf,
@@ -23,6 +24,8 @@ pub struct CaptureSource {
     pub rate: Option<u64>,
     pub follow: bool,
     pub skip_corrupt: bool,
+    /// The moment the capture is replayed as of.
+    pub clock: ReplayClock,
 }
 
 impl CaptureSource {
@@ -40,21 +43,34 @@ impl CaptureSource {
     ) -> Result<(), SourceError> {
         let mut reader = CaptureReader::open(&self.path, self.skip_corrupt)?;
         let mut pace = RateLimit::new(self.rate);
+        let mut replay = Replay::new(self.clock);
+        let mut ready = Vec::new();
+        let mut send = |ready: &mut Vec<Event>, out: &mut EventSender| {
+            for event in ready.drain(..) {
+                pace.wait_blocking(out);
+                if !out.push_blocking(event) {
+                    return false;
+                }
+            }
+            true
+        };
+        let mut ended = false;
         loop {
             match reader.read_next()? {
                 ReadOutcome::Event(event) => {
                     let (keep, past_end) = self.wanted(&event);
                     if past_end {
+                        ended = true;
                         break;
                     }
                     if !keep {
                         continue;
                     }
-                    pace.wait_blocking(out);
                     if let Position::Binlog { at, .. } = event.position {
                         report.end_positions.insert(event.db, at);
                     }
-                    if !out.push_blocking(*event) {
+                    replay.pass(*event, &mut ready);
+                    if !send(&mut ready, out) {
                         break;
                     }
                 }
@@ -63,11 +79,26 @@ impl CaptureSource {
                     tracing::warn!(error = %e, "damaged capture record skipped (skip_corrupt)");
                 }
                 ReadOutcome::CaughtUp if self.follow => {
-                    if !out.wait_for_more_blocking() {
+                    replay.caught_up(&mut ready);
+                    if !send(&mut ready, out) || !out.wait_for_more_blocking() {
                         break;
                     }
                 }
-                ReadOutcome::CaughtUp => break,
+                ReadOutcome::CaughtUp => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            replay.finish(&mut ready);
+            send(&mut ready, out);
+        }
+        report.late_expiries = replay.stats();
+        report.expired_events = replay.expired_snapshot_events();
+        for (db, at) in report.end_positions.iter_mut() {
+            if let Some(held) = replay.resume_point(*db) {
+                *at = (*at).min(held);
             }
         }
         Ok(())

@@ -90,6 +90,11 @@ pub struct SourceReport {
     pub end_positions: BTreeMap<u32, BinlogOffset>,
     /// Damaged capture records passed over (`skip_corrupt`).
     pub skipped_records: u64,
+    /// Expiries a late replay held back (see `crate::replay`).
+    pub late_expiries: crate::replay::LateExpiryStats,
+    /// Snapshot events of a capture left out because their key had expired at the
+    /// moment read.
+    pub expired_events: u64,
 }
 
 impl SourceReport {
@@ -106,6 +111,8 @@ impl SourceReport {
         }
         self.end_positions.extend(other.end_positions);
         self.skipped_records += other.skipped_records;
+        self.late_expiries.add(&other.late_expiries);
+        self.expired_events += other.expired_events;
     }
 }
 

@@ -1,27 +1,27 @@
 //! The `snapshot` source: every live key of a Pika dump or db directory.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
 use crate::metrics::Metrics;
 use crate::pika::storage::{ChunkLimits, ScanStats, Snapshot};
+use crate::replay::ReplayClock;
 
 pub struct SnapshotSource {
     pub path: PathBuf,
     pub limits: ChunkLimits,
     /// At most this many events per second.
     pub rate: Option<u64>,
+    /// The moment the dump is read as of: which keys have expired, and what is left of
+    /// the others' time to live.
+    pub clock: ReplayClock,
 }
 
-/// Current unix time in seconds: what "expired" is judged against.
+/// Current unix time in seconds: what "expired" is judged against by default.
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::replay::clock::wall_now_ms().div_euclid(1000)
 }
 
 impl SnapshotSource {
@@ -44,13 +44,20 @@ impl SnapshotSource {
     ) -> Result<SourceReport, SourceError> {
         let snapshot = Snapshot::open(&self.path)?;
         metrics.set_expected_keys(snapshot.estimate_keys());
-        let now = unix_now();
+        let now = self.clock.now_ms().div_euclid(1000);
         let mut total = ScanStats::default();
         let mut seq = 0;
         let mut pace = RateLimit::new(self.rate);
         for db in &snapshot.dbs {
             tracing::info!(db = db.index, path = %db.path.display(), position = ?db.info.as_ref().map(|i| i.position), "scanning database");
-            let stats = db.scan(self.limits, now, &mut seq, &mut |event| {
+            let stats = db.scan(self.limits, now, &mut seq, &mut |mut event| {
+                if let crate::event::Op::Snapshot {
+                    expire_at_ms: Some(at),
+                    ..
+                } = &mut event.op
+                {
+                    *at = self.clock.rebase_ms(*at);
+                }
                 pace.wait_blocking(out);
                 out.push_blocking(event)
             })?;

@@ -269,6 +269,8 @@ impl DbReplica {
             path: dir.db_dir(),
             limits: s.limits,
             rate: s.load_rate,
+            // A live master's dump is fresh: the wall clock judges it.
+            clock: crate::replay::ReplayClock::wall(),
         };
         let metrics = ctx.metrics.clone();
         self.status.set_stage(Phase::FullSyncLoad);
