@@ -33,7 +33,7 @@ fn scan_dump(limits: ChunkLimits) -> (Vec<pika_migrate_core::event::Event>, Scan
     let mut seq = 0;
     for db in &snapshot.dbs {
         let s = db
-            .scan(limits, now_ms() / 1000, &mut seq, &mut |e| {
+            .scan(limits, fixture_moment_of(V) / 1000, &mut seq, &mut |e| {
                 events.push(e);
                 true
             })
@@ -70,9 +70,17 @@ fn the_4_0_dump_is_read_as_floyd_with_its_three_instances_and_position() {
 #[test]
 fn the_4_0_dump_decodes_to_exactly_what_pika_showed_streams_included_cut_names_reported() {
     let (events, stats) = scan_dump(ChunkLimits::default());
+    // Read as of the moment Pika was asked (the keys with a time to live included).
     let expected = live_at(
         &load_expected_file(&fixture_of(V, "expected.jsonl")),
-        now_ms(),
+        fixture_moment_of(V),
+    );
+    assert_eq!(
+        expected
+            .values()
+            .filter(|s| s.expire_at_ms.is_some())
+            .count(),
+        46
     );
     assert_same(&expected, &state_from_snapshot(&events));
     // No key of 4.0 has a second type.
@@ -117,7 +125,15 @@ fn the_4_0_dump_in_small_chunks_rebuilds_the_same_values() {
 #[test]
 fn inspect_names_the_format_shows_the_streams_and_names_the_keys_left_out() {
     let dump = fixture_of(V, "dump");
-    let (code, stdout, stderr) = run_cli(&["inspect", "snapshot", dump.to_str().unwrap()]);
+    // As of the moment Pika was asked (its keys with a time to live alive then).
+    let moment = (fixture_moment_of(V) / 1000).to_string();
+    let (code, stdout, stderr) = run_cli(&[
+        "inspect",
+        "snapshot",
+        "--as-of",
+        &moment,
+        dump.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("floyd (Pika 4.0), 3 instance(s)"),
@@ -163,10 +179,7 @@ fn run_into(redis: &RedisServer, source: &str, extra: &str) -> String {
 }
 
 fn dump_source_4_0() -> String {
-    format!(
-        "  type: snapshot\n  path: {}",
-        fixture_of(V, "dump").display()
-    )
+    fixture_dump_source(V)
 }
 
 #[test]
@@ -192,11 +205,12 @@ fn a_4_0_dump_lands_in_redis_exactly() {
         stderr.contains("source position at the end: 1:508595"),
         "{stderr}"
     );
+    let moment = fixture_moment_of(V);
     let expected = redis_view(&live_at(
         &load_expected_file(&fixture_of(V, "expected.jsonl")),
-        now_ms(),
+        moment,
     ));
-    assert_same(&expected, &redis.state());
+    assert_same_as_of(&expected, &redis.state(), moment);
 }
 
 /// The key as Redis holds it after the replay, taken out of `actual`.
@@ -210,8 +224,9 @@ fn run_binlog_into(redis: &RedisServer, from: Option<&str>) -> String {
         .map(|f| format!("\n  from: \"{f}\""))
         .unwrap_or_default();
     let source = format!(
-        "  type: binlog\n  path: {}{from}",
-        fixture_of(V, "binlog").display()
+        "  type: binlog\n  path: {}{from}{}",
+        fixture_of(V, "binlog").display(),
+        as_of_line(fixture_moment_of(V))
     );
     // on_error: skip for the one XADD 4.0.1 logged with an id below the stream's last
     // (binlog-forms.md): Redis refuses it as Pika's own replica does.
@@ -227,9 +242,10 @@ fn run_binlog_into(redis: &RedisServer, from: Option<&str>) -> String {
 /// 4.0.1's binlog and its own state part are accounted for. `whole_dataset`: the
 /// dataset part of the binlog was replayed too (not read from the dump).
 fn assert_binlog_end_state_4_0(redis: &RedisServer, whole_dataset: bool) {
+    let moment = fixture_moment_of(V);
     let mut expected = redis_view(&live_at(
         &load_expected_file(&fixture_of(V, "binlog-expected.jsonl")),
-        now_ms(),
+        moment,
     ));
     let mut actual = redis.state();
     without_replayed_hyperloglogs(&mut expected, &mut actual);
@@ -237,7 +253,8 @@ fn assert_binlog_end_state_4_0(redis: &RedisServer, whole_dataset: bool) {
 
     // The binlog's meaning is applied where the master lost the key: PEXPIREAT with a
     // future ms time and a client PKSETEXAT deleted it on the 4.0.1 master (int32
-    // conversion); Redis keeps it with the time logged.
+    // conversion); Redis keeps it with the time logged (moved as all times are when read
+    // as of a moment: by now − that moment as the run saw it, shortly before this).
     let mut lost = vec![
         (&b"s1:p2:e4"[..], 1_924_992_000_123),
         (b"s1:p2:pk", 1_893_456_000_000),
@@ -247,18 +264,14 @@ fn assert_binlog_end_state_4_0(redis: &RedisServer, whole_dataset: bool) {
     }
     for (key, at) in lost {
         let kept = take(&mut actual, key, "string").expect("kept with its TTL");
-        let close = kept.expire_at_ms.map(|t| (t - at).abs() < EXPIRY_SLACK_MS);
-        assert_eq!(close, Some(true), "{kept:?}");
+        let early = kept.expire_at_ms.map(|t| at + (now_ms() - moment) - t);
+        let close = early.map(|ms| (-EXPIRY_SLACK_MS..60_000).contains(&ms));
+        assert_eq!(close, Some(true), "{kept:?} {early:?}");
     }
     // APPEND on a missing key is logged with an empty value (a 4.0.1 bug).
     let appended = take(&mut actual, b"s1:p2:appnew", "string").unwrap();
     assert_eq!(appended.val, Val::String(Vec::new()));
     expected.remove(&(b"s1:p2:appnew".to_vec(), "string".to_owned()));
-    // `SET; EXPIRE +1000 s; PERSIST` in the dataset: replayed more than 1000 s after it
-    // was logged, the absolute expiry is already past and deletes the key before PERSIST.
-    if whole_dataset && now_ms() > 1_796_035_403_000 {
-        expected.remove(&(b"s1:persist".to_vec(), "string".to_owned()));
-    }
     // The binlog carries the whole names of the NUL-named keys; the master showed them
     // only cut (`"type": "none"`, left out of `expected`).
     let whole_nul_names: Vec<_> = (actual.keys())
@@ -270,7 +283,7 @@ fn assert_binlog_end_state_4_0(redis: &RedisServer, whole_dataset: bool) {
     for k in whole_nul_names {
         actual.remove(&k);
     }
-    assert_same(&expected, &actual);
+    assert_same_as_of(&expected, &actual, moment);
 }
 
 #[test]

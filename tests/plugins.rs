@@ -58,7 +58,7 @@ fn key_rewrite_moves_the_snapshot_under_a_new_prefix_in_redis() {
     let file = pipeline(dir.path(), &dump_source(), &filters, &sink);
     let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    let expected: State = redis_view(&live_at(&load_expected("expected.jsonl"), now_ms()))
+    let expected: State = dump_state()
         .into_iter()
         .map(|((k, t), v)| {
             let k = match k.strip_prefix(b"s1:") {
@@ -68,7 +68,7 @@ fn key_rewrite_moves_the_snapshot_under_a_new_prefix_in_redis() {
             ((k, t), v)
         })
         .collect();
-    assert_same(&expected, &redis.state());
+    assert_same_as_of(&expected, &redis.state(), fixture_moment());
 }
 
 #[test]
@@ -79,16 +79,14 @@ fn key_rewrite_moves_streams_through_the_plugin_abi_into_redis() {
         "  - type: plugin\n    path: {}\n    config: {{from: 's1:stream:', to: 'moved:'}}\n",
         plugin("pm-key-rewrite").display()
     );
-    let source = format!(
-        "  type: snapshot\n  path: {}",
-        fixture_of("3.5.5", "dump").display()
-    );
+    let source = fixture_dump_source("3.5.5");
     let sink = format!("  - type: redis\n    url: {}\n", redis.url());
     let file = pipeline(dir.path(), &source, &filters, &sink);
     let (code, _, stderr) = run_cli(&["run", "-c", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let shown = load_expected_file(&fixture_of("3.5.5", "expected.jsonl"));
-    let expected: State = redis_view(&live_at(&shown, now_ms()))
+    let moment = fixture_moment_of("3.5.5");
+    let expected: State = redis_view(&live_at(&shown, moment))
         .into_iter()
         .map(|((k, t), v)| match k.strip_prefix(b"s1:stream:") {
             Some(rest) => (([b"moved:", rest].concat(), t), v),
@@ -98,7 +96,7 @@ fn key_rewrite_moves_streams_through_the_plugin_abi_into_redis() {
     // The 8 `s1:stream:*` streams, every id and field, under their new names.
     let moved = (expected.keys()).filter(|(k, _)| k.starts_with(b"moved:"));
     assert_eq!(moved.count(), 8);
-    assert_same(&expected, &redis.state());
+    assert_same_as_of(&expected, &redis.state(), moment);
 }
 
 #[test]

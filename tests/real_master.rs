@@ -251,7 +251,7 @@ fn a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands(
 
     const BURST: usize = 120_000;
     let started = Instant::now();
-    let out = Command::new("redis-benchmark")
+    let out = redis_program("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &pika.port.to_string()])
         .args(["-t", "set", "-n", &BURST.to_string(), "-r", "1000000000"])
         .args(["-P", "16", "-d", "16", "-q"])

@@ -8,8 +8,18 @@ use pika_migrate_core::pika::storage::{ChunkLimits, Snapshot};
 
 #[test]
 fn dump_decodes_to_exactly_what_pika_showed() {
-    let events = scan_all(&fixture("dump"), ChunkLimits::default());
-    let expected = live_at(&load_expected("expected.jsonl"), now_ms());
+    let moment = moment_of(&fixture("expected.jsonl"));
+    let events = scan_all(&fixture("dump"), ChunkLimits::default(), moment);
+    let expected = load_expected("expected.jsonl");
+    // Read as of the moment Pika was asked: every key it showed, the 36 with a time to
+    // live among them.
+    assert_eq!(
+        expected
+            .values()
+            .filter(|s| s.expire_at_ms.is_some())
+            .count(),
+        36
+    );
     assert_same(&expected, &state_from_snapshot(&events));
     // Expired strings (s1:ttl:short:*) and deletion tombstones (s1:gone:*) are in the
     // dump's SST files but must not come out.
@@ -20,9 +30,48 @@ fn dump_decodes_to_exactly_what_pika_showed() {
 
 #[test]
 fn live_db_directory_with_unflushed_wal_decodes_to_the_post_binlog_state() {
-    let events = scan_all(&fixture("db"), ChunkLimits::default());
-    let expected = live_at(&load_expected("binlog-expected.jsonl"), now_ms());
+    let events = scan_all(&fixture("db"), ChunkLimits::default(), fixture_moment());
+    let expected = load_expected("binlog-expected.jsonl");
     assert_same(&expected, &state_from_snapshot(&events));
+}
+
+/// Every expiring key of the dump, whatever the date: read as of moments between their
+/// expiries, those expired by then are absent and the others there with their times.
+#[test]
+fn read_as_of_any_moment_the_expired_keys_are_absent_and_the_rest_keep_their_times() {
+    let expected = load_expected("expected.jsonl");
+    let mut expiries: Vec<i64> = expected.values().filter_map(|s| s.expire_at_ms).collect();
+    expiries.sort_unstable();
+    expiries.dedup();
+    // Half-way between neighbouring expiries (away from both), and after the last.
+    let mut moments: Vec<i64> = expiries.windows(2).map(|w| (w[0] + w[1]) / 2).collect();
+    moments.retain(|m| expiries.iter().all(|e| (e - m).abs() > 2 * EXPIRY_SLACK_MS));
+    moments.push(expiries[expiries.len() - 1] + 86_400_000);
+    assert!(moments.len() >= 4, "{moments:?}");
+    for moment in moments {
+        let events = scan_all(&fixture("dump"), ChunkLimits::default(), moment);
+        let state = state_from_snapshot(&events);
+        let (gone, live): (Vec<_>, Vec<_>) = expected
+            .iter()
+            .filter(|(_, s)| s.expire_at_ms.is_some())
+            .partition(|(_, s)| s.expire_at_ms.is_some_and(|at| at <= moment));
+        for (key, _) in &gone {
+            assert!(!state.contains_key(*key), "{key:?} had expired by {moment}");
+        }
+        for (key, want) in &live {
+            let got = &state[*key];
+            assert_eq!(got.val, want.val);
+            let off = got
+                .expire_at_ms
+                .zip(want.expire_at_ms)
+                .map(|(g, w)| (g - w).abs());
+            assert!(
+                off.is_some_and(|ms| ms <= EXPIRY_SLACK_MS),
+                "{key:?}: {got:?}"
+            );
+        }
+        assert_same(&live_at(&expected, moment), &state);
+    }
 }
 
 #[test]
@@ -33,7 +82,7 @@ fn dump_position_comes_from_its_info_file_and_orders_events() {
         .as_ref()
         .expect("dump has an info file");
     assert_eq!(info.position, BinlogOffset::new(1, 507340));
-    let events = scan_all(&fixture("dump"), ChunkLimits::default());
+    let events = scan_all(&fixture("dump"), ChunkLimits::default(), fixture_moment());
     for (i, e) in events.iter().enumerate() {
         assert_eq!(
             e.position,
@@ -48,7 +97,7 @@ fn dump_position_comes_from_its_info_file_and_orders_events() {
 
 #[test]
 fn keys_come_type_by_type_in_pika_type_order_with_their_sibling_types() {
-    let events = scan_all(&fixture("dump"), ChunkLimits::default());
+    let events = scan_all(&fixture("dump"), ChunkLimits::default(), fixture_moment());
     let order: Vec<DataType> = events.iter().map(|e| e.data_type.unwrap()).collect();
     let mut sorted = order.clone();
     sorted.sort();
@@ -84,7 +133,7 @@ fn big_values_come_in_bounded_chunks_that_rebuild_them() {
         elements: 100,
         bytes: 64 * 1024,
     };
-    let events = scan_all(&fixture("dump"), limits);
+    let events = scan_all(&fixture("dump"), limits, fixture_moment());
     for e in &events {
         let Op::Snapshot { chunk, .. } = &e.op else {
             unreachable!()
@@ -111,8 +160,10 @@ fn big_values_come_in_bounded_chunks_that_rebuild_them() {
         .filter(|e| e.key.as_ref() == b"s1:big")
         .count();
     assert_eq!(big_string, 16, "1 MiB string in 64 KiB slices");
-    let expected = live_at(&load_expected("expected.jsonl"), now_ms());
-    assert_same(&expected, &state_from_snapshot(&events));
+    assert_same(
+        &load_expected("expected.jsonl"),
+        &state_from_snapshot(&events),
+    );
 }
 
 #[test]
@@ -123,7 +174,7 @@ fn scan_stops_when_the_consumer_goes_away() {
     snapshot.dbs[0]
         .scan(
             ChunkLimits::default(),
-            now_ms() / 1000,
+            fixture_moment() / 1000,
             &mut seq,
             &mut |_| {
                 seen += 1;
@@ -166,6 +217,7 @@ fn the_dump_writer_produces_what_the_reader_reads() {
             elements: 100,
             bytes: 1 << 20,
         },
+        now_ms(),
     );
     let state = state_from_snapshot(&events);
     let get = |k: &[u8], t: &str| {

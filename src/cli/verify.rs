@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use pika_migrate_core::config::SourceConfig;
 use pika_migrate_core::metrics::Metrics;
-use pika_migrate_core::replay::clock::wall_now_ms;
 use pika_migrate_core::replay::ReplayClock;
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::{EventSender, StopSignal};
@@ -31,12 +30,19 @@ pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
     let mut verifier = Verifier::connect(&redis)
         .await
         .context("connecting to the Redis target")?;
+    if let Some(at) = snapshot.as_of {
+        verifier = verifier.expiries_as_of(at.unix_ms);
+    }
     let source = SnapshotSource {
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
         rate: None,
-        // Expiries written as the run wrote them (the same `as_of`).
-        clock: ReplayClock::new(snapshot.as_of, wall_now_ms()),
+        // The keys alive at the run's moment, with the expiries stored: the verifier
+        // learns how far the run moved them.
+        clock: match snapshot.as_of {
+            Some(at) => ReplayClock::new(Some(at), at.unix_ms),
+            None => ReplayClock::wall(),
+        },
     };
     let (tx, mut rx) = mpsc::channel(16);
     let scan = tokio::task::spawn_blocking(move || {

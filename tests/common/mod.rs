@@ -178,6 +178,82 @@ pub fn load_expected_file(path: &Path) -> State {
 /// Expiry slack: Pika keeps whole seconds and the expected files were read ±2 s.
 pub const EXPIRY_SLACK_MS: i64 = 2500;
 
+/// The moment an expected file of a fixture was read: each row's expiry less the PTTL
+/// Pika answered then (the latest of them; rows were read within a second).
+pub fn moment_of(path: &Path) -> i64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let row: Json = serde_json::from_str(line).unwrap();
+            let pttl = row["pika_pttl"].as_i64().filter(|p| *p >= 0)?;
+            Some(row["expire_at_ms"].as_i64()? - pttl)
+        })
+        .max()
+        .unwrap_or_else(|| panic!("{}: no row with an expiry", path.display()))
+}
+
+/// The moment the 3.3.6 fixture is read as of in the tests: when its binlog's expected
+/// state was read, the end of everything it holds. The dump was read 15 s before with
+/// the same keys alive, so one moment serves both (a dump and then the binlog applied
+/// onto it must be read as of one moment, or their times would not agree).
+pub fn fixture_moment() -> i64 {
+    fixture_moment_of("3.3.6")
+}
+
+/// The same moment for the fixture of Pika `version`.
+pub fn fixture_moment_of(version: &str) -> i64 {
+    moment_of(&fixture_of(version, "binlog-expected.jsonl"))
+}
+
+/// The `source:` body for the dump of the fixture of Pika `version`, read as of its
+/// moment.
+pub fn fixture_dump_source(version: &str) -> String {
+    format!(
+        "  type: snapshot\n  path: {}{}",
+        fixture_of(version, "dump").display(),
+        as_of_line(fixture_moment_of(version))
+    )
+}
+
+/// `\n  as_of: "<RFC 3339>"`: the source line that reads it as of `moment_ms`.
+pub fn as_of_line(moment_ms: i64) -> String {
+    let at = pika_migrate_core::replay::AsOf { unix_ms: moment_ms };
+    format!("\n  as_of: \"{at}\"")
+}
+
+/// Compares what a run as of `moment` wrote with the expected state (the keys alive
+/// then, at their stored expiry times): every expiry written must be the stored one
+/// moved by one and the same amount, now − `moment` as the run saw it (a little before
+/// the test looks: it is measured from the written times and must be close to it).
+pub fn assert_same_as_of(expected: &State, actual: &State, moment: i64) {
+    let shifts: Vec<i64> = expected
+        .iter()
+        .filter_map(|(k, e)| Some(actual.get(k)?.expire_at_ms? - e.expire_at_ms?))
+        .collect();
+    let shift = match shifts.len() {
+        0 => now_ms() - moment,
+        n => {
+            let mut sorted = shifts.clone();
+            sorted.sort_unstable();
+            sorted[n / 2]
+        }
+    };
+    let lag = now_ms() - moment - shift;
+    assert!(
+        (-EXPIRY_SLACK_MS..600_000).contains(&lag),
+        "the expiries written moved by {shift} ms, {lag} ms from now − as_of: not read as of {moment}"
+    );
+    let moved: State = expected
+        .iter()
+        .map(|(k, e)| {
+            let mut e = e.clone();
+            e.expire_at_ms = e.expire_at_ms.map(|at| at + shift);
+            (k.clone(), e)
+        })
+        .collect();
+    assert_same(&moved, actual);
+}
+
 /// Drops entries that have expired by `now` (and those too close to call).
 pub fn live_at(state: &State, now: i64) -> State {
     state
@@ -280,8 +356,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A Redis program (server, cli, sentinel) to run. Never under libfaketime: the tests
+/// run under it years ahead to prove they do not depend on the date, and Debian's Redis
+/// allocates with jemalloc, which libfaketime cannot start in (its issue #130). Redis then
+/// keeps the real time, as a target whose clock differs from the migration host's: what
+/// the tests read of it (absolute expiry times, `PEXPIRETIME`) does not depend on it.
+pub fn redis_program(name: &str) -> Command {
+    let mut command = Command::new(name);
+    command.env_remove("LD_PRELOAD").env_remove("FAKETIME");
+    command
+}
+
 fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Child {
-    Command::new("redis-server")
+    redis_program("redis-server")
         .args([
             "--bind",
             "127.0.0.1",
@@ -378,7 +465,7 @@ impl RedisServer {
 
     /// Loads a RESP file with `redis-cli --pipe`; returns its output.
     pub fn pipe(&self, resp_file: &Path) -> String {
-        let out = Command::new("redis-cli")
+        let out = redis_program("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--pipe"])
             .stdin(std::fs::File::open(resp_file).unwrap())
             .output()
@@ -435,9 +522,9 @@ impl RedisServer {
                 "none" => continue,
                 other => panic!("unexpected type {other}"),
             };
-            // The time of each PTTL: reading a big database takes a while.
-            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap();
-            let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
+            // The absolute time Redis holds (whatever its own clock says now).
+            let at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
+            let expire_at_ms = (at >= 0).then_some(at);
             state.insert((key, t), KeyState { val, expire_at_ms });
         }
         state
@@ -488,7 +575,7 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = redis_program("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -594,21 +681,37 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
-/// The `source:` body for the fixture dump.
+/// The `source:` body for the fixture dump, read as of [`fixture_moment`].
 pub fn dump_source() -> String {
-    format!("  type: snapshot\n  path: {}", fixture("dump").display())
+    format!(
+        "  type: snapshot\n  path: {}{}",
+        fixture("dump").display(),
+        as_of_line(fixture_moment())
+    )
 }
 
 /// The `source:` body for the fixture binlog, from `from` (a `F:O` position) or its
-/// first item.
+/// first item, read as of [`fixture_moment`].
 pub fn binlog_source(from: Option<&str>) -> String {
     let from = from
         .map(|f| format!("\n  from: \"{f}\""))
         .unwrap_or_default();
     format!(
-        "  type: binlog\n  path: {}{from}",
-        fixture("binlog").display()
+        "  type: binlog\n  path: {}{from}{}",
+        fixture("binlog").display(),
+        as_of_line(fixture_moment())
     )
+}
+
+/// What Redis holds after the fixture dump was loaded as of [`fixture_moment`], before
+/// the times are moved: the keys alive then.
+pub fn dump_state() -> State {
+    redis_view(&live_at(&load_expected("expected.jsonl"), fixture_moment()))
+}
+
+/// Asserts that `actual` is the fixture dump loaded as of [`fixture_moment`].
+pub fn assert_dump_state(actual: &State) {
+    assert_same_as_of(&dump_state(), actual, fixture_moment());
 }
 
 /// Writes a pipeline file into `dir` and returns its path.
@@ -681,15 +784,16 @@ pub fn state_from_snapshot(events: &[pika_migrate_core::event::Event]) -> State 
     state
 }
 
-/// Every snapshot event of a dump or db directory, scanned now.
+/// Every snapshot event of a dump or db directory, scanned as of `moment` (unix ms).
 pub fn scan_all(
     path: &Path,
     limits: pika_migrate_core::pika::storage::ChunkLimits,
+    moment: i64,
 ) -> Vec<pika_migrate_core::event::Event> {
     let snapshot = pika_migrate_core::pika::storage::Snapshot::open(path).unwrap();
     let mut events = Vec::new();
     let mut seq = 0;
-    let now = now_ms() / 1000;
+    let now = moment / 1000;
     for db in &snapshot.dbs {
         db.scan(limits, now, &mut seq, &mut |e| {
             events.push(e);
@@ -711,17 +815,24 @@ pub fn binlog_copy() -> (tempfile::TempDir, PathBuf) {
     (dir, copy)
 }
 
-/// The state the binlog fixture ends in (the keys live now), as Redis shows it.
+/// The state the binlog fixture ends in (the keys alive at [`fixture_moment`], at
+/// their stored times), as Redis shows it.
 pub fn binlog_end_state() -> State {
-    redis_view(&live_at(&load_expected("binlog-expected.jsonl"), now_ms()))
+    binlog_state_at(fixture_moment())
 }
 
-/// Asserts that `actual` is the binlog fixture's end state, HyperLogLogs Redis rebuilt
-/// from a replayed PFADD aside.
+/// The binlog fixture's end state as the master holds it at `moment` (its keys alive
+/// then, at their stored times), as Redis shows it.
+pub fn binlog_state_at(moment: i64) -> State {
+    redis_view(&live_at(&load_expected("binlog-expected.jsonl"), moment))
+}
+
+/// Asserts that `actual` is the binlog fixture's end state read as of
+/// [`fixture_moment`], HyperLogLogs Redis rebuilt from a replayed PFADD aside.
 pub fn assert_binlog_end_state(mut actual: State) {
     let mut expected = binlog_end_state();
     without_replayed_hyperloglogs(&mut expected, &mut actual);
-    assert_same(&expected, &actual);
+    assert_same_as_of(&expected, &actual, fixture_moment());
 }
 
 /// Pika stores HyperLogLogs in its own register format; a replayed PFADD makes Redis
@@ -760,10 +871,16 @@ pub fn without_the_refused_xadd(expected: &mut State, actual: &mut State) {
 /// A binlog directory of `items`, framed as Pika writes it: one full-type record each
 /// (3-byte length, 4-byte time, type 1), then the manifest naming the end.
 pub fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
+    let timed: Vec<(u32, &[&[u8]])> = items.iter().map(|argv| (1_700_000_000, *argv)).collect();
+    write_binlog_at(dir, &timed);
+}
+
+/// The same with each item's own time (`exec_time`, unix seconds).
+pub fn write_binlog_at(dir: &std::path::Path, items: &[(u32, &[&[u8]])]) {
     let mut file = Vec::new();
-    for (n, argv) in items.iter().enumerate() {
+    for (n, (exec_time, argv)) in items.iter().enumerate() {
         let item = pika_migrate_core::pika::binlog::BinlogItem {
-            exec_time: 1_700_000_000,
+            exec_time: *exec_time,
             term: 0,
             logic_id: n as u64 + 1,
             filenum: 0,
@@ -775,7 +892,7 @@ pub fn write_binlog(dir: &std::path::Path, items: &[&[&[u8]]]) {
         }
         .encode();
         file.extend_from_slice(&(item.len() as u32).to_le_bytes()[..3]);
-        file.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        file.extend_from_slice(&exec_time.to_le_bytes());
         file.push(1);
         file.extend_from_slice(&item);
     }

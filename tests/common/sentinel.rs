@@ -2,7 +2,7 @@
 //! processes (Debian's package), each on a free port in its own directory; killed on
 //! drop.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{free_port, wait_until, RedisServer};
@@ -33,7 +33,7 @@ impl Sentinel {
                 ),
             )
             .unwrap();
-            let mut child = Command::new("redis-sentinel")
+            let mut child = super::redis_program("redis-sentinel")
                 .arg(&conf)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -186,6 +186,21 @@ impl LateExpiries {
         }
     }
 
+    /// Notes where `db`'s input starts, before any event of it.
+    pub fn starts_at(&mut self, db: u32, at: BinlogOffset) {
+        if self.last_of(db).is_none() {
+            self.last.push((
+                db,
+                Position::Binlog {
+                    at,
+                    logic_id: 0,
+                    term: 0,
+                },
+                0,
+            ));
+        }
+    }
+
     /// Notes that `event` is the last one of its database passed on.
     pub fn passed(&mut self, event: &Event) {
         match self.last.iter_mut().find(|(db, _, _)| *db == event.db) {

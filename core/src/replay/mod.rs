@@ -102,6 +102,17 @@ impl Replay {
         &self.clock
     }
 
+    /// Where `db`'s input starts (the position before its first item), so that an
+    /// expiry held by its very first item knows where a resumed read must start.
+    pub fn starts_at(&mut self, db: u32, at: crate::event::BinlogOffset) {
+        self.held.starts_at(db, at);
+    }
+
+    /// Whether an expiry is held (a release is still to come).
+    pub fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     pub fn stats(&self) -> LateExpiryStats {
         self.held.stats()
     }

@@ -168,6 +168,9 @@ impl BinlogSource {
         let mut logs = self.open()?;
         let mut pace = RateLimit::new(self.rate);
         let mut replay = Replay::new(self.clock);
+        for log in &logs {
+            replay.starts_at(log.db, log.reader.position());
+        }
         let mut ready = Vec::new();
         // Passes what the replay let through; false once the pipeline stops taking.
         let mut send = |ready: &mut Vec<Event>, out: &mut EventSender| {

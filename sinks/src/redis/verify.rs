@@ -69,6 +69,21 @@ pub struct Verifier {
     checks: Vec<Check>,
     report: VerifyReport,
     last_bad_key: Option<Bytes>,
+    shift: ExpiryShift,
+}
+
+/// How the expiries read from the source relate to the ones the run wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpiryShift {
+    /// Written as stored (a source read on the wall clock).
+    None,
+    /// Read as of a moment: the run moved every expiry by the same amount, now − that
+    /// moment as the run saw it, at most `max_ms`; the first key with a time to live
+    /// tells it.
+    Learn {
+        max_ms: i64,
+    },
+    Learned(i64),
 }
 
 fn b(s: &'static str) -> Bytes {
@@ -80,6 +95,19 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A `TIME` reply in unix milliseconds.
+fn server_time_ms(reply: &Value) -> Option<i64> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let number = |v: &Value| match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse::<i64>().ok(),
+        _ => None,
+    };
+    let (secs, micros) = (number(parts.first()?)?, number(parts.get(1)?)?);
+    secs.checked_mul(1000)?.checked_add(micros / 1000)
 }
 
 fn text(reply: &Value) -> String {
@@ -118,7 +146,63 @@ impl Verifier {
             checks: Vec::new(),
             report: VerifyReport::default(),
             last_bad_key: None,
+            shift: ExpiryShift::None,
         })
+    }
+
+    /// The source was read as of `as_of_ms` (its events carry the expiries stored, and
+    /// the keys alive then): the run wrote every expiry moved by one amount, which the
+    /// first key with a time to live tells, and the others must agree with.
+    pub fn expiries_as_of(mut self, as_of_ms: i64) -> Verifier {
+        self.shift = ExpiryShift::Learn {
+            max_ms: now_ms().saturating_sub(as_of_ms),
+        };
+        self
+    }
+
+    /// Learns the amount expiries were moved by from the keys of one pipeline of checks:
+    /// the median of what their times to live say, so that one key changed behind the
+    /// run's back does not set it.
+    fn learn_shift(&mut self, checks: &[Check], replies: &[Value], nows: &[i64]) {
+        let ExpiryShift::Learn { max_ms } = self.shift else {
+            return;
+        };
+        let mut seen: Vec<i64> = checks
+            .iter()
+            .zip(replies)
+            .zip(nows)
+            .filter_map(|((check, reply), now)| match (&check.expect, reply) {
+                (Expect::ExpireAt(Some(at)), Value::Int(ttl)) if *ttl >= 0 => {
+                    Some(now.saturating_add(*ttl).saturating_sub(*at))
+                }
+                _ => None,
+            })
+            .filter(|shift| {
+                (-EXPIRY_TOLERANCE_MS..=max_ms.saturating_add(EXPIRY_TOLERANCE_MS)).contains(shift)
+            })
+            .collect();
+        if !seen.is_empty() {
+            seen.sort_unstable();
+            self.shift = ExpiryShift::Learned(seen[seen.len() / 2]);
+        }
+    }
+
+    /// The amount expiries were moved by, learnt from a key expiring at `at` with
+    /// `ttl` left now; `None` when it cannot be what a run as of the moment wrote.
+    fn shift_for(&mut self, at: i64, ttl: i64, now: i64) -> Option<i64> {
+        match self.shift {
+            ExpiryShift::None => Some(0),
+            ExpiryShift::Learned(shift) => Some(shift),
+            ExpiryShift::Learn { max_ms } => {
+                let shift = now.saturating_add(ttl).saturating_sub(at);
+                let plausible = (-EXPIRY_TOLERANCE_MS..=max_ms.saturating_add(EXPIRY_TOLERANCE_MS))
+                    .contains(&shift);
+                plausible.then(|| {
+                    self.shift = ExpiryShift::Learned(shift);
+                    shift
+                })
+            }
+        }
     }
 
     /// Queues the checks of one snapshot event; runs them in pipelines of a few hundred.
@@ -284,30 +368,70 @@ impl Verifier {
             return Ok(());
         }
         // Each check goes to the node serving its key; replies are put back in order.
+        // Each node's pipeline starts with TIME: a time to live is judged by the clock of
+        // the server that counts it down, whatever the clock of this host says.
         let mut per_node: Vec<(redis::Pipeline, Vec<usize>)> =
             vec![(redis::Pipeline::new(), Vec::new()); self.conns.len()];
+        for (pipeline, _) in per_node.iter_mut() {
+            pipeline.add_command(redis::cmd("TIME"));
+        }
         for (i, c) in self.checks.iter().enumerate() {
             let node = self.slots.as_ref().map_or(0, |m| m.node_of(&c.key));
             per_node[node].0.add_command(command(&c.argv));
             per_node[node].1.push(i);
         }
         let mut replies = vec![Value::Nil; self.checks.len()];
+        let mut nows = vec![0; self.checks.len()];
         for (node, (pipeline, indexes)) in per_node.into_iter().enumerate() {
             if indexes.is_empty() {
                 continue;
             }
             let got = self.conns[node]
-                .pipeline(&pipeline, indexes.len())
+                .pipeline(&pipeline, indexes.len() + 1)
                 .await
                 .map_err(std::io::Error::other)?;
+            let mut got = got.into_iter();
+            let now = got
+                .next()
+                .as_ref()
+                .and_then(server_time_ms)
+                .unwrap_or_else(now_ms);
             for (i, reply) in indexes.into_iter().zip(got) {
                 replies[i] = reply;
+                nows[i] = now;
             }
         }
-        let now = now_ms();
         let checks = std::mem::take(&mut self.checks);
-        for (check, reply) in checks.iter().zip(replies) {
-            if let Some(problem) = judge(&check.expect, &reply, now) {
+        self.learn_shift(&checks, &replies, &nows);
+        for ((check, reply), now) in checks.iter().zip(replies).zip(nows) {
+            let moved;
+            let expect = match (&check.expect, &reply) {
+                (Expect::ExpireAt(Some(at)), Value::Int(ttl)) if *ttl >= 0 => {
+                    match self.shift_for(*at, *ttl, now) {
+                        Some(shift) => {
+                            moved = Expect::ExpireAt(Some(at.saturating_add(shift)));
+                            &moved
+                        }
+                        None => {
+                            self.differ(
+                                &check.key,
+                                format!("expiry differs: expected {at} ms as of the moment read, PTTL {ttl}"),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                (Expect::ExpireAt(Some(at)), _) => {
+                    let shift = match self.shift {
+                        ExpiryShift::Learned(shift) => shift,
+                        _ => 0,
+                    };
+                    moved = Expect::ExpireAt(Some(at.saturating_add(shift)));
+                    &moved
+                }
+                _ => &check.expect,
+            };
+            if let Some(problem) = judge(expect, &reply, now) {
                 self.differ(&check.key, problem);
             }
         }

@@ -16,6 +16,7 @@ use crate::event::BinlogOffset;
 use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
 use crate::pika::repl::requests;
+use crate::replay::{Replay, ReplayClock};
 use crate::source::binlog::entry_to_event;
 use crate::source::Seq;
 use crate::status::Status;
@@ -27,6 +28,9 @@ const SAVE_EVERY: Duration = Duration::from_millis(200);
 /// With nothing outstanding, a master that sends nothing (not even its 2-s keepalives)
 /// for this long has dropped us.
 const SILENCE: Duration = Duration::from_secs(30);
+/// With no item for this long, the stream has read what the master had: the expiries
+/// held back (items that arrived after their keys' time) are released.
+const CAUGHT_UP: Duration = Duration::from_secs(1);
 
 /// An item pushed by the master, not yet acked to it.
 struct Pushed {
@@ -102,6 +106,13 @@ pub(super) async fn follow(
     status.set_position(at);
     let mut session = None;
     let mut previous_end = at;
+    // Items can arrive late (a stream resumed after an outage, a master that kept its
+    // binlog): an expiry past on arrival but not when the master applied it is held
+    // back until the stream reaches its time, as a late binlog replay does.
+    let mut replay = Replay::new(ReplayClock::wall());
+    replay.starts_at(db, at);
+    let mut ready = Vec::new();
+    let mut last_item = Instant::now();
     let mut resent = 0u64;
     let mut poll = tokio::time::interval(ACK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,9 +170,13 @@ pub(super) async fn follow(
                     };
                     let mut queued = None;
                     if let Some(event) = event {
-                        replica.out.push(event).await;
+                        replay.pass(event, &mut ready);
+                        for event in ready.drain(..) {
+                            replica.out.push(event).await;
+                        }
                         queued = Some(replica.out.pushed());
                     }
+                    last_item = arrived;
                     acks.unacked.push_back(Pushed { sent: entry.binlog_offset, end, event: queued, exec_time, arrived });
                 }
                 replica.out.flush().await;
@@ -173,7 +188,15 @@ pub(super) async fn follow(
                     link.ping().await;
                 }
             }
-            _ = poll.tick() => {}
+            _ = poll.tick() => {
+                if replay.is_holding() && last_item.elapsed() >= CAUGHT_UP {
+                    replay.caught_up(&mut ready);
+                    for event in ready.drain(..) {
+                        replica.out.push(event).await;
+                    }
+                    replica.out.flush().await;
+                }
+            }
         }
         if let Some((first, last)) = acks.take(replica.out.acknowledged(), &status) {
             status.set_stream(None, acks.unacked.len(), acks.oldest());
@@ -186,7 +209,7 @@ pub(super) async fn follow(
             }
         }
         if acks.at != acks.saved && acks.saved_when.elapsed() >= SAVE_EVERY {
-            if let Err(e) = save(replica, ctx, &mut acks).await {
+            if let Err(e) = save(replica, ctx, &mut acks, &replay).await {
                 break Err(e);
             }
         }
@@ -207,13 +230,25 @@ pub(super) async fn follow(
         tokio::time::sleep(ACK_POLL).await;
     }
     acks.take(replica.out.acknowledged(), &status);
-    save(replica, ctx, &mut acks).await?;
+    save(replica, ctx, &mut acks, &replay).await?;
     tracing::info!(position = %acks.at, "binlog position saved");
     outcome.map(|()| Ended::Stopped)
 }
 
-async fn save(replica: &mut DbReplica, ctx: &Ctx<'_>, acks: &mut Acks) -> Result<(), ReplicaError> {
-    replica.save(ctx, Stage::Stream { at: acks.at }).await?;
+/// Saves the position to resume from: what the sinks took, but never past an item
+/// whose expiry is still held back (resumed from there, it is held again and released
+/// in its turn; the Redis sink skips what it had applied).
+async fn save(
+    replica: &mut DbReplica,
+    ctx: &Ctx<'_>,
+    acks: &mut Acks,
+    replay: &Replay,
+) -> Result<(), ReplicaError> {
+    let at = match replay.resume_point(replica.db) {
+        Some(held) => acks.at.min(held),
+        None => acks.at,
+    };
+    replica.save(ctx, Stage::Stream { at }).await?;
     acks.saved = acks.at;
     acks.saved_when = Instant::now();
     Ok(())
