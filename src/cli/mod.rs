@@ -8,6 +8,7 @@ mod run;
 mod status;
 mod validate;
 mod verify;
+mod verify_live;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,11 +59,28 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Compare every key of the pipeline's snapshot source with its Redis sink.
+    /// Compare the pipeline's source with its Redis sink: every key of a snapshot, or of a
+    /// live master while writes go on (keys that differ are compared again in later
+    /// rounds; a key is reported only if it differs in every one).
     Verify {
         /// The pipeline file (YAML).
         #[arg(short, long)]
         config: PathBuf,
+        /// A live master: check this many keys of each database, drawn at random.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// A live master: read at most this many of its keys per second.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// A live master: rounds in all; the later ones re-check what differed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// A live master: seconds between rounds, for the stream to carry the writes.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -117,7 +135,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config).await,
         Command::Validate { config } => validate::validate(&config),
-        Command::Verify { config } => verify::verify(&config).await,
+        Command::Verify {
+            config,
+            sample,
+            rate,
+            rounds,
+            settle,
+            json,
+        } => {
+            let live = verify_live::LiveOptions {
+                sample,
+                rate,
+                rounds,
+                settle: std::time::Duration::from_secs(settle),
+                json,
+            };
+            verify::verify(&config, &live).await
+        }
         Command::Inspect { what } => inspect::inspect(what).await,
         Command::Status { addr, config, json } => status::show(addr, config, json).await,
         Command::Bench { what } => tokio::task::spawn_blocking(move || bench::run(what)).await?,

@@ -14,18 +14,25 @@ use pika_migrate_sinks::redis::verify::Verifier;
 use pika_migrate_sinks::SinkConfig;
 use tokio::sync::mpsc;
 
+use super::verify_live::{verify_live, LiveOptions};
 use crate::pipeline_file;
 
-pub async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn verify(path: &Path, live: &LiveOptions) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
-    let SourceConfig::Snapshot(snapshot) = &config.source else {
-        bail!("verify compares a snapshot source with Redis; this pipeline's source is not a snapshot");
-    };
     let Some(redis) = config.sinks.iter().find_map(|s| match s {
         SinkConfig::Redis(r) => Some(r.clone()),
         _ => None,
     }) else {
         bail!("verify needs a redis sink in the pipeline");
+    };
+    let snapshot = match &config.source {
+        SourceConfig::Snapshot(snapshot) => snapshot,
+        SourceConfig::Pika(master) => {
+            return verify_live(master, &config.filters, &redis, live).await;
+        }
+        _ => bail!(
+            "verify compares a snapshot or a live master with Redis; this pipeline's source is neither"
+        ),
     };
     let mut verifier = Verifier::connect(&redis)
         .await

@@ -4,6 +4,7 @@
 
 pub mod binlog;
 pub mod capture;
+pub mod master_keys;
 pub mod pika;
 pub mod snapshot;
 

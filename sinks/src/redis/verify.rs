@@ -4,6 +4,7 @@
 //! within a second. The same type-conflict and HyperLogLog policies as the sink decide
 //! which keys are expected and under which names.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -36,6 +37,10 @@ struct Check {
     key: Bytes,
     argv: Vec<Bytes>,
     expect: Expect,
+    /// The target database it reads (the url's, plus the event's Pika database).
+    db: u32,
+    /// The caller's mark for the key it checks (`check_tagged`).
+    tag: u64,
 }
 
 /// Progress through the key whose chunks are being checked.
@@ -54,6 +59,9 @@ pub struct VerifyReport {
     /// The first differences, in order.
     pub differences: Vec<String>,
     pub skipped_keys: u64,
+    /// The tags (`check_tagged`) of the keys that differ, and what differs of each (its
+    /// first difference).
+    pub differing_tags: std::collections::BTreeMap<u64, String>,
 }
 
 /// Differences kept for printing.
@@ -70,6 +78,10 @@ pub struct Verifier {
     report: VerifyReport,
     last_bad_key: Option<Bytes>,
     shift: ExpiryShift,
+    /// The database the url names: a Pika database N is checked in this one + N.
+    home_db: u32,
+    /// The tag of the events being checked.
+    tag: u64,
 }
 
 /// How the expiries read from the source relate to the ones the run wrote.
@@ -147,6 +159,8 @@ impl Verifier {
             report: VerifyReport::default(),
             last_bad_key: None,
             shift: ExpiryShift::None,
+            home_db: target.db(),
+            tag: 0,
         })
     }
 
@@ -205,6 +219,13 @@ impl Verifier {
         }
     }
 
+    /// Checks `event` with `tag` marking it: the report names the tags of the keys
+    /// that differ (a caller that read several keys learns which differed).
+    pub async fn check_tagged(&mut self, event: &Event, tag: u64) -> std::io::Result<()> {
+        self.tag = tag;
+        self.check(event).await
+    }
+
     /// Queues the checks of one snapshot event; runs them in pipelines of a few hundred.
     pub async fn check(&mut self, event: &Event) -> std::io::Result<()> {
         let Op::Snapshot {
@@ -218,6 +239,7 @@ impl Verifier {
         };
         let t = chunk.data_type();
         let mut key = event.key.clone();
+        let (db, tag) = (self.home_db.saturating_add(event.db), self.tag);
         if also_types.first_before(t).is_some() {
             match self.type_conflict {
                 TypeConflict::FirstWins => {
@@ -255,6 +277,8 @@ impl Verifier {
                 seen: 0,
             });
             self.checks.push(Check {
+                db,
+                tag,
                 key: key.clone(),
                 argv: vec![b("TYPE"), key.clone()],
                 expect: Expect::Type(t),
@@ -271,6 +295,8 @@ impl Verifier {
         let k = key.clone();
         let check = match chunk {
             Chunk::String(v) => Check {
+                db,
+                tag,
                 argv: vec![
                     b("GETRANGE"),
                     k.clone(),
@@ -281,6 +307,8 @@ impl Verifier {
                 key: k,
             },
             Chunk::Hash(pairs) => Check {
+                db,
+                tag,
                 argv: [
                     vec![b("HMGET"), k.clone()],
                     pairs.iter().map(|(f, _)| f.clone()).collect(),
@@ -290,6 +318,8 @@ impl Verifier {
                 key: k,
             },
             Chunk::List(items) => Check {
+                db,
+                tag,
                 argv: vec![
                     b("LRANGE"),
                     k.clone(),
@@ -300,11 +330,15 @@ impl Verifier {
                 key: k,
             },
             Chunk::Set(members) => Check {
+                db,
+                tag,
                 argv: [vec![b("SMISMEMBER"), k.clone()], members.clone()].concat(),
                 expect: Expect::AllMembers(members.len()),
                 key: k,
             },
             Chunk::Zset(members) => Check {
+                db,
+                tag,
                 argv: [
                     vec![b("ZMSCORE"), k.clone()],
                     members.iter().map(|(m, _)| m.clone()).collect(),
@@ -318,6 +352,8 @@ impl Verifier {
                     Bytes::from(e.map_or_else(String::new, |e| e.id.to_string()))
                 };
                 Check {
+                    db,
+                    tag,
                     argv: vec![
                         b("XRANGE"),
                         k.clone(),
@@ -347,11 +383,15 @@ impl Verifier {
                 DataType::Stream => "XLEN",
             };
             self.checks.push(Check {
+                db,
+                tag,
                 key: key.clone(),
                 argv: vec![b(len_command), key.clone()],
                 expect: Expect::Len(seen),
             });
             self.checks.push(Check {
+                db,
+                tag,
                 key: key.clone(),
                 argv: vec![b("PTTL"), key.clone()],
                 expect: Expect::ExpireAt(*expire_at_ms),
@@ -367,30 +407,44 @@ impl Verifier {
         if self.checks.is_empty() {
             return Ok(());
         }
-        // Each check goes to the node serving its key; replies are put back in order.
-        // Each node's pipeline starts with TIME: a time to live is judged by the clock of
-        // the server that counts it down, whatever the clock of this host says.
-        let mut per_node: Vec<(redis::Pipeline, Vec<usize>)> =
-            vec![(redis::Pipeline::new(), Vec::new()); self.conns.len()];
-        for (pipeline, _) in per_node.iter_mut() {
-            pipeline.add_command(redis::cmd("TIME"));
-        }
+        // Each check goes to the node serving its key, in its database; replies are put
+        // back in order. Each pipeline selects its database (then the url's again), and
+        // starts with TIME: a time to live is judged by the clock of the server that
+        // counts it down, whatever the clock of this host says.
+        let mut groups: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
         for (i, c) in self.checks.iter().enumerate() {
             let node = self.slots.as_ref().map_or(0, |m| m.node_of(&c.key));
-            per_node[node].0.add_command(command(&c.argv));
-            per_node[node].1.push(i);
+            groups.entry((node, c.db)).or_default().push(i);
         }
         let mut replies = vec![Value::Nil; self.checks.len()];
         let mut nows = vec![0; self.checks.len()];
-        for (node, (pipeline, indexes)) in per_node.into_iter().enumerate() {
-            if indexes.is_empty() {
-                continue;
+        for ((node, db), indexes) in groups {
+            let other_db = db != self.home_db;
+            let mut pipeline = redis::Pipeline::new();
+            if other_db {
+                pipeline.add_command(redis::cmd("SELECT").arg(db).clone());
             }
+            pipeline.add_command(redis::cmd("TIME"));
+            for i in &indexes {
+                pipeline.add_command(command(&self.checks[*i].argv));
+            }
+            if other_db {
+                pipeline.add_command(redis::cmd("SELECT").arg(self.home_db).clone());
+            }
+            let extra = 1 + 2 * usize::from(other_db);
             let got = self.conns[node]
-                .pipeline(&pipeline, indexes.len() + 1)
+                .pipeline(&pipeline, indexes.len() + extra)
                 .await
                 .map_err(std::io::Error::other)?;
             let mut got = got.into_iter();
+            if other_db {
+                if let Some(reply @ Value::ServerError(_)) = got.next() {
+                    return Err(std::io::Error::other(format!(
+                        "SELECT {db}: {}",
+                        super::conn::error_text(&reply)
+                    )));
+                }
+            }
             let now = got
                 .next()
                 .as_ref()
@@ -413,8 +467,9 @@ impl Verifier {
                             &moved
                         }
                         None => {
-                            self.differ(
+                            self.differ_tagged(
                                 &check.key,
+                                check.tag,
                                 format!("expiry differs: expected {at} ms as of the moment read, PTTL {ttl}"),
                             );
                             continue;
@@ -432,10 +487,18 @@ impl Verifier {
                 _ => &check.expect,
             };
             if let Some(problem) = judge(expect, &reply, now) {
-                self.differ(&check.key, problem);
+                self.differ_tagged(&check.key, check.tag, problem);
             }
         }
         Ok(())
+    }
+
+    fn differ_tagged(&mut self, key: &Bytes, tag: u64, problem: String) {
+        self.report
+            .differing_tags
+            .entry(tag)
+            .or_insert_with(|| format!("{}: {problem}", display_key(key)));
+        self.differ(key, problem);
     }
 
     fn differ(&mut self, key: &Bytes, problem: String) {
@@ -448,6 +511,103 @@ impl Verifier {
                 .differences
                 .push(format!("{}: {problem}", display_key(key)));
         }
+    }
+
+    /// Runs the checks queued so far; the tags of the keys found differing since the
+    /// last call, each with its first difference.
+    pub async fn flush(&mut self) -> std::io::Result<BTreeMap<u64, String>> {
+        self.run_checks().await?;
+        Ok(std::mem::take(&mut self.report.differing_tags))
+    }
+
+    /// One page of the keys the target holds for Pika database `db` (in the url's
+    /// database plus `db`; every master of a cluster in turn, the cursor naming the node
+    /// in its top 16 bits): the cursor to go on from (0 at the end) and the names, the
+    /// sink's own checkpoint keys left out.
+    pub async fn scan_target(
+        &mut self,
+        db: u32,
+        cursor: u64,
+        count: usize,
+    ) -> std::io::Result<(u64, Vec<Bytes>)> {
+        let node = usize::try_from(cursor >> 48).unwrap_or(usize::MAX);
+        let Some(conn) = self.conns.get_mut(node) else {
+            return Ok((0, Vec::new()));
+        };
+        let db = self.home_db.saturating_add(db);
+        let mut pipeline = redis::Pipeline::new();
+        pipeline.add_command(redis::cmd("SELECT").arg(db).clone());
+        pipeline.add_command(
+            redis::cmd("SCAN")
+                .arg(cursor & 0xffff_ffff_ffff)
+                .arg("COUNT")
+                .arg(count)
+                .clone(),
+        );
+        pipeline.add_command(redis::cmd("SELECT").arg(self.home_db).clone());
+        let got = conn
+            .pipeline(&pipeline, 3)
+            .await
+            .map_err(std::io::Error::other)?;
+        if let Some(reply @ Value::ServerError(_)) = got.first() {
+            return Err(std::io::Error::other(format!(
+                "SELECT {db}: {}",
+                super::conn::error_text(reply)
+            )));
+        }
+        let (next, names) = match got.get(1) {
+            Some(Value::Array(parts)) => {
+                let next = match parts.first() {
+                    Some(Value::BulkString(c)) => std::str::from_utf8(c)
+                        .ok()
+                        .and_then(|c| c.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                let names = match parts.get(1) {
+                    Some(Value::Array(names)) => names
+                        .iter()
+                        .filter_map(|n| match n {
+                            Value::BulkString(b) if !b.starts_with(b"pika-migrate:") => {
+                                Some(Bytes::copy_from_slice(b))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (next, names)
+            }
+            Some(reply) => return Err(std::io::Error::other(text(reply))),
+            None => (0, Vec::new()),
+        };
+        let next = match next {
+            0 if node + 1 < self.conns.len() => ((node as u64) + 1) << 48,
+            0 => 0,
+            c => ((node as u64) << 48) | c,
+        };
+        Ok((next, names))
+    }
+
+    /// Which of `keys` the target still holds in Pika database `db`'s database.
+    pub async fn target_has(&mut self, db: u32, keys: &[Bytes]) -> std::io::Result<Vec<Bytes>> {
+        let mut held = Vec::new();
+        let db = self.home_db.saturating_add(db);
+        for key in keys {
+            let node = self.slots.as_ref().map_or(0, |m| m.node_of(key));
+            let mut pipeline = redis::Pipeline::new();
+            pipeline.add_command(redis::cmd("SELECT").arg(db).clone());
+            pipeline.add_command(redis::cmd("EXISTS").arg(key.as_ref()).clone());
+            pipeline.add_command(redis::cmd("SELECT").arg(self.home_db).clone());
+            let got = self.conns[node]
+                .pipeline(&pipeline, 3)
+                .await
+                .map_err(std::io::Error::other)?;
+            if matches!(got.get(1), Some(Value::Int(n)) if *n > 0) {
+                held.push(key.clone());
+            }
+        }
+        Ok(held)
     }
 
     pub async fn finish(mut self) -> std::io::Result<VerifyReport> {

@@ -1,0 +1,158 @@
+//! The operator's path to the switch, against real Pika masters (3.2.9, 3.3.6, 3.5.5 and
+//! 4.0.1 from `PIKA_BIN_DIR`) and a real redis-server: `verify` of a live master while
+//! writes go on.
+//!
+//! Without the Pika binaries each test prints one line saying it was skipped.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::real_pika::*;
+use common::tool::*;
+use common::*;
+
+macro_rules! on_each_version {
+    ($($scenario:ident),* $(,)?) => {
+        mod pika_3_2_9 {
+            $( #[test] fn $scenario() { super::$scenario("3.2.9", stringify!($scenario)); } )*
+        }
+        mod pika_3_3_6 {
+            $( #[test] fn $scenario() { super::$scenario("3.3.6", stringify!($scenario)); } )*
+        }
+        mod pika_3_5_5 {
+            $( #[test] fn $scenario() { super::$scenario("3.5.5", stringify!($scenario)); } )*
+        }
+        mod pika_4_0_1 {
+            $( #[test] fn $scenario() { super::$scenario("4.0.1", stringify!($scenario)); } )*
+        }
+    };
+}
+
+on_each_version!(live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken);
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn master(version: &'static str, test: &str) -> Option<RealPika> {
+    let bin = pika_or_skip(version, test)?;
+    Some(RealPika::start(&bin, PikaOptions::default()))
+}
+
+fn redis_do(redis: &RedisServer, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query(&mut redis.client()).unwrap();
+}
+
+/// The keys a `verify --json` run reports, as `db:key`.
+fn reported(stdout: &str) -> BTreeSet<String> {
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}:{}", d["db"], d["key"].as_str().unwrap()))
+        .collect()
+}
+
+fn live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    fill_db(&pika, 0, "before");
+    // A big hash, list and sorted set (read in chunks), a score of -inf.
+    let mut con = pika.client();
+    for i in 0..1500 {
+        let _: () = redis::cmd("HSET")
+            .arg("big:h")
+            .arg(format!("f{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("RPUSH")
+            .arg("big:l")
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg("big:z")
+            .arg(i)
+            .arg(format!("m{i}"))
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("ZADD")
+        .arg("big:z")
+        .arg("-inf")
+        .arg("bottom")
+        .query(&mut con)
+        .unwrap();
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    m.wait_for(CATCH_UP, "streaming", || {
+        m.stage().as_deref() == Some("stream")
+    });
+
+    // Writes go on all through the first verify: what differs for a moment (a write
+    // not yet carried) is compared again and agrees.
+    let writer = Writer::start(&pika, live_write);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stdout, stderr) = run_cli(&[
+        "verify",
+        "-c",
+        m.pipeline.to_str().unwrap(),
+        "--settle",
+        "2",
+        "--rounds",
+        "5",
+    ]);
+    let written = writer.stop();
+    assert!(written > 0);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(" 0 differ"), "{stdout}");
+    m.wait_for(CATCH_UP, "the stream to catch up", || {
+        m.caught_up_with(pika.binlog_offset(0))
+    });
+
+    // Redis broken on purpose: exactly those keys are reported.
+    redis_do(&redis, &["DEL", "s:5"]);
+    redis_do(&redis, &["HSET", "h:1", "f1", "tampered"]);
+    redis_do(&redis, &["ZADD", "z", "99.25", "before-db0-3"]);
+    redis_do(&redis, &["PEXPIRE", "ttl:before", "99999999"]);
+    redis_do(&redis, &["LSET", "l:2", "0", "swapped"]);
+    redis_do(&redis, &["HSET", "big:h", "f1234", "tampered"]);
+    redis_do(&redis, &["SET", "only:in:redis", "x"]);
+    let (code, stdout, stderr) = run_cli(&[
+        "verify",
+        "-c",
+        m.pipeline.to_str().unwrap(),
+        "--json",
+        "--settle",
+        "1",
+        "--rounds",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let want: BTreeSet<String> = [
+        "s:5",
+        "h:1",
+        "z",
+        "ttl:before",
+        "l:2",
+        "big:h",
+        "only:in:redis",
+    ]
+    .iter()
+    .map(|k| format!("0:{k}"))
+    .collect();
+    assert_eq!(reported(&stdout), want, "{stdout}");
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+}
