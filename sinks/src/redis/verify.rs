@@ -239,7 +239,9 @@ impl Verifier {
         };
         let t = chunk.data_type();
         let mut key = event.key.clone();
-        let (db, tag) = (self.home_db.saturating_add(event.db), self.tag);
+        // A cluster has database 0 only: every Pika database goes there (a rename keeps
+        // their keys apart).
+        let (db, tag) = (self.target_db(event.db), self.tag);
         if also_types.first_before(t).is_some() {
             match self.type_conflict {
                 TypeConflict::FirstWins => {
@@ -513,6 +515,14 @@ impl Verifier {
         }
     }
 
+    /// The target database of Pika database `db`.
+    fn target_db(&self, db: u32) -> u32 {
+        match self.slots {
+            Some(_) => self.home_db,
+            None => self.home_db.saturating_add(db),
+        }
+    }
+
     /// Runs the checks queued so far; the tags of the keys found differing since the
     /// last call, each with its first difference.
     pub async fn flush(&mut self) -> std::io::Result<BTreeMap<u64, String>> {
@@ -531,10 +541,12 @@ impl Verifier {
         count: usize,
     ) -> std::io::Result<(u64, Vec<Bytes>)> {
         let node = usize::try_from(cursor >> 48).unwrap_or(usize::MAX);
+        let db = self.target_db(db);
+        let home_db = self.home_db;
+        let nodes = self.conns.len();
         let Some(conn) = self.conns.get_mut(node) else {
             return Ok((0, Vec::new()));
         };
-        let db = self.home_db.saturating_add(db);
         let mut pipeline = redis::Pipeline::new();
         pipeline.add_command(redis::cmd("SELECT").arg(db).clone());
         pipeline.add_command(
@@ -544,7 +556,7 @@ impl Verifier {
                 .arg(count)
                 .clone(),
         );
-        pipeline.add_command(redis::cmd("SELECT").arg(self.home_db).clone());
+        pipeline.add_command(redis::cmd("SELECT").arg(home_db).clone());
         let got = conn
             .pipeline(&pipeline, 3)
             .await
@@ -582,7 +594,7 @@ impl Verifier {
             None => (0, Vec::new()),
         };
         let next = match next {
-            0 if node + 1 < self.conns.len() => ((node as u64) + 1) << 48,
+            0 if node + 1 < nodes => ((node as u64) + 1) << 48,
             0 => 0,
             c => ((node as u64) << 48) | c,
         };
@@ -592,7 +604,7 @@ impl Verifier {
     /// Which of `keys` the target still holds in Pika database `db`'s database.
     pub async fn target_has(&mut self, db: u32, keys: &[Bytes]) -> std::io::Result<Vec<Bytes>> {
         let mut held = Vec::new();
-        let db = self.home_db.saturating_add(db);
+        let db = self.target_db(db);
         for key in keys {
             let node = self.slots.as_ref().map_or(0, |m| m.node_of(key));
             let mut pipeline = redis::Pipeline::new();
