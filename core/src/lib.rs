@@ -12,6 +12,7 @@ pub mod filter;
 pub mod metrics;
 pub mod pika;
 pub mod pipeline;
+pub mod profile;
 pub mod replay;
 pub mod resp;
 pub mod sink;

@@ -46,6 +46,89 @@ pub enum Kind {
     Hashes,
     /// 50 % strings, 20 % hashes, 10 % each lists, sets, sorted sets.
     Mixed,
+    /// Every type in every size class Redis encodes differently: strings of 1 byte to
+    /// 2 KiB and integers, hashes, sets (of integers and of strings) and sorted sets from
+    /// a few elements to past their listpack and intset limits, lists of up to 3000
+    /// elements, values past the listpack value limit, one key in five with a time to
+    /// live.
+    Varied,
+}
+
+/// The `i`-th key of `--kind varied` into `w`: its type and size drawn from `i`.
+fn varied(w: &mut DumpWriter, i: u64, key: &[u8]) -> anyhow::Result<()> {
+    let draw = value(i, 8);
+    let roll = |n: usize, m: u64| u64::from(draw[n]).wrapping_mul(0x9e37) % m;
+    // A day ahead of the run, one key in five (the dump writer keeps seconds in 32 bits).
+    let ttl = if roll(0, 5) == 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        i32::try_from(now + 86_400).unwrap_or(0)
+    } else {
+        0
+    };
+    // Sizes spread over orders of magnitude: 1 to about `max`.
+    let size = |n: usize, max: u64| {
+        let exp = roll(n, 64) as f64 / 63.0;
+        ((max as f64).powf(exp) as u64).max(1)
+    };
+    let member = |j: u64, len: usize| value(i.wrapping_mul(7919).wrapping_add(j), len);
+    match roll(1, 10) {
+        0..=2 => {
+            let v = match roll(2, 4) {
+                0 => (i % 100_000).to_string().into_bytes(),
+                _ => value(i, size(3, 2048) as usize),
+            };
+            w.string(key, &v, ttl)?;
+        }
+        3 | 4 => {
+            let n = size(3, 300);
+            let long = roll(4, 10) == 0;
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+                .map(|j| {
+                    (
+                        format!("f{j}").into_bytes(),
+                        member(j, if long { 100 } else { 10 }),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&[u8], &[u8])> = pairs
+                .iter()
+                .map(|(f, v)| (f.as_slice(), v.as_slice()))
+                .collect();
+            w.hash(key, &refs, ttl)?;
+        }
+        5 | 6 => {
+            let n = size(3, 3000);
+            let items: Vec<Vec<u8>> = (0..n).map(|j| member(j, 12)).collect();
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            w.list(key, &refs, ttl)?;
+        }
+        7 => {
+            let n = size(3, 1000);
+            let ints = roll(4, 2) == 0;
+            let items: Vec<Vec<u8>> = (0..n)
+                .map(|j| {
+                    if ints {
+                        (j * 37).to_string().into_bytes()
+                    } else {
+                        member(j, 12)
+                    }
+                })
+                .collect();
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            w.set(key, &refs, ttl)?;
+        }
+        _ => {
+            let n = size(3, 300);
+            let items: Vec<(Vec<u8>, f64)> =
+                (0..n).map(|j| (member(j, 10), j as f64 * 1.5)).collect();
+            let refs: Vec<(&[u8], f64)> = items.iter().map(|(m, s)| (m.as_slice(), *s)).collect();
+            w.zset(key, &refs, ttl)?;
+        }
+    }
+    Ok(())
 }
 
 /// A cheap deterministic byte pattern.
@@ -83,6 +166,10 @@ pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
             Kind::Strings => 0,
             Kind::Hashes => 5,
             Kind::Mixed => i % 10,
+            Kind::Varied => {
+                varied(&mut w, i, &key)?;
+                continue;
+            }
         };
         match pick {
             0..=4 => w.string(&key, &v, 0)?,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod inspect;
+mod plan;
 mod priority;
 mod progress;
 mod run;
@@ -82,6 +83,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A pre-flight report: what the source's dump holds, the memory Redis will use
+    /// for it, whether it fits the target, how long the full sync should take.
+    Plan {
+        /// The pipeline file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a pipeline file without running it.
     Validate {
         /// The pipeline file (YAML).
@@ -135,6 +146,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config).await,
         Command::Validate { config } => validate::validate(&config),
+        Command::Plan { config, json } => plan::plan(&config, json).await,
         Command::Verify {
             config,
             sample,

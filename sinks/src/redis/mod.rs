@@ -22,6 +22,8 @@ pub mod conn;
 pub mod cross_slot;
 pub mod endpoint;
 pub mod lane;
+pub mod memory;
+pub mod probe;
 mod redirect;
 mod send;
 pub mod sentinel;
