@@ -30,7 +30,11 @@ macro_rules! on_each_version {
     };
 }
 
-on_each_version!(live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken);
+on_each_version!(
+    live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken,
+    pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly,
+    cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports,
+);
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
@@ -226,4 +230,159 @@ fn live_verify_of_three_databases_into_a_cluster_through_a_rename() {
     assert_eq!(sampled["keys"], 60, "{sampled}");
     assert!(sampled["seconds"].as_f64().unwrap() >= 0.25, "{sampled}");
     assert_eq!(stop(tool), 0, "{}", m.log_text());
+}
+
+fn pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    fill_db(&pika, 0, "before");
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let tool = m.start();
+    m.wait_for(CATCH_UP, "streaming", || {
+        m.stage().as_deref() == Some("stream")
+    });
+    let writer = Writer::start(&pika, counter_and_list);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stdout, stderr) = run_cli(&["pause", "-c", m.pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("paused"), "{stdout}");
+    let held = redis.state();
+    let position = m.status().unwrap()["position"].clone();
+    // Writes go on on the master for longer than its 20-s silence rule: nothing is
+    // applied, nothing acked, and the master keeps us as its replica.
+    let before = writer.written();
+    std::thread::sleep(Duration::from_secs(22));
+    assert!(writer.written() > before + 100);
+    assert_same(&held, &redis.state());
+    let status = m.status().unwrap();
+    assert_eq!(status["paused"], true);
+    assert_eq!(
+        status["position"], position,
+        "nothing acknowledged while paused"
+    );
+    assert!(
+        pika.replicas()
+            .contains(&format!("127.0.0.1:{}", m.announce_port)),
+        "the master still lists us"
+    );
+    let (code, stdout, stderr) = run_cli(&["resume", "-c", m.pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    writer.stop();
+    m.wait_for(CATCH_UP, "the stream to catch up", || {
+        m.caught_up_with(pika.binlog_offset(0))
+    });
+    assert_eq!(m.interruptions(), 0, "{}", m.log_text());
+    assert_eq!(pika.full_syncs_served(), 1);
+    assert_same(&redis_view(&pika.state()), &redis.state());
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+}
+
+/// Counters and list pushes: applied twice or skipped, they would show.
+fn counter_and_list(i: usize) -> Vec<Vec<u8>> {
+    let words: Vec<String> = match i % 3 {
+        0 => vec!["INCR".into(), format!("ctr:{}", i % 7)],
+        1 => vec!["RPUSH".into(), format!("log:{}", i % 5), i.to_string()],
+        _ => vec![
+            "HINCRBY".into(),
+            "hc".into(),
+            format!("f{}", i % 11),
+            "1".into(),
+        ],
+    };
+    words.into_iter().map(String::into_bytes).collect()
+}
+
+fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
+    version: &'static str,
+    test: &str,
+) {
+    let Some(pika) = master(version, test) else {
+        return;
+    };
+    fill_db(&pika, 0, "before");
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    let mut tool = m.start();
+    m.wait_for(CATCH_UP, "streaming", || {
+        m.stage().as_deref() == Some("stream")
+    });
+    let writer = Writer::start(&pika, counter_and_list);
+    let pipeline = m.pipeline.to_str().unwrap().to_owned();
+
+    // While the master takes writes, the gate does not open; it says why.
+    let (code, stdout, stderr) = run_cli(&[
+        "cutover",
+        "-c",
+        &pipeline,
+        "--quiet-for",
+        "3",
+        "--timeout",
+        "4",
+    ]);
+    assert_eq!(code, 75, "{stdout}{stderr}");
+    assert!(stdout.contains("the master's binlog moved"), "{stdout}");
+    let (code, stdout, _) =
+        run_cli(&["status", "-c", &pipeline, "--wait-synced", "--timeout", "1"]);
+    // Writes at the master's full rate: some are always in flight, or not: either way
+    // the answer names it.
+    assert!(
+        code == 0 || (code == 75 && stdout.contains("not synced")),
+        "{stdout}"
+    );
+
+    // The gate, waiting; the writes stop; it opens, verifies, stops the pipeline.
+    let report = m.dir.path().join("cutover.json");
+    let gate = std::process::Command::new(bin())
+        .args([
+            "cutover",
+            "-c",
+            &pipeline,
+            "--quiet-for",
+            "2",
+            "--timeout",
+            "120",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    writer.stop();
+    let out = gate.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ready to switch"), "{stdout}");
+    assert_eq!(
+        wait_exit(&mut tool, Duration::from_secs(30)),
+        0,
+        "{}",
+        m.log_text()
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (f, o) = pika.binlog_offset(0);
+    let at = format!("{f}:{o}");
+    assert_eq!(report["master_positions"]["0"], at.as_str(), "{report}");
+    assert_eq!(report["applied_positions"]["0"], at.as_str(), "{report}");
+    assert_eq!(report["verify"]["equal"], true, "{report}");
+    assert_eq!(report["ready"], true);
+    // Stopped cleanly, its position saved: the master's.
+    assert_eq!(
+        m.checkpoint_at(),
+        Some(pika_migrate_core::event::BinlogOffset::new(f, o))
+    );
+    assert_same(&redis_view(&pika.state()), &redis.state());
 }

@@ -84,6 +84,57 @@ pub enum PipelineError {
     Task(String),
 }
 
+/// Holds a running pipeline's events back from its sinks, and lets them go again.
+/// While paused nothing is applied; the source fills its bounded channel and waits (a
+/// live replica keeps its link to the master up and acks nothing, so the master keeps
+/// its binlog).
+#[derive(Debug, Clone)]
+pub struct PauseSwitch(Arc<watch::Sender<bool>>);
+
+impl Default for PauseSwitch {
+    fn default() -> Self {
+        PauseSwitch(Arc::new(watch::Sender::new(false)))
+    }
+}
+
+impl PauseSwitch {
+    pub fn set(&self, paused: bool) {
+        self.0.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once the pipeline is not paused.
+    async fn resumed(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|paused| !paused).await;
+    }
+
+    /// Returns once a pause is asked for.
+    async fn requested(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|paused| *paused).await;
+    }
+
+    /// While paused: waits for the sinks to apply everything handed to them before
+    /// (`handed`), says so in the status, and returns once resumed.
+    async fn hold(&self, sinks: &Acknowledged, handed: Seq, status: &Status) {
+        if !self.is_paused() {
+            return;
+        }
+        tracing::info!("pausing: the sinks finish what they were handed, then nothing is applied until resumed");
+        while sinks.seq() < handed && self.is_paused() {
+            tokio::time::sleep(ACK_POLL).await;
+        }
+        status.set_paused(self.is_paused());
+        self.resumed().await;
+        status.set_paused(false);
+        tracing::info!("resumed");
+    }
+}
+
 /// One source feeding sinks.
 pub struct Pipeline {
     pub source: Box<dyn Source>,
@@ -91,6 +142,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Stops the source; everything it read is still written before `run` returns.
     pub stop: StopSignal,
+    /// Pauses and resumes what is handed to the sinks.
+    pub pause: PauseSwitch,
     pub filters: FilterChain,
 }
 
@@ -101,6 +154,7 @@ impl Pipeline {
             sinks,
             metrics: Metrics::default(),
             stop: StopSignal::default(),
+            pause: PauseSwitch::default(),
             filters: FilterChain::default(),
         }
     }
@@ -134,6 +188,9 @@ impl Pipeline {
         // what the filters left of it, so dropped events do not hold the source back.
         let (done_tx, done_rx) = watch::channel(Seq::default());
         let (passed_tx, passed_rx) = mpsc::channel(CHANNEL_BATCHES * 4);
+        // What every sink has taken, for a pause to wait on.
+        let sinks_acked = Acknowledged::new(acks.clone());
+        let mut last_handed = Seq::default();
         let tracker = tokio::spawn(track_batches(passed_rx, Acknowledged::new(acks), done_tx));
         let out = EventSender::new(tx, self.stop.clone())
             .with_acknowledged(Acknowledged::new(vec![done_rx]));
@@ -149,9 +206,14 @@ impl Pipeline {
         let mut source_done = false;
         loop {
             if filtering.is_empty() {
-                match rx.recv().await {
-                    Some(batch) => filtering.push_back(start_filtering(&filters, batch)),
-                    None => source_done = true,
+                self.pause.hold(&sinks_acked, last_handed, &status).await;
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Some(batch) => filtering.push_back(start_filtering(&filters, batch)),
+                        None => source_done = true,
+                    },
+                    // Paused while waiting for the source: held at the top of the loop.
+                    () = self.pause.requested() => continue,
                 }
             }
             while !source_done && filtering.len() < parallel {
@@ -185,6 +247,9 @@ impl Pipeline {
                 }
                 continue;
             }
+            // Paused: nothing more reaches the sinks until resumed.
+            self.pause.hold(&sinks_acked, last_handed, &status).await;
+            last_handed = last_in;
             self.metrics.count(&batch);
             // The last sink is sent the batch itself: alone, it then owns it outright.
             let batch = Arc::new(batch);

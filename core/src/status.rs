@@ -127,6 +127,9 @@ pub struct StatusReport {
     /// least advanced, the lag of the most behind; the positions when there is one).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub dbs: BTreeMap<u32, DbReport>,
+    /// Paused by an operator (`pika-migrate pause`): nothing is applied, the link to a
+    /// live master stays up.
+    pub paused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -290,6 +293,11 @@ impl Status {
         }
     }
 
+    /// Paused (nothing is handed to the sinks) or running.
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().report.paused = paused;
+    }
+
     pub fn error(&self, e: &str) {
         let mut s = self.lock();
         s.report.errors += 1;
@@ -394,6 +402,11 @@ impl StatusReport {
             g.set(v);
             registry.register(Box::new(g))
         };
+        gauge(
+            "paused",
+            "1 while an operator has paused the run (nothing is applied)",
+            i64::from(self.paused),
+        )?;
         if let Some((f, o)) = offset_value(&self.position) {
             gauge(
                 "position_filenum",

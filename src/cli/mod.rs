@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
 mod bench;
+mod control;
+mod cutover;
 mod inspect;
 mod plan;
 mod priority;
@@ -115,6 +117,48 @@ pub enum Command {
         /// Print the JSON as served.
         #[arg(long)]
         json: bool,
+        /// Wait until every database streams with everything the master sent applied;
+        /// exit 0 then, 75 after `--timeout` seconds naming what is not there yet.
+        #[arg(long)]
+        wait_synced: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Pause a running pipeline: nothing is applied, the link to the master stays up
+    /// and the master keeps its binlog (through its `status.listen` endpoint).
+    Pause {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Resume a paused pipeline where it stopped.
+    Resume {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// The gate before the switch: wait until the master has stopped taking writes and
+    /// every database is applied up to its position, verify, stop the pipeline cleanly,
+    /// write a report; exit 0 when ready to switch.
+    Cutover {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Seconds the master's binlog must stand still.
+        #[arg(long, default_value_t = 10)]
+        quiet_for: u64,
+        /// The writes are stopped (no wait for the binlog to stand still).
+        #[arg(long)]
+        writes_stopped: bool,
+        /// Verify every key rather than a sample.
+        #[arg(long)]
+        full: bool,
+        /// Keys per database of the sampled verify.
+        #[arg(long, default_value_t = 1000)]
+        sample: usize,
+        /// Give up after this many seconds (exit 75).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Where to write the report (default: the source's work_dir).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Benchmark helpers (see scripts/bench).
     Bench {
@@ -165,7 +209,45 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             verify::verify(&config, &live).await
         }
         Command::Inspect { what } => inspect::inspect(what).await,
-        Command::Status { addr, config, json } => status::show(addr, config, json).await,
+        Command::Status {
+            addr,
+            config,
+            json,
+            wait_synced,
+            timeout,
+        } => {
+            if wait_synced {
+                let endpoint = match (addr, config) {
+                    (Some(addr), _) => control::Endpoint { addr, token: None },
+                    (None, Some(path)) => control::Endpoint::of_pipeline(&path)?,
+                    (None, None) => anyhow::bail!("give --addr IP:PORT or -c PIPELINE"),
+                };
+                control::wait_synced(&endpoint, std::time::Duration::from_secs(timeout)).await
+            } else {
+                status::show(addr, config, json).await
+            }
+        }
+        Command::Pause { config } => control::pause_or_resume(&config, true).await,
+        Command::Resume { config } => control::pause_or_resume(&config, false).await,
+        Command::Cutover {
+            config,
+            quiet_for,
+            writes_stopped,
+            full,
+            sample,
+            timeout,
+            report,
+        } => {
+            let options = cutover::CutoverOptions {
+                quiet_for: std::time::Duration::from_secs(quiet_for),
+                writes_stopped,
+                full,
+                sample,
+                timeout: std::time::Duration::from_secs(timeout),
+                report,
+            };
+            cutover::cutover(&config, &options).await
+        }
         Command::Bench { what } => tokio::task::spawn_blocking(move || bench::run(what)).await?,
     }
 }

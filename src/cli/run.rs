@@ -11,7 +11,15 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
     let pipeline = pipeline_file::build(&config).await?;
     let status = match &config.status {
-        Some(s) => Some(super::status::serve(s.listen, pipeline.metrics.clone()).await?),
+        Some(s) => {
+            let control = super::status::Control {
+                stop: pipeline.stop.clone(),
+                pause: pipeline.pause.clone(),
+                token: s.token.clone(),
+                loopback: s.listen.ip().is_loopback(),
+            };
+            Some(super::status::serve(s.listen, pipeline.metrics.clone(), control).await?)
+        }
         None => None,
     };
     let progress = Progress::start(pipeline.metrics.clone());

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pika_migrate_core::metrics::Metrics;
+use pika_migrate_core::pipeline::PauseSwitch;
+use pika_migrate_core::source::StopSignal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -30,16 +32,58 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// readable meanwhile, and retrying at once would spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// What the control endpoints (`POST /control/pause|resume|stop`) act on, and who may.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub stop: StopSignal,
+    pub pause: PauseSwitch,
+    /// The token a control request must carry, if any.
+    pub token: Option<String>,
+    /// Without a token, control is allowed only on a loopback address.
+    pub loopback: bool,
+}
+
+impl Control {
+    /// Whether a request whose headers are `head` may act; else the answer to give.
+    fn refusal(&self, head: &str) -> Option<(&'static str, String)> {
+        match &self.token {
+            Some(token) => {
+                let given = head.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("authorization")
+                        .then(|| value.trim().strip_prefix("Bearer ").map(str::trim))?
+                });
+                (given != Some(token.as_str())).then(|| {
+                    ("401 Unauthorized", "a control request needs `Authorization: Bearer <status.token>`\n".into())
+                })
+            }
+            None if !self.loopback => Some((
+                "403 Forbidden",
+                "this status endpoint listens beyond loopback: control needs `status.token` in the pipeline file\n".into(),
+            )),
+            None => None,
+        }
+    }
+}
+
 /// Binds now (so a busy port fails the start) and serves until aborted.
-pub async fn serve(listen: SocketAddr, metrics: Metrics) -> anyhow::Result<JoinHandle<()>> {
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    control: Control,
+) -> anyhow::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("status: cannot listen on {listen}"))?;
-    tracing::info!(%listen, "status endpoint: GET /status (JSON), GET /metrics (Prometheus)");
-    Ok(tokio::spawn(accept_loop(listener, metrics)))
+    tracing::info!(%listen, "status endpoint: GET / (page), GET /status (JSON), GET /metrics (Prometheus), POST /control/pause|resume|stop");
+    if control.token.is_none() && !control.loopback {
+        tracing::warn!(%listen, "the status endpoint listens beyond loopback without `status.token`: pause, resume and stop are refused there");
+    }
+    Ok(tokio::spawn(accept_loop(listener, metrics, control)))
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Metrics) {
+async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control) {
     let mut tasks = JoinSet::new();
     // The connections being served, oldest first.
     let mut open: VecDeque<AbortHandle> = VecDeque::new();
@@ -59,9 +103,9 @@ async fn accept_loop(listener: TcpListener, metrics: Metrics) {
                     if open.len() >= MAX_CONNECTIONS {
                         close_oldest(&mut open);
                     }
-                    let metrics = metrics.clone();
+                    let (metrics, control) = (metrics.clone(), control.clone());
                     open.push_back(tasks.spawn(async move {
-                        if let Err(e) = answer(conn, &metrics).await {
+                        if let Err(e) = answer(conn, &metrics, &control).await {
                             tracing::debug!(error = %e, "status request failed");
                         }
                     }));
@@ -87,20 +131,42 @@ fn close_oldest(open: &mut VecDeque<AbortHandle>) {
     }
 }
 
-async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn answer(mut conn: TcpStream, metrics: &Metrics, control: &Control) -> std::io::Result<()> {
     let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
     let head = tokio::time::timeout(REQUEST_WITHIN, read_head(&mut conn))
         .await
         .map_err(|_| timed_out("no request within the time allowed"))??;
-    let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let (code, kind, body) = match path {
-        "/" | "/status" => (
+    let head = String::from_utf8_lossy(&head);
+    let mut words = head.split_whitespace();
+    let method = words.next().unwrap_or("GET");
+    let path = words.next().unwrap_or("/");
+    let (code, kind, body): (&str, &str, String) = match (method, path) {
+        ("POST", "/control/pause" | "/control/resume" | "/control/stop") => {
+            match control.refusal(&head) {
+                Some((code, why)) => (code, "text/plain", why),
+                None => {
+                    let action = path.trim_start_matches("/control/");
+                    match action {
+                        "pause" => control.pause.set(true),
+                        "resume" => control.pause.set(false),
+                        _ => {
+                            // A stop also resumes: what was read is written, then the
+                            // run ends with its position saved.
+                            control.stop.stop();
+                            control.pause.set(false);
+                        }
+                    }
+                    tracing::info!(action, "control request");
+                    ("200 OK", "application/json", format!("{{\"ok\":true,\"action\":\"{action}\"}}\n"))
+                }
+            }
+        }
+        ("GET", "/" | "/status") => (
             "200 OK",
             "application/json",
             serde_json::to_string_pretty(&metrics.report()).unwrap_or_default(),
         ),
-        "/metrics" => (
+        ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.prometheus(),
@@ -108,7 +174,7 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         _ => (
             "404 Not Found",
             "text/plain",
-            "try /status or /metrics\n".into(),
+            "try /status or /metrics (GET), /control/pause, /control/resume, /control/stop (POST)\n".into(),
         ),
     };
     let response = format!(
@@ -170,7 +236,7 @@ pub async fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
+pub(super) async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut conn = TcpStream::connect(addr).await?;
     conn.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),

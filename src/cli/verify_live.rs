@@ -48,7 +48,44 @@ pub struct LiveOptions {
 struct Suspect {
     /// `true`: the target holds it and the master does not.
     extra: bool,
+    /// The master changed it while it was compared: not known to differ.
+    changing: bool,
     difference: String,
+}
+
+/// Adds what an event says of its key's value to `print` (its expiry to 5 s, as read
+/// times to live move with the clock): two reads of an unchanged key print the same.
+fn fingerprint(event: &Event, print: &mut impl std::hash::Hasher) {
+    use pika_migrate_core::event::{Chunk, Op};
+    use std::hash::Hash;
+    event.key.hash(print);
+    let Op::Snapshot {
+        chunk,
+        expire_at_ms,
+        ..
+    } = &event.op
+    else {
+        return;
+    };
+    expire_at_ms.map(|at| at / 5000).hash(print);
+    match chunk {
+        Chunk::String(v) => v.hash(print),
+        Chunk::Hash(pairs) => pairs.hash(print),
+        Chunk::List(items) | Chunk::Set(items) => items.hash(print),
+        Chunk::Zset(members) => {
+            for (m, score) in members {
+                m.hash(print);
+                score.to_bits().hash(print);
+            }
+        }
+        Chunk::Stream { entries, last_id } => {
+            last_id.hash(print);
+            for e in entries {
+                e.id.hash(print);
+                e.fields.hash(print);
+            }
+        }
+    }
 }
 
 type SuspectKey = (u32, Bytes);
@@ -118,7 +155,36 @@ impl Live<'_> {
         .await?)
     }
 
-    /// Reads, filters and checks `keys` of `db`; those that differ go into `round`.
+    /// Reads `key` chunk by chunk, passes each event through the filters and checks
+    /// what they keep, tagged `tag`; a fingerprint of what was read.
+    async fn check_key(
+        &mut self,
+        master: &mut MasterKeys,
+        verifier: &mut Verifier,
+        key: &Bytes,
+        tag: u64,
+    ) -> anyhow::Result<u64> {
+        let mut read = master.open(key).await?;
+        let mut print = std::hash::DefaultHasher::new();
+        while let Some(event) = master.next(&mut read).await? {
+            fingerprint(&event, &mut print);
+            let mut events = vec![event];
+            self.filters
+                .apply(&mut events)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for event in &events {
+                verifier
+                    .check_tagged(event, tag)
+                    .await
+                    .context("reading from the Redis target")?;
+            }
+        }
+        Ok(std::hash::Hasher::finish(&print))
+    }
+
+    /// Reads, filters and checks `keys` of `db`; those that differ go into `round`. A
+    /// key that differs is read again: if the master changed it meanwhile, it is marked
+    /// changing (to be compared again), not differing.
     async fn check_keys(
         &mut self,
         master: &mut MasterKeys,
@@ -128,46 +194,35 @@ impl Live<'_> {
     ) -> anyhow::Result<()> {
         let db = master.db();
         for window in keys.chunks(WINDOW) {
-            let mut read: Vec<Event> = Vec::new();
-            let mut tags: Vec<usize> = Vec::new();
+            let mut prints = Vec::with_capacity(window.len());
             for (i, key) in window.iter().enumerate() {
                 self.pace.one().await;
-                let before = read.len();
-                master.read(key, &mut read).await?;
-                tags.extend(std::iter::repeat_n(i, read.len() - before));
+                prints.push(self.check_key(master, verifier, key, i as u64).await?);
                 round.keys += 1;
             }
-            // The filters see each key's events alone, so the tag of what they keep is
-            // the key's.
-            let mut by_key: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
-            for (event, tag) in read.into_iter().zip(tags) {
-                by_key.entry(tag).or_default().push(event);
-            }
-            for (tag, mut events) in by_key {
-                self.filters
-                    .apply(&mut events)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                for event in &events {
-                    verifier
-                        .check_tagged(event, tag as u64)
-                        .await
-                        .context("reading from the Redis target")?;
-                }
-            }
-            for (tag, difference) in verifier
+            let differing = verifier
                 .flush()
                 .await
-                .context("reading from the Redis target")?
-            {
-                if let Some(key) = usize::try_from(tag).ok().and_then(|i| window.get(i)) {
-                    round.suspect(
-                        (db, key.clone()),
-                        Suspect {
-                            extra: false,
-                            difference,
-                        },
-                    );
+                .context("reading from the Redis target")?;
+            for (tag, difference) in differing {
+                let Some(i) = usize::try_from(tag).ok().filter(|i| *i < window.len()) else {
+                    continue;
+                };
+                let key = &window[i];
+                let mut again = master.open(key).await?;
+                let mut print = std::hash::DefaultHasher::new();
+                while let Some(event) = master.next(&mut again).await? {
+                    fingerprint(&event, &mut print);
                 }
+                let changing = std::hash::Hasher::finish(&print) != prints[i];
+                round.suspect(
+                    (db, key.clone()),
+                    Suspect {
+                        extra: false,
+                        changing,
+                        difference,
+                    },
+                );
             }
         }
         Ok(())
@@ -187,6 +242,7 @@ impl Live<'_> {
                     (master.db(), key.clone()),
                     Suspect {
                         extra: true,
+                        changing: false,
                         difference: format!(
                             "{}: in the target, not on the master",
                             display_key(key)
@@ -256,8 +312,14 @@ pub struct LiveResult {
 }
 
 impl LiveResult {
+    /// Keys that differ from the master, as it stood still while they were compared.
     pub fn differing_keys(&self) -> u64 {
-        self.differing.len() as u64 + self.overflow
+        self.differing.values().filter(|s| !s.changing).count() as u64 + self.overflow
+    }
+
+    /// Keys the master changed every time they were compared: not known to differ.
+    pub fn changing_keys(&self) -> u64 {
+        self.differing.values().filter(|s| s.changing).count() as u64
     }
 
     pub fn is_equal(&self) -> bool {
@@ -266,9 +328,24 @@ impl LiveResult {
 
     /// The result as JSON (what `--json` prints and a cut-over report holds).
     pub fn to_json(&self) -> serde_json::Value {
+        let row = |((db, key), s): (&SuspectKey, &Suspect)| {
+            json!({
+                "db": db,
+                "key": pika_migrate_sinks::encode::envelope::bytes_value(key),
+                "in_target_only": s.extra,
+                "difference": s.difference,
+            })
+        };
+        let changing: Vec<serde_json::Value> = self
+            .differing
+            .iter()
+            .filter(|(_, s)| s.changing)
+            .map(row)
+            .collect();
         let rows: Vec<serde_json::Value> = self
             .differing
             .iter()
+            .filter(|(_, s)| !s.changing)
             .map(|((db, key), s)| {
                 json!({
                     "db": db,
@@ -284,6 +361,8 @@ impl LiveResult {
             "differing_keys": self.differing_keys(),
             "not_expected_in_target": self.skipped,
             "differences": rows,
+            "changing_keys": self.changing_keys(),
+            "changing": changing,
             "seconds": self.elapsed.as_secs_f64(),
             "equal": self.is_equal(),
         })
@@ -291,18 +370,28 @@ impl LiveResult {
 
     /// The differing keys, one line each, then a summary line.
     pub fn print(&self) {
-        for ((db, _), s) in &self.differing {
+        for ((db, _), s) in self.differing.iter().filter(|(_, s)| !s.changing) {
             println!("db{db} {}", s.difference);
+        }
+        for ((db, key), _) in self.differing.iter().filter(|(_, s)| s.changing) {
+            println!(
+                "db{db} {}: changed on the master every time it was compared (not known to differ)",
+                display_key(key)
+            );
         }
         if self.overflow > 0 {
             println!("… and {} more differing keys not kept", self.overflow);
         }
         println!(
-            "verified {} keys of the live master in {} round(s), {:.1} s: {} differ{}",
+            "verified {} keys of the live master in {} round(s), {:.1} s: {} differ{}{}",
             self.keys,
             self.rounds,
             self.elapsed.as_secs_f64(),
             self.differing_keys(),
+            match self.changing_keys() {
+                0 => String::new(),
+                n => format!(", {n} changing on the master"),
+            },
             if self.skipped > 0 {
                 format!(
                     ", {} not expected in Redis (type_conflict / hyperloglog policy)",

@@ -42,6 +42,11 @@ pub struct PipelineConfig<S> {
 pub struct StatusConfig {
     /// `IP:PORT` to serve `GET /status` (JSON) and `GET /metrics` (Prometheus) on.
     pub listen: std::net::SocketAddr,
+    /// The token `POST /control/…` (pause, resume, stop) must carry
+    /// (`Authorization: Bearer <token>`). Required for them when `listen` is not a
+    /// loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// A source of change events.

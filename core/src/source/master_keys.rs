@@ -95,54 +95,42 @@ struct Probe {
     expire_at_ms: Option<i64>,
 }
 
-/// Holds one chunk back so the last one of a key can be labelled.
-struct Chunker<'a> {
-    db: u32,
-    key: &'a Bytes,
-    t: DataType,
-    also: TypeSet,
-    expire_at_ms: Option<i64>,
-    pending: Option<Chunk>,
-    sent: bool,
-    seq: &'a mut u64,
+/// Where the reading of one type of a key stands.
+#[derive(Debug, Clone, Copy)]
+enum Progress {
+    Start,
+    /// A string's next byte, a list's next index.
+    Offset(i64),
+    /// An HSCAN/SSCAN/ZSCAN cursor.
+    Cursor(u64),
+    /// A stream's next id.
+    From(StreamId),
+    Done,
 }
 
-impl Chunker<'_> {
-    fn event(&mut self, chunk: Chunk, part: Part) -> Event {
-        *self.seq += 1;
-        Event {
-            db: self.db,
-            key: self.key.clone(),
-            data_type: Some(self.t),
-            op: Op::Snapshot {
-                chunk,
-                part,
-                expire_at_ms: self.expire_at_ms.filter(|_| part.ends_key()),
-                also_types: self.also,
-            },
-            position: Position::Snapshot {
-                at: BinlogOffset::default(),
-                seq: *self.seq,
-            },
-            exec_time: None,
-        }
-    }
+/// One key being read, chunk by chunk: [`MasterKeys::next`] gives its events one at a
+/// time, so memory holds a chunk or two however big the key is.
+#[derive(Debug)]
+pub struct KeyRead {
+    key: Bytes,
+    types: Vec<DataType>,
+    all: TypeSet,
+    expire_at_ms: Option<i64>,
+    /// The type being read (index into `types`) and how far.
+    at: usize,
+    progress: Progress,
+    /// A chunk held back so the last one of a type can be labelled, and whether one
+    /// was sent before it.
+    pending: Option<Chunk>,
+    sent: bool,
+    /// Gathered elements of a scanned type not yet a full chunk.
+    gathered: Vec<Value>,
+    ready: std::collections::VecDeque<Event>,
+}
 
-    fn push(&mut self, chunk: Chunk, out: &mut Vec<Event>) {
-        if let Some(previous) = self.pending.replace(chunk) {
-            let part = if self.sent { Part::More } else { Part::First };
-            self.sent = true;
-            let e = self.event(previous, part);
-            out.push(e);
-        }
-    }
-
-    fn finish(mut self, out: &mut Vec<Event>) {
-        if let Some(last) = self.pending.take() {
-            let part = if self.sent { Part::Last } else { Part::Whole };
-            let e = self.event(last, part);
-            out.push(e);
-        }
+impl KeyRead {
+    fn t(&self) -> Option<DataType> {
+        self.types.get(self.at).copied()
     }
 }
 
@@ -200,7 +188,7 @@ impl MasterKeys {
     ) -> Result<(u64, Vec<Bytes>), MasterReadError> {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor).arg("COUNT").arg(count);
-        let reply = items(Self::call(&mut self.conn, &self.addr, &cmd, None).await?);
+        let reply = items(Self::send(&mut self.conn, &self.addr, &cmd, None).await?);
         let mut reply = reply.into_iter();
         let next = reply.next().as_ref().and_then(int).unwrap_or(0);
         let names = reply.next().map(items).unwrap_or_default();
@@ -259,92 +247,282 @@ impl MasterKeys {
     /// Whether the master holds `key` as any type (`EXISTS` counts every type Pika
     /// keeps under the name).
     pub async fn holds(&mut self, key: &Bytes) -> Result<bool, MasterReadError> {
-        let reply = Self::call(
-            &mut self.conn,
-            &self.addr,
-            redis::cmd("EXISTS").arg(key.as_ref()),
-            Some(key),
-        )
-        .await?;
+        let reply = self
+            .call(redis::cmd("EXISTS").arg(key.as_ref()), key)
+            .await?;
         Ok(int(&reply).is_some_and(|n| n > 0))
     }
 
-    /// The events of `key`, every type it holds, as a dump would give them; none when
-    /// the key is gone.
-    pub async fn read(&mut self, key: &Bytes, out: &mut Vec<Event>) -> Result<(), MasterReadError> {
+    /// Starts reading `key`: every type it holds, in Pika's order (none when gone).
+    pub async fn open(&mut self, key: &Bytes) -> Result<KeyRead, MasterReadError> {
         let probe = self.probe(key).await?;
-        for t in probe.types.iter() {
-            let mut also = TypeSet::default();
-            for other in probe.types.iter().filter(|other| *other != t) {
-                also.insert(other);
+        Ok(KeyRead {
+            key: key.clone(),
+            types: probe.types.iter().collect(),
+            all: probe.types,
+            expire_at_ms: probe.expire_at_ms,
+            at: 0,
+            progress: Progress::Start,
+            pending: None,
+            sent: false,
+            gathered: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// The next event of `read`, as a dump would give it; `None` at the end of the key.
+    pub async fn next(&mut self, read: &mut KeyRead) -> Result<Option<Event>, MasterReadError> {
+        loop {
+            if let Some(event) = read.ready.pop_front() {
+                return Ok(Some(event));
             }
-            let expire_at_ms = probe.expire_at_ms.filter(|_| t != DataType::Stream);
-            let mut seq = self.seq;
-            let mut chunker = Chunker {
-                db: self.db,
-                key,
-                t,
-                also,
-                expire_at_ms,
-                pending: None,
-                sent: false,
-                seq: &mut seq,
+            let Some(t) = read.t() else {
+                return Ok(None);
             };
-            let result = match t {
-                DataType::String => {
-                    Self::read_string(
-                        &mut self.conn,
-                        &self.addr,
-                        self.limits,
-                        key,
-                        &mut chunker,
-                        out,
-                    )
-                    .await
-                }
-                DataType::List => {
-                    Self::read_list(
-                        &mut self.conn,
-                        &self.addr,
-                        self.limits,
-                        key,
-                        &mut chunker,
-                        out,
-                    )
-                    .await
-                }
-                DataType::Stream => {
-                    Self::read_stream(
-                        &mut self.conn,
-                        &self.addr,
-                        self.limits,
-                        key,
-                        &mut chunker,
-                        out,
-                    )
-                    .await
-                }
-                DataType::Hash | DataType::Set | DataType::Zset => {
-                    Self::read_scanned(
-                        &mut self.conn,
-                        &self.addr,
-                        self.limits,
-                        key,
-                        t,
-                        &mut chunker,
-                        out,
-                    )
-                    .await
-                }
-            };
-            chunker.finish(out);
-            self.seq = seq;
-            result?;
+            if let Progress::Done = read.progress {
+                self.finish_type(read, t);
+                read.at += 1;
+                read.progress = Progress::Start;
+                read.sent = false;
+                continue;
+            }
+            self.page(read, t).await?;
+        }
+    }
+
+    /// Every event of `key` into `out` (for keys known to be small).
+    pub async fn read(&mut self, key: &Bytes, out: &mut Vec<Event>) -> Result<(), MasterReadError> {
+        let mut read = self.open(key).await?;
+        while let Some(event) = self.next(&mut read).await? {
+            out.push(event);
         }
         Ok(())
     }
 
-    async fn call(
+    fn event(&mut self, read: &KeyRead, t: DataType, chunk: Chunk, part: Part) -> Event {
+        self.seq += 1;
+        let mut also = TypeSet::default();
+        for other in read.all.iter().filter(|other| *other != t) {
+            also.insert(other);
+        }
+        // Pika's streams never expire (4.0.1's PTTL answers 0 for them).
+        let expire_at_ms = read
+            .expire_at_ms
+            .filter(|_| t != DataType::Stream && part.ends_key());
+        Event {
+            db: self.db,
+            key: read.key.clone(),
+            data_type: Some(t),
+            op: Op::Snapshot {
+                chunk,
+                part,
+                expire_at_ms,
+                also_types: also,
+            },
+            position: Position::Snapshot {
+                at: BinlogOffset::default(),
+                seq: self.seq,
+            },
+            exec_time: None,
+        }
+    }
+
+    /// A chunk read: the one held back before it goes out.
+    fn push(&mut self, read: &mut KeyRead, t: DataType, chunk: Chunk) {
+        if let Some(previous) = read.pending.replace(chunk) {
+            let part = if read.sent { Part::More } else { Part::First };
+            read.sent = true;
+            let e = self.event(read, t, previous, part);
+            read.ready.push_back(e);
+        }
+    }
+
+    fn finish_type(&mut self, read: &mut KeyRead, t: DataType) {
+        self.flush_gathered(read, t);
+        if let Some(last) = read.pending.take() {
+            let part = if read.sent { Part::Last } else { Part::Whole };
+            let e = self.event(read, t, last, part);
+            read.ready.push_back(e);
+        }
+    }
+
+    /// The gathered elements of a scanned type as one chunk.
+    fn flush_gathered(&mut self, read: &mut KeyRead, t: DataType) {
+        if read.gathered.is_empty() {
+            return;
+        }
+        let flat = std::mem::take(&mut read.gathered);
+        let chunk = match t {
+            DataType::Set => Chunk::Set(flat.iter().filter_map(bytes).collect()),
+            DataType::Hash => Chunk::Hash(
+                flat.chunks(2)
+                    .filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?)))
+                    .collect(),
+            ),
+            _ => Chunk::Zset(
+                flat.chunks(2)
+                    .filter_map(|p| Some((bytes(p.first()?)?, score(p.get(1)?)?)))
+                    .collect(),
+            ),
+        };
+        if !chunk.is_empty() {
+            self.push(read, t, chunk);
+        }
+    }
+
+    /// Reads one page of the type being read.
+    async fn page(&mut self, read: &mut KeyRead, t: DataType) -> Result<(), MasterReadError> {
+        let key = read.key.clone();
+        let elements = self.limits.elements.max(1);
+        let window = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        match (t, read.progress) {
+            (DataType::String, Progress::Start) => {
+                let len = int(&self
+                    .call(redis::cmd("STRLEN").arg(key.as_ref()), &key)
+                    .await?)
+                .unwrap_or(0);
+                if len <= window(self.limits.bytes.max(1)) {
+                    let v = self.call(redis::cmd("GET").arg(key.as_ref()), &key).await?;
+                    if let Some(v) = bytes(&v) {
+                        self.push(read, t, Chunk::String(v));
+                    }
+                    read.progress = Progress::Done;
+                } else {
+                    read.progress = Progress::Offset(0);
+                }
+            }
+            (DataType::String, Progress::Offset(at)) => {
+                let end = at.saturating_add(window(self.limits.bytes.max(1))) - 1;
+                let v = self
+                    .call(
+                        redis::cmd("GETRANGE").arg(key.as_ref()).arg(at).arg(end),
+                        &key,
+                    )
+                    .await?;
+                match bytes(&v).filter(|v| !v.is_empty()) {
+                    Some(v) => {
+                        read.progress = Progress::Offset(at.saturating_add(v.len() as i64));
+                        self.push(read, t, Chunk::String(v));
+                    }
+                    None => read.progress = Progress::Done,
+                }
+            }
+            (DataType::List, Progress::Start | Progress::Offset(_)) => {
+                let at = match read.progress {
+                    Progress::Offset(at) => at,
+                    _ => 0,
+                };
+                let end = at.saturating_add(window(elements)) - 1;
+                let v = self
+                    .call(
+                        redis::cmd("LRANGE").arg(key.as_ref()).arg(at).arg(end),
+                        &key,
+                    )
+                    .await?;
+                let page: Vec<Bytes> = items(v).iter().filter_map(bytes).collect();
+                let n = page.len();
+                read.progress = if n < elements {
+                    Progress::Done
+                } else {
+                    Progress::Offset(at.saturating_add(window(n)))
+                };
+                if n > 0 {
+                    self.push(read, t, Chunk::List(page));
+                }
+            }
+            (
+                DataType::Hash | DataType::Set | DataType::Zset,
+                Progress::Start | Progress::Cursor(_),
+            ) => {
+                let cursor = match read.progress {
+                    Progress::Cursor(c) => c,
+                    _ => 0,
+                };
+                let command = match t {
+                    DataType::Hash => "HSCAN",
+                    DataType::Set => "SSCAN",
+                    _ => "ZSCAN",
+                };
+                let v = self
+                    .call(
+                        redis::cmd(command)
+                            .arg(key.as_ref())
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(elements),
+                        &key,
+                    )
+                    .await?;
+                let mut reply = items(v).into_iter();
+                let next = reply
+                    .next()
+                    .as_ref()
+                    .and_then(int)
+                    .and_then(|c| u64::try_from(c).ok())
+                    .unwrap_or(0);
+                let width = if t == DataType::Set { 1 } else { 2 };
+                for item in reply.next().map(items).unwrap_or_default() {
+                    read.gathered.push(item);
+                    if read.gathered.len() >= elements * width {
+                        self.flush_gathered(read, t);
+                    }
+                }
+                read.progress = if next == 0 {
+                    Progress::Done
+                } else {
+                    Progress::Cursor(next)
+                };
+            }
+            (DataType::Stream, Progress::Start | Progress::From(_)) => {
+                let from = match read.progress {
+                    Progress::From(id) => id,
+                    _ => StreamId::new(0, 0),
+                };
+                let v = self
+                    .call(
+                        redis::cmd("XRANGE")
+                            .arg(key.as_ref())
+                            .arg(from.to_string())
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(elements),
+                        &key,
+                    )
+                    .await?;
+                let entries = stream_entries(v);
+                let n = entries.len();
+                match entries.last().map(|e| e.id) {
+                    None => read.progress = Progress::Done,
+                    Some(last) => {
+                        read.progress = if n < elements {
+                            Progress::Done
+                        } else {
+                            Progress::From(match last.seq.checked_add(1) {
+                                Some(seq) => StreamId::new(last.ms, seq),
+                                None => StreamId::new(last.ms.saturating_add(1), 0),
+                            })
+                        };
+                        self.push(
+                            read,
+                            t,
+                            Chunk::Stream {
+                                entries,
+                                last_id: last,
+                            },
+                        );
+                    }
+                }
+            }
+            _ => read.progress = Progress::Done,
+        }
+        Ok(())
+    }
+
+    async fn call(&mut self, cmd: &Cmd, key: &Bytes) -> Result<Value, MasterReadError> {
+        Self::send(&mut self.conn, &self.addr, cmd, Some(key)).await
+    }
+
+    async fn send(
         conn: &mut MultiplexedConnection,
         addr: &str,
         cmd: &Cmd,
@@ -375,209 +553,25 @@ impl MasterKeys {
             }),
         }
     }
+}
 
-    async fn read_string(
-        conn: &mut MultiplexedConnection,
-        addr: &str,
-        limits: ChunkLimits,
-        key: &Bytes,
-        chunker: &mut Chunker<'_>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), MasterReadError> {
-        let len = int(&Self::call(
-            conn,
-            addr,
-            redis::cmd("STRLEN").arg(key.as_ref()),
-            Some(key),
-        )
-        .await?)
-        .unwrap_or(0);
-        let window = i64::try_from(limits.bytes.max(1)).unwrap_or(i64::MAX);
-        if len <= window {
-            let v = Self::call(conn, addr, redis::cmd("GET").arg(key.as_ref()), Some(key)).await?;
-            if let Some(v) = bytes(&v) {
-                chunker.push(Chunk::String(v), out);
-            }
-            return Ok(());
-        }
-        let mut at = 0i64;
-        while at < len {
-            let end = at.saturating_add(window).saturating_sub(1);
-            let v = Self::call(
-                conn,
-                addr,
-                redis::cmd("GETRANGE").arg(key.as_ref()).arg(at).arg(end),
-                Some(key),
-            )
-            .await?;
-            let Some(v) = bytes(&v).filter(|v| !v.is_empty()) else {
-                break;
-            };
-            at = at.saturating_add(v.len() as i64);
-            chunker.push(Chunk::String(v), out);
-        }
-        Ok(())
+/// The entries of an XRANGE reply.
+fn stream_entries(v: Value) -> Vec<StreamEntry> {
+    let mut entries = Vec::new();
+    for entry in items(v) {
+        let mut parts = items(entry).into_iter();
+        let id = parts
+            .next()
+            .as_ref()
+            .and_then(bytes)
+            .and_then(|id| std::str::from_utf8(&id).ok()?.parse::<StreamId>().ok());
+        let Some(id) = id else { continue };
+        let flat = parts.next().map(items).unwrap_or_default();
+        let fields = flat
+            .chunks(2)
+            .filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?)))
+            .collect();
+        entries.push(StreamEntry { id, fields });
     }
-
-    async fn read_list(
-        conn: &mut MultiplexedConnection,
-        addr: &str,
-        limits: ChunkLimits,
-        key: &Bytes,
-        chunker: &mut Chunker<'_>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), MasterReadError> {
-        let window = i64::try_from(limits.elements.max(1)).unwrap_or(i64::MAX);
-        let mut at = 0i64;
-        loop {
-            let end = at.saturating_add(window).saturating_sub(1);
-            let v = Self::call(
-                conn,
-                addr,
-                redis::cmd("LRANGE").arg(key.as_ref()).arg(at).arg(end),
-                Some(key),
-            )
-            .await?;
-            let page: Vec<Bytes> = items(v).iter().filter_map(bytes).collect();
-            let n = page.len() as i64;
-            if n > 0 {
-                chunker.push(Chunk::List(page), out);
-            }
-            if n < window {
-                return Ok(());
-            }
-            at = at.saturating_add(n);
-        }
-    }
-
-    /// Hashes, sets and sorted sets: HSCAN, SSCAN and ZSCAN pages gathered into chunks.
-    async fn read_scanned(
-        conn: &mut MultiplexedConnection,
-        addr: &str,
-        limits: ChunkLimits,
-        key: &Bytes,
-        t: DataType,
-        chunker: &mut Chunker<'_>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), MasterReadError> {
-        let command = match t {
-            DataType::Hash => "HSCAN",
-            DataType::Set => "SSCAN",
-            _ => "ZSCAN",
-        };
-        let per_chunk = limits.elements.max(1);
-        let mut chunk = Vec::new();
-        let mut cursor = 0u64;
-        let flush = |chunk: &mut Vec<Value>, chunker: &mut Chunker<'_>, out: &mut Vec<Event>| {
-            let flat = std::mem::take(chunk);
-            let c = match t {
-                DataType::Set => Chunk::Set(flat.iter().filter_map(bytes).collect()),
-                DataType::Hash => Chunk::Hash(
-                    flat.chunks(2)
-                        .filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?)))
-                        .collect(),
-                ),
-                _ => Chunk::Zset(
-                    flat.chunks(2)
-                        .filter_map(|p| Some((bytes(p.first()?)?, score(p.get(1)?)?)))
-                        .collect(),
-                ),
-            };
-            if !c.is_empty() {
-                chunker.push(c, out);
-            }
-        };
-        let width = if t == DataType::Set { 1 } else { 2 };
-        loop {
-            let v = Self::call(
-                conn,
-                addr,
-                redis::cmd(command)
-                    .arg(key.as_ref())
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(per_chunk),
-                Some(key),
-            )
-            .await?;
-            let mut reply = items(v).into_iter();
-            cursor = reply
-                .next()
-                .as_ref()
-                .and_then(int)
-                .and_then(|c| u64::try_from(c).ok())
-                .unwrap_or(0);
-            for item in reply.next().map(items).unwrap_or_default() {
-                chunk.push(item);
-                if chunk.len() >= per_chunk * width {
-                    flush(&mut chunk, chunker, out);
-                }
-            }
-            if cursor == 0 {
-                break;
-            }
-        }
-        flush(&mut chunk, chunker, out);
-        Ok(())
-    }
-
-    async fn read_stream(
-        conn: &mut MultiplexedConnection,
-        addr: &str,
-        limits: ChunkLimits,
-        key: &Bytes,
-        chunker: &mut Chunker<'_>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), MasterReadError> {
-        let per_chunk = limits.elements.max(1);
-        let mut from = StreamId::new(0, 0);
-        loop {
-            let v = Self::call(
-                conn,
-                addr,
-                redis::cmd("XRANGE")
-                    .arg(key.as_ref())
-                    .arg(from.to_string())
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(per_chunk),
-                Some(key),
-            )
-            .await?;
-            let mut entries = Vec::new();
-            for entry in items(v) {
-                let mut parts = items(entry).into_iter();
-                let id = parts
-                    .next()
-                    .as_ref()
-                    .and_then(bytes)
-                    .and_then(|id| std::str::from_utf8(&id).ok()?.parse::<StreamId>().ok());
-                let Some(id) = id else { continue };
-                let flat = parts.next().map(items).unwrap_or_default();
-                let fields = flat
-                    .chunks(2)
-                    .filter_map(|p| Some((bytes(p.first()?)?, bytes(p.get(1)?)?)))
-                    .collect();
-                entries.push(StreamEntry { id, fields });
-            }
-            let n = entries.len();
-            let Some(last) = entries.last().map(|e| e.id) else {
-                return Ok(());
-            };
-            chunker.push(
-                Chunk::Stream {
-                    entries,
-                    last_id: last,
-                },
-                out,
-            );
-            if n < per_chunk {
-                return Ok(());
-            }
-            from = match last.seq.checked_add(1) {
-                Some(seq) => StreamId::new(last.ms, seq),
-                None => StreamId::new(last.ms.saturating_add(1), 0),
-            };
-        }
-    }
+    entries
 }
