@@ -301,3 +301,33 @@ fn human(r: &serde_json::Value) -> String {
     out.push('\n');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control(token: Option<&str>, loopback: bool) -> Control {
+        Control {
+            stop: StopSignal::default(),
+            pause: PauseSwitch::default(),
+            token: token.map(str::to_owned),
+            loopback,
+        }
+    }
+
+    #[test]
+    fn control_beyond_loopback_needs_a_token_and_a_token_is_always_checked() {
+        let head = "POST /control/stop HTTP/1.1\r\nHost: x\r\n";
+        let bearer = "POST /control/stop HTTP/1.1\r\nauthorization: Bearer t0k\r\n";
+        assert!(control(None, true).refusal(head).is_none());
+        let (code, why) = control(None, false).refusal(bearer).unwrap();
+        assert_eq!(code, "403 Forbidden");
+        assert!(why.contains("status.token"), "{why}");
+        assert_eq!(control(Some("t0k"), false).refusal(bearer), None);
+        assert_eq!(
+            control(Some("t0k"), true).refusal(head).unwrap().0,
+            "401 Unauthorized"
+        );
+        assert!(control(Some("other"), true).refusal(bearer).is_some());
+    }
+}
