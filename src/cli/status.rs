@@ -67,6 +67,69 @@ impl Control {
     }
 }
 
+/// The page served at `/`: it draws the status, and refreshes itself from `/status` and
+/// `/history` (nothing from the internet).
+const PAGE: &str = include_str!("status_page.html");
+/// How often the lag is sampled for the page's chart, and how many samples are kept.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SAMPLES: usize = 120;
+
+/// One sample of the lag and the load, for the page's chart and rates.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Sample {
+    /// Unix milliseconds.
+    at: u64,
+    lag_ms: u64,
+    lag_items: u64,
+    keys_done: u64,
+}
+
+/// The last [`SAMPLES`] samples, oldest first.
+type History = std::sync::Arc<std::sync::Mutex<VecDeque<Sample>>>;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn sample(metrics: Metrics, history: History) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let r = metrics.report();
+        let s = Sample {
+            at: unix_ms(),
+            lag_ms: r.lag_ms,
+            lag_items: r.lag_items,
+            keys_done: r.keys_done,
+        };
+        if let Ok(mut h) = history.lock() {
+            if h.len() >= SAMPLES {
+                h.pop_front();
+            }
+            h.push_back(s);
+        }
+    }
+}
+
+/// The page, with the status and history as they are now in it (a browser shows them
+/// without a second request).
+fn page(metrics: &Metrics, history: &History) -> String {
+    let samples: Vec<Sample> = history
+        .lock()
+        .map(|h| h.iter().copied().collect())
+        .unwrap_or_default();
+    let initial = serde_json::json!({
+        "status": metrics.report(),
+        "history": samples,
+        "at": unix_ms(),
+    });
+    // Inside a <script> element: no `</` may close it early.
+    PAGE.replace("{{INITIAL}}", &initial.to_string().replace("</", "<\\/"))
+}
+
 /// Binds now (so a busy port fails the start) and serves until aborted.
 pub async fn serve(
     listen: SocketAddr,
@@ -80,10 +143,15 @@ pub async fn serve(
     if control.token.is_none() && !control.loopback {
         tracing::warn!(%listen, "the status endpoint listens beyond loopback without `status.token`: pause, resume and stop are refused there");
     }
-    Ok(tokio::spawn(accept_loop(listener, metrics, control)))
+    let history = History::default();
+    let sampler = tokio::spawn(sample(metrics.clone(), history.clone()));
+    Ok(tokio::spawn(async move {
+        accept_loop(listener, metrics, control, history).await;
+        sampler.abort();
+    }))
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control) {
+async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control, history: History) {
     let mut tasks = JoinSet::new();
     // The connections being served, oldest first.
     let mut open: VecDeque<AbortHandle> = VecDeque::new();
@@ -103,9 +171,9 @@ async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control) 
                     if open.len() >= MAX_CONNECTIONS {
                         close_oldest(&mut open);
                     }
-                    let (metrics, control) = (metrics.clone(), control.clone());
+                    let (metrics, control, history) = (metrics.clone(), control.clone(), history.clone());
                     open.push_back(tasks.spawn(async move {
-                        if let Err(e) = answer(conn, &metrics, &control).await {
+                        if let Err(e) = answer(conn, &metrics, &control, &history).await {
                             tracing::debug!(error = %e, "status request failed");
                         }
                     }));
@@ -131,7 +199,12 @@ fn close_oldest(open: &mut VecDeque<AbortHandle>) {
     }
 }
 
-async fn answer(mut conn: TcpStream, metrics: &Metrics, control: &Control) -> std::io::Result<()> {
+async fn answer(
+    mut conn: TcpStream,
+    metrics: &Metrics,
+    control: &Control,
+    history: &History,
+) -> std::io::Result<()> {
     let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
     let head = tokio::time::timeout(REQUEST_WITHIN, read_head(&mut conn))
         .await
@@ -161,7 +234,16 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics, control: &Control) -> st
                 }
             }
         }
-        ("GET", "/" | "/status") => (
+        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", page(metrics, history)),
+        ("GET", "/history") => (
+            "200 OK",
+            "application/json",
+            history
+                .lock()
+                .map(|h| serde_json::to_string(&*h).unwrap_or_default())
+                .unwrap_or_default(),
+        ),
+        ("GET", "/status") => (
             "200 OK",
             "application/json",
             serde_json::to_string_pretty(&metrics.report()).unwrap_or_default(),

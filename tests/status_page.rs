@@ -1,0 +1,123 @@
+//! The status page as an operator sees it: a real headless Chromium (Debian's
+//! `chromium`) loads `/` from a running pipeline, runs its script, and the test reads
+//! the rendered text.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The text Chromium renders for `url` once its scripts ran (tags stripped).
+fn rendered_text(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium must be installed (scripts/install-deps --test)");
+    assert!(out.status.success(), "chromium failed");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The body only, tags out, spaces folded.
+    let body = dom.split_once("<body>").map_or(dom.as_str(), |(_, b)| b);
+    let body = body.split("<script").next().unwrap_or(body);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn the_page_shows_the_stage_the_sinks_and_a_pause_as_a_browser_renders_them() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "source:\n{}\n  rate: 400\n  follow: true\nsinks:\n  - type: redis\n    url: {}\nstatus:\n  listen: 127.0.0.1:{port}\n",
+        binlog_source(None),
+        redis.url()
+    );
+    let pipeline = write_pipeline(dir.path(), &yaml);
+    let mut tool = Command::new(bin())
+        .args(["run", "-c", pipeline.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || -> serde_json::Value {
+        http_get(port, "/status")
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or_default()
+    };
+    wait_until("events to flow", Duration::from_secs(30), || {
+        status()["events"].as_u64().unwrap_or(0) > 100
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let text = rendered_text(&url);
+    assert!(
+        text.starts_with("pika-migrate stage reading · pid "),
+        "{text}"
+    );
+    assert!(text.contains("Databases db stage applied up to"), "{text}");
+    assert!(
+        text.contains("Sinks sink events events/s acknowledged redis redis://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("errors recovered from: 0 (none)"), "{text}");
+    assert!(text.contains("refreshes every 2 s"), "{text}");
+    assert!(!text.contains("Paused"), "{text}");
+
+    let (code, _, stderr) = run_cli(&["pause", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let events = status()["sinks"][0]["events"].as_u64().unwrap();
+    let text = rendered_text(&url);
+    assert!(
+        text.contains("Paused: nothing is applied; the link to the master stays up."),
+        "{text}"
+    );
+    // The sink's row shows what the status endpoint says, as a person reads numbers.
+    let shown = format!("{}", events)
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(text.contains(&format!("/0 {shown} ")), "{shown} in {text}");
+    let (code, _, _) = run_cli(&["resume", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    signal_term(&tool);
+    assert_eq!(wait_exit(&mut tool, Duration::from_secs(30)), 0);
+}
+
+fn signal_term(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
