@@ -106,3 +106,174 @@ fn assert_promtool_accepts(metrics: &str) {
         "promtool: {said}\n{metrics}"
     );
 }
+
+/// The endpoint's cap on connections served at once (`MAX_CONNECTIONS` in
+/// `src/cli/status.rs`) and how long it waits for a request (`REQUEST_WITHIN`).
+const STATUS_CONNECTIONS: usize = 32;
+const STATUS_REQUEST_WITHIN: Duration = Duration::from_secs(5);
+
+/// A run that stays up with nothing to do: the fixture dump into a blackhole sink that
+/// takes one event a second. The dump is read ahead into the pipeline's channels in
+/// the first moments, so no file is opened after that.
+struct IdleRun {
+    _dir: tempfile::TempDir,
+    tool: std::process::Child,
+    port: u16,
+}
+
+impl IdleRun {
+    fn start() -> IdleRun {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let yaml = format!(
+            "source:\n{}\nsinks:\n  - type: blackhole\n    rate: 1\nstatus:\n  listen: 127.0.0.1:{port}\n",
+            dump_source()
+        );
+        let pipeline = write_pipeline(dir.path(), &yaml);
+        let tool = Command::new(bin())
+            .args(["run", "-c", pipeline.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let run = IdleRun {
+            _dir: dir,
+            tool,
+            port,
+        };
+        // Read ahead: events counted, and no file of the dump open any more.
+        let dump = fixture("dump");
+        wait_until("the dump read ahead", Duration::from_secs(30), || {
+            let events = run.get(Duration::from_secs(5)).and_then(|body| {
+                serde_json::from_str::<serde_json::Value>(&body).ok()?["events"].as_u64()
+            });
+            let reading = std::fs::read_dir(format!("/proc/{}/fd", run.tool.id()))
+                .unwrap()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p.starts_with(&dump)));
+            events > Some(0) && !reading
+        });
+        run
+    }
+
+    /// `GET /status`, its body if answered within `within`.
+    fn get(&self, within: Duration) -> Option<String> {
+        use std::io::Read;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        conn.set_read_timeout(Some(within)).unwrap();
+        write!(conn, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    }
+
+    /// Connections that send nothing.
+    fn idle_connections(&self, n: usize) -> Vec<std::net::TcpStream> {
+        (0..n)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap())
+            .collect()
+    }
+
+    /// CPU time the tool has used, in clock ticks (`/proc/<pid>/stat` utime + stime).
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.tool.id())).unwrap();
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for IdleRun {
+    fn drop(&mut self) {
+        let _ = self.tool.kill();
+        let _ = self.tool.wait();
+    }
+}
+
+/// Whether the server closed `conn` (end of stream or reset) within `within`.
+fn closed_by_server(conn: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    conn.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match conn.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn idle_connections_past_the_cap_are_closed_and_the_status_still_answers() {
+    let run = IdleRun::start();
+    let mut idle = run.idle_connections(STATUS_CONNECTIONS + 8);
+    // Past the cap the oldest are closed at once, so a request is answered.
+    let body = run
+        .get(Duration::from_secs(5))
+        .expect("GET /status answered");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["pid"], run.tool.id());
+    // Connections that never send a request are closed after a few seconds, the newest
+    // too: none holds a file descriptor of the tool for good.
+    for (i, conn) in idle.iter_mut().enumerate().rev().step_by(7) {
+        assert!(
+            closed_by_server(conn, STATUS_REQUEST_WITHIN * 3),
+            "idle connection {i} still open"
+        );
+    }
+}
+
+#[test]
+fn out_of_file_descriptors_the_endpoint_waits_instead_of_spinning_and_still_answers() {
+    let run = IdleRun::start();
+    // The tool may open three more files; then a dozen connections arrive and sit idle.
+    let pid = run.tool.id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a process this test started, with valid pointers.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(
+                pid as i32,
+                libc::RLIMIT_NOFILE,
+                std::ptr::null(),
+                &mut limit
+            ),
+            0
+        );
+        limit.rlim_cur = fds + 3;
+        assert_eq!(
+            libc::prlimit(
+                pid as i32,
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut()
+            ),
+            0
+        );
+    }
+    let _idle = run.idle_connections(12);
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let before = run.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = run.cpu_ticks() - before;
+    // A loop retrying the failed accept at once burns a whole core: 3 s in 3 s.
+    assert!(
+        used < ticks_per_second,
+        "the tool used {used} ticks of CPU in 3 s ({ticks_per_second}/s)"
+    );
+    assert!(
+        run.get(Duration::from_secs(20)).is_some(),
+        "GET /status answered with the file descriptors gone"
+    );
+}

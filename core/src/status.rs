@@ -97,6 +97,8 @@ pub struct DbReport {
 /// A copy of the status at one moment (the JSON of `GET /status`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusReport {
+    /// The process answering: a restarted run is another one.
+    pub pid: u32,
     pub stage: Stage,
     pub master: Option<String>,
     /// Our position: everything before it is acknowledged by every sink (and acked to
@@ -327,6 +329,7 @@ impl Status {
             }
         }
         let mut r = s.report.clone();
+        r.pid = std::process::id();
         r.keys_done = keys_done;
         r.keys_total = keys_total.max(keys_done);
         r.events = events;

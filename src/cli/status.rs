@@ -2,20 +2,33 @@
 //! /status` gives JSON, `GET /metrics` Prometheus text. `pika-migrate status` reads it
 //! and prints it for a human.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pika_migrate_core::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::pipeline_file;
 
 /// Largest request head we read.
 const MAX_REQUEST: usize = 8 << 10;
+/// How long a client has to send its request head: an idle connection holds a file
+/// descriptor, and enough of them would leave none for the replica and the sinks.
+pub const REQUEST_WITHIN: Duration = Duration::from_secs(5);
+/// How long writing an answer may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// Connections served at once. Past it, the oldest is closed to make room: the ones
+/// that stay open longest are the idle ones, and a new request is worth more.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Pause after a failed accept (out of file descriptors, …): the listener stays
+/// readable meanwhile, and retrying at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Binds now (so a busy port fails the start) and serves until aborted.
 pub async fn serve(listen: SocketAddr, metrics: Metrics) -> anyhow::Result<JoinHandle<()>> {
@@ -23,31 +36,62 @@ pub async fn serve(listen: SocketAddr, metrics: Metrics) -> anyhow::Result<JoinH
         .await
         .with_context(|| format!("status: cannot listen on {listen}"))?;
     tracing::info!(%listen, "status endpoint: GET /status (JSON), GET /metrics (Prometheus)");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                if let Err(e) = answer(conn, &metrics).await {
-                    tracing::debug!(error = %e, "status request failed");
+    Ok(tokio::spawn(accept_loop(listener, metrics)))
+}
+
+async fn accept_loop(listener: TcpListener, metrics: Metrics) {
+    let mut tasks = JoinSet::new();
+    // The connections being served, oldest first.
+    let mut open: VecDeque<AbortHandle> = VecDeque::new();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            Some(done) = tasks.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|h| h.id() != id);
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    failing = false;
+                    if open.len() >= MAX_CONNECTIONS {
+                        close_oldest(&mut open);
+                    }
+                    let metrics = metrics.clone();
+                    open.push_back(tasks.spawn(async move {
+                        if let Err(e) = answer(conn, &metrics).await {
+                            tracing::debug!(error = %e, "status request failed");
+                        }
+                    }));
                 }
-            });
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, open = open.len(), "status endpoint: cannot accept a connection; closing the oldest and pausing");
+                    }
+                    failing = true;
+                    // Out of file descriptors, the oldest connection's gives the next
+                    // request one.
+                    close_oldest(&mut open);
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            },
         }
-    }))
+    }
+}
+
+fn close_oldest(open: &mut VecDeque<AbortHandle>) {
+    if let Some(oldest) = open.pop_front() {
+        oldest.abort();
+    }
 }
 
 async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+    let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
+    let head = tokio::time::timeout(REQUEST_WITHIN, read_head(&mut conn))
+        .await
+        .map_err(|_| timed_out("no request within the time allowed"))??;
     let line = String::from_utf8_lossy(&head);
     let path = line.split_whitespace().nth(1).unwrap_or("/");
     let (code, kind, body) = match path {
@@ -71,8 +115,27 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(response.as_bytes()).await?;
-    conn.shutdown().await
+    let write = async {
+        conn.write_all(response.as_bytes()).await?;
+        conn.shutdown().await
+    };
+    tokio::time::timeout(ANSWER_WITHIN, write)
+        .await
+        .map_err(|_| timed_out("the answer was not taken within the time allowed"))?
+}
+
+/// The request line and headers (up to [`MAX_REQUEST`] bytes).
+async fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
 }
 
 /// `pika-migrate status`: the address given, or the one in the pipeline file.
