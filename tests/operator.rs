@@ -101,9 +101,7 @@ fn live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken(
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    m.wait_for(CATCH_UP, "streaming", || {
-        m.stage().as_deref() == Some("stream")
-    });
+    m.wait_streaming(&tool);
 
     // Writes go on all through the first verify: what differs for a moment (a write
     // not yet carried) is compared again and agrees.
@@ -122,9 +120,7 @@ fn live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken(
     assert!(written > 0);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains(" 0 differ"), "{stdout}");
-    m.wait_for(CATCH_UP, "the stream to catch up", || {
-        m.caught_up_with(pika.binlog_offset(0))
-    });
+    m.wait_caught_up(&pika);
 
     // Redis broken on purpose: exactly those keys are reported.
     redis_do(&redis, &["DEL", "s:5"]);
@@ -186,7 +182,8 @@ fn live_verify_of_three_databases_into_a_cluster_through_a_rename() {
         &sinks,
     );
     let tool = m.start();
-    m.wait_for(CATCH_UP, "every database streaming and caught up", || {
+    m.wait_streaming_dbs(&tool, &[0, 1, 2]);
+    m.wait_for(CATCH_UP, "every database caught up", || {
         (0..3).all(|db| m.db_caught_up_with(db, pika.binlog_offset(db)))
     });
     let verify = |extra: &[&str]| {
@@ -243,9 +240,7 @@ fn pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly(
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    m.wait_for(CATCH_UP, "streaming", || {
-        m.stage().as_deref() == Some("stream")
-    });
+    m.wait_streaming(&tool);
     let writer = Writer::start(&pika, counter_and_list);
     std::thread::sleep(Duration::from_millis(500));
     let (code, stdout, stderr) = run_cli(&["pause", "-c", m.pipeline.to_str().unwrap()]);
@@ -273,9 +268,7 @@ fn pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly(
     let (code, stdout, stderr) = run_cli(&["resume", "-c", m.pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     writer.stop();
-    m.wait_for(CATCH_UP, "the stream to catch up", || {
-        m.caught_up_with(pika.binlog_offset(0))
-    });
+    m.wait_caught_up(&pika);
     assert_eq!(m.interruptions(), 0, "{}", m.log_text());
     assert_eq!(pika.full_syncs_served(), 1);
     assert_same(&redis_view(&pika.state()), &redis.state());
@@ -308,9 +301,7 @@ fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let mut tool = m.start();
-    m.wait_for(CATCH_UP, "streaming", || {
-        m.stage().as_deref() == Some("stream")
-    });
+    m.wait_streaming(&tool);
     let writer = Writer::start(&pika, counter_and_list);
     let pipeline = m.pipeline.to_str().unwrap().to_owned();
 

@@ -60,148 +60,11 @@ on_each_version!(
     ],
 );
 
-const CATCH_UP: Duration = Duration::from_secs(120);
+const CATCH_UP: Duration = STREAMING_WITHIN;
 
 fn master(version: &'static str, test: &str, options: PikaOptions) -> Option<RealPika> {
     let bin = pika_or_skip(version, test)?;
     Some(RealPika::start(&bin, options))
-}
-
-/// Runs `argv`s on `con` as one pipeline.
-fn pipeline(con: &mut redis::Connection, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
-    let mut pipe = redis::pipe();
-    for argv in argvs {
-        pipe.add_command(command_of(&argv)).ignore();
-    }
-    let () = pipe.query(con).unwrap();
-}
-
-/// `n` keys of every type (some with expiries, a few big ones) under `pre:`, so a dump
-/// has something of each to carry.
-fn preload(pika: &RealPika, n: usize) {
-    let mut con = pika.client();
-    let s = |x: &str| x.as_bytes().to_vec();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-        let mut argvs = Vec::new();
-        for &i in chunk {
-            let argv: Vec<String> = match i % 6 {
-                0 => vec!["SET".into(), format!("pre:s:{i}"), format!("value {i}")],
-                1 => vec![
-                    "SETEX".into(),
-                    format!("pre:t:{i}"),
-                    "7200".into(),
-                    format!("t{i}"),
-                ],
-                2 => vec![
-                    "HMSET".into(),
-                    format!("pre:h:{i}"),
-                    "a".into(),
-                    format!("{i}"),
-                    "b".into(),
-                    "x".into(),
-                ],
-                3 => vec![
-                    "RPUSH".into(),
-                    format!("pre:l:{i}"),
-                    "1".into(),
-                    "2".into(),
-                    format!("{i}"),
-                ],
-                4 => vec![
-                    "SADD".into(),
-                    format!("pre:set:{i}"),
-                    "m1".into(),
-                    format!("m{i}"),
-                ],
-                _ => vec![
-                    "ZADD".into(),
-                    format!("pre:z:{i}"),
-                    "1.5".into(),
-                    "a".into(),
-                    format!("{i}"),
-                    "b".into(),
-                ],
-            };
-            argvs.push(argv.iter().map(|a| s(a)).collect());
-        }
-        pipeline(&mut con, argvs);
-    }
-    let big_hash = (0..2000).flat_map(|f| [format!("f{f}"), format!("v{f}")]);
-    let mut hmset = vec![s("HMSET"), s("pre:bighash")];
-    hmset.extend(big_hash.map(String::into_bytes));
-    let mut rpush = vec![s("RPUSH"), s("pre:biglist")];
-    rpush.extend((0..3000).map(|i| format!("item{i}").into_bytes()));
-    pipeline(
-        &mut con,
-        [hmset, rpush, vec![s("EXPIRE"), s("pre:bighash"), s("9000")]],
-    );
-}
-
-/// Counters, pushes, hash increments and expiring sets: what a lost or doubled write
-/// shows at once.
-fn counter_write(i: usize) -> Vec<Vec<u8>> {
-    let args = match i % 4 {
-        0 => vec!["INCR".into(), format!("c:n:{}", i % 50)],
-        1 => vec!["RPUSH".into(), format!("c:l:{}", i % 20), format!("{i}")],
-        2 => vec![
-            "HINCRBY".into(),
-            format!("c:h:{}", i % 10),
-            format!("f{}", i % 5),
-            "1".into(),
-        ],
-        _ => vec![
-            "SETEX".into(),
-            format!("c:s:{}", i % 30),
-            "3600".into(),
-            format!("v{i}"),
-        ],
-    };
-    args.into_iter().map(String::into_bytes).collect()
-}
-
-fn wait_caught_up(m: &Migration, pika: &RealPika) {
-    m.wait_for(CATCH_UP, "the stream to catch up with the master", || {
-        m.caught_up_with(pika.binlog_offset(0))
-    });
-}
-
-fn wait_streaming(m: &Migration) {
-    m.wait_for(CATCH_UP, "streaming", || {
-        m.stage().as_deref() == Some("stream")
-    });
-}
-
-/// Redis holds exactly what the master shows: every key, type, value and expiry.
-fn assert_same_as_master(pika: &RealPika, redis: &RedisServer) {
-    assert_same(&redis_view(&pika.state()), &redis.state());
-}
-
-/// Whether the master lists the migration as its replica.
-fn lists_us(pika: &RealPika, m: &Migration) -> bool {
-    pika.replicas()
-        .contains(&format!("127.0.0.1:{}", m.announce_port))
-}
-
-/// A small random generator for test timings; the seed is printed so a failure can be
-/// replayed.
-struct Dice(u64);
-
-impl Dice {
-    fn new(test: &str) -> Dice {
-        let seed = std::env::var("TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| now_ms() as u64);
-        eprintln!("{test}: TEST_SEED={seed}");
-        Dice(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn full_sync_while_writes_of_every_type_go_on_lands_exactly(version: &'static str, test: &str) {
@@ -216,13 +79,13 @@ fn full_sync_while_writes_of_every_type_go_on_lands_exactly(version: &'static st
     let tool = m.start();
     wait_until("the full sync to start", CATCH_UP, || m.stage().is_some());
     let before_load = writer.written();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     let full_sync = started.elapsed();
     let during = writer.written() - before_load;
     std::thread::sleep(Duration::from_secs(1));
     let written = writer.stop();
-    wait_caught_up(&m, &pika);
-    assert!(lists_us(&pika, &m), "the master lists us as its replica");
+    m.wait_caught_up(&pika);
+    assert!(m.listed_by(&pika), "the master lists us as its replica");
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
     assert!(during > 0, "writes went on during the full sync");
@@ -246,8 +109,8 @@ fn a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands(
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
-    wait_caught_up(&m, &pika);
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
 
     const BURST: usize = 120_000;
     let started = Instant::now();
@@ -263,7 +126,7 @@ fn a_burst_at_the_masters_full_rate_after_the_full_sync_all_lands(
         String::from_utf8_lossy(&out.stderr)
     );
     let ended = Instant::now();
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     let caught_up = ended.elapsed();
     let metrics = http_get(m.status_port, "/metrics").unwrap();
     let (p50, p99) = (quantile(&metrics, 0.5), quantile(&metrics, 0.99));
@@ -378,7 +241,7 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     for round in 0..3 {
         let tool = m.start();
         if round > 0 {
-            wait_streaming(&m);
+            m.wait_streaming(&tool);
         }
         std::thread::sleep(Duration::from_millis(300 + dice.below(3000)));
         killed_in.push(m.stage().unwrap_or_default());
@@ -392,10 +255,10 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     );
 
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     std::thread::sleep(Duration::from_millis(500));
     let written = writer.stop();
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
     assert!(written > 0);
@@ -423,21 +286,6 @@ fn five_kill_9_of_the_tool_while_counters_are_written_are_exact(version: &'stati
     assert_same_as_master(&pika, &redis);
 }
 
-/// `n` strings of 1 KiB random bytes (`rnd:<i>`), which no compression shrinks.
-fn incompressible(pika: &RealPika, dice: &mut Dice, n: usize) {
-    let mut con = pika.client();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
-        let values: Vec<_> = chunk
-            .iter()
-            .map(|i| {
-                let v: Vec<u8> = (0..1024).map(|_| dice.below(256) as u8).collect();
-                vec![b"SET".to_vec(), format!("rnd:{i}").into_bytes(), v]
-            })
-            .collect();
-        pipeline(&mut con, values);
-    }
-}
-
 fn master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync(
     version: &'static str,
     test: &str,
@@ -449,7 +297,7 @@ fn master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync(
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     let writer = Writer::start(&pika, counter_write);
 
     for restart in ["restart", "kill -9"] {
@@ -464,14 +312,14 @@ fn master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync(
             }
         }
         wait_until("the tool to rejoin the master", CATCH_UP, || {
-            lists_us(&pika, &m)
+            m.listed_by(&pika)
         });
         wait_until("writes after the master came back", CATCH_UP, || {
             writer.written() > before + 200
         });
     }
     let written = writer.stop();
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
     assert!(written > 0);
@@ -522,8 +370,8 @@ fn a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65(version: &'stati
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
-    wait_caught_up(&m, &pika);
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
     roll_and_purge(&pika);
@@ -545,8 +393,8 @@ fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exa
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "  resync: allow\n");
     let tool = m.start();
-    wait_streaming(&m);
-    wait_caught_up(&m, &pika);
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
 
     // Frozen past the master's 20-s rule, the tool is dropped, and nothing protects its
     // binlog position any more. Meanwhile collections lose members: a second full sync
@@ -587,7 +435,7 @@ fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exa
     wait_until("streaming again", CATCH_UP, || {
         m.live_stage().as_deref() == Some("streaming")
     });
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert!(m
         .log_text()
@@ -610,7 +458,7 @@ fn a_wrong_or_missing_password_is_refused_with_77(version: &'static str, test: &
     }
     let m = Migration::new(&pika.addr(), &redis.url(), "  password: s3cret\n");
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 }
 
@@ -674,10 +522,10 @@ fn run_as_an_unprivileged_user_it_full_syncs_and_streams(version: &'static str, 
     let log = std::fs::File::create(m.log()).unwrap();
     let tool = command.stderr(log).spawn().unwrap();
 
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     let mut con = pika.client();
     pipeline(&mut con, (0..2000).map(live_write));
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert_same_as_master(&pika, &redis);
     let owner = std::os::unix::fs::MetadataExt::uid(
@@ -700,30 +548,59 @@ fn a_stalled_checkpoint_write_does_not_get_us_dropped(version: &'static str, tes
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
-    wait_caught_up(&m, &pika);
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
 
     // Every fsync of the tool (the checkpoint's) waits 25 s while strace is attached:
     // longer than the 20 s of silence after which the master drops a replica.
+    let trace = m.dir.path().join("strace.txt");
     let mut stall = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"])
-        .args(["-e", "inject=fsync:delay_enter=25000000"])
+        .args(["-f", "-qq", "-T", "-e", "signal=none", "-e", "trace=fsync"])
+        .args(["-e", "inject=fsync:delay_enter=25000000", "-o"])
+        .arg(&trace)
         .args(["-p", &tool.id().to_string()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
+    if let Ok(Some(status)) = stall.try_wait() {
+        let mut why = String::new();
+        let _ = std::io::Read::read_to_string(&mut stall.stderr.take().unwrap(), &mut why);
+        kill9(tool);
+        skip(test, &format!("strace could not attach ({status}): {why}"));
+        return;
+    }
     let mut con = pika.client();
     pipeline(&mut con, (0..500).map(live_write));
-    std::thread::sleep(Duration::from_secs(24));
-    assert!(lists_us(&pika, &m), "the master still lists us");
+    // The checkpoint's fsync comes back after its 25 s (strace writes the line then).
+    let mut delayed = Vec::new();
+    m.wait_for(Duration::from_secs(60), "a delayed fsync", || {
+        delayed = delayed_fsyncs(&trace);
+        !delayed.is_empty()
+    });
+    assert!(delayed[0] >= 20.0, "fsyncs delayed by {delayed:?} s");
+    assert!(m.listed_by(&pika), "the master still lists us");
     signal(&stall, "-TERM");
     let _ = stall.wait();
 
     pipeline(&mut con, (500..1000).map(live_write));
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert_eq!(m.interruptions(), 0, "the link lived on: {}", m.log_text());
     assert_same_as_master(&pika, &redis);
+}
+
+/// How long each fsync that strace delayed took, in seconds (`fsync(5) = 0 (DELAYED)
+/// <25.000661>` in its `-T` output).
+fn delayed_fsyncs(trace: &std::path::Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("fsync(") && l.contains("(DELAYED)"))
+        .filter_map(|l| {
+            let (_, took) = l.rsplit_once('<')?;
+            took.strip_suffix('>')?.parse().ok()
+        })
+        .collect()
 }
 
 fn the_status_counts_the_dump_while_it_arrives(version: &'static str, test: &str) {
@@ -766,7 +643,10 @@ fn the_status_counts_the_dump_while_it_arrives(version: &'static str, test: &str
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     let done = m.status().unwrap()["dump_bytes"].as_u64().unwrap();
     assert!(done > 4_000_000, "{done} bytes received");
-    wait_streaming(&m);
+    // Through `script`: the tool is its child, the only run there is.
+    m.wait_for(CATCH_UP, "streaming", || {
+        m.live_stage().as_deref() == Some("streaming")
+    });
     let shown = String::from_utf8_lossy(&std::fs::read(&screen).unwrap()).into_owned();
     assert!(shown.contains("receiving the dump:"), "{shown}");
     assert!(shown.contains("MiB/s"), "{shown}");
@@ -824,8 +704,8 @@ fn a_stalled_target_holding_acks_does_not_get_us_dropped(version: &'static str, 
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
-    wait_caught_up(&m, &pika);
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
 
     // Redis takes no write for longer than the master tolerates silence (20 s): the
     // acks are held back, the tool's own pings keep the session.
@@ -852,9 +732,9 @@ fn a_stalled_target_holding_acks_does_not_get_us_dropped(version: &'static str, 
     assert!(status["lag_items"].as_u64() > Some(0), "{status}");
     assert!(status["lag_ms"].as_u64() > Some(15_000), "{status}");
 
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert!(paused_at.elapsed() >= PAUSE);
-    assert!(lists_us(&pika, &m), "the master still lists us");
+    assert!(m.listed_by(&pika), "the master still lists us");
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert_eq!(
         m.interruptions(),
@@ -877,9 +757,9 @@ fn sigterm_while_streaming_saves_the_position_and_exits_0(version: &'static str,
     // 1. Caught up, then SIGTERM: the checkpoint is the master's position, and the
     // full sync's rsync daemon is gone with the run.
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     pipeline(&mut con, (0..2000).map(live_write));
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     let (f, o) = pika.binlog_offset(0);
     assert_eq!(m.stage().as_deref(), Some("stream"));
@@ -900,7 +780,7 @@ fn sigterm_while_streaming_saves_the_position_and_exits_0(version: &'static str,
 
     // 3. And on from there: exact, with no second full sync.
     let tool = m.start();
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert_eq!(pika.full_syncs_served(), 1);
     assert_eq!(m.interruptions(), 0, "{}", m.log_text());
@@ -918,7 +798,7 @@ fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream(
     let filters = "filters:\n  - type: key\n    exclude: ['live:s:*', 'live:n:*']\n";
     let m = Migration::new(&pika.addr(), &redis.url(), filters);
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     let mut con = pika.client();
     pipeline(&mut con, (0..3000).map(live_write));
     // The last writes are all dropped: the master must still see them acked.
@@ -927,7 +807,7 @@ fn events_dropped_by_filters_are_acked_and_do_not_stall_the_stream(
         &mut con,
         (0..50).map(|i| vec![s("SET".into()), s(format!("live:s:{i}")), s("x".into())]),
     );
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
 
     let mut expected = redis_view(&pika.state());
@@ -948,7 +828,7 @@ fn pika_4_0_1_forms_stream_as_the_master_applied_them() {
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     let mut con = pika.client();
     let w =
         |words: &[&str]| -> Vec<Vec<u8>> { words.iter().map(|x| x.as_bytes().to_vec()).collect() };
@@ -976,7 +856,7 @@ fn pika_4_0_1_forms_stream_as_the_master_applied_them() {
             w(&["SET", "f:last", "x"]),
         ],
     );
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     let state = redis.state();
     let ttl = |k: &str| state[&(k.as_bytes().to_vec(), "string".to_owned())].expire_at_ms;
@@ -1020,10 +900,10 @@ fn pika_4_0_1_full_sync_carries_streams_and_their_last_id() {
     let redis = RedisServer::start();
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
-    wait_streaming(&m);
+    m.wait_streaming(&tool);
     // Streamed after the full sync, onto a stream the full sync brought.
     pipeline(&mut con, [w(&["XADD", "x:ids", "10-0", "after", "1"])]);
-    wait_caught_up(&m, &pika);
+    m.wait_caught_up(&pika);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     let streams = (pika.state().into_keys())
         .filter(|(_, t)| t == "stream")

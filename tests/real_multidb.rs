@@ -47,13 +47,6 @@ fn wait_all_caught_up(m: &Migration, pika: &RealPika, dbs: &[u32]) {
     }
 }
 
-fn wait_all_streaming(m: &Migration, dbs: &[u32]) {
-    m.wait_for(CATCH_UP, "every database to stream", || {
-        dbs.iter()
-            .all(|db| m.stage_of(*db).as_deref() == Some("stream"))
-    });
-}
-
 /// Redis database `to` holds exactly what the master's database `from` shows.
 fn assert_db_same(pika: &RealPika, from: u32, redis: &RedisServer, to: u32) {
     let (want, got) = (redis_view(&pika.state_of_db(from)), redis.state_of_db(to));
@@ -100,7 +93,7 @@ fn every_database_lands_in_its_own_redis_database_through_writes_to_all(
     let m = Migration::new(&pika.addr(), &redis.url(), "");
     let writing = writers(&pika);
     let tool = m.start();
-    wait_all_streaming(&m, &[0, 1, 2]);
+    m.wait_streaming_dbs(&tool, &[0, 1, 2]);
     for db in 0..DATABASES {
         change_db(&pika, db);
     }
@@ -148,7 +141,7 @@ fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str)
     // `dbs: [1]` moves db1 alone.
     let only = Migration::new(&pika.addr(), &redis.url(), "  dbs: [1]\n");
     let tool = only.start();
-    wait_all_streaming(&only, &[1]);
+    only.wait_streaming_dbs(&tool, &[1]);
     for db in 0..DATABASES {
         change_db(&pika, db);
     }
@@ -174,7 +167,7 @@ fn dbs_picks_databases_and_a_db_map_moves_one(version: &'static str, test: &str)
         "  dbs: [2]\nfilters:\n  - type: db\n    map: {2: 5}\n",
     );
     let tool = moved.start();
-    wait_all_streaming(&moved, &[2]);
+    moved.wait_streaming_dbs(&tool, &[2]);
     wait_all_caught_up(&moved, &pika, &[2]);
     assert_eq!(stop(tool), 0, "{}", moved.log_text());
     assert_db_same(&pika, 2, &redis, 5);
@@ -223,7 +216,7 @@ fn several_databases_into_a_redis_cluster_are_refused_unless_their_keys_name_the
         &sinks,
     );
     let tool = m.start();
-    wait_all_streaming(&m, &[0, 1, 2]);
+    m.wait_streaming_dbs(&tool, &[0, 1, 2]);
     wait_all_caught_up(&m, &pika, &[0, 1, 2]);
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     let mut want = State::new();
@@ -251,12 +244,12 @@ fn three_kill_9_while_every_database_streams_are_exact(version: &'static str, te
     let writing = writers(&pika);
     for round in 0..3 {
         let tool = m.start();
-        wait_all_streaming(&m, &[0, 1, 2]);
+        m.wait_streaming_dbs(&tool, &[0, 1, 2]);
         std::thread::sleep(Duration::from_millis(300 + 400 * round));
         kill9(tool);
     }
     let tool = m.start();
-    wait_all_streaming(&m, &[0, 1, 2]);
+    m.wait_streaming_dbs(&tool, &[0, 1, 2]);
     std::thread::sleep(Duration::from_millis(500));
     let written: Vec<usize> = writing.into_iter().map(Writer::stop).collect();
     wait_all_caught_up(&m, &pika, &[0, 1, 2]);

@@ -15,6 +15,7 @@ use serde_json::Value as Json;
 
 pub mod pcap;
 pub mod pika_master;
+pub mod proxy;
 pub mod real_pika;
 pub mod sentinel;
 pub mod tool;

@@ -606,3 +606,115 @@ pub fn change_db(pika: &RealPika, db: u32) {
         &["INCRBY", &format!("counter:{db}"), &(db + 10).to_string()],
     );
 }
+
+/// Redis holds exactly what the master shows: every key, type, value and expiry.
+pub fn assert_same_as_master(pika: &RealPika, redis: &super::RedisServer) {
+    super::assert_same(&super::redis_view(&pika.state()), &redis.state());
+}
+
+/// Runs `argv`s on `con` as one pipeline.
+pub fn pipeline(con: &mut redis::Connection, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
+    let mut pipe = redis::pipe();
+    for argv in argvs {
+        pipe.add_command(super::tool::command_of(&argv)).ignore();
+    }
+    let () = pipe.query(con).unwrap();
+}
+
+/// `n` keys of every type (some with expiries, a few big ones) under `pre:`, so a dump
+/// has something of each to carry.
+pub fn preload(pika: &RealPika, n: usize) {
+    let mut con = pika.client();
+    let s = |x: &str| x.as_bytes().to_vec();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut argvs = Vec::new();
+        for &i in chunk {
+            let argv: Vec<String> = match i % 6 {
+                0 => vec!["SET".into(), format!("pre:s:{i}"), format!("value {i}")],
+                1 => vec![
+                    "SETEX".into(),
+                    format!("pre:t:{i}"),
+                    "7200".into(),
+                    format!("t{i}"),
+                ],
+                2 => vec![
+                    "HMSET".into(),
+                    format!("pre:h:{i}"),
+                    "a".into(),
+                    format!("{i}"),
+                    "b".into(),
+                    "x".into(),
+                ],
+                3 => vec![
+                    "RPUSH".into(),
+                    format!("pre:l:{i}"),
+                    "1".into(),
+                    "2".into(),
+                    format!("{i}"),
+                ],
+                4 => vec![
+                    "SADD".into(),
+                    format!("pre:set:{i}"),
+                    "m1".into(),
+                    format!("m{i}"),
+                ],
+                _ => vec![
+                    "ZADD".into(),
+                    format!("pre:z:{i}"),
+                    "1.5".into(),
+                    "a".into(),
+                    format!("{i}"),
+                    "b".into(),
+                ],
+            };
+            argvs.push(argv.iter().map(|a| s(a)).collect());
+        }
+        pipeline(&mut con, argvs);
+    }
+    let big_hash = (0..2000).flat_map(|f| [format!("f{f}"), format!("v{f}")]);
+    let mut hmset = vec![s("HMSET"), s("pre:bighash")];
+    hmset.extend(big_hash.map(String::into_bytes));
+    let mut rpush = vec![s("RPUSH"), s("pre:biglist")];
+    rpush.extend((0..3000).map(|i| format!("item{i}").into_bytes()));
+    pipeline(
+        &mut con,
+        [hmset, rpush, vec![s("EXPIRE"), s("pre:bighash"), s("9000")]],
+    );
+}
+
+/// A small random generator for test timings; the seed is printed so a failure can be
+/// replayed.
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new(test: &str) -> Dice {
+        let seed = std::env::var("TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| now_ms() as u64);
+        eprintln!("{test}: TEST_SEED={seed}");
+        Dice(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `n` strings of 1 KiB random bytes (`rnd:<i>`), which no compression shrinks.
+pub fn incompressible(pika: &RealPika, dice: &mut Dice, n: usize) {
+    let mut con = pika.client();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let v: Vec<u8> = (0..1024).map(|_| dice.below(256) as u8).collect();
+                vec![b"SET".to_vec(), format!("rnd:{i}").into_bytes(), v]
+            })
+            .collect();
+        pipeline(&mut con, values);
+    }
+}

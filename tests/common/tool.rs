@@ -14,6 +14,9 @@ use super::real_pika::RealPika;
 use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
 use pika_migrate_core::event::BinlogOffset;
 
+/// How long a full sync and the stream's catching up may take in the tests.
+pub const STREAMING_WITHIN: Duration = Duration::from_secs(120);
+
 /// One migration: a work dir, a pipeline file, a log of every run of the tool. A failing
 /// test leaves them to read.
 pub struct Migration {
@@ -150,6 +153,41 @@ impl Migration {
         self.status()?["stage"].as_str().map(str::to_owned)
     }
 
+    /// Waits until the process `tool` itself (its status endpoint, not a checkpoint an
+    /// earlier run left) streams every database in `dbs`: the master took its TrySync.
+    pub fn wait_streaming_dbs(&self, tool: &Child, dbs: &[u32]) {
+        self.wait_for(STREAMING_WITHIN, "this run to stream", || {
+            let Some(s) = self.status() else {
+                return false;
+            };
+            s["pid"] == tool.id()
+                && dbs
+                    .iter()
+                    .all(|db| s["dbs"][db.to_string()]["stage"] == "streaming")
+        });
+    }
+
+    /// Waits until the process `tool` streams db 0.
+    pub fn wait_streaming(&self, tool: &Child) {
+        self.wait_streaming_dbs(tool, &[0]);
+    }
+
+    /// Waits until the running tool streams with everything the master has (its
+    /// `binlog_offset` of db 0) acknowledged by every sink.
+    pub fn wait_caught_up(&self, pika: &RealPika) {
+        self.wait_for(
+            STREAMING_WITHIN,
+            "the stream to catch up with the master",
+            || self.caught_up_with(pika.binlog_offset(0)),
+        );
+    }
+
+    /// Whether the master lists this migration as its replica.
+    pub fn listed_by(&self, pika: &RealPika) -> bool {
+        pika.replicas()
+            .contains(&format!("127.0.0.1:{}", self.announce_port))
+    }
+
     /// Whether the running tool streams database `db` with every item of it received
     /// acknowledged, at `master_at` (the master's `binlog_offset` of `db`).
     pub fn db_caught_up_with(&self, db: u32, master_at: (u32, u64)) -> bool {
@@ -272,6 +310,28 @@ pub fn live_write(i: usize) -> Vec<Vec<u8>> {
             "3600".into(),
         ],
         _ => vec!["DEL".into(), format!("live:s:{}", (k + 11) % 97)],
+    };
+    args.into_iter().map(String::into_bytes).collect()
+}
+
+/// Counters, pushes, hash increments and expiring sets: what a lost or doubled write
+/// shows at once.
+pub fn counter_write(i: usize) -> Vec<Vec<u8>> {
+    let args = match i % 4 {
+        0 => vec!["INCR".into(), format!("c:n:{}", i % 50)],
+        1 => vec!["RPUSH".into(), format!("c:l:{}", i % 20), format!("{i}")],
+        2 => vec![
+            "HINCRBY".into(),
+            format!("c:h:{}", i % 10),
+            format!("f{}", i % 5),
+            "1".into(),
+        ],
+        _ => vec![
+            "SETEX".into(),
+            format!("c:s:{}", i % 30),
+            "3600".into(),
+            format!("v{i}"),
+        ],
     };
     args.into_iter().map(String::into_bytes).collect()
 }

@@ -95,8 +95,21 @@ pub struct CaptureSourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PikaSourceConfig {
-    /// The master's client address `HOST:PORT` (replication is on PORT + 2000).
+    /// The master's client address `HOST:PORT`, as we reach it (through a port mapping,
+    /// a proxy or a tunnel it may not be the master's own port).
     pub master: String,
+    /// The port we reach the master's replication port at (Pika's is its own port +
+    /// 2000); default: `master`'s port + 2000.
+    #[serde(default)]
+    pub replication_port: Option<u16>,
+    /// The port we reach a Pika 3.5/4.0 master's rsync service at (Pika's is its own
+    /// port + 10001); default: `master`'s port + 10001.
+    #[serde(default)]
+    pub rsync_port: Option<u16>,
+    /// The addresses (IPs or CIDR blocks) a Pika 3.2–3.4 master pushes its dump from; our
+    /// rsync daemon lets no one else in. Default: the addresses `master` names.
+    #[serde(default)]
+    pub push_from: Option<Vec<String>>,
     /// The master's `requirepass` (also what its rsync client authenticates with).
     #[serde(default)]
     pub password: Option<String>,
@@ -454,7 +467,7 @@ mod tests {
             try_parse("source:\n  type: snapshot\n  path: x\n  bogus: 1\nsinks: []\n").unwrap_err();
         assert_eq!(
             unknown,
-            "p.yaml:4:3: source: unknown field `bogus`, expected one of `path`, `chunk`, `rate`"
+            "p.yaml:4:3: source: unknown field `bogus`, expected one of `path`, `chunk`, `rate`, `as_of`"
         );
         let wrong = try_parse("source:\n  type: binlog\n  path: x\n  follow: maybe\nsinks: []\n")
             .unwrap_err();

@@ -108,9 +108,14 @@ impl CheckpointStore {
     }
 
     /// Records `stage` for `db` and writes the file (on a blocking thread: a slow disk
-    /// must not stall the replication link).
+    /// must not stall the replication link). A stage the file already holds is not
+    /// written again (a full sync asked for again after a full disk needs no room).
     pub async fn save(&self, db: u32, stage: Stage) -> Result<(), ReplicaError> {
         let mut current = self.current.lock().await;
+        // Every stage held was read from the file or written to it.
+        if current.dbs.get(&db) == Some(&stage) {
+            return Ok(());
+        }
         let mut next = current.clone();
         next.dbs.insert(db, stage);
         let (file, saved) = (self.file.clone(), next.clone());
@@ -206,6 +211,30 @@ mod tests {
         assert!(text.contains(r#""stage":"stream""#), "{text}");
         file.remove().unwrap();
         assert_eq!(file.load().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_stage_already_held_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CheckpointFile::new(dir.path());
+        let store = CheckpointStore::new(
+            file.clone(),
+            Checkpoint {
+                master: "127.0.0.1:9221".into(),
+                dbs: BTreeMap::new(),
+            },
+        );
+        store.save(0, Stage::Transfer).await.unwrap();
+        assert!(file.path().exists());
+        // On a full disk no write could succeed: the same stage asks for none.
+        std::fs::remove_file(file.path()).unwrap();
+        store.save(0, Stage::Transfer).await.unwrap();
+        assert!(!file.path().exists(), "written again");
+        let loaded = Stage::Load {
+            dump_at: BinlogOffset::new(1, 2),
+        };
+        store.save(0, loaded.clone()).await.unwrap();
+        assert_eq!(file.load().unwrap().unwrap().dbs[&0], loaded);
     }
 
     #[test]

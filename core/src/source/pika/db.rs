@@ -12,7 +12,7 @@ use super::error::ReplicaError;
 use super::link::Link;
 use super::master_info::Generation;
 use super::{blocking, keepalive_or_lost, pull, rsyncd, stream, Ended, PikaSource};
-use super::{DUMP_COUNT_EVERY, DUMP_POLL, SILENCE, STALLED_TRANSFERS};
+use super::{disk, DUMP_COUNT_EVERY, DUMP_POLL, FULL_DISK_TRANSFERS, SILENCE, STALLED_TRANSFERS};
 use crate::config::ResyncPolicy;
 use crate::event::BinlogOffset;
 use crate::metrics::Metrics;
@@ -29,6 +29,10 @@ pub(super) struct Ctx<'a> {
     pub checkpoints: &'a CheckpointStore,
     /// How the master hands over its dumps.
     pub generation: Generation,
+    /// The master's own client port, which its dumps name.
+    pub master_port: u16,
+    /// The size of the master's databases (INFO `db_size`): about what the dumps take.
+    pub master_db_size: Option<u64>,
     /// Set when one database's replica failed: the others end as if stopped (their
     /// positions saved), and the connection is made again for all.
     pub interrupted: AtomicBool,
@@ -66,6 +70,8 @@ pub(super) struct DbReplica {
     pub master_at: BinlogOffset,
     /// Full syncs in a row that stalled.
     pub stalled_transfers: u32,
+    /// Full syncs in a row that ran out of disk space.
+    pub full_disk_transfers: u32,
 }
 
 impl DbReplica {
@@ -77,6 +83,7 @@ impl DbReplica {
             status,
             master_at: BinlogOffset::default(),
             stalled_transfers: 0,
+            full_disk_transfers: 0,
         }
     }
 
@@ -146,6 +153,14 @@ impl DbReplica {
         dir: &ReceiveDir,
     ) -> Result<Option<BinlogOffset>, ReplicaError> {
         let s = ctx.source;
+        if let Some(size) = ctx.master_db_size {
+            let measured = dir.db_dir();
+            if let Some(room) = blocking(move || Ok(disk::room(&measured))).await? {
+                if room.free < size {
+                    tracing::warn!(dir = %dir.db_dir().display(), free = room.free, master_db_size = size, "full sync: the master's databases take more than the room left here; the dump may not fit");
+                }
+            }
+        }
         let r = link
             .call(requests::db_sync(&s.announce, self.db, self.master_at))
             .await
@@ -175,6 +190,11 @@ impl DbReplica {
             Generation::Push => None,
         };
         let mut pulled = pull.is_none();
+        // A 3.2–3.4 master's push fails on our side in the daemon, which says why.
+        let daemon_log = match &*ctx.daemon.lock().await {
+            Some(daemon) if pull.is_none() => Some(daemon.log().clone()),
+            _ => None,
+        };
         let status = self.status.clone();
         let mut poll = tokio::time::interval(DUMP_POLL);
         let (mut received, mut counted) = (0, std::time::Instant::now());
@@ -189,7 +209,16 @@ impl DbReplica {
                         None => std::future::pending().await,
                     }
                 }, if pull.is_some() => {
-                    let snapshot = done?;
+                    let snapshot = match done {
+                        Ok(snapshot) => snapshot,
+                        Err(e) => match e.disk_full() {
+                            Some((path, error)) => {
+                                let cause = format!("writing {path}: {error}");
+                                return Err(self.out_of_space(ctx, dir, cause, None).await);
+                            }
+                            None => return Err(e.into()),
+                        },
+                    };
                     tracing::info!(%snapshot, "full sync: every file of the dump pulled");
                     pull = None;
                     pulled = true;
@@ -198,16 +227,26 @@ impl DbReplica {
             if self.should_stop(ctx) {
                 return Ok(None);
             }
-            let (arrived, master_port) = (dir.clone(), s.master_port);
+            let (arrived, master_port, master) = (dir.clone(), ctx.master_port, s.master.clone());
             if !pulled {
                 // Only the pull's end says the dump is complete.
-            } else if let Some(dump_at) = blocking(move || arrived.arrived(master_port)).await? {
+            } else if let Some(dump_at) =
+                blocking(move || arrived.arrived(master_port, &master)).await?
+            {
                 let counting = dir.clone();
                 let bytes = blocking(move || Ok(counting.received_bytes())).await?;
                 status.set_dump_bytes(bytes);
                 self.stalled_transfers = 0;
+                self.full_disk_transfers = 0;
                 tracing::info!(position = %dump_at, bytes, "full sync: dump received");
                 return Ok(Some(dump_at));
+            }
+            if let Some(line) = daemon_log.as_ref().and_then(|log| log.disk_full()) {
+                // The file cut short fills the disk; a push sends it whole again anyway,
+                // and the next try needs room to start.
+                let cut_short = rsyncd::failed_file(&line).and_then(|f| dir.file_within(f));
+                let cause = format!("our rsync daemon says: {line}");
+                return Err(self.out_of_space(ctx, dir, cause, cut_short).await);
             }
             if counted.elapsed() >= DUMP_COUNT_EVERY {
                 counted = std::time::Instant::now();
@@ -227,13 +266,20 @@ impl DbReplica {
                 let check = match ctx.generation {
                     Generation::Push => format!(
                         "check that the master reaches {}:{} (where it pushes the dump), has \
-                         the rsync binary, and what its log says",
+                         the rsync binary, and what its log says{}",
                         s.announce.ip,
-                        s.announce.port + 1000
+                        s.announce.port + 1000,
+                        daemon_log.as_ref().and_then(|log| log.refused()).map_or(
+                            String::new(),
+                            |from| format!(
+                                "; our rsync daemon refused a push from {from}: if the master \
+                             pushes from there, add it to `push_from`"
+                            )
+                        )
                     ),
                     Generation::Pull | Generation::PullFloyd => format!(
                         "check that we reach the master's rsync service at {} (its port + \
-                         10001), and what its log says",
+                         10001, or `rsync_port`), and what its log says",
                         s.rsync2_addr()?
                     ),
                 };
@@ -253,6 +299,61 @@ impl DbReplica {
                 )));
             }
         }
+    }
+
+    /// A transfer that ran out of disk space: tried again a few times (something may
+    /// have been freeing space), then the run stops, saying how much room is wanted.
+    /// `cut_short`, a file the transfer left incomplete, is removed once measured.
+    async fn out_of_space(
+        &mut self,
+        ctx: &Ctx<'_>,
+        dir: &ReceiveDir,
+        cause: String,
+        cut_short: Option<std::path::PathBuf>,
+    ) -> ReplicaError {
+        self.full_disk_transfers += 1;
+        let measured = dir.clone();
+        let (received, room) = blocking(move || {
+            let measured_at = (measured.received_bytes(), disk::room(&measured.db_dir()));
+            if let Some(file) = cut_short {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot remove the file cut short");
+                }
+            }
+            Ok(measured_at)
+        })
+        .await
+        .unwrap_or((0, None));
+        let full = ReplicaError::DiskFull {
+            dir: ctx.source.work_dir.display().to_string(),
+            db: self.db,
+            cause,
+            received,
+            needed: match ctx.master_db_size {
+                Some(size) if size > received => format!(
+                    "It needs about {size} bytes: the master's databases take that on its disk \
+                     (db_size in its INFO, every database)"
+                ),
+                Some(size) => format!(
+                    "It needs more than that; the master's INFO says db_size {size} (every \
+                     database), which Pika 3.5 and 4.0 count again only every minute or so"
+                ),
+                None => "It needs more than that; the master does not say how big its \
+                         databases are"
+                    .into(),
+            },
+            room: match room {
+                Some(r) => format!("{} bytes, {} of them free", r.total, r.free),
+                None => "an unknown number of bytes".into(),
+            },
+            tries: self.full_disk_transfers,
+            most: FULL_DISK_TRANSFERS,
+        };
+        tracing::warn!(error = %full, "full sync: the disk is full");
+        if self.full_disk_transfers >= FULL_DISK_TRANSFERS {
+            return full;
+        }
+        ReplicaError::Transient(full.to_string())
     }
 
     /// Scans the received dump into the sinks and waits until they acknowledged all of

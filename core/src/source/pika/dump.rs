@@ -57,21 +57,48 @@ impl ReceiveDir {
         }
     }
 
-    /// The dump's position once its `info` arrived; `None` while it has not.
-    pub fn arrived(&self, master_port: u16) -> Result<Option<BinlogOffset>, ReplicaError> {
+    /// The dump's position once its `info` arrived; `None` while it has not. The dump
+    /// must come from the master on port `master_port` (its own port, as its INFO says).
+    pub fn arrived(
+        &self,
+        master_port: u16,
+        master: &str,
+    ) -> Result<Option<BinlogOffset>, ReplicaError> {
         let path = self.info_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                parse_info(&text, master_port)
-                    .map(Some)
-                    .map_err(|reason| ReplicaError::DumpInfo {
-                        path: path.display().to_string(),
-                        reason,
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ReplicaError::io(&path, e)),
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ReplicaError::io(&path, e)),
+        };
+        let info = parse_info(&text).map_err(|reason| ReplicaError::DumpInfo {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        if info.port != master_port {
+            return Err(ReplicaError::OtherMaster {
+                reached: format!("the dump of db{}", self.db),
+                master: master.to_owned(),
+                how: format!(
+                    "its info ({}) is from a master on port {}, and the master {master} runs on \
+                     port {master_port} (tcp_port in its INFO)",
+                    path.display(),
+                    info.port
+                ),
+            });
         }
+        Ok(Some(info.at))
+    }
+
+    /// The path of `file`, named as within the rsync module (`/db0/strings/0001.sst`),
+    /// when it lies in this database's directory.
+    pub fn file_within(&self, file: &str) -> Option<PathBuf> {
+        let relative = Path::new(file.trim_start_matches('/'));
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        let path = self.root.join(relative);
+        let db_dir = self.db_dir();
+        (plain && path.starts_with(&db_dir) && path != db_dir).then_some(path)
     }
 
     /// Bytes received so far, for progress while waiting.
@@ -109,10 +136,19 @@ fn make_writable(p: &Path) {
     }
 }
 
+/// What a dump's `info` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpInfo {
+    /// The master's own client port.
+    pub port: u16,
+    /// The binlog position the dump was taken at.
+    pub at: BinlogOffset,
+}
+
 /// Lines: elapsed `Ns`, master ip, master port, binlog filenum, offset (then term and
 /// index on a consensus master). The ip may be the master's source address rather than
-/// the host we were given, so only the port is checked, as far as it can be.
-pub fn parse_info(text: &str, master_port: u16) -> Result<BinlogOffset, String> {
+/// any address we know it by, so only the port names the master.
+pub fn parse_info(text: &str) -> Result<DumpInfo, String> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     if lines.len() < 5 {
         return Err(format!("{} lines, expected at least 5", lines.len()));
@@ -126,18 +162,16 @@ pub fn parse_info(text: &str, master_port: u16) -> Result<BinlogOffset, String> 
     let port: u16 = lines[2]
         .parse()
         .map_err(|_| format!("line 3 {:?} is not a port", lines[2]))?;
-    if port != master_port {
-        return Err(format!(
-            "the dump is from the master on port {port}, we follow port {master_port}"
-        ));
-    }
     let filenum = lines[3]
         .parse()
         .map_err(|_| format!("line 4 {:?} is not a binlog file number", lines[3]))?;
     let offset = lines[4]
         .parse()
         .map_err(|_| format!("line 5 {:?} is not a binlog offset", lines[4]))?;
-    Ok(BinlogOffset::new(filenum, offset))
+    Ok(DumpInfo {
+        port,
+        at: BinlogOffset::new(filenum, offset),
+    })
 }
 
 #[cfg(test)]
@@ -151,19 +185,31 @@ mod tests {
                 .join("../tests/fixtures/pika-v3.3.6/dump/db0/info"),
         )
         .unwrap();
-        assert_eq!(parse_info(&text, 9221), Ok(BinlogOffset::new(1, 507340)));
-        assert!(parse_info(&text, 9222).unwrap_err().contains("port 9221"));
+        let info = parse_info(&text).unwrap();
+        assert_eq!((info.port, info.at), (9221, BinlogOffset::new(1, 507340)));
     }
 
     #[test]
     fn refuses_damaged_or_consensus_info() {
-        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n", 9221).is_err());
-        assert!(parse_info("0s\n127.0.0.1\n9221\nx\n5\n", 9221)
+        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n").is_err());
+        assert!(parse_info("0s\n127.0.0.1\n9221\nx\n5\n")
             .unwrap_err()
             .contains("line 4"));
-        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n5\n3\n9\n", 9221)
+        assert!(parse_info("0s\n127.0.0.1\n9221\n1\n5\n3\n9\n")
             .unwrap_err()
             .contains("consensus"));
+    }
+
+    #[test]
+    fn a_file_named_by_the_daemon_is_found_within_the_database_only() {
+        let dir = ReceiveDir::new(Path::new("/w"), 2);
+        assert_eq!(
+            dir.file_within("/db2/strings/0001.sst"),
+            Some(PathBuf::from("/w/dbsync/db2/strings/0001.sst"))
+        );
+        assert_eq!(dir.file_within("/db1/strings/0001.sst"), None);
+        assert_eq!(dir.file_within("/db2/../db1/x"), None);
+        assert_eq!(dir.file_within("/db2"), None);
     }
 
     #[test]
@@ -176,9 +222,13 @@ mod tests {
         let strings = dir.db_dir().join("strings");
         std::fs::write(strings.join("000001.sst"), "x").unwrap();
         std::fs::set_permissions(&strings, std::fs::Permissions::from_mode(0o555)).unwrap();
-        assert!(dir.arrived(9221).unwrap().is_some());
+        assert!(dir.arrived(9221, "m:1").unwrap().is_some());
+        let other = dir.arrived(9222, "m:1").unwrap_err();
+        assert!(matches!(other, ReplicaError::OtherMaster { .. }), "{other}");
+        assert!(other.to_string().contains("port 9221"), "{other}");
+        assert_eq!(other.exit_code(), 78);
         dir.prepare().unwrap();
-        assert_eq!(dir.arrived(9221).unwrap(), None);
+        assert_eq!(dir.arrived(9221, "m:1").unwrap(), None);
         assert!(strings.join("000001.sst").is_file());
         let mode = std::fs::metadata(&strings).unwrap().permissions().mode();
         assert_eq!(mode & 0o200, 0o200, "writable again");

@@ -43,6 +43,16 @@ pub enum ReplicaError {
         at: BinlogOffset,
         error: String,
     },
+    #[error(
+        "{reached} leads to another master than {master}: {how}. Check `replication_port` and \
+         `rsync_port`: they must reach the same master as `master`"
+    )]
+    OtherMaster {
+        /// What we reached (the replication port, a dump).
+        reached: String,
+        master: String,
+        how: String,
+    },
     #[error("the dump's info file {path}: {reason}")]
     DumpInfo { path: String, reason: String },
     #[error("rsync daemon: {0}")]
@@ -53,6 +63,22 @@ pub enum ReplicaError {
         times: u32,
         /// What to check, which depends on who moves the dump (the master or we).
         check: String,
+    },
+    #[error(
+        "the disk under {dir} is full ({cause}): db{db}'s dump stopped after {received} bytes. \
+         {needed}; the filesystem holds {room}. Make room there or point `work_dir` at a bigger \
+         disk, then start again (try {tries} of {most})"
+    )]
+    DiskFull {
+        dir: String,
+        db: u32,
+        cause: String,
+        received: u64,
+        /// What the dumps take, as far as the master says.
+        needed: String,
+        room: String,
+        tries: u32,
+        most: u32,
     },
     #[error("pulling the dump: {0}")]
     Pull(#[from] super::pull::PullError),
@@ -104,9 +130,12 @@ impl ReplicaError {
             ReplicaError::MasterIsReplica { .. }
             | ReplicaError::UnsupportedVersion { .. }
             | ReplicaError::Sharding { .. } => 76,
-            ReplicaError::NoSuchDatabase { .. } => 78,
+            ReplicaError::NoSuchDatabase { .. } | ReplicaError::OtherMaster { .. } => 78,
             ReplicaError::Purged { .. } => 65,
             ReplicaError::TransferStalled { .. } => 69,
+            // A full disk, in the dump's transfer or in any file of ours.
+            ReplicaError::DiskFull { .. } => 73,
+            ReplicaError::Io { error, .. } if super::disk::is_full(error) => 73,
             ReplicaError::GaveUp(e) => e.exit_code(),
             _ => 1,
         }

@@ -74,6 +74,17 @@ impl std::fmt::Display for Generation {
 pub struct MasterInfo {
     pub version: Option<String>,
     pub role: Option<String>,
+    /// The master's own client port (`tcp_port`): what its dumps name, whatever port we
+    /// reach it at.
+    pub tcp_port: Option<u16>,
+    /// 3.5 and 4.0: a random id the master draws at each start (`run_id`), which its
+    /// MetaSync reply repeats. 3.2–3.4 have none (`server_id` is a setting, 1 unless
+    /// set, which tells no master from another).
+    pub run_id: Option<String>,
+    /// The size of the master's databases on disk (`db_size`, every database): about
+    /// what a full sync's dumps take. 3.2–3.4 compute it when asked; 3.5 and 4.0 every
+    /// minute or so.
+    pub db_size: Option<u64>,
     /// Each database's current binlog position (`db0 binlog_offset=F O,…` on 3.2–3.4,
     /// `db0:binlog_offset=F O,…` on 3.5).
     pub binlog_offsets: std::collections::BTreeMap<u32, BinlogOffset>,
@@ -102,6 +113,9 @@ impl MasterInfo {
         MasterInfo {
             version: field("pika_version:"),
             role: field("role:"),
+            tcp_port: field("tcp_port:").and_then(|p| p.trim().parse().ok()),
+            run_id: field("run_id:").filter(|id| !id.trim().is_empty()),
+            db_size: field("db_size:").and_then(|n| n.trim().parse().ok()),
             binlog_offsets: text.lines().filter_map(binlog_offset_line).collect(),
         }
     }
@@ -230,6 +244,22 @@ mod tests {
         MasterInfo::parse(&format!(
             "# Server\r\npika_version:{version}\r\n\r\n# Replication(MASTER)\r\nrole:{role}\r\n"
         ))
+    }
+
+    #[test]
+    fn reads_who_the_master_is() {
+        // INFO server of a real 3.3.6 and a real 3.5.5 (the 3.5.5 one abridged).
+        let v33 = MasterInfo::parse("# Server\r\npika_version:3.3.6\r\nprocess_id:3533\r\ntcp_port:39189\r\nserver_id:1\r\n\r\n# Data\r\ndb_size:12423824\r\ndb_size_human:11M\r\n");
+        assert_eq!(
+            (v33.tcp_port, v33.run_id.as_deref(), v33.db_size),
+            (Some(39189), None, Some(12423824))
+        );
+        let v35 = MasterInfo::parse("pika_version:3.5.5\r\ntcp_port:36229\r\nserver_id:1\r\nrun_id:115eca693408ce12dbab61531828a408e606fca4\r\n");
+        assert_eq!(v35.tcp_port, Some(36229));
+        assert_eq!(
+            v35.run_id.as_deref(),
+            Some("115eca693408ce12dbab61531828a408e606fca4")
+        );
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! second full sync.
 //!
 //! `link` is the replication connection, `rsyncd` the daemon (3.2–3.4), `pull` the 3.5/4.0
-//! pull, `dump` the receiving directory, `checkpoint` the progress file, `master_info`
-//! the checks made on the master's client port (and the protocol generation), `stream`
-//! the binlog loop.
+//! pull, `dump` the receiving directory, `disk` a full one, `checkpoint` the progress
+//! file, `master_info` the checks made on the master's client port (the protocol
+//! generation, and who the master is), `stream` the binlog loop.
+//!
+//! `master` is where we reach the master, not who it is: through a port mapping its
+//! replication port and rsync service are where `replication_port` and `rsync_port` say,
+//! and its INFO says who it is (its own port, its run id), which the dumps and the
+//! MetaSync reply must match.
 
 pub mod checkpoint;
 mod db;
+pub mod disk;
 pub mod dump;
 pub mod error;
 pub mod link;
@@ -59,10 +65,22 @@ const SILENCE: Duration = Duration::from_secs(30);
 const FIRST_CONNECT_FOR: Duration = Duration::from_secs(10);
 /// Full syncs in a row that stall (no new byte for `transfer_timeout`) before we stop.
 const STALLED_TRANSFERS: u32 = 3;
+/// Full syncs in a row that run out of disk space before we stop: a few, in case
+/// something else on the disk was freeing space.
+const FULL_DISK_TRANSFERS: u32 = 3;
 
 pub struct PikaSource {
+    /// Where we reach the master's client port (`HOST:PORT`).
     master: String,
-    master_port: u16,
+    /// That port: the master's own when nothing maps it (INFO says).
+    client_port: u16,
+    /// The port we reach its replication port at.
+    repl_port: u16,
+    /// The port we reach a 3.5/4.0 master's rsync service at, when there is one.
+    rsync_port: Option<u16>,
+    /// Who may push a 3.2–3.4 master's dump to our rsync daemon; the addresses `master`
+    /// names when not set.
+    push_from: Option<Vec<String>>,
     password: Option<String>,
     announce: Announce,
     work_dir: PathBuf,
@@ -77,6 +95,19 @@ pub struct PikaSource {
     dbs: Option<Vec<u32>>,
     /// Why following several databases is refused (the sinks would mix them), if it is.
     one_database_only: Option<String>,
+}
+
+/// An IP address, or a CIDR block (`10.0.0.0/8`), as rsync's `hosts allow` takes them.
+fn is_ip_or_block(text: &str) -> bool {
+    let (ip, bits) = match text.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (text, None),
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }
 
 fn split_addr(what: &str, addr: &str) -> Result<(String, u16), ReplicaError> {
@@ -99,15 +130,33 @@ impl PikaSource {
                 config.announce
             )));
         }
-        if master_port > u16::MAX - 2000 || port > u16::MAX - 1000 {
-            return Err(ReplicaError::Config(
-                "ports too high: replication uses master port + 2000, the dump announce port + 1000"
-                    .into(),
-            ));
+        if port > u16::MAX - 1000 {
+            return Err(ReplicaError::Config(format!(
+                "announce port {port} too high: a 3.2–3.4 master pushes the dump to it + 1000"
+            )));
+        }
+        let repl_port = match config.replication_port {
+            Some(p) => p,
+            None => master_port.checked_add(2000).ok_or_else(|| {
+                ReplicaError::Config(format!(
+                    "master port {master_port} + 2000 (Pika's replication port) is not a port: \
+                     set `replication_port`"
+                ))
+            })?,
+        };
+        if let Some(bad) = (config.push_from.iter().flatten()).find(|a| !is_ip_or_block(a)) {
+            return Err(ReplicaError::Config(format!(
+                "push_from {bad:?}: give IP addresses or CIDR blocks (10.0.0.0/8)"
+            )));
         }
         Ok(PikaSource {
             master: config.master.clone(),
-            master_port,
+            client_port: master_port,
+            repl_port,
+            rsync_port: config
+                .rsync_port
+                .or_else(|| master_port.checked_add(pull::RSYNC2_PORT_SHIFT)),
+            push_from: config.push_from.clone(),
             password: config.password.clone().filter(|p| !p.is_empty()),
             announce: Announce { ip, port },
             work_dir: config.work_dir.clone(),
@@ -134,21 +183,38 @@ impl PikaSource {
     }
 
     fn repl_addr(&self) -> String {
-        format!("{}:{}", self.master_host(), self.master_port + 2000)
+        format!("{}:{}", self.master_host(), self.repl_port)
     }
 
-    /// The 3.5/4.0 master's rsync service (port + 10001, which may not fit in a port number).
+    /// Where we reach a 3.5/4.0 master's rsync service.
     fn rsync2_addr(&self) -> Result<String, ReplicaError> {
-        let port = self
-            .master_port
-            .checked_add(pull::RSYNC2_PORT_SHIFT)
-            .ok_or_else(|| {
-                ReplicaError::Config(format!(
-                    "master port {} + 10001 (a Pika 3.5/4.0 master's rsync service) is not a port",
-                    self.master_port
-                ))
-            })?;
+        let port = self.rsync_port.ok_or_else(|| {
+            ReplicaError::Config(format!(
+                "the master's port + {} (a Pika 3.5/4.0 master's rsync service) is not a \
+                 port: set `rsync_port`",
+                pull::RSYNC2_PORT_SHIFT
+            ))
+        })?;
         Ok(format!("{}:{port}", self.master_host()))
+    }
+
+    /// Who may push a dump to our rsync daemon: `push_from`, or the addresses `master`
+    /// names.
+    async fn pushers(&self) -> Result<Vec<String>, ReplicaError> {
+        if let Some(list) = &self.push_from {
+            return Ok(list.clone());
+        }
+        let addrs =
+            tokio::net::lookup_host(&self.master)
+                .await
+                .map_err(|e| ReplicaError::Unreachable {
+                    addr: self.master.clone(),
+                    error: format!("cannot resolve it: {e}"),
+                })?;
+        let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+        ips.sort();
+        ips.dedup();
+        Ok(ips)
     }
 
     /// The master's INFO, read on its client port, and the protocol generation it
@@ -158,6 +224,28 @@ impl PikaSource {
         let generation = info.check(&self.master)?;
         tracing::info!(version = info.version.as_deref().unwrap_or("?"), %generation, "the master");
         Ok((info, generation))
+    }
+}
+
+/// Who the master is, as its INFO says: what its dumps and MetaSync replies must match,
+/// whatever ports we reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    /// Its own client port (`tcp_port`; the port we dial if INFO has none).
+    port: u16,
+    /// 3.5 and 4.0: the id it drew at its start.
+    run_id: Option<String>,
+    /// Its databases' size on disk (`db_size`).
+    db_size: Option<u64>,
+}
+
+impl Identity {
+    fn of(info: &master_info::MasterInfo, dialed_port: u16) -> Identity {
+        Identity {
+            port: info.tcp_port.unwrap_or(dialed_port),
+            run_id: info.run_id.clone(),
+            db_size: info.db_size,
+        }
     }
 }
 
@@ -186,6 +274,8 @@ struct Replica<'a> {
     info_read: bool,
     /// How the master hands over its dump (from its version, confirmed by MetaSync).
     generation: Generation,
+    /// Who the master is, from its INFO.
+    identity: Identity,
 }
 
 /// Runs file work (checkpoint writes with their fsyncs, walks of the dump directory) on
@@ -240,6 +330,10 @@ impl Source for PikaSource {
         metrics.status().set_master(&self.master);
         metrics.status().set_stage(Phase::Connecting);
         let (info, generation) = self.read_info().await?;
+        let identity = Identity::of(&info, self.client_port);
+        if identity.port != self.client_port {
+            tracing::info!(master = %self.master, port = identity.port, "the master runs on another port than we reach it at");
+        }
         let mut replica = Replica {
             source: &self,
             out,
@@ -251,6 +345,7 @@ impl Source for PikaSource {
             unreachable_since: None,
             info_read: true,
             generation,
+            identity,
         };
         replica.run().await?;
         let mut report = SourceReport::default();
@@ -352,6 +447,8 @@ impl Replica<'_> {
             metrics: &self.metrics,
             checkpoints: &self.checkpoints,
             generation: self.generation,
+            master_port: self.identity.port,
+            master_db_size: self.identity.db_size,
             interrupted: AtomicBool::new(false),
             daemon: tokio::sync::Mutex::new(None),
             transfers: AtomicUsize::new(0),
@@ -439,14 +536,16 @@ impl Replica<'_> {
             std::fs::create_dir_all(&prepare).map_err(|e| ReplicaError::io(&prepare, e))
         })
         .await?;
-        let daemon = rsyncd::RsyncDaemon::start(
-            &s.rsync,
-            &s.work_dir.join("rsync"),
-            &root,
-            &s.announce.ip,
-            s.announce.port + 1000,
-            s.password.as_deref().unwrap_or("default"),
-        )
+        let allowed = s.pushers().await?;
+        let daemon = rsyncd::RsyncDaemon::start(&rsyncd::DaemonPlan {
+            rsync: &s.rsync,
+            state_dir: &s.work_dir.join("rsync"),
+            module_path: &root,
+            ip: &s.announce.ip,
+            port: s.announce.port + 1000,
+            secret: s.password.as_deref().unwrap_or("default"),
+            allowed: &allowed,
+        })
         .await?;
         *ctx.daemon.lock().await = Some(daemon);
         ctx.transfers.store(transfers, Ordering::SeqCst);
@@ -462,6 +561,7 @@ impl Replica<'_> {
         let (info, generation) = self.source.read_info().await?;
         // A master upgraded while we were away hands its dump over the new way.
         self.generation = generation;
+        self.identity = Identity::of(&info, self.source.client_port);
         self.master_at.extend(info.binlog_offsets);
         self.info_read = true;
         Ok(())
@@ -511,6 +611,24 @@ impl Replica<'_> {
                 ),
             });
         }
+        // 3.5 and 4.0 name themselves: the replication port must lead to the master
+        // whose INFO we read (a port mapping may lead elsewhere).
+        if let (Some(replied), Some(ours)) = (&meta.run_id, &self.identity.run_id) {
+            if replied != ours {
+                // A master restarted since its INFO was read draws a new id: ask again.
+                self.read_info_again().await?;
+                if self.identity.run_id.as_ref() != Some(replied) {
+                    return Err(ReplicaError::OtherMaster {
+                        reached: format!("the replication port {}", s.repl_addr()),
+                        master: s.master.clone(),
+                        how: format!(
+                            "its MetaSync reply names run_id {replied}, the master's INFO {}",
+                            self.identity.run_id.as_deref().unwrap_or("none")
+                        ),
+                    });
+                }
+            }
+        }
         // Sharding mode, or a database split in several partitions, is not followed.
         let master_dbs: Option<Vec<u32>> = meta
             .tables_info
@@ -559,4 +677,49 @@ async fn keepalive_or_lost(
         link.ping().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(extra: &str) -> Result<PikaSource, ReplicaError> {
+        let yaml = format!("master: 10.0.0.5:9221\nannounce: 10.0.0.9:9231\nwork_dir: /w\n{extra}");
+        PikaSource::new(&serde_yaml::from_str(&yaml).unwrap())
+    }
+
+    #[test]
+    fn ports_follow_pikas_offsets_unless_a_mapping_names_them() {
+        let s = source("").unwrap();
+        assert_eq!(s.repl_addr(), "10.0.0.5:11221");
+        assert_eq!(s.rsync2_addr().unwrap(), "10.0.0.5:19222");
+        let s = source("replication_port: 31000\nrsync_port: 31001\n").unwrap();
+        assert_eq!(s.repl_addr(), "10.0.0.5:31000");
+        assert_eq!(s.rsync2_addr().unwrap(), "10.0.0.5:31001");
+        // A high mapped port has no room for Pika's offsets: they must be named.
+        let high = |extra: &str| {
+            let yaml =
+                format!("master: 10.0.0.5:64000\nannounce: 10.0.0.9:9231\nwork_dir: /w\n{extra}");
+            PikaSource::new(&serde_yaml::from_str(&yaml).unwrap())
+        };
+        let e = high("").err().unwrap();
+        assert!(e.to_string().contains("replication_port"), "{e}");
+        assert_eq!(e.exit_code(), 78);
+        let s = high("replication_port: 31000\n").unwrap();
+        assert!(s
+            .rsync2_addr()
+            .unwrap_err()
+            .to_string()
+            .contains("rsync_port"));
+    }
+
+    #[test]
+    fn push_from_takes_addresses_and_blocks_only() {
+        assert!(source("push_from: [10.0.0.5, 10.1.0.0/16, '::1', 'fd00::/8']\n").is_ok());
+        for bad in ["pika.example", "10.0.0.0/33", "10.0.0.5/", "::1/129"] {
+            let e = source(&format!("push_from: ['{bad}']\n")).err().unwrap();
+            assert!(e.to_string().contains(bad), "{e}");
+            assert_eq!(e.exit_code(), 78);
+        }
+    }
 }

@@ -115,6 +115,16 @@ pub enum PullError {
 }
 
 impl PullError {
+    /// The file and the error, when a write failed for want of space.
+    pub fn disk_full(&self) -> Option<(&str, &std::io::Error)> {
+        match self {
+            PullError::Io { path, error, .. } if super::disk::is_full(error) => {
+                Some((path.as_str(), error))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether trying again cannot help: a master listing files we must not write.
     pub fn is_fatal(&self) -> bool {
         matches!(self, PullError::BadFileName(_))
