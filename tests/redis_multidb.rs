@@ -24,6 +24,7 @@ fn push(db: u32, n: u64) -> Event {
     let offset = DB_START[db as usize] + 100 * n;
     Event {
         db,
+        source_db: db,
         key: key.clone(),
         data_type: Some(DataType::List),
         op: Op::Command {
@@ -52,6 +53,7 @@ fn config(redis: &RedisServer) -> RedisSinkConfig {
         "url": redis.url(),
         "senders": 4,
         "batch": 16,
+        "migration": "m",
     }))
     .unwrap()
 }
@@ -106,7 +108,7 @@ fn checkpoints(redis: &RedisServer, db: u32) -> Vec<Option<String>> {
     (0..4)
         .map(|lane| {
             redis::cmd("GET")
-                .arg(format!("pika-migrate:checkpoint:{lane}"))
+                .arg(format!("pika-migrate:checkpoint:m:{lane}"))
                 .query(&mut con)
                 .unwrap()
         })
@@ -180,4 +182,16 @@ async fn a_single_db_checkpoint_of_an_earlier_version_resumes_as_db0() {
         expected(1),
         "DB 1, all of it below DB 0's checkpoint position, once"
     );
+    // Taken over: written under the migration's own names, the old ones gone, so no
+    // other migration resumes from them.
+    let old: Vec<Option<String>> = (0..4)
+        .map(|lane| {
+            redis::cmd("GET")
+                .arg(format!("pika-migrate:checkpoint:{lane}"))
+                .query(&mut con)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(old, vec![None; 4]);
+    assert!(checkpoints(&redis, 0).iter().all(Option::is_some));
 }

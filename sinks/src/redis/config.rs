@@ -19,6 +19,9 @@ fn default_retry_seconds() -> u64 {
 fn default_wait_timeout_ms() -> u64 {
     1000
 }
+fn default_response_timeout_ms() -> u64 {
+    10_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +74,25 @@ pub struct RedisSinkConfig {
     /// How long one `WAIT` blocks before the lane checks the replicas and waits again.
     #[serde(default = "default_wait_timeout_ms")]
     pub wait_timeout_ms: u64,
+    /// How long a reply may take before the connection counts as lost (a server that
+    /// stopped answering without closing): the lane reconnects and resumes from its
+    /// checkpoint key.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// The name of this migration in the checkpoint keys
+    /// (`pika-migrate:checkpoint:<migration>:<lane>`), so several migrations can share
+    /// one Redis. Default: the source's identity (the binary fills it in).
+    #[serde(default)]
+    pub migration: Option<String>,
+}
+
+impl RedisSinkConfig {
+    /// How long a reply may take: `response_timeout_ms`, and at least a second more
+    /// than a `WAIT` blocks.
+    pub fn response_timeout(&self) -> std::time::Duration {
+        let wait = self.wait_timeout_ms.saturating_add(1000);
+        std::time::Duration::from_millis(self.response_timeout_ms.max(wait).max(1))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
