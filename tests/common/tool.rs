@@ -12,6 +12,9 @@ use std::time::Duration;
 use super::real_pika::RealPika;
 
 use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
+
+/// How long a test waits for a migration to stream, or to catch up with its master.
+pub const CATCH_UP: Duration = Duration::from_secs(120);
 use pika_migrate_core::event::BinlogOffset;
 
 /// One migration: a work dir, a pipeline file, a log of every run of the tool. A failing
@@ -180,6 +183,23 @@ impl Migration {
             .into_iter()
             .filter(|(_, cmdline)| cmdline.contains(&work))
             .collect()
+    }
+
+    /// Waits until every database in `dbs` streams (its checkpoint stage).
+    pub fn wait_streaming_dbs(&self, dbs: &[u32]) {
+        self.wait_for(CATCH_UP, "every database to stream", || {
+            dbs.iter()
+                .all(|db| self.stage_of(*db).as_deref() == Some("stream"))
+        });
+    }
+
+    /// Waits until every database in `dbs` streams caught up with `pika`.
+    pub fn wait_caught_up_dbs(&self, pika: &RealPika, dbs: &[u32]) {
+        for &db in dbs {
+            self.wait_for(CATCH_UP, &format!("db{db} to catch up"), || {
+                self.db_caught_up_with(db, pika.binlog_offset(db))
+            });
+        }
     }
 
     /// How many times the tool lost its link and went back to reconnecting.

@@ -67,9 +67,10 @@ pub struct RedisSinkConfig {
     /// TLS settings for a `rediss://` url (CA file, client certificate).
     #[serde(default)]
     pub tls: Option<super::target::TlsConfig>,
-    /// Replicas that must confirm each pipeline (`WAIT`) before it counts as applied;
-    /// default 1 behind sentinels (so a failover loses nothing acknowledged), else 0.
-    #[serde(default)]
+    /// Replicas that must confirm each pipeline (`WAIT`) before it counts as applied: a
+    /// number, or `all` (every replica the master lists). Default `all` behind
+    /// sentinels (whichever replica is promoted holds what was acknowledged), else 0.
+    #[serde(default, deserialize_with = "de_wait_replicas")]
     pub wait_replicas: Option<u32>,
     /// How long one `WAIT` blocks before the lane checks the replicas and waits again.
     #[serde(default = "default_wait_timeout_ms")]
@@ -109,4 +110,22 @@ pub enum OnError {
     #[default]
     Fail,
     Skip,
+}
+
+/// `wait_replicas`: a number, or `all` (`wait::ALL_REPLICAS`).
+fn de_wait_replicas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Replicas {
+        Count(u32),
+        Word(String),
+    }
+    match Option::<Replicas>::deserialize(d)? {
+        None => Ok(None),
+        Some(Replicas::Count(n)) => Ok(Some(n)),
+        Some(Replicas::Word(w)) if w == "all" => Ok(Some(super::wait::ALL_REPLICAS)),
+        Some(Replicas::Word(w)) => Err(serde::de::Error::custom(format!(
+            "wait_replicas: {w:?} is neither a number nor `all`"
+        ))),
+    }
 }

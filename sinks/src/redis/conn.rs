@@ -131,6 +131,10 @@ fn tls_failure(e: &redis::RedisError) -> bool {
 
 pub struct Connection {
     inner: MultiplexedConnection,
+    /// The server's id of this client (`CLIENT ID`), when it tells: a lane that gave up
+    /// on the connection has the server drop it (`CLIENT KILL ID`) before it decides
+    /// whether to send again, so what it sent can no longer run late.
+    pub id: Option<i64>,
 }
 
 impl Connection {
@@ -182,11 +186,17 @@ impl Connection {
                 })
             }
         };
-        let mut conn = Connection { inner };
+        let mut conn = Connection { inner, id: None };
         let pong = conn.call(&[b"PING".as_slice()]).await;
         let reply = match pong {
             Ok(reply @ Value::ServerError(_)) => error_text(&reply),
-            Ok(_) => return Ok(conn),
+            Ok(_) => {
+                conn.id = match conn.call(&[b"CLIENT".as_slice(), b"ID"]).await {
+                    Ok(Value::Int(id)) => Some(id),
+                    _ => None,
+                };
+                return Ok(conn);
+            }
             Err(e) => {
                 return Err(ConnectError::Io {
                     target,

@@ -142,7 +142,7 @@ pub enum LaneError {
     GaveUp { seconds: u64, last: String },
     #[error("the master's replicas did not confirm a pipeline within {seconds} s ({got} of {wanted} confirmed); set wait_replicas lower (0 to not wait) or fix the replicas")]
     NotReplicated { seconds: u64, got: i64, wanted: u32 },
-    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels keep wait_replicas at 1 or more); restore the target or start the migration again")]
+    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels leave wait_replicas at `all`, its default there); restore the target or start the migration again")]
     LostOnFailover {
         server: String,
         lane: usize,
@@ -215,6 +215,8 @@ pub struct Lane {
     pub done: watch::Sender<u64>,
     pub stats: Arc<LaneStats>,
     pub conn: Option<Connected>,
+    /// The connection the lane last gave up on: its server and client id there.
+    pub lost: Option<(String, i64)>,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
     /// Per Pika DB, the last binlog position this lane applied (its checkpoint key's

@@ -243,11 +243,13 @@ impl RedisSink {
                 }))
             }
         };
-        // Behind sentinels a pipeline counts as applied once a replica has it too, so
-        // a failover loses nothing acknowledged.
-        let wait_replicas = config
-            .wait_replicas
-            .unwrap_or(u32::from(target.is_sentinel()));
+        // Behind sentinels a pipeline counts as applied once every replica has it too,
+        // so a failover, whichever replica it promotes, loses nothing acknowledged.
+        let wait_replicas = config.wait_replicas.unwrap_or(if target.is_sentinel() {
+            wait::ALL_REPLICAS
+        } else {
+            0
+        });
         let run_id = format!(
             "{}-{}",
             std::process::id(),
@@ -309,6 +311,7 @@ impl RedisSink {
                 done: done_tx,
                 stats: stats.clone(),
                 conn: Some(connected),
+                lost: None,
                 pipelines_sent: 0,
                 applied: checkpoints.get(id).cloned().unwrap_or_default(),
                 slot_applied: std::collections::HashMap::new(),
@@ -325,7 +328,7 @@ impl RedisSink {
             Endpoint::Sentinel(sentinels) => Some(sentinels.watch()),
             Endpoint::Node(..) => None,
         };
-        tracing::info!(target = %target, server = %server, lanes = lanes.len(), batch = config.batch, wait_replicas, databases, migration = %markers.lane(0).trim_end_matches(":0"), "redis sink connected");
+        tracing::info!(target = %target, server = %server, lanes = lanes.len(), batch = config.batch, wait_replicas = %if wait_replicas == wait::ALL_REPLICAS { "all".to_owned() } else { wait_replicas.to_string() }, databases, migration = %markers.lane(0).trim_end_matches(":0"), "redis sink connected");
         let lane_count = lanes.len();
         Ok(RedisSink {
             config,

@@ -60,10 +60,14 @@ impl From<WaitFailure> for Failure {
     fn from(e: WaitFailure) -> Failure {
         match e {
             WaitFailure::Connection(e) => Failure::Retry(e),
-            WaitFailure::TimedOut { waited, got } => Failure::Fatal(LaneError::NotReplicated {
+            WaitFailure::TimedOut {
+                waited,
+                got,
+                wanted,
+            } => Failure::Fatal(LaneError::NotReplicated {
                 seconds: waited.as_secs(),
                 got,
-                wanted: 0,
+                wanted,
             }),
         }
     }
@@ -198,8 +202,15 @@ impl Lane {
                 )))
             } else if reconnected {
                 reconnected = false;
+                let lost = self.lost.take();
                 match self
-                    .ran_before(&mut connected, &token, (marker, slot), plain, select)
+                    .ran_before(
+                        &mut connected,
+                        lost,
+                        &token,
+                        (marker, slot),
+                        (plain, select),
+                    )
                     .await
                 {
                     Ok(true) => {
@@ -250,12 +261,17 @@ impl Lane {
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(last)) => {
-                    drop(connected);
+                    self.give_up_on(connected);
                     self.retry_later(&mut failing_since, &mut backoff, last)
                         .await?;
                 }
             }
         }
+    }
+
+    /// Drops a connection that failed, remembering who it was on its server.
+    fn give_up_on(&mut self, connected: Connected) {
+        self.lost = connected.conn.id.map(|id| (connected.server.clone(), id));
     }
 
     /// One try at a connection for a lane that has none: whether it has one now (made
@@ -337,7 +353,7 @@ impl Lane {
                     return Ok(found);
                 }
                 Err(e) => {
-                    drop(connected);
+                    self.give_up_on(connected);
                     self.retry_later(&mut failing_since, &mut backoff, e)
                         .await?;
                 }
@@ -440,27 +456,32 @@ impl Lane {
                 self.settings.retry_for,
             )
             .await;
-        confirmed.map_err(|e| {
-            let mut failure = Failure::from(e);
-            if let Failure::Fatal(LaneError::NotReplicated { wanted, .. }) = &mut failure {
-                *wanted = wait.replicas;
-            }
-            failure
-        })
+        confirmed.map_err(Failure::from)
     }
 
     /// After a reconnect: whether the transaction `token` ran before its reply was
-    /// lost (never for a plain pipeline, which is simply sent again). Also checks that
-    /// the server holds everything the lane counted as applied, and that it still has
-    /// the database the pipeline selects.
+    /// lost (never for a plain pipeline, which is simply sent again). On the server of
+    /// the connection given up on (`lost`), that one is closed first: a server that
+    /// stopped answering may still read and run what was sent on it, and must not do
+    /// so after the check. Also checks that the server holds everything the lane
+    /// counted as applied, and that it still has the database the pipeline selects.
     async fn ran_before(
         &self,
         connected: &mut Connected,
+        lost: Option<(String, i64)>,
         token: &str,
         (marker, slot): (&str, Option<u16>),
-        plain: bool,
-        select: Option<u32>,
+        (plain, select): (bool, Option<u32>),
     ) -> Result<bool, Failure> {
+        if let Some((_, id)) = lost.filter(|(server, _)| *server == connected.server) {
+            let id = id.to_string();
+            let reply = connected
+                .conn
+                .call(&[b"CLIENT".as_slice(), b"KILL", b"ID", id.as_bytes()])
+                .await
+                .map_err(|e| Failure::Retry(e.to_string()))?;
+            tracing::debug!(lane = self.id, client = %id, reply = ?reply, "closed the connection given up on");
+        }
         if let Some(db) = select {
             let mut pipe = redis::Pipeline::with_capacity(2);
             for db in [db, self.home_db] {
