@@ -135,3 +135,51 @@ fn a_redis_gone_while_the_source_is_idle_shows_in_the_status_and_ends_the_run() 
     assert_eq!(code, 69, "{log}");
     assert!(log.contains("gave up after 4 s"), "{log}");
 }
+
+/// Keeps Redis busy for 1.5 s inside a transaction (its key is `KEYS[1]`).
+const BUSY: &[u8] = b"local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 1500000 return 1";
+
+#[test]
+fn a_transaction_whose_replies_were_lost_is_reported_not_taken_for_success() {
+    // One transaction: a slow script, an INCR Redis refuses (a string), an INCR it
+    // applies. Its replies come after the lane stopped waiting for them.
+    let tmp = tempfile::tempdir().unwrap();
+    write_binlog(
+        tmp.path(),
+        &[
+            &[b"SET", b"s", b"abc"],
+            &[b"EVAL", BUSY, b"1", b"s"],
+            &[b"INCR", b"s"],
+            &[b"INCR", b"c"],
+        ],
+    );
+    let redis = RedisServer::start();
+    let run = Run::new(&format!(
+        "source:\n  type: binlog\n  path: {}\nsinks:\n  - type: redis\n    url: {}\n    senders: 1\n    response_timeout_ms: 500\n",
+        tmp.path().display(),
+        redis.url()
+    ));
+    let mut tool = run.start();
+    let code = wait_exit(&mut tool, Duration::from_secs(60));
+    let log = run.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("the lost transaction had been applied; not resending")
+            && log.contains("whether Redis refused one of its commands is unknown")
+            && log.contains("1 transactions ran but their replies were lost"),
+        "{log}"
+    );
+    let get = |key: &str| -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut redis.client())
+            .unwrap()
+    };
+    assert_eq!(get("s").as_deref(), Some("abc"));
+    assert_eq!(
+        get("c").as_deref(),
+        Some("1"),
+        "applied once, not sent again"
+    );
+}

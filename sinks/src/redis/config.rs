@@ -88,11 +88,15 @@ pub struct RedisSinkConfig {
 }
 
 impl RedisSinkConfig {
-    /// How long a reply may take: `response_timeout_ms`, and at least a second more
-    /// than a `WAIT` blocks.
-    pub fn response_timeout(&self) -> std::time::Duration {
-        let wait = self.wait_timeout_ms.saturating_add(1000);
-        std::time::Duration::from_millis(self.response_timeout_ms.max(wait).max(1))
+    /// How long a reply may take: `response_timeout_ms`, and where pipelines end with
+    /// `WAIT` (`waits`), at least a second more than one blocks.
+    pub fn response_timeout(&self, waits: bool) -> std::time::Duration {
+        let least = if waits {
+            self.wait_timeout_ms.saturating_add(1000)
+        } else {
+            1
+        };
+        std::time::Duration::from_millis(self.response_timeout_ms.max(least))
     }
 }
 

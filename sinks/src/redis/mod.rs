@@ -223,7 +223,14 @@ impl RedisSink {
     /// connections fail at start with a clear message.
     pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
         let target = Target::of(&config)?;
-        let timeout = config.response_timeout();
+        // Behind sentinels a pipeline counts as applied once every replica has it too,
+        // so a failover, whichever replica it promotes, loses nothing acknowledged.
+        let wait_replicas = config.wait_replicas.unwrap_or(if target.is_sentinel() {
+            wait::ALL_REPLICAS
+        } else {
+            0
+        });
+        let timeout = config.response_timeout(wait_replicas > 0);
         let endpoint = endpoint_of(&target, timeout);
         let senders = config.senders.max(1);
         let slots = match (&target, config.cluster) {
@@ -243,13 +250,6 @@ impl RedisSink {
                 }))
             }
         };
-        // Behind sentinels a pipeline counts as applied once every replica has it too,
-        // so a failover, whichever replica it promotes, loses nothing acknowledged.
-        let wait_replicas = config.wait_replicas.unwrap_or(if target.is_sentinel() {
-            wait::ALL_REPLICAS
-        } else {
-            0
-        });
         let run_id = format!(
             "{}-{}",
             std::process::id(),

@@ -94,7 +94,7 @@ fn text(reply: &Value) -> String {
 impl Verifier {
     pub async fn connect(config: &RedisSinkConfig) -> Result<Verifier, super::RedisSinkError> {
         let target = Target::of(config)?;
-        let mut seed = super::endpoint_of(&target, config.response_timeout())
+        let mut seed = super::endpoint_of(&target, config.response_timeout(false))
             .connect()
             .await?
             .conn;
@@ -107,7 +107,7 @@ impl Verifier {
                 for i in 0..map.nodes.len() {
                     let node = super::endpoint::Endpoint::Node(
                         map.target(info, i),
-                        config.response_timeout(),
+                        config.response_timeout(false),
                     );
                     conns.push(node.connect().await?.conn);
                 }
