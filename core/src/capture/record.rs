@@ -199,8 +199,19 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
     let mut r = Reader(payload);
     let op = r.u8()?;
     let db = r.u32()?;
-    // Bit 1: the event was moved by a `db` filter; the database it was read from follows.
-    let source_db = if op & 2 != 0 { r.u32()? } else { db };
+    // Bit 1: the event was moved by a `db` filter; the database it was read from follows
+    // (never the same one: the writer sets the bit only when they differ).
+    let source_db = if op & 2 != 0 {
+        let from = r.u32()?;
+        if from == db {
+            return Err(format!(
+                "a moved event from database {db} into the same one"
+            ));
+        }
+        from
+    } else {
+        db
+    };
     let op = op & !2;
     let position = match r.u8()? {
         0 => Position::Snapshot {
