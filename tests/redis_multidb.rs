@@ -195,3 +195,44 @@ async fn a_single_db_checkpoint_of_an_earlier_version_resumes_as_db0() {
     assert_eq!(old, vec![None; 4]);
     assert!(checkpoints(&redis, 0).iter().all(Option::is_some));
 }
+
+#[test]
+fn an_offline_source_of_more_databases_than_redis_has_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log_dir(dir.path(), &[(0, "zero"), (1, "one"), (2, "two")]);
+    let redis = RedisServer::start_with(&["--databases", "2"]);
+    let run = |filters: &str| {
+        let yaml = format!(
+            "source:\n  type: binlog\n  path: {}\n{filters}sinks:\n  - type: redis\n    url: {}\n",
+            log.display(),
+            redis.url()
+        );
+        let pipeline = write_pipeline(dir.path(), &yaml);
+        let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+        (code, stderr)
+    };
+    let (code, stderr) = run("");
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("the source holds databases db0, db1, db2")
+            && stderr.contains("databases 0 to 1")
+            && stderr.contains("db2 would have nowhere to go")
+            && stderr.contains("`db` filter"),
+        "{stderr}"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+    assert_eq!(size, 0, "nothing written");
+
+    // Mapped into a database Redis has, with its keys apart: written, each database's
+    // binlog positions kept apart too.
+    let (code, stderr) = run(
+        "filters:\n  - type: rename\n    add_prefix: 'db{db}:'\n  - type: db\n    map: {2: 1}\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut db1 = redis::Client::open(format!("redis://127.0.0.1:{}/1", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let two: Option<String> = redis::cmd("GET").arg("db2:k").query(&mut db1).unwrap();
+    assert_eq!(two.as_deref(), Some("two"));
+}
