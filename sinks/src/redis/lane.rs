@@ -217,6 +217,9 @@ pub struct Lane {
     pub conn: Option<Connected>,
     /// The connection the lane last gave up on: its server and client id there.
     pub lost: Option<(String, i64)>,
+    /// Whether the lane reconnected outside a transaction (reading keys, an idle
+    /// PING): the next transaction first checks the server as after any reconnect.
+    pub check_server: bool,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
     /// Per Pika DB, the last binlog position this lane applied (its checkpoint key's
@@ -350,12 +353,18 @@ impl Lane {
                     .slot(lane, &cluster.tags[*slot as usize])
             })
             .collect();
+        // Every slot a transaction will write the key of is read first (in one round
+        // trip): written without, its positions of another database would be lost.
+        let unknown: Vec<u16> = groups
+            .iter()
+            .filter(|(slot, g)| {
+                !self.slot_applied.contains_key(slot) && !g.iter().all(|c| c.idempotent)
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        self.load_slots(&unknown, lane).await?;
         for ((slot, mut group), marker) in groups.into_iter().zip(markers) {
-            let binlog = group
-                .iter()
-                .any(|c| matches!(c.position, Position::Binlog { .. }));
-            if binlog {
-                let applied = self.slot_positions(slot, lane).await?;
+            if let Some(applied) = self.slot_applied.get(&slot).cloned() {
                 self.skip_applied(&mut group, &applied);
                 if group.is_empty() {
                     continue;
@@ -366,35 +375,39 @@ impl Lane {
         Ok(())
     }
 
-    /// What this lane's checkpoint key in `slot` holds (read once, then kept). Written
-    /// by a run of another lane count, the keys of every lane of that run in the slot
-    /// are read and the lowest taken (a command may then apply twice, never be lost).
-    async fn slot_positions(&mut self, slot: u16, lane: usize) -> Result<Applied, LaneError> {
-        if let Some(known) = self.slot_applied.get(&slot) {
-            return Ok(known.clone());
-        }
+    /// Reads this lane's checkpoint keys in `slots` and keeps what they hold (none:
+    /// nothing applied). A key written by a run of another lane count: the keys of
+    /// every lane of that run in the slot are read and the lowest taken (a command may
+    /// then apply twice, never be lost).
+    async fn load_slots(&mut self, slots: &[u16], lane: usize) -> Result<(), LaneError> {
         let Some(cluster) = &self.settings.cluster else {
-            return Ok(Applied::default());
+            return Ok(());
         };
-        let tag = cluster.tags[slot as usize].clone();
+        let tags: Vec<String> = slots
+            .iter()
+            .map(|slot| cluster.tags[*slot as usize].clone())
+            .collect();
         let markers = self.settings.markers.clone();
-        let key = |l: usize| markers.slot(l, &tag);
-        let mine = self.read_markers(&[key(lane)]).await?;
-        let applied = match mine.into_iter().next().flatten() {
-            None => Applied::default(),
-            Some(c) if c.lanes == self.lanes => c.applied,
-            Some(c) => {
-                let all: Vec<String> = (0..c.lanes.max(self.lanes)).map(key).collect();
-                let found = self.read_markers(&all).await?;
-                let positions: Vec<Applied> = found
-                    .into_iter()
-                    .map(|c| c.map(|c| c.applied).unwrap_or_default())
-                    .collect();
-                Applied::lowest(positions.iter())
-            }
-        };
-        self.slot_applied.insert(slot, applied.clone());
-        Ok(applied)
+        let mine: Vec<String> = tags.iter().map(|tag| markers.slot(lane, tag)).collect();
+        let found = self.read_markers(&mine).await?;
+        for ((slot, tag), found) in slots.iter().zip(&tags).zip(found) {
+            let applied = match found {
+                None => Applied::default(),
+                Some(c) if c.lanes == self.lanes => c.applied,
+                Some(c) => {
+                    let all: Vec<String> = (0..c.lanes).map(|l| markers.slot(l, tag)).collect();
+                    let positions: Vec<Applied> = self
+                        .read_markers(&all)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.map(|c| c.applied).unwrap_or_default())
+                        .collect();
+                    Applied::lowest(positions.iter())
+                }
+            };
+            self.slot_applied.insert(*slot, applied);
+        }
+        Ok(())
     }
 
     async fn apply_one(

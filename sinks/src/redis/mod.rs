@@ -312,6 +312,7 @@ impl RedisSink {
                 stats: stats.clone(),
                 conn: Some(connected),
                 lost: None,
+                check_server: false,
                 pipelines_sent: 0,
                 applied: checkpoints.get(id).cloned().unwrap_or_default(),
                 slot_applied: std::collections::HashMap::new(),

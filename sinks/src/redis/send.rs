@@ -189,7 +189,9 @@ impl Lane {
         let expected = parts.len() + if plain { 0 } else { 2 } + usize::from(wait.is_some());
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
-        let mut reconnected = false;
+        // A server reached again since the last transaction is checked first (did it
+        // lose what the lane applied? does it still have the database?).
+        let mut reconnected = std::mem::take(&mut self.check_server);
         loop {
             let Some(mut connected) = self.conn.take() else {
                 reconnected |= self.reconnect(&mut failing_since, &mut backoff).await?;
@@ -322,7 +324,7 @@ impl Lane {
         let mut backoff = Duration::from_millis(50);
         loop {
             let Some(mut connected) = self.conn.take() else {
-                self.reconnect(&mut failing_since, &mut backoff).await?;
+                self.check_server |= self.reconnect(&mut failing_since, &mut backoff).await?;
                 continue;
             };
             let answer = match keys {
