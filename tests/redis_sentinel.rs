@@ -286,11 +286,10 @@ fn a_failover_asked_for_then_the_new_master_shut_down_goes_on_at_the_third_node_
     let code = stop(tool);
     let log = run.log_text();
     assert_eq!(code, 0, "{log}");
-    assert_eq!(
-        log.matches("sentinel: the master switched").count(),
-        2,
-        "{log}"
-    );
+    // The lanes find each new master by themselves; the watcher's announcement (at
+    // least the first) only makes it sooner.
+    assert!(log.contains("sentinel: the master switched"), "{log}");
+    assert!(log.matches("reconnected").count() >= 2, "{log}");
 }
 
 #[test]

@@ -227,7 +227,7 @@ pub struct Lane {
     /// are skipped.
     pub applied: Applied,
     /// In a cluster, the same per slot: what the lane's checkpoint key in that slot
-    /// holds (read when the lane first meets the slot).
+    /// holds (read before the lane's first transaction there).
     pub slot_applied: HashMap<u16, Applied>,
     /// Lanes of the sink (per master in a cluster), recorded beside the position.
     pub lanes: usize,

@@ -605,6 +605,7 @@ impl Lane {
             }
         };
         let mut out = vec![Value::Nil; commands.len()];
+        let mut guard_errors = Vec::new();
         for (part, item) in parts.iter().zip(items) {
             let command = |i: usize| &commands[i];
             match *part {
@@ -619,10 +620,11 @@ impl Lane {
                     }
                 }
                 Part::GuardBefore(i) | Part::GuardAfter(i) => {
-                    if let Some(reply) = reply_error(&item) {
-                        return Err(self.command_error(command(i), "the type guard of", reply));
-                    }
-                    if matches!(part, Part::GuardBefore(_)) && item == Value::Int(1) {
+                    if reply_error(&item).is_some() {
+                        // Answered as the command's own refusal (`on_error`), unless
+                        // the command has one of its own.
+                        guard_errors.push((i, item));
+                    } else if matches!(part, Part::GuardBefore(_)) && item == Value::Int(1) {
                         self.conflict_met(command(i));
                     }
                 }
@@ -640,6 +642,11 @@ impl Lane {
                         });
                     }
                 }
+            }
+        }
+        for (i, error) in guard_errors {
+            if reply_error(&out[i]).is_none() {
+                out[i] = error;
             }
         }
         Ok(Unpacked::Done(out))
