@@ -6,19 +6,27 @@ use std::path::Path;
 
 use anyhow::Context;
 use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
-use pika_migrate_core::filter::{keeps_databases_apart, FilterChain};
+use pika_migrate_core::filter::{database_after, keeps_databases_apart, FilterChain, FilterConfig};
 use pika_migrate_core::pika::storage::layout::find_databases;
 use pika_migrate_core::pipeline::Pipeline;
 use pika_migrate_core::replay::clock::wall_now_ms;
 use pika_migrate_core::replay::{AsOf, ReplayClock};
+use pika_migrate_core::sink::Sink;
 use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir, BinlogSource};
 use pika_migrate_core::source::capture::CaptureSource;
-use pika_migrate_core::source::pika::{PikaSource, ReplicaError};
+use pika_migrate_core::source::pika::{DatabaseCheck, PikaSource, ReplicaError};
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::Source;
+use pika_migrate_sinks::redis::checkpoint::{bad_migration_name, migration_name};
 use pika_migrate_sinks::SinkConfig;
 
 pub type Config = PipelineConfig<SinkConfig>;
+
+/// Source databases the sinks cannot take (a Redis without a database for one), found
+/// before anything was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DatabasesRefused(pub String);
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let config: Config = config::load(path)?;
@@ -37,7 +45,56 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message,
     })?;
+    for (i, sink) in config.sinks.iter().enumerate() {
+        if let SinkConfig::Redis(r) = sink {
+            if let Some(why) = r.migration.as_deref().and_then(bad_migration_name) {
+                return Err(ConfigError::Unplaced {
+                    path: path.to_owned(),
+                    message: format!("sinks[{i}].migration: {why}"),
+                });
+            }
+        }
+    }
     Ok(config)
+}
+
+/// The name a migration from `source` has in its Redis sinks' checkpoint keys when
+/// `migration:` does not give one: what the source reads from. A live master is the
+/// address it is reached at (its work_dir is bound to it too), with the databases
+/// followed when `dbs` picks some; an offline source, its path made absolute. A run
+/// resumed from the same source finds its keys; another source's are never read.
+pub fn default_migration(source: &SourceConfig) -> String {
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_owned())
+            .display()
+            .to_string()
+    };
+    let text = match source {
+        SourceConfig::Pika(p) => match &p.dbs {
+            None => format!("pika@{}", p.master),
+            Some(dbs) => {
+                let dbs: Vec<String> = dbs.iter().map(u32::to_string).collect();
+                format!("pika@{}/db{}", p.master, dbs.join(","))
+            }
+        },
+        SourceConfig::Snapshot(s) => format!("snapshot@{}", absolute(&s.path)),
+        SourceConfig::Binlog(b) => format!("binlog@{}", absolute(&b.path)),
+        SourceConfig::Capture(c) => format!("capture@{}", absolute(&c.path)),
+    };
+    migration_name(&text)
+}
+
+/// `sink` with its migration's name filled in when it is a Redis sink without one.
+fn with_migration(sink: &SinkConfig, source: &SourceConfig) -> SinkConfig {
+    match sink {
+        SinkConfig::Redis(r) if r.migration.is_none() => {
+            let mut r = r.clone();
+            r.migration = Some(default_migration(source));
+            SinkConfig::Redis(r)
+        }
+        other => other.clone(),
+    }
 }
 
 /// The databases an offline source holds; `None` when only the run can tell (a live
@@ -107,7 +164,86 @@ fn check_databases_apart(config: &Config) -> Result<(), String> {
     }
 }
 
+/// Whether the sinks can take the events of a set of source databases: a cluster that
+/// would mix them, a Redis that lacks a database for one. Plain data, so a live source
+/// asks it once MetaSync names the master's databases.
+struct TargetDatabases {
+    /// Why several databases must not reach the sinks, if they must not.
+    mixing: Option<String>,
+    /// Per sink that cannot write every database: its index, name, and the event
+    /// databases it can write.
+    limits: Vec<(usize, String, std::ops::Range<u32>)>,
+    filters: Vec<FilterConfig>,
+}
+
+impl TargetDatabases {
+    fn of(config: &Config, sinks: &[Box<dyn Sink>]) -> TargetDatabases {
+        TargetDatabases {
+            mixing: databases_would_mix(config),
+            limits: sinks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i, s.name(), s.databases()?)))
+                .collect(),
+            filters: config.filters.clone(),
+        }
+    }
+
+    /// The reason events of `dbs` cannot be written, if they cannot.
+    fn check(&self, dbs: &[u32]) -> Result<(), String> {
+        if let (Some(why), true) = (&self.mixing, dbs.len() > 1) {
+            return Err(why.clone());
+        }
+        self.check_limits(dbs)
+    }
+
+    /// The reason a sink lacks a database for events of `dbs`, if one does.
+    fn check_limits(&self, dbs: &[u32]) -> Result<(), String> {
+        for (i, name, range) in &self.limits {
+            let lacking: Vec<String> = dbs
+                .iter()
+                .filter_map(|&db| {
+                    let to = database_after(&self.filters, db);
+                    (!range.contains(&to)).then(|| match to == db {
+                        true => format!("db{db}"),
+                        false => format!("db{db} (mapped to {to})"),
+                    })
+                })
+                .collect();
+            if lacking.is_empty() {
+                continue;
+            }
+            let has = match range.end {
+                0 => "no database for it".to_owned(),
+                1 => "only database 0 for it".to_owned(),
+                n => format!("databases 0 to {} for it", n - 1),
+            };
+            return Err(format!(
+                "sinks[{i}] ({name}) has {has} (after its url's database), so Pika's {} would \
+                 have nowhere to go. Map {} to a database it has with a `db` filter \
+                 (`map: {{{}: 0}}`), adding a `rename` that names `{{db}}` (`add_prefix: \
+                 \"db{{db}}:\"`) to keep their keys apart where databases share one; or follow \
+                 fewer with `dbs`",
+                lacking.join(", "),
+                if lacking.len() == 1 { "it" } else { "them" },
+                dbs.iter()
+                    .find(|db| !range.contains(&database_after(&self.filters, **db)))
+                    .unwrap_or(&0),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The source of `pipeline`, without the sinks' check of its databases (`validate`).
 pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> {
+    build_source_checked(pipeline, None)
+}
+
+fn build_source_checked(
+    pipeline: &Config,
+    targets: Option<TargetDatabases>,
+) -> Result<Box<dyn Source>, ReplicaError> {
     let config = &pipeline.source;
     // One "now" for the whole run: every expiry read as of a moment moves by the same.
     let clock = |as_of: Option<AsOf>| {
@@ -135,11 +271,15 @@ pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> 
         SourceConfig::Pika(p) => {
             let source = PikaSource::new(p)?;
             // Which databases the master has, only MetaSync says: the source refuses
-            // several there when they would mix.
-            Box::new(match databases_would_mix(pipeline) {
-                Some(why) => source.one_database_only(why),
-                None => source,
-            })
+            // there those the sinks cannot take (mixed in a cluster, or lacking in a
+            // Redis), before anything of them is written.
+            let targets = targets.unwrap_or_else(|| TargetDatabases {
+                mixing: databases_would_mix(pipeline),
+                limits: Vec::new(),
+                filters: pipeline.filters.clone(),
+            });
+            let check: DatabaseCheck = Box::new(move |dbs| targets.check(dbs));
+            Box::new(source.check_databases(check))
         }
         SourceConfig::Capture(c) => Box::new(CaptureSource {
             path: c.path.clone(),
@@ -154,15 +294,28 @@ pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> 
 }
 
 pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
-    let source = build_source(config)?;
     let mut sinks = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         sinks.push(
-            pika_migrate_sinks::build(sink)
+            pika_migrate_sinks::build(&with_migration(sink, &config.source))
                 .await
                 .with_context(|| format!("sinks[{i}]: cannot start"))?,
         );
     }
+    let targets = TargetDatabases::of(config, &sinks);
+    // An offline source's databases are known now: refused before anything is written.
+    if let Some(dbs) = source_databases(&config.source) {
+        let dbs: Vec<u32> = dbs.into_iter().collect();
+        // (Whether they would mix in a cluster, `load` checked with the dbs themselves.)
+        targets.check_limits(&dbs).map_err(|why| {
+            let list: Vec<String> = dbs.iter().map(|d| format!("db{d}")).collect();
+            DatabasesRefused(format!(
+                "the source holds databases {}, but {why}",
+                list.join(", ")
+            ))
+        })?;
+    }
+    let source = build_source_checked(config, Some(targets))?;
     let filters = FilterChain::build(&config.filters)?;
     Ok(Pipeline::new(source, sinks).with_filters(filters))
 }

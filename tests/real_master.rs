@@ -44,7 +44,7 @@ on_each_version!(
         five_kill_9_of_the_tool_while_counters_are_written_are_exact,
         master_restarts_and_a_kill_9_of_the_master_are_exact_with_one_full_sync,
         a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65,
-        with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
+        with_resync_flush_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly,
         a_wrong_or_missing_password_is_refused_with_77,
         a_master_that_is_itself_a_replica_is_refused_with_76,
         a_stalled_target_holding_acks_does_not_get_us_dropped,
@@ -378,11 +378,11 @@ fn a_binlog_purged_while_the_tool_is_stopped_is_refused_with_65(version: &'stati
     let (code, log) = m.run_to_end();
     assert_eq!(code, 65, "{log}");
     assert!(log.contains("its binlog was purged"), "{log}");
-    assert!(log.contains("resync: allow"), "{log}");
+    assert!(log.contains("resync: flush"), "{log}");
     assert_eq!(pika.full_syncs_served(), 1, "no second full sync");
 }
 
-fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly(
+fn with_resync_flush_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exactly(
     version: &'static str,
     test: &str,
 ) {
@@ -391,19 +391,25 @@ fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exa
     };
     preload(&pika, 300);
     let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "  resync: allow\n");
+    let m = Migration::new(&pika.addr(), &redis.url(), "  resync: flush\n");
     let tool = m.start();
     m.wait_streaming(&tool);
+    // Keys the stream brings after the first full sync, deleted while the tool is away.
+    let mut con = pika.client();
+    let s = |x: String| x.into_bytes();
+    pipeline(
+        &mut con,
+        (0..20).map(|i| vec![s("SET".into()), s(format!("gap:{i}")), s(format!("{i}"))]),
+    );
     m.wait_caught_up(&pika);
 
     // Frozen past the master's 20-s rule, the tool is dropped, and nothing protects its
-    // binlog position any more. Meanwhile collections lose members: a second full sync
-    // loaded over the first without DELs would keep them (and double the lists).
+    // binlog position any more. Meanwhile collections lose members and keys are
+    // deleted: a second full sync loaded over the first would keep them (and double
+    // the lists without DELs).
     signal(&tool, "-STOP");
     std::thread::sleep(Duration::from_secs(22));
-    let mut con = pika.client();
     for i in (3..300).step_by(6) {
-        let s = |x: String| x.into_bytes();
         pipeline(
             &mut con,
             [
@@ -423,9 +429,14 @@ fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exa
                     s(format!("pre:z:{}", i + 2)),
                     s("a".into()),
                 ],
+                vec![s("DEL".into()), s(format!("pre:s:{}", i - 3))],
             ],
         );
     }
+    pipeline(
+        &mut con,
+        (0..20).map(|i| vec![s("DEL".into()), s(format!("gap:{i}"))]),
+    );
     roll_and_purge(&pika);
     signal(&tool, "-CONT");
 
@@ -439,8 +450,14 @@ fn with_resync_allow_a_purge_while_the_tool_is_away_takes_a_second_full_sync_exa
     assert_eq!(stop(tool), 0, "{}", m.log_text());
     assert!(m
         .log_text()
-        .contains("taking a new full sync (resync: allow)"));
+        .contains("taking a new full sync (resync: flush)"));
     assert_same_as_master(&pika, &redis);
+    // The checkpoint keys outlived the flush.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pika-migrate:checkpoint:*")
+        .query(&mut redis.client())
+        .unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
 }
 
 fn a_wrong_or_missing_password_is_refused_with_77(version: &'static str, test: &str) {

@@ -28,7 +28,6 @@ on_each_version!(
 );
 
 const DATABASES: u32 = 3;
-const CATCH_UP: Duration = Duration::from_secs(120);
 
 fn master(version: &'static str, test: &str) -> Option<RealPika> {
     let bin = pika_or_skip(version, test)?;
@@ -40,11 +39,7 @@ fn master(version: &'static str, test: &str) -> Option<RealPika> {
 
 /// Every database in `dbs` streams, caught up with the master.
 fn wait_all_caught_up(m: &Migration, pika: &RealPika, dbs: &[u32]) {
-    for &db in dbs {
-        m.wait_for(CATCH_UP, &format!("db{db} to catch up"), || {
-            m.db_caught_up_with(db, pika.binlog_offset(db))
-        });
-    }
+    m.wait_caught_up_dbs(pika, dbs);
 }
 
 /// Redis database `to` holds exactly what the master's database `from` shows.

@@ -24,6 +24,7 @@ fn push(db: u32, n: u64) -> Event {
     let offset = DB_START[db as usize] + 100 * n;
     Event {
         db,
+        source_db: db,
         key: key.clone(),
         data_type: Some(DataType::List),
         op: Op::Command {
@@ -52,6 +53,7 @@ fn config(redis: &RedisServer) -> RedisSinkConfig {
         "url": redis.url(),
         "senders": 4,
         "batch": 16,
+        "migration": "m",
     }))
     .unwrap()
 }
@@ -106,7 +108,7 @@ fn checkpoints(redis: &RedisServer, db: u32) -> Vec<Option<String>> {
     (0..4)
         .map(|lane| {
             redis::cmd("GET")
-                .arg(format!("pika-migrate:checkpoint:{lane}"))
+                .arg(format!("pika-migrate:checkpoint:m:{lane}"))
                 .query(&mut con)
                 .unwrap()
         })
@@ -180,4 +182,58 @@ async fn a_single_db_checkpoint_of_an_earlier_version_resumes_as_db0() {
         expected(1),
         "DB 1, all of it below DB 0's checkpoint position, once"
     );
+    // Taken over: written under the migration's own names, the old ones gone, so no
+    // other migration resumes from them.
+    let old: Vec<Option<String>> = (0..4)
+        .map(|lane| {
+            redis::cmd("GET")
+                .arg(format!("pika-migrate:checkpoint:{lane}"))
+                .query(&mut con)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(old, vec![None; 4]);
+    assert!(checkpoints(&redis, 0).iter().all(Option::is_some));
+}
+
+#[test]
+fn an_offline_source_of_more_databases_than_redis_has_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log_dir(dir.path(), &[(0, "zero"), (1, "one"), (2, "two")]);
+    // CONFIG renamed away, as some hosted Redis do: the databases are probed by SELECT.
+    let redis = RedisServer::start_with(&["--databases", "2", "--rename-command", "CONFIG", ""]);
+    let run = |filters: &str| {
+        let yaml = format!(
+            "source:\n  type: binlog\n  path: {}\n{filters}sinks:\n  - type: redis\n    url: {}\n",
+            log.display(),
+            redis.url()
+        );
+        let pipeline = write_pipeline(dir.path(), &yaml);
+        let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+        (code, stderr)
+    };
+    let (code, stderr) = run("");
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("the source holds databases db0, db1, db2")
+            && stderr.contains("databases 0 to 1")
+            && stderr.contains("db2 would have nowhere to go")
+            && stderr.contains("`db` filter"),
+        "{stderr}"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+    assert_eq!(size, 0, "nothing written");
+
+    // Mapped into a database Redis has, with its keys apart: written, each database's
+    // binlog positions kept apart too.
+    let (code, stderr) = run(
+        "filters:\n  - type: rename\n    add_prefix: 'db{db}:'\n  - type: db\n    map: {2: 1}\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut db1 = redis::Client::open(format!("redis://127.0.0.1:{}/1", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let two: Option<String> = redis::cmd("GET").arg("db2:k").query(&mut db1).unwrap();
+    assert_eq!(two.as_deref(), Some("two"));
 }

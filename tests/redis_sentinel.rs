@@ -30,6 +30,17 @@ impl Run {
         Run { dir, pipeline }
     }
 
+    /// A live migration from `pika` into `url`, its work dir under `work`.
+    fn live(pika: &RealPika, url: &str, work: &std::path::Path) -> Run {
+        let source = format!(
+            "  type: pika\n  master: {}\n  announce: 127.0.0.1:{}\n  work_dir: {}",
+            pika.addr(),
+            announce_port(),
+            work.join("work").display()
+        );
+        Run::new(&source, "    senders: 4\n    batch: 64\n", url)
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.path().join("tool.log")
     }
@@ -45,6 +56,16 @@ impl Run {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A failing test leaves the tool's log to read.
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("the run's directory kept: {}", dir.keep().display());
+        }
     }
 }
 
@@ -141,16 +162,7 @@ fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
     }
     let mut set = SentinelSet::start();
     let work = tempfile::tempdir().unwrap();
-    let run = Run::new(
-        &format!(
-            "  type: pika\n  master: {}\n  announce: 127.0.0.1:{}\n  work_dir: {}",
-            pika.addr(),
-            announce_port(),
-            work.path().join("work").display()
-        ),
-        "    senders: 4\n    batch: 64\n",
-        &set.url(0),
-    );
+    let run = Run::live(&pika, &set.url(0), work.path());
     let tool = run.start();
     wait_until(
         "the full sync to be loaded",
@@ -161,23 +173,7 @@ fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
     // Counters and list pushes while the master is killed and the replica promoted.
     let writes = 2000;
     std::thread::scope(|s| {
-        let writer = s.spawn(|| {
-            let mut con = pika.client();
-            for i in 0..writes {
-                redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
-                redis::cmd("RPUSH")
-                    .arg("list")
-                    .arg(i)
-                    .exec(&mut con)
-                    .unwrap();
-                redis::cmd("SET")
-                    .arg(format!("live:{i}"))
-                    .arg(i)
-                    .exec(&mut con)
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        });
+        let writer = s.spawn(|| count_and_push(&pika, writes, true));
         wait_until("the stream to be written", Duration::from_secs(30), || {
             redis::cmd("GET")
                 .arg("counter")
@@ -221,6 +217,79 @@ fn a_live_stream_from_a_real_pika_goes_on_through_a_failover_exactly_once() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("sentinel: the master switched"), "{log}");
     eprintln!("took {:?}\n{log}", started.elapsed());
+}
+
+#[test]
+fn a_failover_asked_for_then_the_new_master_shut_down_goes_on_at_the_third_node_exactly_once() {
+    let Some(bin) = pika_or_skip(
+        "3.3.6",
+        "a_failover_asked_for_then_the_new_master_shut_down_goes_on_at_the_third_node_exactly_once",
+    ) else {
+        return;
+    };
+    let pika = RealPika::start(&bin, PikaOptions::default());
+    let set = SentinelSet::start_with_replicas(2);
+    let work = tempfile::tempdir().unwrap();
+    let run = Run::live(&pika, &set.url(0), work.path());
+    let tool = run.start();
+    let counter = |port: u16| -> Option<i64> {
+        let node = set.node(port)?;
+        redis::cmd("GET")
+            .arg("counter")
+            .query::<Option<i64>>(&mut node.client())
+            .ok()
+            .flatten()
+    };
+    let writes = 3000;
+    let mut master = set.master.port;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| count_and_push(&pika, writes, false));
+        wait_until("the stream to be written", Duration::from_secs(60), || {
+            counter(master).is_some_and(|n| n > 200)
+        });
+        // The old master stays up and turns replica of the one promoted...
+        let _: redis::Value = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query(&mut set.sentinels[0].client())
+            .unwrap();
+        let promoted = set.wait_new_master(master);
+        let before = counter(promoted).unwrap_or(0);
+        wait_until(
+            "the stream to go on at the promoted node",
+            Duration::from_secs(60),
+            || counter(promoted).is_some_and(|n| n > before + 100),
+        );
+        // ... which then goes away: the sentinels promote the third node.
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("NOSAVE")
+            .exec(&mut set.node(promoted).unwrap().client());
+        master = set.wait_new_master(promoted);
+        writer.join().unwrap();
+    });
+    wait_until(
+        "every increment at the third node",
+        Duration::from_secs(60),
+        || counter(master) == Some(writes),
+    );
+    let list: Vec<i64> = redis::cmd("LRANGE")
+        .arg("list")
+        .arg(0)
+        .arg(-1)
+        .query(&mut set.node(master).unwrap().client())
+        .unwrap();
+    assert_eq!(
+        list,
+        (0..writes).collect::<Vec<_>>(),
+        "every push once, in order"
+    );
+    let code = stop(tool);
+    let log = run.log_text();
+    assert_eq!(code, 0, "{log}");
+    // The lanes find each new master by themselves; the watcher's announcement (at
+    // least the first) only makes it sooner.
+    assert!(log.contains("sentinel: the master switched"), "{log}");
+    assert!(log.matches("reconnected").count() >= 2, "{log}");
 }
 
 #[test]
@@ -278,6 +347,28 @@ fn pipelines_count_as_applied_only_once_a_replica_has_them() {
         ),
         "{log}"
     );
+}
+
+/// `writes` times on `pika`: `INCR counter`, `RPUSH list <i>` (and `SET live:<i> <i>`
+/// with `sets`), a few ms apart.
+fn count_and_push(pika: &RealPika, writes: i64, sets: bool) {
+    let mut con = pika.client();
+    for i in 0..writes {
+        redis::cmd("INCR").arg("counter").exec(&mut con).unwrap();
+        redis::cmd("RPUSH")
+            .arg("list")
+            .arg(i)
+            .exec(&mut con)
+            .unwrap();
+        if sets {
+            redis::cmd("SET")
+                .arg(format!("live:{i}"))
+                .arg(i)
+                .exec(&mut con)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
 }
 
 /// SIGTERM, then the exit code of the clean stop.

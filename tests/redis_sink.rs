@@ -169,6 +169,71 @@ fn suffix_keeps_every_type_under_its_own_name() {
 }
 
 #[test]
+fn type_conflicts_of_the_binlog_are_resolved_in_order_inside_their_transaction() {
+    // Pika holds `k` as a string and a hash, `n` as a string and a list; each later
+    // write of the other type comes in the same transaction as the first.
+    let tmp = tempfile::tempdir().unwrap();
+    write_binlog(
+        tmp.path(),
+        &[
+            &[b"SET", b"k", b"v"],
+            &[b"HSET", b"k", b"f", b"1"],
+            &[b"HSET", b"k", b"g", b"2"],
+            &[b"SET", b"n", b"1"],
+            &[b"RPUSH", b"n", b"a"],
+            &[b"RPUSH", b"n", b"b"],
+        ],
+    );
+    let source = format!("  type: binlog\n  path: {}", tmp.path().display());
+    let value = |redis: &RedisServer, key: &str, t: &str| {
+        redis.state()[&(key.as_bytes().to_vec(), t.to_owned())]
+            .val
+            .clone()
+    };
+    let hash = |pairs: &[(&str, &str)]| {
+        Val::Hash(
+            pairs
+                .iter()
+                .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    };
+    let list = |items: &[&str]| Val::List(items.iter().map(|i| i.as_bytes().to_vec()).collect());
+
+    // overwrite: the other type goes before the first write, not after the last.
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(
+        &source,
+        &redis.url(),
+        "    senders: 1\n    type_conflict: overwrite\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(value(&redis, "k", "hash"), hash(&[("f", "1"), ("g", "2")]));
+    assert_eq!(value(&redis, "n", "list"), list(&["a", "b"]));
+    assert!(
+        stderr.contains("2 writes replaced a key of another type"),
+        "{stderr}"
+    );
+
+    // suffix: every write of the later type under `key:<type>`, the key untouched.
+    let redis = RedisServer::start();
+    let (code, stderr) = run_into(
+        &source,
+        &redis.url(),
+        "    senders: 1\n    type_conflict: suffix\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(value(&redis, "k", "string"), Val::String(b"v".to_vec()));
+    assert_eq!(
+        value(&redis, "k:hash", "hash"),
+        hash(&[("f", "1"), ("g", "2")])
+    );
+    assert_eq!(value(&redis, "n", "string"), Val::String(b"1".to_vec()));
+    assert_eq!(value(&redis, "n:list", "list"), list(&["a", "b"]));
+    assert!(stderr.contains("4 writes went to key:<type>"), "{stderr}");
+}
+
+#[test]
 fn hyperloglogs_can_be_left_out() {
     let redis = RedisServer::start();
     let (code, stderr) = run_into(&dump_source(), &redis.url(), "    hyperloglog: skip\n");

@@ -344,8 +344,13 @@ impl fmt::Display for Position {
 /// One normalized change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Pika database index (0 in single-DB mode).
+    /// The database the event goes to: the Pika database it was read from, unless a
+    /// `db` filter moved it.
     pub db: u32,
+    /// The Pika database the event was read from, whose binlog `position` is in. A `db`
+    /// filter moves `db`, never this: positions of two databases merged into one do not
+    /// compare, and a sink that records them keeps them apart by this.
+    pub source_db: u32,
     /// The key the event is about (for a multi-key command: its first key).
     pub key: Bytes,
     /// The data type written, when known (`None` for type-less commands like DEL).
@@ -414,6 +419,7 @@ mod tests {
         let block = Bytes::from(vec![b'x'; 64 << 10]);
         let mut e = Event {
             db: 0,
+            source_db: 0,
             key: block.slice(3..4),
             data_type: None,
             op: Op::Command {
@@ -497,6 +503,7 @@ mod tests {
         assert_eq!(chunk.payload_bytes(), 2 * (16 + 4));
         let event = Event {
             db: 0,
+            source_db: 0,
             key: Bytes::from_static(b"s"),
             data_type: Some(DataType::Stream),
             op: Op::Snapshot {

@@ -175,6 +175,9 @@ impl Pipeline {
         let mut acks = Vec::new();
         let status = self.metrics.status().clone();
         status.set_stage(Stage::Reading);
+        // A sink that fails wakes the fan-out even while the source sends nothing, so
+        // the run stops at once rather than at the next batch.
+        let sink_failed = Arc::new(tokio::sync::Notify::new());
         for sink in self.sinks {
             let (lane_tx, lane_rx) = mpsc::channel::<ToSink>(CHANNEL_BATCHES);
             let (ack_tx, ack_rx) = watch::channel(Seq::default());
@@ -182,7 +185,15 @@ impl Pipeline {
             acks.push(ack_rx);
             let slot = status.add_sink(sink.name());
             let report = (status.clone(), slot);
-            tasks.push(tokio::spawn(drive_sink(sink, lane_rx, ack_tx, report)));
+            let failed = sink_failed.clone();
+            tasks.push(tokio::spawn(async move {
+                let outcome = drive_sink(sink, lane_rx, ack_tx, report.clone()).await;
+                if let Err(e) = &outcome {
+                    report.0.sink_failed(report.1, &e.to_string());
+                    failed.notify_one();
+                }
+                outcome
+            }));
         }
         // What the source sees as acknowledged: a batch is done once the sinks took
         // what the filters left of it, so dropped events do not hold the source back.
@@ -214,6 +225,10 @@ impl Pipeline {
                     },
                     // Paused while waiting for the source: held at the top of the loop.
                     () = self.pause.requested() => continue,
+                    _ = sink_failed.notified() => {
+                        sink_gone = true;
+                        break;
+                    }
                 }
             }
             while !source_done && filtering.len() < parallel {
@@ -266,6 +281,11 @@ impl Pipeline {
             if sink_gone || filter_error.is_some() {
                 break;
             }
+        }
+        if sink_gone {
+            // Nothing more can be delivered: the source stops (a live one saves what
+            // the sinks took).
+            self.stop.stop();
         }
         drop(filtering);
         drop(rx);
@@ -346,6 +366,10 @@ async fn drive_sink(
             },
             _ = poll.tick() => {}
         }
+        // A sink failed for good ends the run now, even with nothing to write; one
+        // riding out a problem shows it in the status.
+        let trouble = sink.health().await?;
+        status.sink_trouble(slot, trouble);
         let acked_batches = sink.acknowledged(batches_written);
         while let Some(&(number, seq, position)) = unacked.front() {
             if number > acked_batches {
@@ -438,6 +462,7 @@ mod tests {
         let key = Bytes::from(format!("k{offset}"));
         Event {
             db,
+            source_db: db,
             key: key.clone(),
             data_type: Some(DataType::String),
             op: Op::Command {

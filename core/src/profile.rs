@@ -222,6 +222,7 @@ mod tests {
         }
         Event {
             db: 0,
+            source_db: 0,
             key: Bytes::from_static(key.as_bytes()),
             data_type: Some(chunk.data_type()),
             op: Op::Snapshot {

@@ -59,4 +59,18 @@ pub trait Sink: Send {
     }
     /// Flushes everything and releases the target.
     async fn finish(&mut self) -> Result<SinkReport, SinkError>;
+    /// The event databases (`Event::db`, after the filters) this sink can write, when
+    /// it cannot write every one (a Redis of `databases 16` behind a url of database 2
+    /// takes 0..14). A run checks its source's databases against it before anything is
+    /// written.
+    fn databases(&self) -> Option<std::ops::Range<u32>> {
+        None
+    }
+    /// Asked while the sink is idle as well as between batches: an error when the sink
+    /// failed for good (its next `write` or `finish` would return it), so a run stops
+    /// even with nothing to write; else what is wrong now that it is riding out (a
+    /// target it keeps reconnecting to), for the status.
+    async fn health(&mut self) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
 }

@@ -78,6 +78,13 @@ pub struct SinkStatus {
     pub acknowledged: Option<String>,
     /// Events handed to the sink per second, over the last few seconds.
     pub events_per_second: f64,
+    /// What keeps the sink from writing now (a target it keeps reconnecting to), or
+    /// why it failed; none while it writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether it failed for good (the run is stopping).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 /// Where one database of a live master stands.
@@ -321,6 +328,36 @@ impl Status {
         }
     }
 
+    /// What keeps sink `sink` from writing now (`None`: nothing). A new problem counts
+    /// as an error of the run and is its last one.
+    pub fn sink_trouble(&self, sink: usize, trouble: Option<String>) {
+        let mut s = self.lock();
+        let Some(st) = s.report.sinks.get_mut(sink) else {
+            return;
+        };
+        if st.failed || st.error == trouble {
+            return;
+        }
+        let began = st.error.is_none();
+        st.error = trouble.clone();
+        if let (true, Some(t)) = (began, trouble) {
+            s.report.errors += 1;
+            s.report.last_error = Some(format!("{}: {t}", s.report.sinks[sink].name));
+        }
+    }
+
+    /// Sink `sink` failed for good with `error`.
+    pub fn sink_failed(&self, sink: usize, error: &str) {
+        let mut s = self.lock();
+        let Some(st) = s.report.sinks.get_mut(sink) else {
+            return;
+        };
+        st.failed = true;
+        st.error = Some(error.to_owned());
+        s.report.errors += 1;
+        s.report.last_error = Some(error.to_owned());
+    }
+
     /// The status now; `keys`/`events` come from the pipeline's counters.
     pub fn report(&self, keys_done: u64, keys_total: u64, events: u64) -> StatusReport {
         let mut s = self.lock();
@@ -489,12 +526,23 @@ impl StatusReport {
             Opts::new("sink_events_total", "events handed to each sink"),
             &["sink"],
         )?;
+        let failing = IntGaugeVec::new(
+            Opts::new(
+                "sink_failing",
+                "1 while a sink cannot write (reconnecting to its target, or failed), else 0",
+            ),
+            &["sink"],
+        )?;
         for sink in &self.sinks {
             sinks
                 .with_label_values(&[sink.name.as_str()])
                 .inc_by(sink.events);
+            failing
+                .with_label_values(&[sink.name.as_str()])
+                .set(i64::from(sink.error.is_some()));
         }
         registry.register(Box::new(sinks))?;
+        registry.register(Box::new(failing))?;
         self.register_dbs(registry)
     }
 
@@ -600,6 +648,27 @@ mod tests {
             text.contains("pika_migrate_ack_latency_seconds_count 2"),
             "{text}"
         );
+        assert!(
+            text.contains("pika_migrate_sink_failing{sink=\"redis r\"} 0"),
+            "{text}"
+        );
+        s.sink_trouble(i, Some("1 of 8 lanes cannot write".into()));
+        s.sink_trouble(i, Some("1 of 8 lanes cannot write".into()));
+        let r = s.report(3, 2, 9);
+        assert_eq!(r.errors, 1, "one problem, counted once");
+        assert_eq!(
+            r.last_error.as_deref(),
+            Some("redis r: 1 of 8 lanes cannot write")
+        );
+        assert!(s
+            .prometheus(&r)
+            .contains("pika_migrate_sink_failing{sink=\"redis r\"} 1"));
+        s.sink_trouble(i, None);
+        assert_eq!(s.report(3, 2, 9).sinks[0].error, None);
+        s.sink_failed(i, "lost the connection and gave up after 3 s");
+        s.sink_trouble(i, None);
+        let r = s.report(3, 2, 9);
+        assert!(r.sinks[0].failed && r.sinks[0].error.is_some(), "{r:?}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["stage"], "streaming");
         assert!(json.get("dbs").is_none(), "no databases for an offline run");

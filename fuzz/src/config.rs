@@ -21,6 +21,7 @@ fn sample_events() -> Vec<Event> {
     let at = BinlogOffset::new(1, 100);
     let event = |key: &'static [u8], data_type, op| Event {
         db: 0,
+        source_db: 0,
         key: Bytes::from_static(key),
         data_type: Some(data_type),
         op,

@@ -37,6 +37,7 @@ fn lent(u: &mut Unstructured) -> arbitrary::Result<Event> {
         _ => {
             return Ok(Event {
                 db: 0,
+                source_db: 0,
                 key: bytes(u)?,
                 data_type: None,
                 op: Op::Command {
@@ -53,6 +54,7 @@ fn lent(u: &mut Unstructured) -> arbitrary::Result<Event> {
     };
     Ok(Event {
         db: 0,
+        source_db: 0,
         key: bytes(u)?,
         data_type: Some(chunk.data_type()),
         op: Op::Snapshot {

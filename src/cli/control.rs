@@ -100,8 +100,13 @@ pub fn synced(status: &serde_json::Value) -> Result<(), String> {
             ));
         }
     }
-    if let Some(e) = status["sink_error"].as_str() {
-        missing.push(format!("a sink is failing: {e}"));
+    for sink in status["sinks"].as_array().into_iter().flatten() {
+        if let Some(e) = sink["error"].as_str() {
+            missing.push(format!(
+                "sink {} is failing: {e}",
+                sink["name"].as_str().unwrap_or("?")
+            ));
+        }
     }
     if missing.is_empty() {
         Ok(())

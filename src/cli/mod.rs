@@ -257,8 +257,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// at start (README, "Exit codes"), 1 otherwise.
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
-        if c.is::<ConfigError>() {
+        if c.is::<ConfigError>() || c.is::<crate::pipeline_file::DatabasesRefused>() {
             return EXIT_CONFIG;
+        }
+        if let Some(lane) = c.downcast_ref::<pika_migrate_sinks::redis::lane::LaneError>() {
+            return lane.exit_code();
         }
         let redis = c
             .downcast_ref::<RedisSinkError>()

@@ -374,6 +374,9 @@ fn human(r: &serde_json::Value) -> String {
                 sink["events_per_second"].as_f64().unwrap_or(0.0),
                 sink["acknowledged"].as_str().unwrap_or("-")
             ));
+            if let Some(error) = sink["error"].as_str() {
+                out.push_str(&format!("           cannot write: {error}\n"));
+            }
         }
     }
     out.push_str(&format!("errors:    {}", s("errors")));

@@ -438,6 +438,11 @@ impl RedisServer {
         panic!("redis-server did not start");
     }
 
+    /// The server's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL (no shutdown, no save).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

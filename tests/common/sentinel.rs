@@ -120,20 +120,30 @@ pub fn start_replica(master: &RedisServer, extra: &[&str]) -> RedisServer {
     replica
 }
 
-/// A master, one replica and three sentinels (quorum 2), all known to each other.
+/// A master, one replica (or more) and three sentinels (quorum 2), all known to each
+/// other.
 pub struct SentinelSet {
     pub master: RedisServer,
     pub replica: RedisServer,
+    /// Replicas beyond the first.
+    pub more: Vec<RedisServer>,
     pub sentinels: Vec<Sentinel>,
 }
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
+        SentinelSet::start_with_replicas(1)
+    }
+
+    /// A master with `replicas` replicas (at least one).
+    pub fn start_with_replicas(replicas: usize) -> SentinelSet {
         let master = RedisServer::start();
         let replica = start_replica(&master, &[]);
+        let more: Vec<RedisServer> = (1..replicas).map(|_| start_replica(&master, &[])).collect();
         let sentinels: Vec<Sentinel> = (0..3)
             .map(|_| Sentinel::start(MASTER_NAME, master.port, 2))
             .collect();
+        let slaves = (1 + more.len()).to_string();
         // Sentinels find the replica and each other through the master (hello messages
         // every 2 s); a failover needs both.
         wait_until(
@@ -142,7 +152,7 @@ impl SentinelSet {
             || {
                 sentinels.iter().all(|s| {
                     let info = s.master_info(MASTER_NAME);
-                    info.get("num-slaves").map(String::as_str) == Some("1")
+                    info.get("num-slaves") == Some(&slaves)
                         && info.get("num-other-sentinels").map(String::as_str) == Some("2")
                 })
             },
@@ -150,8 +160,53 @@ impl SentinelSet {
         SentinelSet {
             master,
             replica,
+            more,
             sentinels,
         }
+    }
+
+    /// The data node on `port`.
+    pub fn node(&self, port: u16) -> Option<&RedisServer> {
+        std::iter::once(&self.master)
+            .chain(std::iter::once(&self.replica))
+            .chain(&self.more)
+            .find(|n| n.port == port)
+    }
+
+    /// Waits until every sentinel names a master other than `not` and it acts as
+    /// one; its port.
+    pub fn wait_new_master(&self, not: u16) -> u16 {
+        let mut port = None;
+        wait_until(
+            "the sentinels to promote a replica",
+            Duration::from_secs(60),
+            || {
+                let named: Vec<Option<u16>> = self
+                    .sentinels
+                    .iter()
+                    .map(|s| s.master_port(MASTER_NAME))
+                    .collect();
+                port = named[0].filter(|p| *p != not && named.iter().all(|n| *n == Some(*p)));
+                port.is_some()
+            },
+        );
+        let port = port.unwrap_or_default();
+        wait_until(
+            "the new master to act as one",
+            Duration::from_secs(20),
+            || {
+                let role: Vec<redis::Value> = self
+                    .node(port)
+                    .map(|n| {
+                        redis::cmd("ROLE")
+                            .query(&mut n.client())
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+            },
+        );
+        port
     }
 
     /// `redis-sentinel://h:p,h:p,h:p/<db>#mymaster`.

@@ -12,6 +12,9 @@ use std::time::Duration;
 use super::real_pika::RealPika;
 
 use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
+
+/// How long a test waits for a migration to stream, or to catch up with its master.
+pub const CATCH_UP: Duration = Duration::from_secs(120);
 use pika_migrate_core::event::BinlogOffset;
 
 /// How long a full sync and the stream's catching up may take in the tests.
@@ -218,6 +221,15 @@ impl Migration {
             .into_iter()
             .filter(|(_, cmdline)| cmdline.contains(&work))
             .collect()
+    }
+
+    /// Waits until every database in `dbs` streams caught up with `pika`.
+    pub fn wait_caught_up_dbs(&self, pika: &RealPika, dbs: &[u32]) {
+        for &db in dbs {
+            self.wait_for(CATCH_UP, &format!("db{db} to catch up"), || {
+                self.db_caught_up_with(db, pika.binlog_offset(db))
+            });
+        }
     }
 
     /// How many times the tool lost its link and went back to reconnecting.

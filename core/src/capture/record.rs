@@ -2,7 +2,8 @@
 //! little-endian, byte strings as u32 length + bytes).
 //!
 //! ```text
-//! op u8 (0 snapshot, 1 command) · db u32 · position · exec_time i64 (-1: none)
+//! op u8 (0 snapshot, 1 command; + 2 when a `db` filter moved the event: `source_db
+//! u32` follows `db`) · db u32 · position · exec_time i64 (-1: none)
 //! data_type u8 (0 string 1 hash 2 list 3 zset 4 set 5 stream, 255 none) · key bytes
 //! snapshot: part u8 (0 whole 1 first 2 more 3 last) · expire_at_ms i64 (i64::MIN: none)
 //!           also_types u8 count + type codes · chunk: count u32 + elements
@@ -56,8 +57,12 @@ fn put_id(out: &mut Vec<u8>, id: StreamId) {
 }
 
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
-    out.put_u8(matches!(event.op, Op::Command { .. }) as u8);
+    let moved = event.source_db != event.db;
+    out.put_u8(matches!(event.op, Op::Command { .. }) as u8 | (u8::from(moved) << 1));
     out.put_u32_le(event.db);
+    if moved {
+        out.put_u32_le(event.source_db);
+    }
     match event.position {
         Position::Snapshot { at, seq } => {
             out.put_u8(0);
@@ -194,6 +199,20 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
     let mut r = Reader(payload);
     let op = r.u8()?;
     let db = r.u32()?;
+    // Bit 1: the event was moved by a `db` filter; the database it was read from follows
+    // (never the same one: the writer sets the bit only when they differ).
+    let source_db = if op & 2 != 0 {
+        let from = r.u32()?;
+        if from == db {
+            return Err(format!(
+                "a moved event from database {db} into the same one"
+            ));
+        }
+        from
+    } else {
+        db
+    };
+    let op = op & !2;
     let position = match r.u8()? {
         0 => Position::Snapshot {
             at: BinlogOffset::new(r.u32()?, r.u64()?),
@@ -296,6 +315,7 @@ pub fn decode(payload: Bytes) -> Result<Event, String> {
     }
     Ok(Event {
         db,
+        source_db,
         key,
         data_type,
         op,
@@ -320,6 +340,14 @@ mod tests {
             // f64 NaN never occurs; -inf/inf compare fine.
             assert_eq!(back, e);
         }
+        // Moved by a `db` filter, an event keeps the database its position is of.
+        let mut moved = binlog_events()[3].clone();
+        moved.db = 5;
+        buf.clear();
+        encode(&moved, &mut buf);
+        let back = decode(Bytes::from(buf.clone())).unwrap();
+        assert_eq!((back.db, back.source_db), (5, 0));
+        assert_eq!(back, moved);
     }
 
     #[test]

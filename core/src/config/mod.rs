@@ -119,8 +119,10 @@ pub struct PikaSourceConfig {
     /// Where the dump is received and the checkpoint kept; one per migration.
     pub work_dir: PathBuf,
     /// What to do when the master can no longer serve our position after a full sync
-    /// was loaded: `refuse` (default; a second full sync would write dirty data) or
-    /// `allow`.
+    /// was loaded: `refuse` (default; a second full sync would write dirty data),
+    /// `flush` (every full sync first empties the target databases this migration
+    /// writes, so keys the master deleted meanwhile go too) or `allow` (a second full
+    /// sync rewrites the keys of its dump; keys deleted meanwhile stay).
     #[serde(default)]
     pub resync: ResyncPolicy,
     /// How big values of the dump are cut into events.
@@ -168,7 +170,21 @@ fn default_retry_seconds() -> u64 {
 pub enum ResyncPolicy {
     #[default]
     Refuse,
+    /// A second full sync over what is there: the keys of its dump are rewritten.
     Allow,
+    /// Every full sync (the first, a second one, a load begun again after a restart)
+    /// starts by emptying the target databases its Pika database goes to.
+    Flush,
+}
+
+impl ResyncPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncPolicy::Refuse => "refuse",
+            ResyncPolicy::Allow => "allow",
+            ResyncPolicy::Flush => "flush",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -238,6 +238,15 @@ pub fn keeps_databases_apart(filters: &[FilterConfig], dbs: &BTreeSet<u32>) -> O
     Some(false)
 }
 
+/// The database events of source database `db` are in after the filters' `db` maps
+/// (plugins replace keys and values, never an event's database).
+pub fn database_after(filters: &[FilterConfig], db: u32) -> u32 {
+    filters.iter().fold(db, |now, f| match f {
+        FilterConfig::Db(map) => map.map.get(&now).copied().unwrap_or(now),
+        _ => now,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Fixture events for the filters' tests.
@@ -313,6 +322,15 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod database_tests {
     use super::*;
+
+    #[test]
+    fn databases_after_the_maps() {
+        let filters = |yaml: &str| serde_yaml::from_str::<Vec<FilterConfig>>(yaml).unwrap();
+        let maps = filters("[{type: db, map: {1: 0, 2: 5}}, {type: db, map: {5: 3}}]");
+        assert_eq!(database_after(&maps, 1), 0);
+        assert_eq!(database_after(&maps, 2), 3, "maps apply in turn");
+        assert_eq!(database_after(&maps, 7), 7);
+    }
 
     fn apart(yaml: &str, dbs: &[u32]) -> Option<bool> {
         let filters: Vec<FilterConfig> = serde_yaml::from_str(yaml).unwrap();

@@ -325,6 +325,7 @@ impl LateExpiries {
         self.stats.released += 1;
         out.push(Event {
             db,
+            source_db: db,
             key: key.clone(),
             data_type: None,
             op: Op::Command {
@@ -362,6 +363,7 @@ mod tests {
     fn event(db: u32, offset: u64) -> Event {
         Event {
             db,
+            source_db: db,
             key: Bytes::from_static(b"x"),
             data_type: None,
             op: Op::Command { argv: vec![] },

@@ -262,6 +262,7 @@ mod tests {
             .collect();
         Event {
             db: 0,
+            source_db: 0,
             key: commands::first_key(&argv).unwrap_or_default(),
             data_type: None,
             op: Op::Command { argv },
@@ -430,6 +431,7 @@ mod tests {
     fn snapshot_keys_expired_as_of_the_moment_are_left_out_the_rest_rebased() {
         let snapshot = |key: &'static str, expire| Event {
             db: 0,
+            source_db: 0,
             key: Bytes::from_static(key.as_bytes()),
             data_type: None,
             op: Op::Snapshot {

@@ -73,6 +73,7 @@ pub fn entry_to_event(
     let spec = commands::lookup(name.as_str());
     Ok(Some(Event {
         db,
+        source_db: db,
         key: commands::first_key_of(spec, &argv).unwrap_or_default(),
         data_type: spec.and_then(|s| s.data_type),
         op: Op::Command { argv },

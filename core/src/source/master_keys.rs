@@ -311,6 +311,7 @@ impl MasterKeys {
             .filter(|_| t != DataType::Stream && part.ends_key());
         Event {
             db: self.db,
+            source_db: self.db,
             key: read.key.clone(),
             data_type: Some(t),
             op: Op::Snapshot {

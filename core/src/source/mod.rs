@@ -458,6 +458,7 @@ mod tests {
     fn del(db: u32, offset: u64) -> Event {
         Event {
             db,
+            source_db: db,
             key: Bytes::from_static(b"k"),
             data_type: None,
             op: Op::Command {

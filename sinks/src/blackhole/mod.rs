@@ -108,6 +108,7 @@ mod tests {
     fn command(i: u64) -> Event {
         Event {
             db: 0,
+            source_db: 0,
             key: Bytes::from_static(b"key"),
             data_type: None,
             op: Op::Command {

@@ -220,6 +220,7 @@ mod tests {
         }
         Event {
             db: 0,
+            source_db: 0,
             key: Bytes::copy_from_slice(key.as_bytes()),
             data_type: Some(chunk.data_type()),
             op: Op::Snapshot {

@@ -121,6 +121,7 @@ mod tests {
     fn snapshot(key: &'static [u8], chunk: Chunk, part: Part, expire: Option<i64>) -> Event {
         Event {
             db: 0,
+            source_db: 0,
             key: Bytes::from_static(key),
             data_type: Some(chunk.data_type()),
             op: Op::Snapshot {

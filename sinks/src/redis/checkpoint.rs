@@ -1,18 +1,20 @@
 //! The lanes' checkpoint keys: each lane's transactions also write
-//! `pika-migrate:checkpoint:<lane>` = `<token> <lanes> <applied>`, `<applied>` being
-//! the last binlog position the lane applied of each Pika DB. The token tells a lane
-//! that lost a reply whether its transaction ran; the positions tell a resumed stream
-//! (a restart, or a new master after a failover) what each lane already holds.
-//! Formatting and parsing live here alone.
+//! `pika-migrate:checkpoint:<migration>:<lane>` = `<token> <lanes> <applied>`,
+//! `<applied>` being the last binlog position the lane applied of each Pika DB. The
+//! token tells a lane that lost a reply whether its transaction ran; the positions tell
+//! a resumed stream (a restart, or a new master after a failover) what each lane
+//! already holds. `<migration>` names the migration (the sink's `migration:`, by
+//! default the source's identity), so several migrations share one Redis without
+//! reading each other's positions. Formatting and parsing live here alone.
 
 use std::collections::BTreeMap;
 
 use pika_migrate_core::event::BinlogOffset;
 use redis::Value;
 
-use super::conn::{error_text, Connection};
+use super::conn::{command, error_text, Connection};
 
-/// Why the checkpoint keys could not be read.
+/// Why the checkpoint keys could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the checkpoint key {key}: {error}")]
 pub struct CheckpointError {
@@ -20,12 +22,76 @@ pub struct CheckpointError {
     pub error: String,
 }
 
-/// The key a lane writes in every transaction (in the same MULTI/EXEC): a token that
-/// tells a resend after a lost reply whether the transaction ran, and the last binlog
-/// positions the lane applied, which make a resumed stream exactly-once. It lives in
-/// the url's database whatever database the transaction's commands go to.
-pub fn checkpoint_key(lane: usize) -> String {
-    format!("pika-migrate:checkpoint:{lane}")
+/// Where the checkpoint keys of one migration live. A migration's name goes into every
+/// key, so it must not hold a `{` or `}` (a cluster would hash by it) nor white space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Markers {
+    prefix: String,
+}
+
+/// The first part of every checkpoint key.
+const PREFIX: &str = "pika-migrate:checkpoint:";
+
+/// Why `name` cannot name a migration, if it cannot.
+pub fn bad_migration_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the migration name is empty".into());
+    }
+    name.chars()
+        .find(|c| *c == '{' || *c == '}' || c.is_whitespace() || c.is_control())
+        .map(|c| format!("the migration name {name:?} holds {c:?}: braces, spaces and control characters are not allowed (a Redis Cluster hashes keys by what is inside braces)"))
+}
+
+/// `text` made into a migration name: what `bad_migration_name` refuses becomes `_`.
+pub fn migration_name(text: &str) -> String {
+    let name: String = text
+        .chars()
+        .map(|c| {
+            if c == '{' || c == '}' || c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "_".into()
+    } else {
+        name
+    }
+}
+
+impl Markers {
+    pub fn new(migration: &str) -> Markers {
+        Markers {
+            prefix: format!("{PREFIX}{}:", migration_name(migration)),
+        }
+    }
+
+    /// The key lane `lane` writes in every transaction (in the same MULTI/EXEC): a
+    /// token that tells a resend after a lost reply whether the transaction ran, and
+    /// the last binlog positions the lane applied, which make a resumed stream
+    /// exactly-once. It lives in the url's database whatever database the
+    /// transaction's commands go to.
+    pub fn lane(&self, lane: usize) -> String {
+        format!("{}{lane}", self.prefix)
+    }
+
+    /// In a cluster: lane `lane`'s key in the slot `tag` hashes to (a cluster
+    /// transaction touches one slot). `lane` is the lane among a master's `senders`.
+    pub fn slot(&self, lane: usize, tag: &str) -> String {
+        format!("{}{lane}:{{{tag}}}", self.prefix)
+    }
+
+    /// The pattern every checkpoint key of every migration matches.
+    pub fn pattern() -> String {
+        format!("{PREFIX}*")
+    }
+}
+
+/// The key lane `lane` wrote before checkpoint keys named their migration.
+pub fn legacy_key(lane: usize) -> String {
+    format!("{PREFIX}{lane}")
 }
 
 /// Per Pika DB, the last binlog position a lane applied. Each DB has its own binlog,
@@ -151,59 +217,172 @@ impl LaneCheckpoint {
     }
 }
 
-/// Reads one checkpoint key (`None` when absent or not ours); an error is the
-/// connection's or the server's.
-pub async fn read_marker(
+/// Reads checkpoint keys (a pipeline of GETs): each one's value, `None` when absent
+/// or not ours; an error is the connection's or the server's.
+pub async fn read_markers(
     conn: &mut Connection,
-    key: &str,
-) -> Result<Option<LaneCheckpoint>, String> {
-    match conn.call(&[b"GET".as_slice(), key.as_bytes()]).await {
-        Ok(Value::BulkString(v)) => Ok(LaneCheckpoint::parse(&v)),
-        Ok(reply @ Value::ServerError(_)) => Err(error_text(&reply)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
+    keys: &[String],
+) -> Result<Vec<Option<LaneCheckpoint>>, String> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut pipe = redis::Pipeline::with_capacity(keys.len());
+    for key in keys {
+        pipe.add_command(command(&[b"GET".as_slice(), key.as_bytes()]));
+    }
+    let replies = conn
+        .pipeline(&pipe, keys.len())
+        .await
+        .map_err(|e| e.to_string())?;
+    replies
+        .into_iter()
+        .zip(keys)
+        .map(|(reply, key)| match reply {
+            Value::BulkString(v) => Ok(LaneCheckpoint::parse(&v)),
+            reply @ Value::ServerError(_) => Err(format!("{key}: {}", error_text(&reply))),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
-/// Reads the lanes' checkpoint keys: the binlog positions each lane applied last. When
-/// the lane count changed since, keys moved lanes, so every lane takes the lowest
-/// positions (which may apply a few commands twice, and is said so).
-pub async fn read_checkpoints(
+/// Reads `keys`: each found value of ours by its key's index.
+async fn read_all(
+    conn: &mut Connection,
+    keys: &[String],
+) -> Result<BTreeMap<usize, LaneCheckpoint>, CheckpointError> {
+    let found = read_markers(conn, keys)
+        .await
+        .map_err(|error| CheckpointError {
+            key: keys.first().cloned().unwrap_or_default(),
+            error,
+        })?;
+    Ok(found
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c?)))
+        .collect())
+}
+
+/// Reads the keys `key(0..lanes)`, and as many more as a value found says its run had
+/// lanes: every key of the lane counts that wrote them.
+async fn read_lanes(
     conn: &mut Connection,
     lanes: usize,
-) -> Result<Vec<Applied>, CheckpointError> {
-    async fn read(
-        conn: &mut Connection,
-        lane: usize,
-    ) -> Result<Option<LaneCheckpoint>, CheckpointError> {
-        let key = checkpoint_key(lane);
-        read_marker(conn, &key)
-            .await
-            .map_err(|error| CheckpointError { key, error })
+    key: impl Fn(usize) -> String,
+) -> Result<BTreeMap<usize, LaneCheckpoint>, CheckpointError> {
+    let mut found = read_all(conn, &(0..lanes).map(&key).collect::<Vec<_>>()).await?;
+    let most = found.values().map(|c| c.lanes).max().unwrap_or(0);
+    if most > lanes {
+        let more: Vec<String> = (lanes..most).map(&key).collect();
+        for (i, c) in read_all(conn, &more).await? {
+            found.insert(lanes + i, c);
+        }
     }
-    let Some(first) = read(conn, 0).await? else {
-        return Ok(vec![Applied::default(); lanes]);
-    };
-    let mut out = vec![first.applied];
-    for lane in 1..first.lanes {
-        out.push(
-            read(conn, lane)
-                .await?
-                .map(|c| c.applied)
-                .unwrap_or_default(),
-        );
+    Ok(found)
+}
+
+/// What each of `lanes` lanes has applied, from the keys `found` (by lane): each its
+/// own when every key was written by a run of as many lanes; else keys moved lanes,
+/// and every lane takes what all of the old ones applied (the lowest position of each
+/// DB, a DB only when all hold it: a lane without a key applied nothing). The second
+/// value says whether the keys must be written again to agree with `lanes`.
+pub fn lane_positions(
+    found: &BTreeMap<usize, LaneCheckpoint>,
+    lanes: usize,
+) -> (Vec<Applied>, bool) {
+    let consistent = found.iter().all(|(i, c)| c.lanes == lanes && *i < lanes);
+    if consistent {
+        let each = (0..lanes)
+            .map(|i| found.get(&i).map(|c| c.applied.clone()).unwrap_or_default())
+            .collect();
+        return (each, false);
     }
-    if first.lanes == lanes {
-        return Ok(out);
-    }
-    let lowest = Applied::lowest(out.iter());
+    let before = found.values().map(|c| c.lanes).max().unwrap_or(0);
+    let all: Vec<Applied> = (0..before)
+        .map(|i| found.get(&i).map(|c| c.applied.clone()).unwrap_or_default())
+        .collect();
+    let lowest = Applied::lowest(all.iter());
     tracing::warn!(
-        before = first.lanes,
+        before,
         now = lanes,
         resume_after = %lowest,
         "senders changed since the last run: every lane resumes after the lowest lane position, so commands a faster lane had applied may apply twice"
     );
-    Ok(vec![lowest; lanes])
+    (vec![lowest; lanes], true)
+}
+
+/// Reads the lanes' checkpoint keys of a migration: the binlog positions each lane
+/// applied last. Every lane's key is read (a lane that never sent a transaction has
+/// none, and says nothing of the others). A run that finds none of its migration's
+/// keys but keys of the form before migrations were named takes those over: it
+/// writes them under its own names and deletes the old ones, in one transaction, so
+/// no other migration takes them too. So does a run whose lane count changed, so the
+/// keys agree with it. `run_id` marks what is written then.
+pub async fn read_checkpoints(
+    conn: &mut Connection,
+    markers: &Markers,
+    lanes: usize,
+    run_id: &str,
+) -> Result<Vec<Applied>, CheckpointError> {
+    let mut found = read_lanes(conn, lanes, |i| markers.lane(i)).await?;
+    let mut legacy = BTreeMap::new();
+    if found.is_empty() {
+        legacy = read_lanes(conn, lanes, legacy_key).await?;
+        if !legacy.is_empty() {
+            tracing::info!(
+                keys = legacy.len(),
+                "checkpoint keys of an earlier version found (pika-migrate:checkpoint:<lane>): resuming from them, under this migration's names"
+            );
+        }
+        found = legacy.clone();
+    }
+    let (positions, rewrite) = lane_positions(&found, lanes);
+    if !rewrite && legacy.is_empty() {
+        return Ok(positions);
+    }
+    let stale = found.keys().copied().filter(|i| *i >= lanes);
+    let mut pipe = redis::Pipeline::with_capacity(lanes + found.len() + 2);
+    pipe.add_command(redis::cmd("MULTI"));
+    for (i, applied) in positions.iter().enumerate() {
+        let value = LaneCheckpoint {
+            token: format!("{run_id}:0"),
+            lanes,
+            applied: applied.clone(),
+        }
+        .to_string();
+        pipe.add_command(command(&[
+            b"SET".as_slice(),
+            markers.lane(i).as_bytes(),
+            value.as_bytes(),
+        ]));
+    }
+    let old: Vec<String> = if legacy.is_empty() {
+        stale.map(|i| markers.lane(i)).collect()
+    } else {
+        legacy.keys().map(|i| legacy_key(*i)).collect()
+    };
+    for key in &old {
+        pipe.add_command(command(&[b"DEL".as_slice(), key.as_bytes()]));
+    }
+    pipe.add_command(redis::cmd("EXEC"));
+    let count = positions.len() + old.len() + 2;
+    let failed = |error: String| CheckpointError {
+        key: markers.lane(0),
+        error,
+    };
+    let replies = conn
+        .pipeline(&pipe, count)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match replies.last() {
+        Some(Value::Array(items)) if !items.iter().any(|r| matches!(r, Value::ServerError(_))) => {
+            Ok(positions)
+        }
+        other => Err(failed(format!(
+            "writing them again for {lanes} lanes: {}",
+            other.map_or("no reply".into(), error_text)
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +418,64 @@ mod tests {
         both.advance(1, BinlogOffset::new(1, 80));
         assert_eq!(both.to_string(), "db0=2:5000,db1=1:80");
         assert!(LaneCheckpoint::parse(b"t 4 db0=2:5000,dbx=1:8").is_none());
+    }
+
+    fn key(lanes: usize, applied: Applied) -> LaneCheckpoint {
+        LaneCheckpoint {
+            token: "t:1".into(),
+            lanes,
+            applied,
+        }
+    }
+
+    #[test]
+    fn every_lanes_key_counts_whichever_are_missing() {
+        let at = |o| Applied::of(0, BinlogOffset::new(1, o));
+        // Lane 0 never sent a transaction: lanes 1 and 3 keep what they applied.
+        let found = BTreeMap::from([(1, key(4, at(500))), (3, key(4, at(900)))]);
+        let (each, rewrite) = lane_positions(&found, 4);
+        assert_eq!(
+            each,
+            vec![Applied::default(), at(500), Applied::default(), at(900)]
+        );
+        assert!(!rewrite);
+        // Written by a run of 2 lanes: keys moved; every lane takes the lowest, and
+        // the keys are written again for 4.
+        let found = BTreeMap::from([(0, key(2, at(700))), (1, key(2, at(600)))]);
+        let (each, rewrite) = lane_positions(&found, 4);
+        assert_eq!(each, vec![at(600); 4]);
+        assert!(rewrite);
+        // A lane of that run without a key had applied nothing: nothing is skipped.
+        let found = BTreeMap::from([(1, key(2, at(600)))]);
+        assert_eq!(lane_positions(&found, 4).0, vec![Applied::default(); 4]);
+        // Keys of a run of 6 lanes, read by one of 4: lanes 4 and 5 count too.
+        let found = BTreeMap::from([
+            (0, key(6, at(700))),
+            (2, key(6, at(800))),
+            (5, key(6, at(650))),
+        ]);
+        let (each, _) = lane_positions(&found, 4);
+        assert_eq!(
+            each,
+            vec![Applied::default(); 4],
+            "lanes 1, 3 and 4 had none"
+        );
+    }
+
+    #[test]
+    fn migration_names_stay_out_of_hash_tags() {
+        assert_eq!(
+            Markers::new("pika@10.0.0.5:9221").lane(3),
+            "pika-migrate:checkpoint:pika@10.0.0.5:9221:3"
+        );
+        assert_eq!(
+            Markers::new("snapshot@/data/{x} y").slot(1, "42"),
+            "pika-migrate:checkpoint:snapshot@/data/_x__y:1:{42}"
+        );
+        assert!(bad_migration_name("a{b}").is_some());
+        assert!(bad_migration_name("two words").is_some());
+        assert!(bad_migration_name("").is_some());
+        assert!(bad_migration_name("codis-group-3").is_none());
     }
 
     #[test]

@@ -19,6 +19,9 @@ fn default_retry_seconds() -> u64 {
 fn default_wait_timeout_ms() -> u64 {
     1000
 }
+fn default_response_timeout_ms() -> u64 {
+    10_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,13 +67,37 @@ pub struct RedisSinkConfig {
     /// TLS settings for a `rediss://` url (CA file, client certificate).
     #[serde(default)]
     pub tls: Option<super::target::TlsConfig>,
-    /// Replicas that must confirm each pipeline (`WAIT`) before it counts as applied;
-    /// default 1 behind sentinels (so a failover loses nothing acknowledged), else 0.
-    #[serde(default)]
+    /// Replicas that must confirm each pipeline (`WAIT`) before it counts as applied: a
+    /// number, or `all` (every replica the master lists). Default `all` behind
+    /// sentinels (whichever replica is promoted holds what was acknowledged), else 0.
+    #[serde(default, deserialize_with = "de_wait_replicas")]
     pub wait_replicas: Option<u32>,
     /// How long one `WAIT` blocks before the lane checks the replicas and waits again.
     #[serde(default = "default_wait_timeout_ms")]
     pub wait_timeout_ms: u64,
+    /// How long a reply may take before the connection counts as lost (a server that
+    /// stopped answering without closing): the lane reconnects and resumes from its
+    /// checkpoint key.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// The name of this migration in the checkpoint keys
+    /// (`pika-migrate:checkpoint:<migration>:<lane>`), so several migrations can share
+    /// one Redis. Default: the source's identity (the binary fills it in).
+    #[serde(default)]
+    pub migration: Option<String>,
+}
+
+impl RedisSinkConfig {
+    /// How long a reply may take: `response_timeout_ms`, and where pipelines end with
+    /// `WAIT` (`waits`), at least a second more than one blocks.
+    pub fn response_timeout(&self, waits: bool) -> std::time::Duration {
+        let least = if waits {
+            self.wait_timeout_ms.saturating_add(1000)
+        } else {
+            1
+        };
+        std::time::Duration::from_millis(self.response_timeout_ms.max(least))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -87,4 +114,22 @@ pub enum OnError {
     #[default]
     Fail,
     Skip,
+}
+
+/// `wait_replicas`: a number, or `all` (`wait::ALL_REPLICAS`).
+fn de_wait_replicas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Replicas {
+        Count(u32),
+        Word(String),
+    }
+    match Option::<Replicas>::deserialize(d)? {
+        None => Ok(None),
+        Some(Replicas::Count(n)) => Ok(Some(n)),
+        Some(Replicas::Word(w)) if w == "all" => Ok(Some(super::wait::ALL_REPLICAS)),
+        Some(Replicas::Word(w)) => Err(serde::de::Error::custom(format!(
+            "wait_replicas: {w:?} is neither a number nor `all`"
+        ))),
+    }
 }

@@ -29,7 +29,7 @@ impl CrossSlot {
         node: usize,
     ) -> Result<&mut Connection, String> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.conns.entry(node) {
-            let conn = Connection::open(&map.target(seed, node))
+            let conn = Connection::open(&map.target(seed, node), super::conn::RESPONSE_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())?;
             slot.insert(conn);

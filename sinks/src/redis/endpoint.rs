@@ -3,6 +3,7 @@
 //! made after, so a lane notices an announced failover before it sends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::ConnectionInfo;
 
@@ -47,7 +48,8 @@ impl EndpointError {
 
 #[derive(Clone)]
 pub enum Endpoint {
-    Node(ConnectionInfo),
+    /// A node, and how long its replies may take.
+    Node(ConnectionInfo, Duration),
     Sentinel(Arc<Sentinels>),
 }
 
@@ -65,8 +67,8 @@ pub struct Connected {
 impl Endpoint {
     pub async fn connect(&self) -> Result<Connected, EndpointError> {
         match self {
-            Endpoint::Node(info) => Ok(Connected {
-                conn: Connection::open(info).await?,
+            Endpoint::Node(info, timeout) => Ok(Connected {
+                conn: Connection::open(info, *timeout).await?,
                 server: show(info),
                 switches: 0,
                 replicas: ReplicaCount::default(),
@@ -87,8 +89,16 @@ impl Endpoint {
     /// Whether a switch was announced since a connection was made after `switches`.
     pub fn switched_since(&self, switches: u64) -> bool {
         match self {
-            Endpoint::Node(_) => false,
+            Endpoint::Node(..) => false,
             Endpoint::Sentinel(s) => s.switches() != switches,
+        }
+    }
+
+    /// What it is, for a message: the node, or the sentinels and master name.
+    pub fn shown(&self) -> String {
+        match self {
+            Endpoint::Node(info, _) => show(info),
+            Endpoint::Sentinel(s) => s.shown().to_owned(),
         }
     }
 

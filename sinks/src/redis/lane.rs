@@ -3,8 +3,8 @@
 //! `batch` (or whatever arrived within `linger`), reads and checks every reply, and on a
 //! lost connection reconnects with backoff and resends the pipeline in order (`send`).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +13,14 @@ use pika_migrate_core::display::display_key;
 use pika_migrate_core::event::{DataType, Position};
 use tokio::sync::{mpsc, watch};
 
-use super::checkpoint::{checkpoint_key, Applied};
+use super::checkpoint::{Applied, Markers};
 use super::cluster::slot_of;
 use super::config::OnError;
 use super::conn::reply_error;
 use super::endpoint::{Connected, Endpoint, EndpointError};
+use super::guard::{guard, Guard};
 use super::redirect::redirection;
+use super::send::Replies;
 use super::wait::WaitSettings;
 use crate::encode::commands::TypeConflict;
 
@@ -47,7 +49,7 @@ impl LaneCommand {
         self.argv.iter().map(|a| a.len() + 64).sum()
     }
 
-    fn key(&self) -> &[u8] {
+    pub(super) fn key(&self) -> &[u8] {
         self.key_index
             .and_then(|i| self.argv.get(i))
             .map_or(&[][..], |k| k.as_ref())
@@ -79,6 +81,13 @@ pub struct LaneStats {
     pub already_applied: AtomicU64,
     /// Commands over several cluster slots run by `cross_slot`.
     pub cross_slot: AtomicU64,
+    /// Transactions that ran but whose replies were lost with their connection: a
+    /// command Redis refused in one of them went unseen.
+    pub replies_lost: AtomicU64,
+    /// Lanes failing to write right now (reconnecting, or waiting for a replica), and
+    /// the last reason one gave.
+    pub failing: AtomicUsize,
+    pub failure: Mutex<Option<String>>,
     /// Keys already logged for a type conflict (bounded).
     logged_conflicts: Mutex<HashSet<Vec<u8>>>,
 }
@@ -92,11 +101,19 @@ fn memory(commands: &[LaneCommand]) -> usize {
 /// sent, the pipeline's commands and their packed form hold about as much again).
 const PIPELINE_BYTES: usize = 1 << 20;
 
+/// How long a lane waits with nothing to send before it checks its connection.
+const IDLE_PING: Duration = Duration::from_secs(5);
+
 /// How many distinct keys are logged for conflicts and errors before only counting.
 const LOGGED_KEYS: usize = 1000;
 
 impl LaneStats {
-    fn log_conflict_once(&self, key: &[u8], writes: Option<DataType>, policy: TypeConflict) {
+    pub(super) fn log_conflict_once(
+        &self,
+        key: &[u8],
+        writes: Option<DataType>,
+        policy: TypeConflict,
+    ) {
         let Ok(mut logged) = self.logged_conflicts.lock() else {
             return;
         };
@@ -125,15 +142,34 @@ pub enum LaneError {
     GaveUp { seconds: u64, last: String },
     #[error("the master's replicas did not confirm a pipeline within {seconds} s ({got} of {wanted} confirmed); set wait_replicas lower (0 to not wait) or fix the replicas")]
     NotReplicated { seconds: u64, got: i64, wanted: u32 },
-    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels keep wait_replicas at 1 or more); restore the target or start the migration again")]
+    #[error("{server} lacks writes it had acknowledged: lane {lane}'s checkpoint there is at {found}, the lane had applied up to {applied}. A restart without persistence, or a failover to a replica that had not received them, lost them (behind sentinels leave wait_replicas at `all`, its default there); restore the target or start the migration again")]
     LostOnFailover {
         server: String,
         lane: usize,
         found: String,
         applied: String,
     },
+    #[error("{server} refused SELECT {db}: {reply}. It has no database {db} for the Pika database going there: map that one to a database it has with a `db` filter (`map: {{N: 0}}`), adding a `rename` that names `{{db}}` (`add_prefix: \"db{{db}}:\"`) if it then shares a database with another")]
+    Database {
+        server: String,
+        db: u32,
+        reply: String,
+    },
     #[error(transparent)]
     Connect(Box<EndpointError>),
+}
+
+impl LaneError {
+    /// The process exit code: 69 for a target that stayed unreachable, 78 for a
+    /// database it lacks, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LaneError::GaveUp { .. } => 69,
+            LaneError::Database { .. } => 78,
+            LaneError::Connect(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 impl From<EndpointError> for LaneError {
@@ -156,6 +192,8 @@ pub struct LaneSettings {
     pub cluster: Option<ClusterSettings>,
     /// `WAIT` for replicas after every pipeline (`wait_replicas`).
     pub wait: Option<WaitSettings>,
+    /// The names of this migration's checkpoint keys.
+    pub markers: Markers,
 }
 
 pub struct ClusterSettings {
@@ -177,14 +215,24 @@ pub struct Lane {
     pub done: watch::Sender<u64>,
     pub stats: Arc<LaneStats>,
     pub conn: Option<Connected>,
+    /// The connection the lane last gave up on: its server and client id there.
+    pub lost: Option<(String, i64)>,
+    /// Whether the lane reconnected outside a transaction (reading keys, an idle
+    /// PING): the next transaction first checks the server as after any reconnect.
+    pub check_server: bool,
     /// Transactions sent so far (numbers the marker tokens).
     pub pipelines_sent: u64,
     /// Per Pika DB, the last binlog position this lane applied (its checkpoint key's
     /// positions): binlog commands of that DB at or before it are already in Redis and
     /// are skipped.
     pub applied: Applied,
-    /// Lanes of the sink, recorded beside the position.
+    /// In a cluster, the same per slot: what the lane's checkpoint key in that slot
+    /// holds (read before the lane's first transaction there).
+    pub slot_applied: HashMap<u16, Applied>,
+    /// Lanes of the sink (per master in a cluster), recorded beside the position.
     pub lanes: usize,
+    /// Whether the lane counts itself among the failing ones (`LaneStats::failing`).
+    pub failing: bool,
 }
 
 /// Whether `command` is a binlog command at or before what `applied` holds of its DB.
@@ -199,8 +247,13 @@ impl Lane {
     pub async fn run(mut self) -> Result<(), LaneError> {
         let mut pending: Vec<LaneCommand> = Vec::new();
         loop {
-            let Some(first) = self.rx.recv().await else {
-                return Ok(());
+            let first = match tokio::time::timeout(IDLE_PING, self.rx.recv()).await {
+                Ok(Some(first)) => first,
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    self.ping().await?;
+                    continue;
+                }
             };
             let mut seq = first.seq;
             pending.extend(first.commands);
@@ -223,13 +276,11 @@ impl Lane {
                     }
                 }
             }
-            let before = pending.len();
-            let applied = &self.applied;
-            pending.retain(|c| !already_applied(c, applied));
-            if pending.len() < before {
-                self.stats
-                    .already_applied
-                    .fetch_add((before - pending.len()) as u64, Ordering::Relaxed);
+            if self.settings.cluster.is_none() {
+                // In a cluster each slot's key holds its own positions: `apply` skips.
+                let applied = std::mem::take(&mut self.applied);
+                self.skip_applied(&mut pending, &applied);
+                self.applied = applied;
             }
             while !pending.is_empty() {
                 let take = self.next_pipeline_len(&pending);
@@ -257,17 +308,28 @@ impl Lane {
         limit
     }
 
+    /// Drops from `commands` the binlog commands `applied` already holds, counting them.
+    fn skip_applied(&self, commands: &mut Vec<LaneCommand>, applied: &Applied) {
+        let before = commands.len();
+        commands.retain(|c| !already_applied(c, applied));
+        if commands.len() < before {
+            self.stats
+                .already_applied
+                .fetch_add((before - commands.len()) as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Sends one pipeline, then handles every reply. In a cluster, one transaction per
     /// slot, in order of first appearance (a key's commands keep their order).
     async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
         let Some(cluster) = &self.settings.cluster else {
             // One pipeline per run of commands for the same database.
-            let marker = checkpoint_key(self.id);
+            let marker = self.settings.markers.lane(self.id);
             let mut run = commands;
             while let Some(db) = run.first().map(|c| c.db) {
                 let same = run.iter().take_while(|c| c.db == db).count();
                 let rest = run.split_off(same);
-                self.apply_one(run, &marker).await?;
+                self.apply_one(run, &marker, None).await?;
                 run = rest;
             }
             return Ok(());
@@ -280,18 +342,70 @@ impl Lane {
                 None => groups.push((slot, vec![c])),
             }
         }
+        // The lane among its master's: slots move between masters, keys do not move
+        // between hash lanes.
+        let lane = self.id % self.lanes.max(1);
         let markers: Vec<String> = groups
             .iter()
             .map(|(slot, _)| {
-                format!(
-                    "{}:{{{}}}",
-                    checkpoint_key(self.id),
-                    cluster.tags[*slot as usize]
-                )
+                self.settings
+                    .markers
+                    .slot(lane, &cluster.tags[*slot as usize])
             })
             .collect();
-        for ((_, group), marker) in groups.into_iter().zip(markers) {
-            self.apply_one(group, &marker).await?;
+        // Every slot a transaction will write the key of is read first (in one round
+        // trip): written without, its positions of another database would be lost.
+        let unknown: Vec<u16> = groups
+            .iter()
+            .filter(|(slot, g)| {
+                !self.slot_applied.contains_key(slot) && !g.iter().all(|c| c.idempotent)
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        self.load_slots(&unknown, lane).await?;
+        for ((slot, mut group), marker) in groups.into_iter().zip(markers) {
+            if let Some(applied) = self.slot_applied.get(&slot).cloned() {
+                self.skip_applied(&mut group, &applied);
+                if group.is_empty() {
+                    continue;
+                }
+            }
+            self.apply_one(group, &marker, Some(slot)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads this lane's checkpoint keys in `slots` and keeps what they hold (none:
+    /// nothing applied). A key written by a run of another lane count: the keys of
+    /// every lane of that run in the slot are read and the lowest taken (a command may
+    /// then apply twice, never be lost).
+    async fn load_slots(&mut self, slots: &[u16], lane: usize) -> Result<(), LaneError> {
+        let Some(cluster) = &self.settings.cluster else {
+            return Ok(());
+        };
+        let tags: Vec<String> = slots
+            .iter()
+            .map(|slot| cluster.tags[*slot as usize].clone())
+            .collect();
+        let markers = self.settings.markers.clone();
+        let mine: Vec<String> = tags.iter().map(|tag| markers.slot(lane, tag)).collect();
+        let found = self.read_markers(&mine).await?;
+        for ((slot, tag), found) in slots.iter().zip(&tags).zip(found) {
+            let applied = match found {
+                None => Applied::default(),
+                Some(c) if c.lanes == self.lanes => c.applied,
+                Some(c) => {
+                    let all: Vec<String> = (0..c.lanes).map(|l| markers.slot(l, tag)).collect();
+                    let positions: Vec<Applied> = self
+                        .read_markers(&all)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.map(|c| c.applied).unwrap_or_default())
+                        .collect();
+                    Applied::lowest(positions.iter())
+                }
+            };
+            self.slot_applied.insert(*slot, applied);
         }
         Ok(())
     }
@@ -300,10 +414,26 @@ impl Lane {
         &mut self,
         commands: Vec<LaneCommand>,
         marker: &str,
+        slot: Option<u16>,
     ) -> Result<(), LaneError> {
-        let mut replies = self.send(&commands, marker).await?;
+        let mut replies = match self.send(&commands, marker, slot).await? {
+            Replies::Known(replies) => replies,
+            Replies::Lost => {
+                self.replies_lost(&commands);
+                return Ok(());
+            }
+        };
         if let Some((addr, asking)) = redirection(&replies) {
-            replies = self.redirected(&commands, marker, &addr, asking).await?;
+            replies = match self
+                .redirected(&commands, marker, slot, &addr, asking)
+                .await?
+            {
+                Replies::Known(replies) => replies,
+                Replies::Lost => {
+                    self.replies_lost(&commands);
+                    return Ok(());
+                }
+            };
         }
         let mut fixups = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
@@ -312,7 +442,13 @@ impl Lane {
             }
         }
         if !fixups.is_empty() {
-            let replies = self.send(&fixups, marker).await?;
+            let replies = match self.send(&fixups, marker, slot).await? {
+                Replies::Known(replies) => replies,
+                Replies::Lost => {
+                    self.replies_lost(&fixups);
+                    return Ok(());
+                }
+            };
             for (command, reply) in fixups.into_iter().zip(replies) {
                 if let Some(text) = reply_error(&reply) {
                     self.refused_finally(&command, text)?;
@@ -320,6 +456,37 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// A transaction found applied after its connection was lost: its replies are gone,
+    /// and with them any refusal `on_error` or the counts would have seen. Said, and
+    /// counted, rather than taken for success.
+    pub(super) fn replies_lost(&self, commands: &[LaneCommand]) {
+        self.stats.replies_lost.fetch_add(1, Ordering::Relaxed);
+        let first = commands.first().map(|c| c.position.to_string());
+        let last = commands.last().map(|c| c.position.to_string());
+        tracing::warn!(
+            lane = self.id,
+            commands = commands.len(),
+            first = first.as_deref().unwrap_or("-"),
+            last = last.as_deref().unwrap_or("-"),
+            "a transaction ran but its replies were lost with the connection: whether Redis refused one of its commands is unknown (on_error could not apply to them)"
+        );
+    }
+
+    /// The scripts that apply `type_conflict` to `command` inside its transaction
+    /// (`guard`): for a binlog command writing a type to its key, under `overwrite` or
+    /// `suffix`. Snapshot commands need none: a dump's key is deleted before it is
+    /// written, and each key's other types are decided when it is encoded.
+    pub(super) fn guard_of(&self, command: &LaneCommand) -> Option<Guard> {
+        let writes = command.writes?;
+        command.key_index?;
+        matches!(command.position, Position::Binlog { .. }).then_some(())?;
+        guard(self.settings.type_conflict, command.key(), writes)
+    }
+
+    fn guarded(&self, command: &LaneCommand) -> bool {
+        self.guard_of(command).is_some()
     }
 
     /// A refused command: a type conflict follows the policy, anything else `on_error`.
@@ -334,6 +501,11 @@ impl Lane {
         }
         let stats = &self.stats;
         let policy = self.settings.type_conflict;
+        if policy != TypeConflict::FirstWins && self.guarded(&command) {
+            // The guard decided inside the transaction; a WRONGTYPE left is another
+            // key's, which the policy does not cover.
+            return self.refused_finally(&command, text);
+        }
         stats.log_conflict_once(command.key(), command.writes, policy);
         match policy {
             TypeConflict::FirstWins => {

@@ -469,6 +469,7 @@ mod tests {
     fn event(key: &str, chunk: Chunk, part: Part, ttl: bool) -> Event {
         Event {
             db: 0,
+            source_db: 0,
             key: Bytes::copy_from_slice(key.as_bytes()),
             data_type: Some(chunk.data_type()),
             op: Op::Snapshot {

@@ -21,6 +21,8 @@ pub mod config;
 pub mod conn;
 pub mod cross_slot;
 pub mod endpoint;
+mod flush;
+mod guard;
 pub mod lane;
 pub mod memory;
 pub mod probe;
@@ -47,7 +49,7 @@ use tokio::task::JoinHandle;
 
 use crate::encode::commands::{event_commands, ConflictStats};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
-use checkpoint::{read_checkpoints, CheckpointError};
+use checkpoint::{read_checkpoints, CheckpointError, Markers};
 use cluster::SlotMap;
 use config::{HyperLogLogPolicy, RedisSinkConfig};
 use conn::reply_error;
@@ -69,6 +71,8 @@ pub enum RedisSinkError {
     Cluster(String),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("{target}: cannot tell how many databases it has: {error}")]
+    Databases { target: String, error: String },
 }
 
 impl From<EndpointError> for RedisSinkError {
@@ -84,7 +88,9 @@ impl RedisSinkError {
         match self {
             RedisSinkError::Url(_) => 78,
             RedisSinkError::Connect(e) => e.exit_code(),
-            RedisSinkError::Cluster(_) | RedisSinkError::Checkpoint(_) => 1,
+            RedisSinkError::Cluster(_)
+            | RedisSinkError::Checkpoint(_)
+            | RedisSinkError::Databases { .. } => 1,
         }
     }
 }
@@ -107,6 +113,8 @@ struct LaneHandle {
 pub struct RedisSink {
     config: RedisSinkConfig,
     target: Target,
+    /// How many databases the target has (`databases`), outside a cluster.
+    databases: Option<u32>,
     /// How to reach the url's server (behind sentinels: the current master).
     endpoint: Endpoint,
     /// The task following the sentinels' `+switch-master` announcements.
@@ -147,12 +155,14 @@ struct Scan {
 }
 
 /// How the sink reaches its target: the url's node, or the master the sentinels name.
-pub fn endpoint_of(target: &Target) -> Endpoint {
+pub fn endpoint_of(target: &Target, response_timeout: Duration) -> Endpoint {
     match target {
-        Target::Node(info) => Endpoint::Node(info.clone()),
-        Target::Sentinel(spec) => {
-            Endpoint::Sentinel(Sentinels::new(spec.clone(), target.to_string()))
-        }
+        Target::Node(info) => Endpoint::Node(info.clone(), response_timeout),
+        Target::Sentinel(spec) => Endpoint::Sentinel(Sentinels::new(
+            spec.clone(),
+            target.to_string(),
+            response_timeout,
+        )),
     }
 }
 
@@ -166,12 +176,64 @@ fn lane_of(key: &[u8], lanes: usize) -> usize {
     (h % lanes as u64) as usize
 }
 
+/// Above any `databases` a Redis accepts (a SELECT probe looks below it).
+const MAX_DATABASES: u32 = 1 << 24;
+
+/// How many databases the server on `conn` has: `CONFIG GET databases`, or where CONFIG
+/// is refused (renamed, an ACL), the highest index `SELECT` takes, probed between
+/// `home` (the url's, which the handshake selected) and [`MAX_DATABASES`]. The
+/// connection is back in `home` afterwards.
+async fn database_count(conn: &mut conn::Connection, home: u32) -> Result<u32, String> {
+    let reply = conn
+        .call(&[b"CONFIG".as_slice(), b"GET", b"databases"])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Value::Array(items) = &reply {
+        if let Some(n) = items
+            .get(1)
+            .and_then(conn::bulk)
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        {
+            return Ok(n);
+        }
+    }
+    let (mut lo, mut hi) = (home, MAX_DATABASES);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let reply = conn
+            .call(&[b"SELECT".as_slice(), mid.to_string().as_bytes()])
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply_error(&reply).is_some() {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let back = conn
+        .call(&[b"SELECT".as_slice(), home.to_string().as_bytes()])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = reply_error(&back) {
+        return Err(format!("SELECT {home}: {e}"));
+    }
+    Ok(lo + 1)
+}
+
 impl RedisSink {
     /// Connects every lane now, so bad credentials, unknown hosts and refused
     /// connections fail at start with a clear message.
     pub async fn connect(config: RedisSinkConfig) -> Result<RedisSink, RedisSinkError> {
         let target = Target::of(&config)?;
-        let endpoint = endpoint_of(&target);
+        // Behind sentinels a pipeline counts as applied once every replica has it too,
+        // so a failover, whichever replica it promotes, loses nothing acknowledged.
+        let wait_replicas = config.wait_replicas.unwrap_or(if target.is_sentinel() {
+            wait::ALL_REPLICAS
+        } else {
+            0
+        });
+        let timeout = config.response_timeout(wait_replicas > 0);
+        let endpoint = endpoint_of(&target, timeout);
         let senders = config.senders.max(1);
         let slots = match (&target, config.cluster) {
             (_, false) => None,
@@ -190,25 +252,23 @@ impl RedisSink {
                 }))
             }
         };
-        // Behind sentinels a pipeline counts as applied once a replica has it too, so
-        // a failover loses nothing acknowledged.
-        let wait_replicas = config
-            .wait_replicas
-            .unwrap_or(u32::from(target.is_sentinel()));
+        let run_id = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let markers = Markers::new(config.migration.as_deref().unwrap_or("default"));
         let settings = Arc::new(LaneSettings {
             batch: config.batch.max(1),
             linger: Duration::from_millis(config.linger_ms),
             retry_for: Duration::from_secs(config.retry_seconds),
             on_error: config.on_error,
             type_conflict: config.type_conflict,
-            run_id: format!(
-                "{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ),
+            run_id: run_id.clone(),
+            markers: markers.clone(),
             cluster: slots.as_ref().map(|_| ClusterSettings {
                 tags: cluster::slot_tags(),
                 moved: AtomicBool::new(false),
@@ -221,16 +281,25 @@ impl RedisSink {
         let mut lanes = Vec::with_capacity(senders * nodes);
         let mut checkpoints = Vec::new();
         let mut server = String::new();
+        let mut databases = None;
         for id in 0..senders * nodes {
             let lane_endpoint = match &slots {
-                Some((map, seed)) => Endpoint::Node(map.target(seed, id / senders)),
+                Some((map, seed)) => Endpoint::Node(map.target(seed, id / senders), timeout),
                 None => endpoint.clone(),
             };
             let mut connected = lane_endpoint.connect().await?;
-            // A resumed stream skips what each lane applied; in a cluster the lanes'
-            // positions are spread over every slot, so there it is at least once.
+            // A resumed stream skips what each lane applied; in a cluster each lane
+            // reads its key of a slot when it first meets the slot.
             if id == 0 && slots.is_none() {
-                checkpoints = read_checkpoints(&mut connected.conn, senders).await?;
+                let count = database_count(&mut connected.conn, target.db())
+                    .await
+                    .map_err(|error| RedisSinkError::Databases {
+                        target: target.to_string(),
+                        error,
+                    })?;
+                databases = Some(count);
+                checkpoints =
+                    read_checkpoints(&mut connected.conn, &markers, senders, &run_id).await?;
                 server = connected.server.clone();
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
@@ -244,9 +313,13 @@ impl RedisSink {
                 done: done_tx,
                 stats: stats.clone(),
                 conn: Some(connected),
+                lost: None,
+                check_server: false,
                 pipelines_sent: 0,
                 applied: checkpoints.get(id).cloned().unwrap_or_default(),
+                slot_applied: std::collections::HashMap::new(),
                 lanes: senders,
+                failing: false,
             };
             lanes.push(LaneHandle {
                 tx,
@@ -256,13 +329,14 @@ impl RedisSink {
         }
         let watcher = match &endpoint {
             Endpoint::Sentinel(sentinels) => Some(sentinels.watch()),
-            Endpoint::Node(_) => None,
+            Endpoint::Node(..) => None,
         };
-        tracing::info!(target = %target, server = %server, lanes = lanes.len(), batch = config.batch, wait_replicas, "redis sink connected");
+        tracing::info!(target = %target, server = %server, lanes = lanes.len(), batch = config.batch, wait_replicas = %if wait_replicas == wait::ALL_REPLICAS { "all".to_owned() } else { wait_replicas.to_string() }, databases, migration = %markers.lane(0).trim_end_matches(":0"), "redis sink connected");
         let lane_count = lanes.len();
         Ok(RedisSink {
             config,
             target,
+            databases,
             endpoint,
             watcher,
             slots: slots.map(|(map, _)| map),
@@ -370,7 +444,34 @@ impl RedisSink {
         if self.slots.is_some() {
             0
         } else {
-            self.target.db() + event.db
+            self.target.db().saturating_add(event.db)
+        }
+    }
+
+    /// An error when database `db` (where `event` goes) is not one the target has:
+    /// nothing of it is sent (a plugin moved it there, or the target was restarted with
+    /// fewer databases since the start checked them).
+    fn check_database(&self, db: u32, event: &Event) -> Result<(), SinkError> {
+        match self.databases {
+            Some(n) if db >= n => Err(self.error(
+                Some(event.position),
+                format!(
+                    "the target has databases 0 to {}, but Pika's db{} goes to database {db}: map it to one it has with a `db` filter (`map: {{{}: 0}}`), adding a `rename` that names `{{db}}` (`add_prefix: \"db{{db}}:\"`) if it then shares a database with another",
+                    n.saturating_sub(1),
+                    event.source_db,
+                    event.db
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The database holding the checkpoint keys: the url's (a cluster's only one).
+    fn db_of_home(&self) -> u32 {
+        if self.slots.is_some() {
+            0
+        } else {
+            self.target.db()
         }
     }
 
@@ -530,7 +631,13 @@ impl RedisSink {
                 .pipeline(&pipe, 2)
                 .await
                 .map_err(|e| self.error(Some(position), e))?;
-            matches!(replies.as_slice(), [Value::Okay, Value::Int(0)])
+            if let Some(reply) = replies.iter().find_map(reply_error) {
+                return Err(self.error(
+                    Some(position),
+                    format!("SELECT {db} then DBSIZE (is the target database empty?): {reply}"),
+                ));
+            }
+            matches!(replies.as_slice(), [_, Value::Int(0)])
         };
         tracing::debug!(db, target_empty, at = %position, "a dump begins loading");
         self.scans.insert(
@@ -581,7 +688,8 @@ impl Sink for RedisSink {
                 Op::Snapshot { chunk, .. } => Some(chunk.data_type()),
                 Op::Command { .. } => None,
             };
-            let (db, source_db, position) = (self.db_of(&event), event.db, event.position);
+            let (db, source_db, position) = (self.db_of(&event), event.source_db, event.position);
+            self.check_database(db, &event)?;
             let target_empty = match snapshot_type {
                 Some(_) => self.scan_target_empty(db, &event).await?,
                 None => {
@@ -600,7 +708,20 @@ impl Sink for RedisSink {
                 target_empty,
                 &mut scratch,
             );
-            for argv in scratch.drain(..) {
+            for mut argv in scratch.drain(..) {
+                let mut db = db;
+                if snapshot_type.is_none() {
+                    // A flush keeps the checkpoint keys (`flush`); FLUSHALL runs where
+                    // they are.
+                    let home = self.slots.is_some() || db == self.target.db();
+                    if let Some(keeping) = flush::keeping_markers(&argv, home, self.slots.is_some())
+                    {
+                        if argv[0].eq_ignore_ascii_case(b"FLUSHALL") {
+                            db = self.db_of_home();
+                        }
+                        argv = keeping;
+                    }
+                }
                 // Snapshot commands (DEL, SET/APPEND, HSET, …, PEXPIREAT) all have their
                 // key first; only binlog commands need the command table.
                 let (keys, writes): (std::borrow::Cow<[usize]>, _) = match snapshot_type {
@@ -659,6 +780,37 @@ impl Sink for RedisSink {
         Ok(())
     }
 
+    fn databases(&self) -> Option<std::ops::Range<u32>> {
+        let n = self.databases?;
+        Some(0..n.saturating_sub(self.target.db()))
+    }
+
+    async fn health(&mut self) -> Result<Option<String>, SinkError> {
+        if self
+            .lanes
+            .iter()
+            .any(|l| l.task.as_ref().is_some_and(JoinHandle::is_finished))
+        {
+            return Err(self.lane_failure().await);
+        }
+        let failing = self.stats.failing.load(Ordering::Relaxed);
+        if failing == 0 {
+            return Ok(None);
+        }
+        let last = self
+            .stats
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        Ok(Some(format!(
+            "{failing} of {} lanes cannot write ({last}); retrying for up to {} s",
+            self.lanes.len(),
+            self.config.retry_seconds
+        )))
+    }
+
     fn acknowledged(&mut self, _written: u64) -> u64 {
         let applied = self.applied();
         while self.unacked.front().is_some_and(|seq| *seq <= applied) {
@@ -711,6 +863,10 @@ impl Sink for RedisSink {
         let resumed = s.already_applied.load(Ordering::Relaxed);
         if resumed > 0 {
             lines.push(format!("{name}: {resumed} binlog commands were already applied before a restart (checkpoint keys) and were not sent again"));
+        }
+        let lost = s.replies_lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            lines.push(format!("{name}: {lost} transactions ran but their replies were lost with the connection: a command Redis refused in them went unseen (see the warnings for their positions)"));
         }
         let across = s.cross_slot.load(Ordering::Relaxed);
         if across > 0 {

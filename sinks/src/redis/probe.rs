@@ -169,7 +169,8 @@ impl TargetFacts {
         sample_bytes: usize,
     ) -> Result<TargetFacts, RedisSinkError> {
         let target = Target::of(config)?;
-        let mut seed = super::endpoint_of(&target).connect().await?;
+        let timeout = config.response_timeout(false);
+        let mut seed = super::endpoint_of(&target, timeout).connect().await?;
         let failed = |e: String| {
             RedisSinkError::Cluster(format!("reading what the target says of itself: {e}"))
         };
@@ -185,7 +186,7 @@ impl TargetFacts {
                     .map_err(RedisSinkError::Cluster)?;
                 let mut servers = Vec::new();
                 for i in 0..map.nodes.len() {
-                    let node = super::endpoint::Endpoint::Node(map.target(info, i));
+                    let node = super::endpoint::Endpoint::Node(map.target(info, i), timeout);
                     let mut c = node.connect().await?;
                     let (s, _) = server(&mut c.conn, c.server.clone())
                         .await

@@ -10,6 +10,7 @@ use redis::Value;
 use super::conn::{command, reply_error, ConnectError, Connection};
 use super::endpoint::{Connected, Endpoint, EndpointError};
 use super::lane::{Lane, LaneCommand, LaneError};
+use super::send::Replies;
 use super::target::{at_address, show};
 
 /// `MOVED slot host:port` or `ASK slot host:port` among `replies`: the node to go to,
@@ -32,10 +33,11 @@ impl Lane {
         &mut self,
         commands: &[LaneCommand],
         marker: &str,
+        slot: Option<u16>,
         addr: &str,
         asking: bool,
-    ) -> Result<Vec<Value>, LaneError> {
-        let Endpoint::Node(home_info) = &self.endpoint else {
+    ) -> Result<Replies, LaneError> {
+        let Endpoint::Node(home_info, timeout) = &self.endpoint else {
             return Err(LaneError::GaveUp {
                 seconds: 0,
                 last: format!("redirected to {addr} outside a cluster"),
@@ -49,7 +51,7 @@ impl Lane {
                 cluster.moved.store(true, Ordering::SeqCst);
             }
         }
-        let conn = Connection::open(&info)
+        let conn = Connection::open(&info, *timeout)
             .await
             .map_err(|e: ConnectError| LaneError::from(EndpointError::from(e)))?;
         let home = self.conn.replace(Connected {
@@ -59,9 +61,9 @@ impl Lane {
             replicas: Default::default(),
         });
         let result = if asking {
-            self.ask_each(commands).await
+            self.ask_each(commands).await.map(Replies::Known)
         } else {
-            self.send(commands, marker).await
+            self.send(commands, marker, slot).await
         };
         self.conn = home;
         result

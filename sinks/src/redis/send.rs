@@ -1,16 +1,20 @@
 //! Delivering one lane pipeline exactly once. The commands go out as one pre-built
-//! pipeline of the `redis` crate: `MULTI`, the commands, `SET <checkpoint key> <token
-//! lanes position>`, `EXEC` (or, for snapshot commands safe to repeat, the commands
-//! alone), then `WAIT` when replicas must confirm.
+//! pipeline of the `redis` crate: `MULTI`, the commands (each with its type guard, see
+//! `guard`), `SET <checkpoint key> <token lanes position>`, `EXEC` (or, for snapshot
+//! commands safe to repeat, the commands alone), then `WAIT` when replicas must
+//! confirm. Every reply is read: the commands', the guards', the `SELECT`s' around a
+//! pipeline for another database, and the checkpoint's.
 //!
 //! A lost connection (or, behind sentinels, a server that turned replica: READONLY,
-//! MASTERDOWN, a `+switch-master`) is retried with backoff for `retry_seconds`,
-//! finding the master again each time. After reconnecting, the lane reads its
-//! checkpoint key on the server it reached: the transaction's token there means it ran
-//! (on this server, or on the old master and was replicated); otherwise it is sent
-//! again. A transaction that never reached EXEC was discarded by Redis, so nothing runs
-//! twice. The key's position also tells whether the server lacks transactions the lane
-//! counted as applied (an old master's, not replicated before it failed).
+//! MASTERDOWN, a `+switch-master`; or one that stopped answering for the response
+//! timeout) is retried with backoff for `retry_seconds`, finding the master again each
+//! time. After reconnecting, the lane reads its checkpoint key on the server it
+//! reached: the transaction's token there means it ran (on this server, or on the old
+//! master and was replicated), and its replies are lost (said and counted, never taken
+//! for success); otherwise it is sent again. A transaction that never reached EXEC was
+//! discarded by Redis, so nothing runs twice. The key's position also tells whether the
+//! server lacks transactions the lane counted as applied (an old master's, not
+//! replicated before it failed).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,11 +22,32 @@ use std::time::{Duration, Instant};
 use pika_migrate_core::event::Position;
 use redis::Value;
 
-use super::checkpoint::{read_marker, Applied, LaneCheckpoint};
-use super::conn::{command, reply_error};
+use super::checkpoint::{read_markers, Applied, LaneCheckpoint};
+use super::conn::{command, error_text, reply_error};
 use super::endpoint::Connected;
 use super::lane::{Lane, LaneCommand, LaneError};
 use super::wait::WaitFailure;
+use crate::encode::commands::TypeConflict;
+
+/// What came back of a transaction.
+pub enum Replies {
+    /// Each command's reply, in order.
+    Known(Vec<Value>),
+    /// It ran (its token is in the checkpoint key), but the connection was lost before
+    /// its replies arrived.
+    Lost,
+}
+
+/// What each queued command of a pipeline is, to read its reply.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Select(u32),
+    Command(usize),
+    /// A command's type guard before it, and (`suffix`) after it.
+    GuardBefore(usize),
+    GuardAfter(usize),
+    Marker,
+}
 
 /// Why an attempt failed.
 enum Failure {
@@ -35,10 +60,14 @@ impl From<WaitFailure> for Failure {
     fn from(e: WaitFailure) -> Failure {
         match e {
             WaitFailure::Connection(e) => Failure::Retry(e),
-            WaitFailure::TimedOut { waited, got } => Failure::Fatal(LaneError::NotReplicated {
+            WaitFailure::TimedOut {
+                waited,
+                got,
+                wanted,
+            } => Failure::Fatal(LaneError::NotReplicated {
                 seconds: waited.as_secs(),
                 got,
-                wanted: 0,
+                wanted,
             }),
         }
     }
@@ -54,15 +83,34 @@ fn not_master(reply: &Value) -> Option<String> {
 }
 
 impl Lane {
+    /// What the checkpoint key `slot` names (the lane's own outside a cluster) holds.
+    fn base(&self, slot: Option<u16>) -> Applied {
+        match slot {
+            Some(slot) => self.slot_applied.get(&slot).cloned().unwrap_or_default(),
+            None => self.applied.clone(),
+        }
+    }
+
+    fn set_base(&mut self, slot: Option<u16>, applied: Applied) {
+        match slot {
+            Some(slot) => {
+                self.slot_applied.insert(slot, applied);
+            }
+            None => self.applied = applied,
+        }
+    }
+
     /// Sends `commands` as one transaction and returns their replies (see the module).
+    /// `marker` is the checkpoint key it writes, `slot` the cluster slot it is in.
     pub(super) async fn send(
         &mut self,
         commands: &[LaneCommand],
         marker: &str,
-    ) -> Result<Vec<Value>, LaneError> {
+        slot: Option<u16>,
+    ) -> Result<Replies, LaneError> {
         self.pipelines_sent += 1;
         let token = format!("{}:{}", self.settings.run_id, self.pipelines_sent);
-        let mut applied = self.applied.clone();
+        let mut applied = self.base(slot);
         for c in commands {
             if let Position::Binlog { at, .. } = c.position {
                 applied.advance(c.source_db, at);
@@ -80,32 +128,52 @@ impl Lane {
         // Commands for another database than the connection's are wrapped in SELECTs,
         // so the connection is back in its own one (where the checkpoint key lives)
         // after every pipeline.
-        let home = self.home_db.to_string();
         let db = commands.first().map_or(self.home_db, |c| c.db);
-        let select = usize::from(db != self.home_db);
-        let db_text = db.to_string();
-        let mut pipe = redis::Pipeline::with_capacity(commands.len() + 6);
+        let select = (db != self.home_db).then_some(db);
+        let mut parts: Vec<(Part, redis::Cmd)> = Vec::with_capacity(commands.len() + 3);
+        let selecting = |db: u32| {
+            (
+                Part::Select(db),
+                command(&[b"SELECT".as_slice(), db.to_string().as_bytes()]),
+            )
+        };
+        if let Some(db) = select {
+            parts.push(selecting(db));
+        }
+        for (i, c) in commands.iter().enumerate() {
+            let guard = if plain { None } else { self.guard_of(c) };
+            match guard {
+                Some(guard) => {
+                    parts.push((Part::GuardBefore(i), guard.before));
+                    parts.push((Part::Command(i), command(&c.argv)));
+                    if let Some(after) = guard.after {
+                        parts.push((Part::GuardAfter(i), after));
+                    }
+                }
+                None => parts.push((Part::Command(i), command(&c.argv))),
+            }
+        }
+        if select.is_some() {
+            parts.push(selecting(self.home_db));
+        }
+        if !plain {
+            parts.push((
+                Part::Marker,
+                command(&[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()]),
+            ));
+        }
+        let mut pipe = redis::Pipeline::with_capacity(parts.len() + 3);
         if !plain {
             pipe.add_command(redis::cmd("MULTI"));
         }
-        if select == 1 {
-            pipe.add_command(command(&[b"SELECT".as_slice(), db_text.as_bytes()]));
-        }
-        for c in commands {
-            pipe.add_command(command(&c.argv));
-        }
-        if select == 1 {
-            pipe.add_command(command(&[b"SELECT".as_slice(), home.as_bytes()]));
+        for (_, cmd) in &parts {
+            pipe.add_command(cmd.clone());
         }
         if !plain {
-            pipe.add_command(command(&[
-                b"SET".as_slice(),
-                marker.as_bytes(),
-                checkpoint.as_bytes(),
-            ]));
             pipe.add_command(redis::cmd("EXEC"));
         }
-        let wait = self.settings.wait.as_ref();
+        let settings = self.settings.clone();
+        let wait = settings.wait.as_ref();
         if let Some(wait) = wait {
             let count = match self.conn.as_mut() {
                 Some(connected) => {
@@ -117,28 +185,17 @@ impl Lane {
             };
             pipe.add_command(wait.command(count));
         }
-        let expected =
-            commands.len() + 2 * select + if plain { 0 } else { 3 } + usize::from(wait.is_some());
+        let parts: Vec<Part> = parts.into_iter().map(|(p, _)| p).collect();
+        let expected = parts.len() + if plain { 0 } else { 2 } + usize::from(wait.is_some());
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
-        let mut reconnected = false;
+        // A server reached again since the last transaction is checked first (did it
+        // lose what the lane applied? does it still have the database?).
+        let mut reconnected = std::mem::take(&mut self.check_server);
         loop {
             let Some(mut connected) = self.conn.take() else {
-                match self.endpoint.connect().await {
-                    Ok(connected) => {
-                        tracing::info!(lane = self.id, server = %connected.server, "reconnected");
-                        self.conn = Some(connected);
-                        reconnected = true;
-                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    Err(e) if e.is_transient() => {
-                        self.retry_later(&mut failing_since, &mut backoff, e.to_string())
-                            .await?;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                reconnected |= self.reconnect(&mut failing_since, &mut backoff).await?;
+                continue;
             };
             let attempt = if self.endpoint.switched_since(connected.switches) {
                 Err(Failure::Retry(format!(
@@ -147,15 +204,26 @@ impl Lane {
                 )))
             } else if reconnected {
                 reconnected = false;
-                match self.ran_before(&mut connected, &token, marker, plain).await {
+                let lost = self.lost.take();
+                match self
+                    .ran_before(
+                        &mut connected,
+                        lost,
+                        &token,
+                        (marker, slot),
+                        (plain, select),
+                    )
+                    .await
+                {
                     Ok(true) => {
                         self.conn = Some(connected);
-                        self.applied = applied;
+                        self.set_base(slot, applied);
+                        self.recovered();
                         tracing::info!(
                             lane = self.id,
                             "the lost transaction had been applied; not resending"
                         );
-                        return Ok(vec![Value::Okay; commands.len()]);
+                        return Ok(Replies::Lost);
                     }
                     Ok(false) => {
                         self.conn = Some(connected);
@@ -169,30 +237,181 @@ impl Lane {
             match attempt {
                 Ok(mut replies) => {
                     self.conn = Some(connected);
-                    self.applied = applied;
+                    self.recovered();
+                    if wait.is_some() {
+                        replies.pop();
+                    }
+                    let replies = self.unpack(commands, replies, &parts, plain).await?;
+                    // Applied: the position moves only now (a refused SELECT or
+                    // checkpoint stopped the lane above).
                     self.stats
                         .commands
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
-                    if wait.is_some() {
-                        replies.pop();
-                    }
-                    if plain {
-                        return Ok(replies
-                            .into_iter()
-                            .skip(select)
-                            .take(commands.len())
-                            .collect());
-                    }
-                    return self.unpack(commands, replies, marker, select).await;
+                    return match replies {
+                        Unpacked::Done(replies) => {
+                            if !plain {
+                                self.set_base(slot, applied);
+                            }
+                            Ok(Replies::Known(replies))
+                        }
+                        Unpacked::Resend { rejected, queued } => {
+                            self.resend_without(commands, &rejected, queued, marker, slot)
+                                .await
+                        }
+                    };
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(last)) => {
-                    drop(connected);
+                    self.give_up_on(connected);
                     self.retry_later(&mut failing_since, &mut backoff, last)
                         .await?;
                 }
             }
+        }
+    }
+
+    /// Drops a connection that failed, remembering who it was on its server.
+    fn give_up_on(&mut self, connected: Connected) {
+        self.lost = connected.conn.id.map(|id| (connected.server.clone(), id));
+    }
+
+    /// One try at a connection for a lane that has none: whether it has one now (made
+    /// now); after a transient failure it waits the backoff first (`retry_later`).
+    async fn reconnect(
+        &mut self,
+        failing_since: &mut Option<Instant>,
+        backoff: &mut Duration,
+    ) -> Result<bool, LaneError> {
+        match self.endpoint.connect().await {
+            Ok(connected) => {
+                tracing::info!(lane = self.id, server = %connected.server, "reconnected");
+                self.conn = Some(connected);
+                self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) if e.is_transient() => {
+                self.retry_later(failing_since, backoff, e.to_string())
+                    .await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads the checkpoint keys `keys` (a missing one, or not ours: `None`),
+    /// reconnecting as `send` does.
+    pub(super) async fn read_markers(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<Option<LaneCheckpoint>>, LaneError> {
+        self.ask(Some(keys)).await
+    }
+
+    /// Checks an idle lane's connection with a PING, reconnecting as `send` does: a
+    /// target gone while nothing is written shows (and ends the run after
+    /// `retry_seconds`) as it would with writes.
+    pub(super) async fn ping(&mut self) -> Result<(), LaneError> {
+        self.ask(None).await.map(drop)
+    }
+
+    /// The checkpoint keys `keys`, or (`None`) a PING, with reconnects.
+    async fn ask(
+        &mut self,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<Option<LaneCheckpoint>>, LaneError> {
+        let mut failing_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Some(mut connected) = self.conn.take() else {
+                self.check_server |= self.reconnect(&mut failing_since, &mut backoff).await?;
+                continue;
+            };
+            let answer = match keys {
+                Some(keys) => match read_markers(&mut connected.conn, keys).await {
+                    // A slot another master serves now: nothing read here (so nothing
+                    // skipped); the transaction follows the MOVED, and the sink reloads
+                    // the slot map before routing more.
+                    Err(e) if e.contains(": MOVED ") || e.contains(": ASK ") => {
+                        if let Some(cluster) = &self.settings.cluster {
+                            cluster.moved.store(true, Ordering::SeqCst);
+                        }
+                        Ok(vec![None; keys.len()])
+                    }
+                    other => other,
+                },
+                None => match connected.conn.call(&[b"PING".as_slice()]).await {
+                    Ok(reply) => match reply_error(&reply) {
+                        Some(e) => Err(e),
+                        None => Ok(Vec::new()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match answer {
+                Ok(found) => {
+                    self.conn = Some(connected);
+                    self.recovered();
+                    return Ok(found);
+                }
+                Err(e) => {
+                    self.give_up_on(connected);
+                    self.retry_later(&mut failing_since, &mut backoff, e)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// After a command Redis refused while queueing aborted the transaction: the
+    /// others sent again without it; the refused ones answered with their error.
+    async fn resend_without(
+        &mut self,
+        commands: &[LaneCommand],
+        rejected: &[usize],
+        queued: Vec<Value>,
+        marker: &str,
+        slot: Option<u16>,
+    ) -> Result<Replies, LaneError> {
+        let rest: Vec<LaneCommand> = commands
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !rejected.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let mut rest_replies = if rest.is_empty() {
+            Vec::new()
+        } else {
+            match Box::pin(self.send(&rest, marker, slot)).await? {
+                Replies::Known(replies) => replies,
+                Replies::Lost => {
+                    // The refused ones are known; the others' replies are lost.
+                    self.replies_lost(&rest);
+                    vec![Value::Nil; rest.len()]
+                }
+            }
+        }
+        .into_iter();
+        let mut queued = queued.into_iter();
+        Ok(Replies::Known(
+            (0..commands.len())
+                .map(|i| {
+                    if rejected.contains(&i) {
+                        queued.next().unwrap_or(Value::Nil)
+                    } else {
+                        rest_replies.next().unwrap_or(Value::Nil)
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// A lane writing again after failing: no longer counted among the failing.
+    fn recovered(&mut self) {
+        if self.failing {
+            self.failing = false;
+            self.stats.failing.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(lane = self.id, "writing again");
         }
     }
 
@@ -239,28 +458,55 @@ impl Lane {
                 self.settings.retry_for,
             )
             .await;
-        confirmed.map_err(|e| {
-            let mut failure = Failure::from(e);
-            if let Failure::Fatal(LaneError::NotReplicated { wanted, .. }) = &mut failure {
-                *wanted = wait.replicas;
-            }
-            failure
-        })
+        confirmed.map_err(Failure::from)
     }
 
     /// After a reconnect: whether the transaction `token` ran before its reply was
-    /// lost (never for a plain pipeline, which is simply sent again). Also checks that
-    /// the server holds everything the lane counted as applied.
+    /// lost (never for a plain pipeline, which is simply sent again). On the server of
+    /// the connection given up on (`lost`), that one is closed first: a server that
+    /// stopped answering may still read and run what was sent on it, and must not do
+    /// so after the check. Also checks that the server holds everything the lane
+    /// counted as applied, and that it still has the database the pipeline selects.
     async fn ran_before(
         &self,
         connected: &mut Connected,
+        lost: Option<(String, i64)>,
         token: &str,
-        marker: &str,
-        plain: bool,
+        (marker, slot): (&str, Option<u16>),
+        (plain, select): (bool, Option<u32>),
     ) -> Result<bool, Failure> {
-        let found = read_marker(&mut connected.conn, marker)
+        if let Some((_, id)) = lost.filter(|(server, _)| *server == connected.server) {
+            let id = id.to_string();
+            let reply = connected
+                .conn
+                .call(&[b"CLIENT".as_slice(), b"KILL", b"ID", id.as_bytes()])
+                .await
+                .map_err(|e| Failure::Retry(e.to_string()))?;
+            tracing::debug!(lane = self.id, client = %id, reply = ?reply, "closed the connection given up on");
+        }
+        if let Some(db) = select {
+            let mut pipe = redis::Pipeline::with_capacity(2);
+            for db in [db, self.home_db] {
+                pipe.add_command(command(&[b"SELECT".as_slice(), db.to_string().as_bytes()]));
+            }
+            let replies = connected
+                .conn
+                .pipeline(&pipe, 2)
+                .await
+                .map_err(|e| Failure::Retry(e.to_string()))?;
+            if let Some(reply) = replies.iter().find_map(reply_error) {
+                return Err(Failure::Fatal(LaneError::Database {
+                    server: connected.server.clone(),
+                    db,
+                    reply,
+                }));
+            }
+        }
+        let found = read_markers(&mut connected.conn, &[marker.to_owned()])
             .await
-            .map_err(Failure::Retry)?;
+            .map_err(Failure::Retry)?
+            .pop()
+            .flatten();
         if !plain && found.as_ref().is_some_and(|c| c.token == token) {
             if let (Some(wait), Some(found)) = (&self.settings.wait, &found) {
                 // A write of our own on this connection, so WAIT covers the transaction.
@@ -284,10 +530,9 @@ impl Lane {
             }
             return Ok(true);
         }
-        // In a cluster each slot's key holds its own last positions: no lane-wide view.
         let found = found.map(|c| c.applied).unwrap_or_default();
-        let behind = self.settings.cluster.is_none() && found.is_behind(&self.applied);
-        if behind {
+        let had = self.base(slot);
+        if found.is_behind(&had) {
             let show = |p: &Applied| {
                 if p.is_empty() {
                     "nothing".to_owned()
@@ -299,96 +544,212 @@ impl Lane {
                 server: connected.server.clone(),
                 lane: self.id,
                 found: show(&found),
-                applied: show(&self.applied),
+                applied: show(&had),
             }));
         }
         Ok(false)
     }
 
-    /// Counts a failure against `retry_seconds`; waits the backoff, or gives up.
+    /// Counts a failure against `retry_seconds`; waits the backoff, or gives up. While
+    /// it fails the lane counts among the failing ones (for the status).
     async fn retry_later(
-        &self,
+        &mut self,
         failing_since: &mut Option<Instant>,
         backoff: &mut Duration,
         last: String,
     ) -> Result<(), LaneError> {
         let since = *failing_since.get_or_insert_with(Instant::now);
+        if let Ok(mut failure) = self.stats.failure.lock() {
+            *failure = Some(format!("lane {}: {last}", self.id));
+        }
+        if !self.failing {
+            self.failing = true;
+            self.stats.failing.fetch_add(1, Ordering::Relaxed);
+        }
         if since.elapsed() >= self.settings.retry_for {
             return Err(LaneError::GaveUp {
                 seconds: self.settings.retry_for.as_secs(),
                 last,
             });
         }
-        tracing::warn!(lane = self.id, error = %last, retry_in = ?*backoff, "cannot write to Redis now (unreachable, or no longer the master); retrying");
+        tracing::warn!(lane = self.id, error = %last, retry_in = ?*backoff, "cannot write to Redis now (unreachable, not answering, or no longer the master); retrying");
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
         Ok(())
     }
 
-    /// Takes the replies of `MULTI, commands…, SET marker, EXEC` apart. A command Redis
-    /// refused while queueing aborts the whole transaction: those commands are answered
-    /// with their error and the others are sent again without them.
+    /// Takes the replies of a pipeline apart by `parts` (see `Part`): each command's
+    /// reply, a conflict counted for each guard that met one. A refused `SELECT` or
+    /// checkpoint stops the lane. In a transaction, a command Redis refused while
+    /// queueing aborts the whole of it: those commands are to be answered with their
+    /// error and the others sent again without them (`Unpacked::Resend`).
     async fn unpack(
         &mut self,
         commands: &[LaneCommand],
         mut replies: Vec<Value>,
-        marker: &str,
-        select: usize,
-    ) -> Result<Vec<Value>, LaneError> {
-        let n = commands.len();
-        let exec = if replies.len() == n + 3 + 2 * select {
-            replies.pop()
+        parts: &[Part],
+        plain: bool,
+    ) -> Result<Unpacked, LaneError> {
+        let items = if plain {
+            replies.truncate(parts.len());
+            replies
         } else {
-            None
-        };
-        match exec {
-            Some(Value::Array(items)) if items.len() == n + 1 + 2 * select => {
-                Ok(items.into_iter().skip(select).take(n).collect())
+            let exec = if replies.len() == parts.len() + 2 {
+                replies.pop()
+            } else {
+                None
+            };
+            match exec {
+                Some(Value::Array(items)) if items.len() == parts.len() => items,
+                exec => return self.aborted(commands, &replies, parts, exec),
             }
-            _ => {
-                let first = 1 + select;
-                let queued = &replies[first.min(replies.len())..(first + n).min(replies.len())];
-                let rejected: Vec<usize> = queued
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| matches!(r, Value::ServerError(_)))
-                    .map(|(i, _)| i)
-                    .collect();
-                if rejected.is_empty() {
-                    return Err(LaneError::Command {
-                        command: "EXEC".into(),
-                        key: String::new(),
-                        position: commands.first().map(|c| c.position).unwrap_or(
-                            Position::Snapshot {
+        };
+        let mut out = vec![Value::Nil; commands.len()];
+        let mut guard_errors = Vec::new();
+        for (part, item) in parts.iter().zip(items) {
+            let command = |i: usize| &commands[i];
+            match *part {
+                Part::Command(i) => out[i] = item,
+                Part::Select(db) => {
+                    if let Some(reply) = reply_error(&item) {
+                        return Err(LaneError::Database {
+                            server: self.server(),
+                            db,
+                            reply,
+                        });
+                    }
+                }
+                Part::GuardBefore(i) | Part::GuardAfter(i) => {
+                    if reply_error(&item).is_some() {
+                        // Answered as the command's own refusal (`on_error`), unless
+                        // the command has one of its own.
+                        guard_errors.push((i, item));
+                    } else if matches!(part, Part::GuardBefore(_)) && item == Value::Int(1) {
+                        self.conflict_met(command(i));
+                    }
+                }
+                Part::Marker => {
+                    if let Some(reply) = reply_error(&item) {
+                        let first = commands.first().map(|c| c.position);
+                        return Err(LaneError::Command {
+                            command: "SET".into(),
+                            key: "the checkpoint key".into(),
+                            position: first.unwrap_or(Position::Snapshot {
                                 at: Default::default(),
                                 seq: 0,
-                            },
-                        ),
-                        reply: format!("{exec:?}"),
-                    });
+                            }),
+                            reply,
+                        });
+                    }
                 }
-                let rest: Vec<LaneCommand> = commands
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !rejected.contains(i))
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                let mut rest_replies = if rest.is_empty() {
-                    Vec::new()
-                } else {
-                    Box::pin(self.send(&rest, marker)).await?
-                }
-                .into_iter();
-                Ok((0..n)
-                    .map(|i| {
-                        if rejected.contains(&i) {
-                            queued[i].clone()
-                        } else {
-                            rest_replies.next().unwrap_or(Value::Nil)
-                        }
-                    })
-                    .collect())
             }
         }
+        for (i, error) in guard_errors {
+            if reply_error(&out[i]).is_none() {
+                out[i] = error;
+            }
+        }
+        Ok(Unpacked::Done(out))
     }
+
+    /// A transaction EXEC did not run: which commands Redis refused while queueing
+    /// (to be resent without them), or an error when none was.
+    fn aborted(
+        &self,
+        commands: &[LaneCommand],
+        replies: &[Value],
+        parts: &[Part],
+        exec: Option<Value>,
+    ) -> Result<Unpacked, LaneError> {
+        let queued = replies.get(1..).unwrap_or_default();
+        let mut rejected = Vec::new();
+        let mut rejected_replies = Vec::new();
+        for (part, reply) in parts.iter().zip(queued) {
+            if !matches!(reply, Value::ServerError(_)) {
+                continue;
+            }
+            match part {
+                Part::Command(i) => {
+                    rejected.push(*i);
+                    rejected_replies.push(reply.clone());
+                }
+                Part::GuardBefore(i) | Part::GuardAfter(i) => {
+                    return Err(self.command_error(
+                        &commands[*i],
+                        "the type guard of",
+                        error_text(reply),
+                    ))
+                }
+                Part::Select(db) => {
+                    return Err(LaneError::Database {
+                        server: self.server(),
+                        db: *db,
+                        reply: error_text(reply),
+                    })
+                }
+                Part::Marker => {}
+            }
+        }
+        if rejected.is_empty() {
+            return Err(LaneError::Command {
+                command: "EXEC".into(),
+                key: String::new(),
+                position: commands
+                    .first()
+                    .map(|c| c.position)
+                    .unwrap_or(Position::Snapshot {
+                        at: Default::default(),
+                        seq: 0,
+                    }),
+                reply: format!("{exec:?}"),
+            });
+        }
+        Ok(Unpacked::Resend {
+            rejected,
+            queued: rejected_replies,
+        })
+    }
+
+    /// The server the lane is connected to, for a message.
+    fn server(&self) -> String {
+        self.conn
+            .as_ref()
+            .map_or_else(|| self.endpoint.shown(), |c| c.server.clone())
+    }
+
+    fn command_error(&self, c: &LaneCommand, what: &str, reply: String) -> LaneError {
+        let name = c
+            .argv
+            .first()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        LaneError::Command {
+            command: format!("{what} {name}"),
+            key: pika_migrate_core::display::display_key(c.key()),
+            position: c.position,
+            reply,
+        }
+    }
+
+    /// A type guard found the key of `c` holding another type, and applied the policy.
+    fn conflict_met(&self, c: &LaneCommand) {
+        let policy = self.settings.type_conflict;
+        self.stats.log_conflict_once(c.key(), c.writes, policy);
+        let counter = match policy {
+            TypeConflict::Suffix => &self.stats.conflicts_renamed,
+            _ => &self.stats.conflicts_overwritten,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A pipeline's replies taken apart.
+enum Unpacked {
+    Done(Vec<Value>),
+    /// EXEC did not run: Redis refused `rejected` (their replies in `queued`) while
+    /// queueing.
+    Resend {
+        rejected: Vec<usize>,
+        queued: Vec<Value>,
+    },
 }

@@ -66,6 +66,8 @@ impl SentinelError {
 /// The sentinels of one sink, shared by its lanes.
 pub struct Sentinels {
     spec: SentinelSpec,
+    /// How long a data node's replies may take.
+    response_timeout: Duration,
     /// Shown in messages: the url without password.
     shown: String,
     /// `+switch-master` announcements seen for our master.
@@ -85,12 +87,18 @@ fn addr_text(addr: &ConnectionAddr) -> String {
 }
 
 impl Sentinels {
-    pub fn new(spec: SentinelSpec, shown: String) -> Arc<Sentinels> {
+    pub fn new(spec: SentinelSpec, shown: String, response_timeout: Duration) -> Arc<Sentinels> {
         Arc::new(Sentinels {
             spec,
+            response_timeout,
             shown,
             switches: AtomicU64::new(0),
         })
+    }
+
+    /// The url, without password.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// How many switches of our master were announced so far.
@@ -123,7 +131,7 @@ impl Sentinels {
                 addr: ConnectionAddr::Tcp(host, port),
                 redis: self.spec.node.clone(),
             };
-            let mut conn = match Connection::open(&info).await {
+            let mut conn = match Connection::open(&info, self.response_timeout).await {
                 Ok(conn) => conn,
                 Err(e) if e.is_transient() => {
                     master_problem = Some(SentinelError::MasterUnreachable {

@@ -134,7 +134,10 @@ fn text(reply: &Value) -> String {
 impl Verifier {
     pub async fn connect(config: &RedisSinkConfig) -> Result<Verifier, super::RedisSinkError> {
         let target = Target::of(config)?;
-        let mut seed = super::endpoint_of(&target).connect().await?.conn;
+        let mut seed = super::endpoint_of(&target, config.response_timeout(false))
+            .connect()
+            .await?
+            .conn;
         let (conns, slots) = match (config.cluster, target.node()) {
             (true, Some(info)) => {
                 let map = super::cluster::SlotMap::fetch(&mut seed)
@@ -142,7 +145,10 @@ impl Verifier {
                     .map_err(super::RedisSinkError::Cluster)?;
                 let mut conns = Vec::new();
                 for i in 0..map.nodes.len() {
-                    let node = super::endpoint::Endpoint::Node(map.target(info, i));
+                    let node = super::endpoint::Endpoint::Node(
+                        map.target(info, i),
+                        config.response_timeout(false),
+                    );
                     conns.push(node.connect().await?.conn);
                 }
                 (conns, Some(map))

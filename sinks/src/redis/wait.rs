@@ -20,6 +20,13 @@ use redis::{Cmd, Value};
 
 use super::conn::{error_text, Connection};
 
+/// `wait_replicas` meaning every replica the master lists (the default behind
+/// Sentinel): whichever one Sentinel promotes then holds what was acknowledged.
+pub const ALL_REPLICAS: u32 = u32::MAX;
+
+/// How often a lane still waiting for its replicas says so.
+const STILL_WAITING: Duration = Duration::from_secs(10);
+
 /// `wait_replicas`, `wait_timeout_ms`.
 #[derive(Debug)]
 pub struct WaitSettings {
@@ -47,7 +54,11 @@ pub enum WaitFailure {
     /// again and ask it whether the pipeline is there.
     Connection(String),
     /// The replicas did not confirm within `retry_seconds`.
-    TimedOut { waited: Duration, got: i64 },
+    TimedOut {
+        waited: Duration,
+        got: i64,
+        wanted: u32,
+    },
 }
 
 impl WaitSettings {
@@ -86,7 +97,8 @@ impl WaitSettings {
         let listed = u32::try_from(listed).unwrap_or(u32::MAX).min(self.replicas);
         count.wanted = Some(count.wanted.map_or(listed, |w| w.max(listed)));
         count.counted = Some(Instant::now());
-        if listed < self.replicas && !self.warned_short.swap(true, Ordering::Relaxed) {
+        let short = self.replicas != ALL_REPLICAS && listed < self.replicas;
+        if short && !self.warned_short.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 wait_replicas = self.replicas,
                 replicas = listed,
@@ -108,6 +120,7 @@ impl WaitSettings {
         retry_for: Duration,
     ) -> Result<(), WaitFailure> {
         let started = Instant::now();
+        let mut said = None::<Instant>;
         // A pipeline sent right after a reconnect was built before its connection
         // counted the replicas: count them now.
         self.recount(conn, count).await;
@@ -128,9 +141,12 @@ impl WaitSettings {
                 return Err(WaitFailure::TimedOut {
                     waited: started.elapsed(),
                     got,
+                    wanted: self.wanted(count),
                 });
             }
-            if started.elapsed() < Duration::from_millis(self.timeout_ms) * 2 {
+            // Said at once, then every STILL_WAITING: never a silent wait.
+            if said.is_none_or(|at| at.elapsed() >= STILL_WAITING) {
+                said = Some(Instant::now());
                 tracing::warn!(
                     lane,
                     confirmed = got,

@@ -451,6 +451,7 @@ impl<'a> KeyEmitter<'a> {
         let data_type = chunk.data_type();
         let event = Event {
             db: self.db,
+            source_db: self.db,
             key: self.key.clone(),
             data_type: Some(data_type),
             op: Op::Snapshot {

@@ -375,6 +375,16 @@ impl DbReplica {
         };
         let metrics = ctx.metrics.clone();
         self.status.set_stage(Phase::FullSyncLoad);
+        if s.resync == ResyncPolicy::Flush {
+            // Before every load of a dump: the target then holds what the dump holds,
+            // and nothing a second full sync would leave behind (keys deleted since
+            // the first). A load begun again after a restart flushes again.
+            tracing::info!(
+                db = self.db,
+                "resync: flush: emptying the target database(s) before loading"
+            );
+            self.out.push(flush_event(self.db, dump_at)).await;
+        }
         let out = std::mem::replace(&mut self.out, EventSender::closed());
         tracing::info!(position = %dump_at, "full sync: loading the dump into the sinks");
         let mut task = tokio::task::spawn_blocking(move || {
@@ -458,8 +468,8 @@ impl DbReplica {
                 Ok(())
             }
             Ok(TrySyncReplyCode::SyncPointBePurged) => {
-                if s.resync == ResyncPolicy::Allow {
-                    tracing::warn!(position = %at, "the master purged our binlog position; taking a new full sync (resync: allow)");
+                if s.resync != ResyncPolicy::Refuse {
+                    tracing::warn!(position = %at, "the master purged our binlog position; taking a new full sync (resync: {})", s.resync.as_str());
                     self.save(ctx, Stage::Transfer).await?;
                     return Err(ReplicaError::Transient("binlog purged; full sync again".into()));
                 }
@@ -483,5 +493,22 @@ impl DbReplica {
                 reason: "not an item boundary in the master's binlog".into(),
             }),
         }
+    }
+}
+
+/// `FLUSHDB` of database `db`, ahead of its dump's events (taken at `dump_at`).
+fn flush_event(db: u32, dump_at: BinlogOffset) -> crate::event::Event {
+    let argv = vec![bytes::Bytes::from_static(b"FLUSHDB")];
+    crate::event::Event {
+        db,
+        source_db: db,
+        key: bytes::Bytes::new(),
+        data_type: None,
+        op: crate::event::Op::Command { argv },
+        position: crate::event::Position::Snapshot {
+            at: dump_at,
+            seq: 0,
+        },
+        exec_time: None,
     }
 }

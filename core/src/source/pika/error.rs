@@ -23,8 +23,9 @@ pub enum ReplicaError {
         "the master can no longer serve db{db}'s binlog position {at} (its binlog was purged). A full \
          sync was already loaded into the sinks and a second one would write over them with \
          dirty data, so it was refused. Raise expire-logs-nums on the master, empty the \
-         target and {work_dir} and start again; or set `resync: allow` in the source to take \
-         a new full sync over the existing data"
+         target and {work_dir} and start again; or set `resync: flush` in the source to take \
+         a new full sync into emptied target databases (`resync: allow`: over the existing \
+         data, where keys the master deleted meanwhile stay)"
     )]
     Purged {
         db: u32,

@@ -93,8 +93,9 @@ pub struct PikaSource {
     rsync: PathBuf,
     /// The databases to follow; every one the master has when `None`.
     dbs: Option<Vec<u32>>,
-    /// Why following several databases is refused (the sinks would mix them), if it is.
-    one_database_only: Option<String>,
+    /// Whether the sinks can take the databases followed (they would mix them, or the
+    /// target lacks one): the reason when they cannot.
+    check_databases: Option<DatabaseCheck>,
 }
 
 /// An IP address, or a CIDR block (`10.0.0.0/8`), as rsync's `hosts allow` takes them.
@@ -109,6 +110,9 @@ fn is_ip_or_block(text: &str) -> bool {
     let max = if ip.is_ipv4() { 32 } else { 128 };
     bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }
+
+/// Checks the databases a run will follow, once MetaSync names the master's.
+pub type DatabaseCheck = Box<dyn Fn(&[u32]) -> Result<(), String> + Send + Sync>;
 
 fn split_addr(what: &str, addr: &str) -> Result<(String, u16), ReplicaError> {
     let (host, port) = addr
@@ -168,13 +172,14 @@ impl PikaSource {
             retry_for: Duration::from_secs(config.retry_seconds),
             rsync: config.rsync.clone(),
             dbs: config.dbs.clone(),
-            one_database_only: None,
+            check_databases: None,
         })
     }
 
-    /// Refuses, once MetaSync names them, to follow several databases, saying `why`.
-    pub fn one_database_only(mut self, why: String) -> PikaSource {
-        self.one_database_only = Some(why);
+    /// Refuses, once MetaSync names them, to follow databases `check` refuses, saying
+    /// why: before anything of them is written.
+    pub fn check_databases(mut self, check: DatabaseCheck) -> PikaSource {
+        self.check_databases = Some(check);
         self
     }
 
@@ -643,26 +648,30 @@ impl Replica<'_> {
                 addr: s.master.clone(),
             });
         };
-        let Some(wanted) = &s.dbs else {
-            if let (Some(why), true) = (&s.one_database_only, master_dbs.len() > 1) {
-                let has: Vec<String> = master_dbs.iter().map(|d| format!("db{d}")).collect();
-                return Err(ReplicaError::Config(format!(
+        let has: Vec<String> = master_dbs.iter().map(|d| format!("db{d}")).collect();
+        let dbs = match &s.dbs {
+            None => master_dbs,
+            Some(wanted) => {
+                if let Some(db) = wanted.iter().find(|db| !master_dbs.contains(db)) {
+                    return Err(ReplicaError::NoSuchDatabase {
+                        addr: s.master.clone(),
+                        db: *db,
+                        has: has.join(", "),
+                    });
+                }
+                wanted.clone()
+            }
+        };
+        if let Some(check) = &s.check_databases {
+            check(&dbs).map_err(|why| {
+                ReplicaError::Config(format!(
                     "the master {} has databases {}, but {why}",
                     s.master,
                     has.join(", ")
-                )));
-            }
-            return Ok(master_dbs);
-        };
-        if let Some(db) = wanted.iter().find(|db| !master_dbs.contains(db)) {
-            let has: Vec<String> = master_dbs.iter().map(|d| format!("db{d}")).collect();
-            return Err(ReplicaError::NoSuchDatabase {
-                addr: s.master.clone(),
-                db: *db,
-                has: has.join(", "),
-            });
+                ))
+            })?;
         }
-        Ok(wanted.clone())
+        Ok(dbs)
     }
 }
 
