@@ -31,6 +31,7 @@ macro_rules! on_each_version {
 }
 
 on_each_version!(
+    plan_of_a_live_master_takes_its_dump_and_the_run_loads_it_with_no_second_full_sync,
     live_verify_finds_nothing_while_writes_go_on_and_exactly_what_was_broken,
     pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly,
     cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports,
@@ -41,6 +42,18 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 fn master(version: &'static str, test: &str) -> Option<RealPika> {
     let bin = pika_or_skip(version, test)?;
     Some(RealPika::start(&bin, PikaOptions::default()))
+}
+
+/// A master holding db 0's usual keys, an empty Redis, and a migration between them.
+fn filled_master_into_redis(
+    version: &'static str,
+    test: &str,
+) -> Option<(RealPika, RedisServer, Migration)> {
+    let pika = master(version, test)?;
+    fill_db(&pika, 0, "before");
+    let redis = RedisServer::start();
+    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    Some((pika, redis, m))
 }
 
 fn redis_do(redis: &RedisServer, args: &[&str]) {
@@ -233,12 +246,9 @@ fn pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly(
     version: &'static str,
     test: &str,
 ) {
-    let Some(pika) = master(version, test) else {
+    let Some((pika, redis, m)) = filled_master_into_redis(version, test) else {
         return;
     };
-    fill_db(&pika, 0, "before");
-    let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "");
     let tool = m.start();
     m.wait_streaming(&tool);
     let writer = Writer::start(&pika, counter_and_list);
@@ -246,8 +256,18 @@ fn pause_holds_everything_back_with_the_link_up_and_resume_goes_on_exactly(
     let (code, stdout, stderr) = run_cli(&["pause", "-c", m.pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.starts_with("paused"), "{stdout}");
+    // The stream moves its position a few milliseconds after the sinks acknowledge:
+    // once it stands, nothing may move it while paused.
+    let mut position = m.status().unwrap()["position"].clone();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = m.status().unwrap()["position"].clone();
+        if now == position {
+            break;
+        }
+        position = now;
+    }
     let held = redis.state();
-    let position = m.status().unwrap()["position"].clone();
     // Writes go on on the master for longer than its 20-s silence rule: nothing is
     // applied, nothing acked, and the master keeps us as its replica.
     let before = writer.written();
@@ -294,12 +314,9 @@ fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
     version: &'static str,
     test: &str,
 ) {
-    let Some(pika) = master(version, test) else {
+    let Some((pika, redis, m)) = filled_master_into_redis(version, test) else {
         return;
     };
-    fill_db(&pika, 0, "before");
-    let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "");
     let mut tool = m.start();
     m.wait_streaming(&tool);
     let writer = Writer::start(&pika, counter_and_list);
@@ -376,4 +393,31 @@ fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
         Some(pika_migrate_core::event::BinlogOffset::new(f, o))
     );
     assert_same(&redis_view(&pika.state()), &redis.state());
+}
+
+fn plan_of_a_live_master_takes_its_dump_and_the_run_loads_it_with_no_second_full_sync(
+    version: &'static str,
+    test: &str,
+) {
+    let Some((pika, redis, m)) = filled_master_into_redis(version, test) else {
+        return;
+    };
+    let (code, stdout, stderr) = run_cli(&["plan", "-c", m.pipeline.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let shown = pika.state();
+    assert_eq!(report["keys"], shown.len() as u64, "{report}");
+    assert_eq!(report["fits"], true);
+    assert!(report["estimated_memory"].as_u64().unwrap() > 0);
+    let written: i64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+    assert_eq!(written, 0, "plan wrote nothing");
+    assert_eq!(pika.full_syncs_served(), 1);
+
+    // The run loads the dump plan took, then streams: one full sync in all.
+    let tool = m.start();
+    m.wait_streaming(&tool);
+    m.wait_caught_up(&pika);
+    assert_eq!(pika.full_syncs_served(), 1);
+    assert_same(&redis_view(&pika.state()), &redis.state());
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
 }

@@ -11,14 +11,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use pika_migrate_core::config::SourceConfig;
+use pika_migrate_core::config::{PikaSourceConfig, SnapshotSourceConfig, SourceConfig};
 use pika_migrate_core::event::{Chunk, Event, Op};
 use pika_migrate_core::filter::FilterChain;
 use pika_migrate_core::metrics::Metrics;
 use pika_migrate_core::profile::{Profile, TTL_BUCKETS};
 use pika_migrate_core::replay::clock::wall_now_ms;
 use pika_migrate_core::replay::ReplayClock;
+use pika_migrate_core::source::pika::PikaSource;
 use pika_migrate_core::source::snapshot::SnapshotSource;
+use pika_migrate_core::source::Source;
 use pika_migrate_core::source::{EventSender, StopSignal};
 use pika_migrate_sinks::encode::commands::TypeConflict;
 use pika_migrate_sinks::encode::hyperloglog::is_pika_hyperloglog;
@@ -69,14 +71,42 @@ fn target_key(event: &Event, redis: Option<&RedisSinkConfig>) -> Option<Bytes> {
     }
 }
 
+/// Takes the live master's dump into its `work_dir` (a full sync's transfer, nothing
+/// loaded) and returns it as a snapshot source: a later `run` of the same pipeline
+/// loads that dump instead of asking for another.
+async fn dump_of_master(master: &PikaSourceConfig) -> anyhow::Result<SnapshotSourceConfig> {
+    let source = PikaSource::new(master)?.dump_only();
+    eprintln!(
+        "taking the dump of {} into {} (nothing is written; a later run loads it)",
+        master.master,
+        master.work_dir.display()
+    );
+    let (tx, mut rx) = mpsc::channel(16);
+    let out = EventSender::new(tx, StopSignal::default());
+    let run = tokio::spawn(Box::new(source).run(out, Metrics::default()));
+    while rx.recv().await.is_some() {}
+    run.await.context("the full sync's transfer")??;
+    Ok(SnapshotSourceConfig {
+        path: master.work_dir.join("dbsync"),
+        chunk: master.chunk,
+        rate: None,
+        as_of: None,
+    })
+}
+
 /// Per slot of a cluster: keys and payload bytes.
 struct SlotCounts(Vec<(u64, u64)>);
 
 pub async fn plan(path: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
     let config = pipeline_file::load(path)?;
-    let SourceConfig::Snapshot(snapshot) = &config.source else {
-        bail!("plan reads a dump: give it a pipeline whose source is a snapshot (a live master's: coming)");
+    let snapshot = match &config.source {
+        SourceConfig::Snapshot(snapshot) => snapshot.clone(),
+        SourceConfig::Pika(master) => dump_of_master(master).await?,
+        _ => bail!(
+            "plan reads a dump: give it a pipeline whose source is a snapshot or a live master"
+        ),
     };
+    let snapshot = &snapshot;
     let redis = config.sinks.iter().find_map(|s| match s {
         SinkConfig::Redis(r) => Some(r.clone()),
         _ => None,

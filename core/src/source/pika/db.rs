@@ -102,12 +102,23 @@ impl DbReplica {
 
     /// Goes on from wherever the checkpoint says this database stands.
     pub async fn attempt(&mut self, ctx: &Ctx<'_>, mut link: Link) -> Result<Ended, ReplicaError> {
-        let at = match ctx.checkpoints.stage(self.db).await {
+        let stage = ctx.checkpoints.stage(self.db).await;
+        if ctx.source.dump_only && !matches!(stage, None | Some(Stage::Transfer)) {
+            return Ok(Ended::Stopped);
+        }
+        let at = match stage {
             None | Some(Stage::Transfer) => {
                 let Some(dump_at) = self.transfer(ctx, &mut link).await? else {
                     return Ok(Ended::Stopped);
                 };
                 self.save(ctx, Stage::Load { dump_at }).await?;
+                if ctx.source.dump_only {
+                    tracing::info!(
+                        db = self.db,
+                        "the dump is on disk; stopping there (dump only)"
+                    );
+                    return Ok(Ended::Stopped);
+                }
                 self.load(ctx, &mut link, dump_at).await?
             }
             Some(Stage::Load { dump_at }) => self.load(ctx, &mut link, dump_at).await?,

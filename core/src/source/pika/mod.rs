@@ -96,6 +96,9 @@ pub struct PikaSource {
     /// Whether the sinks can take the databases followed (they would mix them, or the
     /// target lacks one): the reason when they cannot.
     check_databases: Option<DatabaseCheck>,
+    /// Stop once each database's dump is on disk (`plan` of a live master): the
+    /// checkpoint then says `load`, and a later run loads that dump.
+    dump_only: bool,
 }
 
 /// An IP address, or a CIDR block (`10.0.0.0/8`), as rsync's `hosts allow` takes them.
@@ -173,7 +176,15 @@ impl PikaSource {
             rsync: config.rsync.clone(),
             dbs: config.dbs.clone(),
             check_databases: None,
+            dump_only: false,
         })
+    }
+
+    /// Takes each database's dump from the master into `work_dir` and stops there,
+    /// loading nothing (a database already past its full sync stops at once).
+    pub fn dump_only(mut self) -> PikaSource {
+        self.dump_only = true;
+        self
     }
 
     /// Refuses, once MetaSync names them, to follow databases `check` refuses, saying
