@@ -372,6 +372,8 @@ fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ready to switch"), "{stdout}");
+    // What the operator sees (`--nocapture` shows it; the README quotes it).
+    println!("{stdout}");
     assert_eq!(
         wait_exit(&mut tool, Duration::from_secs(30)),
         0,
