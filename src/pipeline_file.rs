@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use pika_migrate_core::config::{self, ConfigError, PipelineConfig, SourceConfig};
 use pika_migrate_core::filter::{database_after, keeps_databases_apart, FilterChain, FilterConfig};
+use pika_migrate_core::fleet::Fleet;
 use pika_migrate_core::pika::storage::layout::find_databases;
 use pika_migrate_core::pipeline::Pipeline;
 use pika_migrate_core::replay::clock::wall_now_ms;
@@ -14,6 +16,7 @@ use pika_migrate_core::replay::{AsOf, ReplayClock};
 use pika_migrate_core::sink::Sink;
 use pika_migrate_core::source::binlog::{binlog_dirs, db_of_dir, BinlogSource};
 use pika_migrate_core::source::capture::CaptureSource;
+use pika_migrate_core::source::pika::turns::FullSyncTurns;
 use pika_migrate_core::source::pika::{DatabaseCheck, PikaSource, ReplicaError};
 use pika_migrate_core::source::snapshot::SnapshotSource;
 use pika_migrate_core::source::Source;
@@ -21,6 +24,8 @@ use pika_migrate_sinks::redis::checkpoint::{bad_migration_name, migration_name};
 use pika_migrate_sinks::SinkConfig;
 
 pub type Config = PipelineConfig<SinkConfig>;
+/// A pipeline file split into one pipeline per source.
+pub type FleetConfig = config::FleetConfig<SinkConfig>;
 
 /// Source databases the sinks cannot take (a Redis without a database for one), found
 /// before anything was written.
@@ -28,8 +33,91 @@ pub type Config = PipelineConfig<SinkConfig>;
 #[error("{0}")]
 pub struct DatabasesRefused(pub String);
 
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let config: Config = config::load(path)?;
+/// Reads a pipeline file, one source or a fleet, into one checked pipeline per source.
+pub fn load_fleet(path: &Path) -> Result<FleetConfig, ConfigError> {
+    let mut fleet: FleetConfig = config::load_fleet(path)?;
+    for member in &mut fleet.members {
+        if let Some(name) = &member.name {
+            sinks_of_source(&mut member.config, name).map_err(|message| ConfigError::Unplaced {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
+        check(path, &member.config)?;
+    }
+    Ok(fleet)
+}
+
+/// The pipeline of a file with one source, or of the source named `name` in a fleet.
+pub fn load_source(path: &Path, name: Option<&str>) -> Result<Config, ConfigError> {
+    let fleet = load_fleet(path)?;
+    let names = || {
+        fleet
+            .members
+            .iter()
+            .filter_map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unplaced = |message: String| ConfigError::Unplaced {
+        path: path.to_owned(),
+        message,
+    };
+    match name {
+        None if fleet.members.len() == 1 => Ok(fleet.members[0].config.clone()),
+        None => Err(unplaced(format!(
+            "the file names several sources ({}): say which with --source NAME",
+            names()
+        ))),
+        Some(name) => fleet
+            .members
+            .iter()
+            .find(|m| m.name.as_deref() == Some(name))
+            .map(|m| m.config.clone())
+            .ok_or_else(|| {
+                unplaced(format!(
+                    "no source is named {name:?} here (the file names: {})",
+                    if fleet.is_fleet() {
+                        names()
+                    } else {
+                        "none; it has one `source:`".into()
+                    }
+                ))
+            }),
+    }
+}
+
+/// A fleet's sinks as one source's pipeline has them: a file or capture sink writes
+/// the path with `{source}` replaced by the source's name (several sources cannot
+/// share one file); a Redis sink given a `migration:` name adds `/<name>` to it, so
+/// each source's checkpoint keys stay its own (by default each is named after its
+/// master already).
+fn sinks_of_source(config: &mut Config, name: &str) -> Result<(), String> {
+    for (i, sink) in config.sinks.iter_mut().enumerate() {
+        let path = match sink {
+            SinkConfig::File(f) => &mut f.path,
+            SinkConfig::Capture(c) => &mut c.path,
+            SinkConfig::Redis(r) => {
+                if let Some(m) = &mut r.migration {
+                    *m = format!("{m}/{name}");
+                }
+                continue;
+            }
+            SinkConfig::Kafka(_) | SinkConfig::Blackhole(_) => continue,
+        };
+        let text = path.to_string_lossy();
+        if !text.contains("{source}") {
+            return Err(format!(
+                "sinks[{i}].path: several sources cannot write one file: put `{{source}}` in the path ({text:?}), each source then writes its own"
+            ));
+        }
+        *path = text.replace("{source}", name).into();
+    }
+    Ok(())
+}
+
+/// What serde cannot check of one pipeline: sinks, filters, databases, names.
+fn check(path: &Path, config: &Config) -> Result<(), ConfigError> {
     if config.sinks.is_empty() {
         return Err(ConfigError::Unplaced {
             path: path.to_owned(),
@@ -41,7 +129,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    check_databases_apart(&config).map_err(|message| ConfigError::Unplaced {
+    check_databases_apart(config).map_err(|message| ConfigError::Unplaced {
         path: path.to_owned(),
         message,
     })?;
@@ -55,7 +143,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
-    Ok(config)
+    Ok(())
 }
 
 /// The name a migration from `source` has in its Redis sinks' checkpoint keys when
@@ -237,12 +325,13 @@ impl TargetDatabases {
 
 /// The source of `pipeline`, without the sinks' check of its databases (`validate`).
 pub fn build_source(pipeline: &Config) -> Result<Box<dyn Source>, ReplicaError> {
-    build_source_checked(pipeline, None)
+    build_source_checked(pipeline, None, None)
 }
 
 fn build_source_checked(
     pipeline: &Config,
     targets: Option<TargetDatabases>,
+    turns: Option<Arc<FullSyncTurns>>,
 ) -> Result<Box<dyn Source>, ReplicaError> {
     let config = &pipeline.source;
     // One "now" for the whole run: every expiry read as of a moment moves by the same.
@@ -279,7 +368,11 @@ fn build_source_checked(
                 filters: pipeline.filters.clone(),
             });
             let check: DatabaseCheck = Box::new(move |dbs| targets.check(dbs));
-            Box::new(source.check_databases(check))
+            let source = source.check_databases(check);
+            match turns {
+                Some(turns) => Box::new(source.with_turns(turns)),
+                None => Box::new(source),
+            }
         }
         SourceConfig::Capture(c) => Box::new(CaptureSource {
             path: c.path.clone(),
@@ -293,7 +386,33 @@ fn build_source_checked(
     })
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
+/// Every pipeline of the file, run together; a fleet's live sources take turns for
+/// their full syncs.
+pub async fn build_fleet(fleet: &FleetConfig) -> anyhow::Result<Fleet> {
+    let settings = &fleet.settings;
+    let turns = fleet.is_fleet().then(|| {
+        FullSyncTurns::new(
+            settings.max_parallel_full_syncs,
+            settings.max_parallel_full_syncs_per_host,
+        )
+    });
+    let mut members = Vec::new();
+    for member in &fleet.members {
+        let pipeline = build_with(&member.config, turns.clone())
+            .await
+            .with_context(|| match &member.name {
+                Some(name) => format!("source {name}"),
+                None => "the pipeline".to_owned(),
+            })?;
+        members.push((member.name.clone(), pipeline));
+    }
+    Ok(Fleet::new(members, settings.on_source_error))
+}
+
+async fn build_with(
+    config: &Config,
+    turns: Option<Arc<FullSyncTurns>>,
+) -> anyhow::Result<Pipeline> {
     let mut sinks = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         sinks.push(
@@ -315,7 +434,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Pipeline> {
             ))
         })?;
     }
-    let source = build_source_checked(config, Some(targets))?;
+    let source = build_source_checked(config, Some(targets), turns)?;
     let filters = FilterChain::build(&config.filters)?;
     Ok(Pipeline::new(source, sinks).with_filters(filters))
 }

@@ -9,48 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The text Chromium renders for `url` once its scripts ran (tags stripped).
-fn rendered_text(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stderr(Stdio::null())
-        .output()
-        .expect("chromium must be installed (scripts/install-deps --test)");
-    assert!(out.status.success(), "chromium failed");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    // The body only, tags out, spaces folded.
-    let body = dom.split_once("<body>").map_or(dom.as_str(), |(_, b)| b);
-    let body = body.split("<script").next().unwrap_or(body);
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in body.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[test]
 fn the_page_shows_the_stage_the_sinks_and_a_pause_as_a_browser_renders_them() {
     let redis = RedisServer::start();

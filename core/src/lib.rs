@@ -9,6 +9,7 @@ pub mod config;
 pub mod display;
 pub mod event;
 pub mod filter;
+pub mod fleet;
 pub mod metrics;
 pub mod pika;
 pub mod pipeline;

@@ -23,6 +23,9 @@ pub enum Stage {
     #[default]
     Starting,
     Connecting,
+    /// Waiting for a full-sync turn (`max_parallel_full_syncs`): another master on the
+    /// same host, or too many in the fleet, is sending its dump.
+    FullSyncWaiting,
     FullSyncTransfer,
     FullSyncLoad,
     Streaming,
@@ -38,17 +41,19 @@ impl Stage {
         match self {
             Stage::Starting => 0,
             Stage::Connecting => 1,
-            Stage::FullSyncTransfer => 2,
-            Stage::FullSyncLoad => 3,
-            Stage::Streaming => 4,
-            Stage::Reading => 5,
-            Stage::Stopped => 6,
+            Stage::FullSyncWaiting => 2,
+            Stage::FullSyncTransfer => 3,
+            Stage::FullSyncLoad => 4,
+            Stage::Streaming => 5,
+            Stage::Reading => 6,
+            Stage::Stopped => 7,
         }
     }
 
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Starting,
         Stage::Connecting,
+        Stage::FullSyncWaiting,
         Stage::FullSyncTransfer,
         Stage::FullSyncLoad,
         Stage::Streaming,
@@ -60,6 +65,7 @@ impl Stage {
         match self {
             Stage::Starting => "starting",
             Stage::Connecting => "connecting",
+            Stage::FullSyncWaiting => "full_sync_waiting",
             Stage::FullSyncTransfer => "full_sync_transfer",
             Stage::FullSyncLoad => "full_sync_load",
             Stage::Streaming => "streaming",
@@ -137,6 +143,9 @@ pub struct StatusReport {
     /// Paused by an operator (`pika-migrate pause`): nothing is applied, the link to a
     /// live master stays up.
     pub paused: bool,
+    /// Why the run ended in failure (a fleet's other sources may go on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -305,6 +314,13 @@ impl Status {
         self.lock().report.paused = paused;
     }
 
+    /// The run ended in failure, for `why`.
+    pub fn set_failed(&self, why: &str) {
+        let mut s = self.lock();
+        s.report.failed = Some(why.to_owned());
+        s.report.last_error = Some(why.to_owned());
+    }
+
     pub fn error(&self, e: &str) {
         let mut s = self.lock();
         s.report.errors += 1;
@@ -392,24 +408,36 @@ impl Status {
     /// Prometheus text of `report` (taken from this status) and of the latency
     /// histogram, every name prefixed `pika_migrate_`.
     pub fn prometheus(&self, report: &StatusReport) -> String {
-        let registry = match Registry::new_custom(Some("pika_migrate".into()), None) {
-            Ok(r) => r,
-            Err(e) => return format!("# metrics unavailable: {e}\n"),
-        };
-        let fill = || -> prometheus::Result<()> {
-            if let Some(h) = &self.ack_latency {
-                registry.register(Box::new(h.clone()))?;
-            }
-            report.register(&registry)
-        };
-        if let Err(e) = fill() {
-            return format!("# metrics unavailable: {e}\n");
-        }
-        let mut out = Vec::new();
-        match prometheus::TextEncoder::new().encode(&registry.gather(), &mut out) {
-            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        match self.families(report, None) {
+            Ok(families) => encode(&families),
             Err(e) => format!("# metrics unavailable: {e}\n"),
         }
+    }
+
+    /// The metric families of `report` and of the latency histogram, each series
+    /// labelled `source="<name>"` when a name is given (one source of a fleet).
+    pub fn families(
+        &self,
+        report: &StatusReport,
+        source: Option<&str>,
+    ) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
+        let labels =
+            source.map(|name| std::collections::HashMap::from([("source".into(), name.into())]));
+        let registry = Registry::new_custom(Some("pika_migrate".into()), labels)?;
+        if let Some(h) = &self.ack_latency {
+            registry.register(Box::new(h.clone()))?;
+        }
+        report.register(&registry)?;
+        Ok(registry.gather())
+    }
+}
+
+/// Prometheus text of `families`.
+pub fn encode(families: &[prometheus::proto::MetricFamily]) -> String {
+    let mut out = Vec::new();
+    match prometheus::TextEncoder::new().encode(families, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => format!("# metrics unavailable: {e}\n"),
     }
 }
 

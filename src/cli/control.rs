@@ -25,7 +25,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn of_pipeline(path: &Path) -> anyhow::Result<Endpoint> {
-        let config = pipeline_file::load(path)?;
+        let config = pipeline_file::load_fleet(path)?;
         match config.status {
             Some(s) => Ok(Endpoint {
                 addr: s.listen.to_string(),
@@ -79,9 +79,38 @@ impl Endpoint {
     }
 }
 
-/// Every database streaming, everything the master sent acknowledged by every sink;
-/// else what is not there yet.
+/// The sources a status shows: each of a fleet's by name, or the one source.
+pub fn sources_of(status: &serde_json::Value) -> Vec<(Option<String>, &serde_json::Value)> {
+    match status["sources"].as_object() {
+        Some(sources) => sources.iter().map(|(n, s)| (Some(n.clone()), s)).collect(),
+        None => vec![(None, status)],
+    }
+}
+
+/// Every database of every source streaming, everything the masters sent
+/// acknowledged by every sink; else what is not there yet.
 pub fn synced(status: &serde_json::Value) -> Result<(), String> {
+    let mut missing = Vec::new();
+    for (name, source) in sources_of(status) {
+        if let Err(why) = source_synced(source) {
+            missing.push(match name {
+                Some(name) => format!("{name}: {why}"),
+                None => why,
+            });
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// [`synced`] for one source's status.
+fn source_synced(status: &serde_json::Value) -> Result<(), String> {
+    if let Some(why) = status["failed"].as_str() {
+        return Err(format!("failed: {why}"));
+    }
     let dbs: Vec<(String, &serde_json::Value)> = match status["dbs"].as_object() {
         Some(dbs) if !dbs.is_empty() => dbs.iter().map(|(db, d)| (format!("db{db}"), d)).collect(),
         _ => vec![("the source".to_owned(), status)],
@@ -115,30 +144,46 @@ pub fn synced(status: &serde_json::Value) -> Result<(), String> {
     }
 }
 
-/// `pika-migrate status --wait-synced`: waits until [`synced`], at most `timeout`.
-pub async fn wait_synced(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<ExitCode> {
+/// `pika-migrate status --wait-synced` over one endpoint or several (one process per
+/// master): waits until every one is [`synced`], at most `timeout`.
+pub async fn wait_synced(endpoints: &[Endpoint], timeout: Duration) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     loop {
-        let status = endpoint.status().await?;
-        match synced(&status) {
-            Ok(()) => {
-                println!(
-                    "synced: every database streams, everything the master sent is applied (at {})",
+        let mut missing = Vec::new();
+        let mut positions = Vec::new();
+        for endpoint in endpoints {
+            let status = endpoint.status().await?;
+            match synced(&status) {
+                Ok(()) => positions.push(
                     status["position"]
                         .as_str()
                         .unwrap_or("each database's position")
-                );
-                return Ok(ExitCode::SUCCESS);
+                        .to_owned(),
+                ),
+                Err(why) if endpoints.len() > 1 => {
+                    missing.push(format!("{}: {why}", endpoint.addr))
+                }
+                Err(why) => missing.push(why),
             }
-            Err(missing) if started.elapsed() >= timeout => {
-                println!("not synced after {} s: {missing}", timeout.as_secs());
-                return Ok(ExitCode::from(EXIT_NOT_YET));
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
         }
+        if missing.is_empty() {
+            println!(
+                "synced: every database streams, everything the master sent is applied (at {})",
+                positions.join(", ")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if started.elapsed() >= timeout {
+            println!(
+                "not synced after {} s: {}",
+                timeout.as_secs(),
+                missing.join("; ")
+            );
+            return Ok(ExitCode::from(EXIT_NOT_YET));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
-
 /// `pika-migrate pause|resume -c FILE`: asks, then waits until the status shows it.
 pub async fn pause_or_resume(path: &Path, pause: bool) -> anyhow::Result<ExitCode> {
     let endpoint = Endpoint::of_pipeline(path)?;

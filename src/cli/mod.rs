@@ -81,9 +81,12 @@ pub enum Command {
         /// A live master: seconds between rounds, for the stream to carry the writes.
         #[arg(long, default_value_t = 5)]
         settle: u64,
-        /// One JSON object instead of text.
+        /// One JSON object instead of text (one per line for each source of a fleet).
         #[arg(long)]
         json: bool,
+        /// In a fleet file: only the source of this name (default: each in turn).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// A pre-flight report: what the source's dump holds, the memory Redis will use
     /// for it, whether it fits the target, how long the full sync should take.
@@ -94,6 +97,9 @@ pub enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// In a fleet file: the source to plan.
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -106,9 +112,10 @@ pub enum Command {
         #[command(subcommand)]
         what: inspect::What,
     },
-    /// Show the status of a running pipeline (its `status.listen` endpoint).
+    /// Show the status of a running pipeline (its `status.listen` endpoint), or of
+    /// several (one process per master).
     Status {
-        /// The endpoint, `IP:PORT`.
+        /// The endpoint, `IP:PORT`, or several: `IP:PORT,IP:PORT,…`.
         #[arg(long)]
         addr: Option<String>,
         /// Or the pipeline file, whose `status.listen` is used.
@@ -139,8 +146,9 @@ pub enum Command {
     /// every database is applied up to its position, verify, stop the pipeline cleanly,
     /// write a report; exit 0 when ready to switch.
     Cutover {
-        #[arg(short, long)]
-        config: PathBuf,
+        /// The pipeline file; several (`-c a.yaml -c b.yaml`) for one process per master.
+        #[arg(short, long, required = true)]
+        config: Vec<PathBuf>,
         /// Seconds the master's binlog must stand still.
         #[arg(long, default_value_t = 10)]
         quiet_for: u64,
@@ -190,7 +198,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config).await,
         Command::Validate { config } => validate::validate(&config),
-        Command::Plan { config, json } => plan::plan(&config, json).await,
+        Command::Plan {
+            config,
+            json,
+            source,
+        } => plan::plan(&config, json, source.as_deref()).await,
         Command::Verify {
             config,
             sample,
@@ -198,6 +210,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rounds,
             settle,
             json,
+            source,
         } => {
             let live = verify_live::LiveOptions {
                 sample,
@@ -206,7 +219,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 settle: std::time::Duration::from_secs(settle),
                 json,
             };
-            verify::verify(&config, &live).await
+            verify::verify(&config, &live, source.as_deref()).await
         }
         Command::Inspect { what } => inspect::inspect(what).await,
         Command::Status {
@@ -216,15 +229,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             wait_synced,
             timeout,
         } => {
+            let endpoints: Vec<control::Endpoint> = match (&addr, &config) {
+                (None, Some(path)) => vec![control::Endpoint::of_pipeline(path)?],
+                _ => status::addresses(addr, config)?
+                    .into_iter()
+                    .map(|addr| control::Endpoint { addr, token: None })
+                    .collect(),
+            };
             if wait_synced {
-                let endpoint = match (addr, config) {
-                    (Some(addr), _) => control::Endpoint { addr, token: None },
-                    (None, Some(path)) => control::Endpoint::of_pipeline(&path)?,
-                    (None, None) => anyhow::bail!("give --addr IP:PORT or -c PIPELINE"),
-                };
-                control::wait_synced(&endpoint, std::time::Duration::from_secs(timeout)).await
+                control::wait_synced(&endpoints, std::time::Duration::from_secs(timeout)).await
             } else {
-                status::show(addr, config, json).await
+                let addrs: Vec<String> = endpoints.into_iter().map(|e| e.addr).collect();
+                status::show(&addrs, json).await
             }
         }
         Command::Pause { config } => control::pause_or_resume(&config, true).await,

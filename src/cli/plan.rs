@@ -97,8 +97,8 @@ async fn dump_of_master(master: &PikaSourceConfig) -> anyhow::Result<SnapshotSou
 /// Per slot of a cluster: keys and payload bytes.
 struct SlotCounts(Vec<(u64, u64)>);
 
-pub async fn plan(path: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
-    let config = pipeline_file::load(path)?;
+pub async fn plan(path: &Path, json_out: bool, source: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = pipeline_file::load_source(path, source)?;
     let snapshot = match &config.source {
         SourceConfig::Snapshot(snapshot) => snapshot.clone(),
         SourceConfig::Pika(master) => dump_of_master(master).await?,

@@ -3,23 +3,38 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pika_migrate_core::metrics::Metrics;
 use pika_migrate_core::status::Stage;
 use tokio::task::JoinHandle;
 
 pub struct Progress {
-    bar: Option<(ProgressBar, JoinHandle<()>)>,
+    bars: Vec<(ProgressBar, JoinHandle<()>)>,
 }
 
 impl Progress {
-    pub fn start(metrics: Metrics) -> Progress {
+    /// One bar per source (named in front of its bar in a fleet).
+    pub fn start(members: &[(Option<String>, Metrics)]) -> Progress {
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+            return Progress { bars: Vec::new() };
         }
-        let bar = ProgressBar::new(0);
+        let all = MultiProgress::new();
+        let bars = members
+            .iter()
+            .map(|(name, metrics)| {
+                let bar = all.add(ProgressBar::new(0));
+                if let Some(name) = name {
+                    bar.set_prefix(format!("{name} "));
+                }
+                Self::tick(bar, metrics.clone())
+            })
+            .collect();
+        Progress { bars }
+    }
+
+    fn tick(bar: ProgressBar, metrics: Metrics) -> (ProgressBar, JoinHandle<()>) {
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} keys {msg}",
+            "{prefix}{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} keys {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
@@ -69,13 +84,11 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Progress {
-            bar: Some((bar, task)),
-        }
+        (bar, task)
     }
 
     pub fn finish(self) {
-        if let Some((bar, task)) = self.bar {
+        for (bar, task) in self.bars {
             task.abort();
             bar.finish_and_clear();
         }

@@ -4,63 +4,89 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use pika_migrate_core::pipeline::RunReport;
+
 use super::progress::Progress;
 use crate::pipeline_file;
 
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = pipeline_file::load(path)?;
-    let pipeline = pipeline_file::build(&config).await?;
+    let config = pipeline_file::load_fleet(path)?;
+    let fleet = pipeline_file::build_fleet(&config).await?;
+    let watched = fleet.status();
     let status = match &config.status {
         Some(s) => {
             let control = super::status::Control {
-                stop: pipeline.stop.clone(),
-                pause: pipeline.pause.clone(),
+                stop: fleet.stop.clone(),
+                pause: fleet.pause.clone(),
                 token: s.token.clone(),
                 loopback: s.listen.ip().is_loopback(),
             };
-            Some(super::status::serve(s.listen, pipeline.metrics.clone(), control).await?)
+            Some(super::status::serve(s.listen, watched.clone(), control).await?)
         }
         None => None,
     };
-    let progress = Progress::start(pipeline.metrics.clone());
-    let stop = pipeline.stop.clone();
+    let progress = Progress::start(watched.members());
+    let stop = fleet.stop.clone();
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping: finishing what was read, then exiting");
         stop.stop();
     });
-    let result = pipeline.run().await;
+    let outcomes = fleet.run().await;
     signals.abort();
     if let Some(status) = status {
         status.abort();
     }
     progress.finish();
-    let report = result?;
+    let mut first_error = None;
+    for (name, outcome) in outcomes {
+        match (outcome, name) {
+            (Ok(report), name) => print_report(name.as_deref(), &report),
+            // One source: its error, as it is.
+            (Err(e), None) => return Err(e.into()),
+            (Err(e), Some(name)) => {
+                eprintln!("[{name}] failed: {e}");
+                if first_error.is_none() {
+                    first_error = Some(anyhow::Error::new(e).context(format!("source {name}")));
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// What a source's run did, on standard error (each line after `[name] ` in a fleet).
+fn print_report(name: Option<&str>, report: &RunReport) {
+    let tag = name.map(|n| format!("[{n}] ")).unwrap_or_default();
+    let say = |line: String| eprintln!("{tag}{line}");
     for (_, sink) in &report.sinks {
         for line in &sink.lines {
-            eprintln!("{line}");
+            say(line.clone());
         }
     }
     for (note, count) in &report.source.notes {
-        eprintln!("binlog: {count} {}", note.describe());
+        say(format!("binlog: {count} {}", note.describe()));
     }
     if let Some(scan) = &report.source.scan {
         if scan.expired > 0 {
-            eprintln!("snapshot: {} expired key(s) skipped", scan.expired);
+            say(format!("snapshot: {} expired key(s) skipped", scan.expired));
         }
         for line in scan.unsupported_lines() {
-            eprintln!("snapshot: {line}");
+            say(format!("snapshot: {line}"));
         }
     }
     if report.source.expired_events > 0 {
-        eprintln!(
+        say(format!(
             "capture: {} snapshot event(s) of expired keys skipped",
             report.source.expired_events
-        );
+        ));
     }
     let late = &report.source.late_expiries;
     if late.held > 0 {
-        eprintln!(
+        say(format!(
             "late replay: {} expiry(ies) already past held back; {} key(s) released (deleted unless the master had kept them), {} cancelled by a later command{}",
             late.held,
             late.released,
@@ -70,37 +96,36 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             } else {
                 String::new()
             }
-        );
+        ));
     }
     if report.source.skipped_records > 0 {
-        eprintln!(
+        say(format!(
             "capture: {} damaged record(s) skipped",
             report.source.skipped_records
-        );
+        ));
     }
     let ends = &report.source.end_positions;
     match ends.iter().next() {
-        Some((_, end)) if ends.len() == 1 => eprintln!("source position at the end: {end}"),
+        Some((_, end)) if ends.len() == 1 => say(format!("source position at the end: {end}")),
         Some(_) => {
             let each: Vec<String> = ends
                 .iter()
                 .map(|(db, at)| format!("{db}: \"{at}\""))
                 .collect();
-            eprintln!(
+            say(format!(
                 "source positions at the end, per database: {{{}}}",
                 each.join(", ")
-            );
+            ));
         }
         None => {}
     }
-    eprintln!(
+    say(format!(
         "{}{}",
         report.summary(),
         peak_rss()
             .map(|kib| format!(", peak RSS {} MiB", kib / 1024))
             .unwrap_or_default()
-    );
-    Ok(ExitCode::SUCCESS)
+    ));
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use pika_migrate_core::metrics::Metrics;
+use pika_migrate_core::fleet::FleetStatus;
 use pika_migrate_core::pipeline::PauseSwitch;
 use pika_migrate_core::source::StopSignal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,16 +94,16 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn sample(metrics: Metrics, history: History) {
+async fn sample(watched: FleetStatus, history: History) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tick.tick().await;
-        let r = metrics.report();
+        let (lag_ms, lag_items, keys_done) = watched.headline();
         let s = Sample {
             at: unix_ms(),
-            lag_ms: r.lag_ms,
-            lag_items: r.lag_items,
-            keys_done: r.keys_done,
+            lag_ms,
+            lag_items,
+            keys_done,
         };
         if let Ok(mut h) = history.lock() {
             if h.len() >= SAMPLES {
@@ -116,13 +116,13 @@ async fn sample(metrics: Metrics, history: History) {
 
 /// The page, with the status and history as they are now in it (a browser shows them
 /// without a second request).
-fn page(metrics: &Metrics, history: &History) -> String {
+fn page(watched: &FleetStatus, history: &History) -> String {
     let samples: Vec<Sample> = history
         .lock()
         .map(|h| h.iter().copied().collect())
         .unwrap_or_default();
     let initial = serde_json::json!({
-        "status": metrics.report(),
+        "status": watched.json(),
         "history": samples,
         "at": unix_ms(),
     });
@@ -133,7 +133,7 @@ fn page(metrics: &Metrics, history: &History) -> String {
 /// Binds now (so a busy port fails the start) and serves until aborted.
 pub async fn serve(
     listen: SocketAddr,
-    metrics: Metrics,
+    watched: FleetStatus,
     control: Control,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(listen)
@@ -144,14 +144,19 @@ pub async fn serve(
         tracing::warn!(%listen, "the status endpoint listens beyond loopback without `status.token`: pause, resume and stop are refused there");
     }
     let history = History::default();
-    let sampler = tokio::spawn(sample(metrics.clone(), history.clone()));
+    let sampler = tokio::spawn(sample(watched.clone(), history.clone()));
     Ok(tokio::spawn(async move {
-        accept_loop(listener, metrics, control, history).await;
+        accept_loop(listener, watched, control, history).await;
         sampler.abort();
     }))
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control, history: History) {
+async fn accept_loop(
+    listener: TcpListener,
+    watched: FleetStatus,
+    control: Control,
+    history: History,
+) {
     let mut tasks = JoinSet::new();
     // The connections being served, oldest first.
     let mut open: VecDeque<AbortHandle> = VecDeque::new();
@@ -171,9 +176,9 @@ async fn accept_loop(listener: TcpListener, metrics: Metrics, control: Control, 
                     if open.len() >= MAX_CONNECTIONS {
                         close_oldest(&mut open);
                     }
-                    let (metrics, control, history) = (metrics.clone(), control.clone(), history.clone());
+                    let (watched, control, history) = (watched.clone(), control.clone(), history.clone());
                     open.push_back(tasks.spawn(async move {
-                        if let Err(e) = answer(conn, &metrics, &control, &history).await {
+                        if let Err(e) = answer(conn, &watched, &control, &history).await {
                             tracing::debug!(error = %e, "status request failed");
                         }
                     }));
@@ -201,7 +206,7 @@ fn close_oldest(open: &mut VecDeque<AbortHandle>) {
 
 async fn answer(
     mut conn: TcpStream,
-    metrics: &Metrics,
+    watched: &FleetStatus,
     control: &Control,
     history: &History,
 ) -> std::io::Result<()> {
@@ -234,7 +239,7 @@ async fn answer(
                 }
             }
         }
-        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", page(metrics, history)),
+        ("GET", "/") => ("200 OK", "text/html; charset=utf-8", page(watched, history)),
         ("GET", "/history") => (
             "200 OK",
             "application/json",
@@ -246,12 +251,12 @@ async fn answer(
         ("GET", "/status") => (
             "200 OK",
             "application/json",
-            serde_json::to_string_pretty(&metrics.report()).unwrap_or_default(),
+            serde_json::to_string_pretty(&watched.json()).unwrap_or_default(),
         ),
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.prometheus(),
+            watched.prometheus(),
         ),
         _ => (
             "404 Not Found",
@@ -286,35 +291,57 @@ async fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// `pika-migrate status`: the address given, or the one in the pipeline file.
-pub async fn show(
-    addr: Option<String>,
-    config: Option<PathBuf>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let addr = match (addr, config) {
-        (Some(a), _) => a,
+/// The endpoints `status` and `cutover` read: the addresses given (`a,b,c`: one
+/// process per master), or the one in the pipeline file.
+pub fn addresses(addr: Option<String>, config: Option<PathBuf>) -> anyhow::Result<Vec<String>> {
+    match (addr, config) {
+        (Some(a), _) => Ok(a
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()),
         (None, Some(path)) => {
-            let config = pipeline_file::load(&path)?;
+            let config = pipeline_file::load_fleet(&path)?;
             match config.status {
-                Some(s) => s.listen.to_string(),
+                Some(s) => Ok(vec![s.listen.to_string()]),
                 None => bail!(
                     "{}: the pipeline has no `status: {{listen: …}}`",
                     path.display()
                 ),
             }
         }
-        (None, None) => bail!("give --addr IP:PORT or -c PIPELINE"),
-    };
-    let body = fetch(&addr, "/status").await.with_context(|| {
-        format!("no status at {addr} (is the pipeline running with `status.listen: {addr}`?)")
-    })?;
-    if json {
-        println!("{body}");
-        return Ok(ExitCode::SUCCESS);
+        (None, None) => bail!("give --addr IP:PORT[,IP:PORT…] or -c PIPELINE"),
     }
-    let r: serde_json::Value = serde_json::from_str(&body).context("status: not JSON")?;
-    print!("{}", human(&r));
+}
+
+/// `pika-migrate status`: each endpoint's status; several in one JSON object by address.
+pub async fn show(addrs: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let mut bodies = Vec::new();
+    for addr in addrs {
+        let body = fetch(addr, "/status").await.with_context(|| {
+            format!("no status at {addr} (is the pipeline running with `status.listen: {addr}`?)")
+        })?;
+        let parsed: serde_json::Value = serde_json::from_str(&body).context("status: not JSON")?;
+        bodies.push((addr.clone(), body, parsed));
+    }
+    match (json, bodies.as_slice()) {
+        (true, [(_, body, _)]) => println!("{body}"),
+        (true, _) => {
+            let all: serde_json::Map<String, serde_json::Value> = bodies
+                .into_iter()
+                .map(|(addr, _, parsed)| (addr, parsed))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        (false, [(_, _, parsed)]) => print!("{}", human(parsed)),
+        (false, _) => {
+            for (addr, _, parsed) in &bodies {
+                println!("== {addr}");
+                print!("{}", human(parsed));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -336,8 +363,44 @@ pub(super) async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
-/// The status as lines for a terminal.
+/// The status as lines for a terminal: a fleet's summary, then each source's.
 fn human(r: &serde_json::Value) -> String {
+    let Some(sources) = r["sources"].as_object() else {
+        return source_lines(r);
+    };
+    let f = &r["fleet"];
+    let failed: Vec<&str> = f["failed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .collect();
+    let mut out = format!(
+        "fleet:     {} source(s), {} streaming, {} failed{}; lag {} items; slowest {} ({} ms)\n",
+        f["sources"],
+        f["streaming"],
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failed.join(", "))
+        },
+        f["lag_items"],
+        f["slowest"].as_str().unwrap_or("-"),
+        f["slowest_lag_ms"]
+    );
+    if r["paused"] == true {
+        out.push_str("paused:    every source (nothing is applied)\n");
+    }
+    for (name, source) in sources {
+        out.push_str(&format!("\n[{name}]\n"));
+        out.push_str(&source_lines(source));
+    }
+    out
+}
+
+/// One source's status as lines.
+fn source_lines(r: &serde_json::Value) -> String {
     let s = |k: &str| match &r[k] {
         serde_json::Value::String(v) => v.clone(),
         serde_json::Value::Null => "-".into(),
@@ -378,6 +441,9 @@ fn human(r: &serde_json::Value) -> String {
                 out.push_str(&format!("           cannot write: {error}\n"));
             }
         }
+    }
+    if !r["failed"].is_null() {
+        out.push_str(&format!("FAILED:    {}\n", s("failed")));
     }
     out.push_str(&format!("errors:    {}", s("errors")));
     if !r["last_error"].is_null() {

@@ -17,8 +17,33 @@ use tokio::sync::mpsc;
 use super::verify_live::{verify_live, LiveOptions};
 use crate::pipeline_file;
 
-pub async fn verify(path: &Path, live: &LiveOptions) -> anyhow::Result<ExitCode> {
-    let config = pipeline_file::load(path)?;
+/// `verify` of the file's source, of the fleet's source named `only`, or of each of a
+/// fleet's sources in turn (exit 0 only when every one is equal).
+pub async fn verify(
+    path: &Path,
+    live: &LiveOptions,
+    only: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let fleet = pipeline_file::load_fleet(path)?;
+    if only.is_some() || !fleet.is_fleet() {
+        return verify_one(pipeline_file::load_source(path, only)?, live).await;
+    }
+    let mut all_equal = true;
+    for member in fleet.members {
+        if !live.json {
+            println!("[{}]", member.name.as_deref().unwrap_or_default());
+        }
+        let code = verify_one(member.config, live).await?;
+        all_equal &= code == ExitCode::SUCCESS;
+    }
+    Ok(if all_equal {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn verify_one(config: pipeline_file::Config, live: &LiveOptions) -> anyhow::Result<ExitCode> {
     let Some(redis) = config.sinks.iter().find_map(|s| match s {
         SinkConfig::Redis(r) => Some(r.clone()),
         _ => None,

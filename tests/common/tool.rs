@@ -441,3 +441,23 @@ impl Drop for Writer {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// Writes a lost or doubled command shows at once: counters, list pushes, hash
+/// increments, each master under its own prefix.
+pub fn counted(prefix: &str, i: usize) -> Vec<Vec<u8>> {
+    let args = match i % 3 {
+        0 => vec!["INCR".into(), format!("{prefix}:n:{}", i % 7)],
+        1 => vec![
+            "RPUSH".into(),
+            format!("{prefix}:l:{}", i % 5),
+            format!("{i}"),
+        ],
+        _ => vec![
+            "HINCRBY".into(),
+            format!("{prefix}:h:{}", i % 3),
+            format!("f{}", i % 4),
+            "1".into(),
+        ],
+    };
+    args.into_iter().map(String::into_bytes).collect()
+}

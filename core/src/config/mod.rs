@@ -5,6 +5,7 @@
 //! The sink part is generic: core knows no sink, the binary plugs in the sinks crate's
 //! config type.
 
+mod fleet;
 mod interpolate;
 mod locate;
 
@@ -18,6 +19,7 @@ use crate::pika::normalize::Dialect;
 use crate::pika::storage::ChunkLimits;
 use crate::replay::AsOf;
 
+pub use fleet::{FleetConfig, FleetSettings, Member, NamedSource, OnSourceError, PipelineFile};
 pub use interpolate::interpolate;
 pub use locate::Locations;
 
@@ -116,7 +118,9 @@ pub struct PikaSourceConfig {
     /// The address we announce as a replica, `IP:PORT`: the master must reach IP, and
     /// pushes the dump to PORT + 1000, where our rsync daemon listens.
     pub announce: String,
-    /// Where the dump is received and the checkpoint kept; one per migration.
+    /// Where the dump is received and the checkpoint kept; one per migration. In a
+    /// fleet (`sources:`) it defaults to the file's `work_dir/<name>`.
+    #[serde(default)]
     pub work_dir: PathBuf,
     /// What to do when the master can no longer serve our position after a full sync
     /// was loaded: `refuse` (default; a second full sync would write dirty data),
@@ -355,6 +359,25 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
         source,
     })?;
     parse(path, &text, |name| std::env::var(name).ok())
+}
+
+/// Reads a pipeline file, one source or a fleet, into its pipelines (one per source).
+pub fn load_fleet<S: DeserializeOwned + Clone>(path: &Path) -> Result<FleetConfig<S>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_fleet(path, &text, |name| std::env::var(name).ok())
+}
+
+/// Parses a pipeline file's text (named `path` in errors) into its pipelines.
+pub fn parse_fleet<S: DeserializeOwned + Clone>(
+    path: &Path,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<FleetConfig<S>, ConfigError> {
+    let file: PipelineFile<S> = parse(path, text, lookup)?;
+    file.into_fleet(path, text)
 }
 
 /// Parses YAML text (named `path` in errors), interpolating with `lookup`.

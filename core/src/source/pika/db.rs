@@ -11,6 +11,7 @@ use super::dump::ReceiveDir;
 use super::error::ReplicaError;
 use super::link::Link;
 use super::master_info::Generation;
+use super::turns::Turn;
 use super::{blocking, keepalive_or_lost, pull, rsyncd, stream, Ended, PikaSource};
 use super::{disk, DUMP_COUNT_EVERY, DUMP_POLL, FULL_DISK_TRANSFERS, SILENCE, STALLED_TRANSFERS};
 use crate::config::ResyncPolicy;
@@ -38,18 +39,33 @@ pub(super) struct Ctx<'a> {
     pub interrupted: AtomicBool,
     /// The rsync daemon a 3.2–3.4 master pushes dumps into, while any is expected.
     pub daemon: tokio::sync::Mutex<Option<rsyncd::RsyncDaemon>>,
-    /// Transfers still expecting the daemon.
+    /// Transfers not ended yet (the daemon, and the fleet's turn, wait for them).
     pub transfers: AtomicUsize,
+    /// The fleet's full-sync turn, given back when the last transfer ended.
+    pub turn: std::sync::Mutex<Option<Turn>>,
 }
 
 impl Ctx<'_> {
-    /// One database's transfer ended (done or not): the daemon stops after the last.
+    /// One database's transfer ended (done or not): the daemon stops, and the turn is
+    /// given back, after the last.
     async fn transfer_ended(&self) {
         if self.transfers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.release_turn();
             if let Some(daemon) = self.daemon.lock().await.take() {
                 daemon.stop().await;
             }
         }
+    }
+
+    /// Gives the fleet's full-sync turn back, if held.
+    pub fn release_turn(&self) {
+        if self.take_turn().is_some() {
+            tracing::info!("full sync transferred: the turn goes to the next master");
+        }
+    }
+
+    pub fn take_turn(&self) -> Option<Turn> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn interrupt(&self) {
@@ -146,7 +162,9 @@ impl DbReplica {
         if ctx.generation.pulls() {
             // No daemon: we pull, and the pull readies the directory itself (keeping
             // the files of this dump an earlier run completed).
-            return self.wait_for_dump(ctx, link, &dir).await;
+            let result = self.wait_for_dump(ctx, link, &dir).await;
+            ctx.transfer_ended().await;
+            return result;
         }
         // The master pushes into the run's rsync daemon (started for every database
         // that needs a full sync), which is stopped once the last dump is here.

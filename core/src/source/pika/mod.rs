@@ -26,10 +26,12 @@ pub mod master_info;
 pub mod pull;
 pub mod rsyncd;
 mod stream;
+pub mod turns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,6 +51,7 @@ use dump::ReceiveDir;
 pub use error::ReplicaError;
 use link::Link;
 use master_info::Generation;
+use turns::{FullSyncTurns, Turn};
 
 /// Pause before retrying after a transient failure, doubling up to the maximum.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -99,6 +102,8 @@ pub struct PikaSource {
     /// Stop once each database's dump is on disk (`plan` of a live master): the
     /// checkpoint then says `load`, and a later run loads that dump.
     dump_only: bool,
+    /// The fleet's full-sync turns, when the source is one of several.
+    turns: Option<Arc<FullSyncTurns>>,
 }
 
 /// An IP address, or a CIDR block (`10.0.0.0/8`), as rsync's `hosts allow` takes them.
@@ -177,6 +182,7 @@ impl PikaSource {
             dbs: config.dbs.clone(),
             check_databases: None,
             dump_only: false,
+            turns: None,
         })
     }
 
@@ -187,6 +193,13 @@ impl PikaSource {
         self
     }
 
+    /// Takes a turn of `turns` before asking the master for a dump (a fleet's masters
+    /// spare their disks), and gives it back once every dump is on our disk.
+    pub fn with_turns(mut self, turns: Arc<FullSyncTurns>) -> PikaSource {
+        self.turns = Some(turns);
+        self
+    }
+
     /// Refuses, once MetaSync names them, to follow databases `check` refuses, saying
     /// why: before anything of them is written.
     pub fn check_databases(mut self, check: DatabaseCheck) -> PikaSource {
@@ -194,6 +207,7 @@ impl PikaSource {
         self
     }
 
+    /// The host part of `master` (masters reached at one host share its disk).
     fn master_host(&self) -> &str {
         self.master.rsplit_once(':').map_or("", |(h, _)| h)
     }
@@ -292,6 +306,9 @@ struct Replica<'a> {
     generation: Generation,
     /// Who the master is, from its INFO.
     identity: Identity,
+    /// The fleet's full-sync turn, held from before a dump is asked for until every
+    /// database's dump is on our disk (across reconnections).
+    turn: Option<Turn>,
 }
 
 /// Runs file work (checkpoint writes with their fsyncs, walks of the dump directory) on
@@ -362,6 +379,7 @@ impl Source for PikaSource {
             info_read: true,
             generation,
             identity,
+            turn: None,
         };
         replica.run().await?;
         let mut report = SourceReport::default();
@@ -446,6 +464,9 @@ impl Replica<'_> {
         if !self.info_read {
             self.read_info_again().await?;
         }
+        if !self.wait_for_turn().await {
+            return Ok(Ended::Stopped);
+        }
         let addr = s.repl_addr();
         let first = s.dbs.as_ref().and_then(|d| d.first().copied()).unwrap_or(0);
         let mut link = Link::connect(&addr, s.announce.clone(), first)
@@ -468,8 +489,14 @@ impl Replica<'_> {
             interrupted: AtomicBool::new(false),
             daemon: tokio::sync::Mutex::new(None),
             transfers: AtomicUsize::new(0),
+            turn: std::sync::Mutex::new(self.turn.take()),
         };
-        self.start_daemon(&ctx).await?;
+        let transfers = self.transfers_needed().await;
+        ctx.transfers.store(transfers, Ordering::SeqCst);
+        if transfers == 0 {
+            ctx.release_turn();
+        }
+        self.start_daemon(&ctx, transfers).await?;
         let mut links: Vec<Link> = dbs
             .iter()
             .filter(|db| **db != first)
@@ -497,6 +524,8 @@ impl Replica<'_> {
         if let Some(daemon) = ctx.daemon.lock().await.take() {
             daemon.stop().await;
         }
+        // A turn still held (a transfer was cut short) is kept for the next attempt.
+        self.turn = ctx.take_turn();
         // The first fatal error if any, else the first error: every replica ended.
         let mut first_error = None;
         for e in outcomes.into_iter().filter_map(Result::err) {
@@ -526,23 +555,74 @@ impl Replica<'_> {
         }
     }
 
-    /// For a master that pushes its dumps (3.2–3.4): our rsync daemon, when a database
-    /// needs a full sync. Its module is `dbsync/`; each database's dump lands in
-    /// `dbsync/db<N>/`.
-    async fn start_daemon(&self, ctx: &Ctx<'_>) -> Result<(), ReplicaError> {
-        if ctx.generation.pulls() {
-            return Ok(());
-        }
+    /// The databases followed whose checkpoint says they need a dump.
+    async fn transfers_needed(&self) -> usize {
         let mut transfers = 0;
         for db in &self.dbs {
             if matches!(
-                ctx.checkpoints.stage(db.db).await,
+                self.checkpoints.stage(db.db).await,
                 None | Some(Stage::Transfer)
             ) {
                 transfers += 1;
             }
         }
-        if transfers == 0 {
+        transfers
+    }
+
+    /// Whether a full sync may be ahead: no database known yet with a position past its
+    /// dump, or one that still needs its dump.
+    async fn may_need_full_sync(&self) -> bool {
+        let saved = self.checkpoints.snapshot().await.dbs;
+        let followed: Vec<u32> = match (&self.source.dbs, self.dbs.is_empty()) {
+            (Some(dbs), _) => dbs.clone(),
+            (None, false) => self.dbs.iter().map(|d| d.db).collect(),
+            (None, true) => saved.keys().copied().collect(),
+        };
+        followed.is_empty()
+            || followed
+                .iter()
+                .any(|db| matches!(saved.get(db), None | Some(Stage::Transfer)))
+    }
+
+    /// In a fleet, waits for a full-sync turn when a dump may be needed, saying so in
+    /// the status; `false` when asked to stop meanwhile.
+    async fn wait_for_turn(&mut self) -> bool {
+        let Some(turns) = self.source.turns.clone() else {
+            return true;
+        };
+        if self.turn.is_some() || !self.may_need_full_sync().await {
+            return true;
+        }
+        let host = self.source.master_host().to_owned();
+        if !turns.free_now(&host) {
+            tracing::info!(master = %self.source.master, "waiting for a full-sync turn: other masters of this host or of the fleet are sending their dumps");
+            self.metrics.status().set_stage(Phase::FullSyncWaiting);
+            for db in &self.dbs {
+                db.status.set_stage(Phase::FullSyncWaiting);
+            }
+        }
+        let take = turns.take(&host);
+        tokio::pin!(take);
+        loop {
+            tokio::select! {
+                turn = &mut take => {
+                    self.turn = Some(turn);
+                    return true;
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if self.out.should_stop() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// For a master that pushes its dumps (3.2–3.4): our rsync daemon, when a database
+    /// needs a full sync. Its module is `dbsync/`; each database's dump lands in
+    /// `dbsync/db<N>/`.
+    async fn start_daemon(&self, ctx: &Ctx<'_>, transfers: usize) -> Result<(), ReplicaError> {
+        if ctx.generation.pulls() || transfers == 0 {
             return Ok(());
         }
         let s = self.source;
@@ -564,7 +644,6 @@ impl Replica<'_> {
         })
         .await?;
         *ctx.daemon.lock().await = Some(daemon);
-        ctx.transfers.store(transfers, Ordering::SeqCst);
         Ok(())
     }
 
