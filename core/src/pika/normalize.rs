@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(flush.argv, Some(argv("FLUSHDB")));
         assert_eq!(Dialect::of_version("3.5.5"), Some(Dialect::Pika35));
         assert_eq!(Dialect::of_version("3.3"), Some(Dialect::Pika3));
-        assert_eq!(Dialect::of_version("4.0.1"), Some(Dialect::Pika35));
+        assert_eq!(Dialect::of_version("4.0.1"), Some(Dialect::Pika40));
         assert_eq!(Dialect::of_version("3.1"), None);
         assert_eq!(Dialect::of_version("4.1"), None);
         let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
