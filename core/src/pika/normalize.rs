@@ -17,6 +17,13 @@
 //!   be seconds Pika accepts is read as milliseconds. Its `pexpireat k <ms>` (PEXPIRE,
 //!   PEXPIREAT) is Redis's own and kept. 4.0 flags `SDIFF`/`SINTER`/`SUNION` as writes,
 //!   so these reads reach the binlog: skipped.
+//! - 4.0's `PEXPIREAT k <ms>` and `PKSETEXAT k <s> v`, as a client sent them (logged
+//!   verbatim, in the client's spelling), deleted the key on the master (its storage
+//!   takes the time in the other unit: any time lies in the past), while the same names
+//!   in lowercase are what Pika's own rewrites of PEXPIRE, SETEX and INCR log, which
+//!   keep the key. The verbatim ones become `DEL k`, as the master applied them, and are
+//!   counted ([`Note::DeletedOnMaster`]). A client that spells `pexpireat` in lowercase
+//!   cannot be told from PEXPIRE: its key is kept with the time.
 //! - `SPOP` without a count is kept, with a warning: the member it popped on the master
 //!   is not recorded, so the target may pop another one (a Pika replica does the same).
 
@@ -49,6 +56,9 @@ pub enum Note {
     /// `pksetexat k 0 ""`: Pika 3.5 logs an APPEND to a missing key with an empty value
     /// instead of the appended one; applied as logged, the target may hold `""`.
     EmptyAppend,
+    /// A 4.0 `PEXPIREAT`/`PKSETEXAT` the master's storage turned into a deletion:
+    /// applied as a `DEL`, as the master did, not as the expiry it names.
+    DeletedOnMaster,
 }
 
 impl Note {
@@ -65,6 +75,9 @@ impl Note {
             Note::EmptyAppend => {
                 "APPENDs to a missing key that Pika 3.5 logged with an empty value; the target may hold \"\""
             }
+            Note::DeletedOnMaster => {
+                "PEXPIREAT/PKSETEXAT that deleted the key on the Pika 4.0 master (its storage read the time in the wrong unit): applied as DEL, as the master did"
+            }
         }
     }
 
@@ -76,6 +89,7 @@ impl Note {
             Note::NonDeterministic => "non_deterministic",
             Note::Unrecognized => "unrecognized",
             Note::EmptyAppend => "empty_append",
+            Note::DeletedOnMaster => "deleted_on_master",
         }
     }
 }
@@ -93,6 +107,11 @@ pub struct NormalizeError {
 const SET_VX_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[2] then \
 if ARGV[3] then return redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3]) end \
 return redis.call('SET', KEYS[1], ARGV[1]) end return 0";
+
+/// Whether `script` is the compare-and-delete script `DELVX` becomes.
+pub fn is_del_vx_script(script: &[u8]) -> bool {
+    script == DEL_VX_SCRIPT.as_bytes()
+}
 
 /// Whether `script` is the compare-and-set script `SET … VX` becomes (its last argument
 /// is an absolute expiry in milliseconds).
@@ -168,8 +187,11 @@ pub enum Dialect {
     #[default]
     Pika3,
     /// Pika 3.5 and 4.0: `FLUSHDB <type>` empties every type (seen on a real 3.5.5),
-    /// not only the one named as 3.3 does (4.0.1 refuses it, so never logs it).
+    /// not only the one named as 3.3 does.
     Pika35,
+    /// Pika 4.0: as 3.5 (it refuses `FLUSHDB <type>`, so never logs it), and a client's
+    /// `PEXPIREAT`/`PKSETEXAT` deleted the key on the master.
+    Pika40,
 }
 
 impl Dialect {
@@ -179,7 +201,8 @@ impl Dialect {
         let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
         match (parts.next().flatten(), parts.next().flatten()) {
             (Some(3), Some(2..=4)) => Some(Dialect::Pika3),
-            (Some(3), Some(5)) | (Some(4), Some(0)) => Some(Dialect::Pika35),
+            (Some(3), Some(5)) => Some(Dialect::Pika35),
+            (Some(4), Some(0)) => Some(Dialect::Pika40),
             _ => None,
         }
     }
@@ -272,6 +295,11 @@ fn plan(
             argv: None,
             note: Some(Note::Skipped),
         }),
+        ("pexpireat", 3) | ("pksetexat", 4)
+            if dialect == Dialect::Pika40 && argv[0].as_ref() != name.as_bytes() =>
+        {
+            rewritten(vec![b("DEL"), argv[1].clone()], Note::DeletedOnMaster)
+        }
         ("pksetexat", 4) => match int(&argv[2]) {
             Some(ms_at) if PKSETEXAT_MILLIS.contains(&ms_at) => rewritten(
                 vec![
@@ -346,7 +374,7 @@ fn plan(
             ],
             Note::PikaOnlyRewritten,
         ),
-        ("flushdb", 2) if dialect == Dialect::Pika35 => match redis_type_name(&argv[1]) {
+        ("flushdb", 2) if dialect != Dialect::Pika3 => match redis_type_name(&argv[1]) {
             Some(_) => rewritten(vec![b("FLUSHDB")], Note::PikaOnlyRewritten),
             None => unrecognized(),
         },
@@ -527,7 +555,7 @@ mod tests {
         assert_eq!(flush.argv, Some(argv("FLUSHDB")));
         assert_eq!(Dialect::of_version("3.5.5"), Some(Dialect::Pika35));
         assert_eq!(Dialect::of_version("3.3"), Some(Dialect::Pika3));
-        assert_eq!(Dialect::of_version("4.0.1"), Some(Dialect::Pika35));
+        assert_eq!(Dialect::of_version("4.0.1"), Some(Dialect::Pika40));
         assert_eq!(Dialect::of_version("3.1"), None);
         assert_eq!(Dialect::of_version("4.1"), None);
         let pattern = normalize(&argv("pkpatternmatchdel user:* string"), T)
@@ -556,6 +584,39 @@ mod tests {
         // Not numbers at all: passed on as is, for Redis to refuse.
         let n = normalize(&argv("EXPIRE k soon"), T).unwrap();
         assert_eq!(n.note, Some(Note::Unrecognized));
+    }
+
+    #[test]
+    fn a_4_0_clients_pexpireat_deletes_as_on_the_master_and_pikas_own_forms_keep_the_key() {
+        let on_40 = |words: &str| normalize_as(&argv(words), T, Dialect::Pika40).unwrap();
+        for client in [
+            "PEXPIREAT k 1800000000123",
+            "PExpireAt k 1",
+            "PKSETEXAT k 1800000000 v",
+        ] {
+            let n = on_40(client);
+            assert_eq!(
+                (text(&n).as_str(), n.note),
+                ("DEL k", Some(Note::DeletedOnMaster)),
+                "{client}"
+            );
+        }
+        // PEXPIRE's and SETEX's own forms: the master kept the key.
+        assert_eq!(
+            text(&on_40("pexpireat k 1800000000123")),
+            "pexpireat k 1800000000123"
+        );
+        assert_eq!(
+            text(&on_40("pksetexat k 1800000000 v")),
+            "SET k v PXAT 1800000000000"
+        );
+        // 3.5 applied PEXPIREAT as Redis does.
+        let n = normalize_as(&argv("PEXPIREAT k 1800000000123"), T, Dialect::Pika35).unwrap();
+        assert_eq!(
+            (text(&n).as_str(), n.note),
+            ("PEXPIREAT k 1800000000123", None)
+        );
+        assert_eq!(Dialect::of_version("4.0.0"), Some(Dialect::Pika40));
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub fn entry_to_event(
 ) -> Result<Option<Event>, NormalizeError> {
     let BinlogEntry { end, item, .. } = entry;
     let plan = Plan::new(&item.argv, item.exec_time, dialect)?;
+    if plan.note() == Some(Note::DeletedOnMaster) {
+        let n = report
+            .notes
+            .get(&Note::DeletedOnMaster)
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        if n <= 20 {
+            tracing::warn!(
+                position = %end,
+                key = %crate::display::display_key(item.argv.get(1).map_or(&[][..], |k| k.as_ref())),
+                command = %String::from_utf8_lossy(item.argv.first().map_or(&[][..], |c| c.as_ref())),
+                deleted_so_far = n,
+                "the Pika 4.0 master deleted this key on a PEXPIREAT/PKSETEXAT in the future (its storage read the time in the wrong unit): deleted on the target too, as the master did; the run's summary counts them all"
+            );
+        }
+    }
     if let Some(note) = plan.note() {
         let count = report.notes.entry(note).or_insert(0);
         *count += 1;

@@ -65,17 +65,8 @@ pub fn event_commands(
     target_empty: bool,
     out: &mut Vec<Vec<Bytes>>,
 ) {
-    let (chunk, part, expire_at_ms, also) = match event.op {
-        Op::Command { argv } => {
-            out.push(argv);
-            return;
-        }
-        Op::Snapshot {
-            chunk,
-            part,
-            expire_at_ms,
-            also_types,
-        } => (chunk, part, expire_at_ms, also_types),
+    let Some((chunk, part, expire_at_ms, also)) = snapshot_of(event.op, out) else {
+        return;
     };
     let t = chunk.data_type();
     let mut key = event.key;
@@ -116,6 +107,51 @@ pub fn event_commands(
     if starts && t != DataType::String && !nothing_to_clear {
         out.push(vec![b("DEL"), key.clone()]);
     }
+    chunk_with_expiry(key, chunk, part, expire_at_ms, out);
+}
+
+/// The commands for `event` on a target that keeps each type of a name apart, as Pika
+/// 3.x does: every type is written under the key itself (no policy applies), and a DEL
+/// (which empties every type of the name there) goes only before the name's first type,
+/// so it never removes a type written earlier in the same scan.
+pub fn event_commands_keeping_types(event: Event, target_empty: bool, out: &mut Vec<Vec<Bytes>>) {
+    let Some((chunk, part, expire_at_ms, also)) = snapshot_of(event.op, out) else {
+        return;
+    };
+    let first_type = also.first_before(chunk.data_type()).is_none();
+    if part.starts_key() && first_type && !target_empty {
+        out.push(vec![b("DEL"), event.key.clone()]);
+    }
+    chunk_with_expiry(event.key, chunk, part, expire_at_ms, out);
+}
+
+/// A snapshot event's parts; a binlog command goes to `out` as it is (`None`).
+fn snapshot_of(
+    op: Op,
+    out: &mut Vec<Vec<Bytes>>,
+) -> Option<(Chunk, Part, Option<i64>, pika_migrate_core::event::TypeSet)> {
+    match op {
+        Op::Command { argv } => {
+            out.push(argv);
+            None
+        }
+        Op::Snapshot {
+            chunk,
+            part,
+            expire_at_ms,
+            also_types,
+        } => Some((chunk, part, expire_at_ms, also_types)),
+    }
+}
+
+/// A chunk's command, then the key's expiry after its last chunk.
+fn chunk_with_expiry(
+    key: Bytes,
+    chunk: Chunk,
+    part: Part,
+    expire_at_ms: Option<i64>,
+    out: &mut Vec<Vec<Bytes>>,
+) {
     match expire_at_ms.filter(|_| part.ends_key()) {
         Some(ms) => {
             chunk_command(key.clone(), chunk, part, out);

@@ -184,6 +184,9 @@ pub struct LaneSettings {
     pub retry_for: Duration,
     pub on_error: OnError,
     pub type_conflict: TypeConflict,
+    /// The target is a Pika: no Lua, so no type guards (a WRONGTYPE from Pika 4.0 is
+    /// handled after the transaction, as `first-wins` always is).
+    pub pika_target: bool,
     /// Distinguishes this run's transactions from an earlier run's.
     pub run_id: String,
     /// In a cluster: a hash tag per slot (transactions are cut by slot, each with the
@@ -481,6 +484,7 @@ impl Lane {
     pub(super) fn guard_of(&self, command: &LaneCommand) -> Option<Guard> {
         let writes = command.writes?;
         command.key_index?;
+        (!self.settings.pika_target).then_some(())?;
         matches!(command.position, Position::Binlog { .. }).then_some(())?;
         guard(self.settings.type_conflict, command.key(), writes)
     }

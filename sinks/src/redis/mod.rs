@@ -25,6 +25,7 @@ mod flush;
 mod guard;
 pub mod lane;
 pub mod memory;
+pub mod pika_target;
 pub mod probe;
 mod redirect;
 mod send;
@@ -47,7 +48,7 @@ use pika_migrate_core::sink::{Sink, SinkError, SinkReport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::encode::commands::{event_commands, ConflictStats};
+use crate::encode::commands::{event_commands, event_commands_keeping_types, ConflictStats};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
 use checkpoint::{read_checkpoints, CheckpointError, Markers};
 use cluster::SlotMap;
@@ -55,6 +56,7 @@ use config::{HyperLogLogPolicy, RedisSinkConfig};
 use conn::reply_error;
 use endpoint::{Endpoint, EndpointError};
 use lane::{ClusterSettings, Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats};
+use pika_target::{PikaTarget, Translated};
 use redis::Value;
 use sentinel::Sentinels;
 use target::{Target, UrlError};
@@ -143,6 +145,11 @@ pub struct RedisSink {
     /// command there, begins a new scan (a second full sync, a reload), and the database
     /// is looked at again.
     scans: std::collections::HashMap<u32, Scan>,
+    /// The target is a Pika (its `INFO` says `pika_version`): commands go in the forms
+    /// it applies (`pika_target`).
+    pika: Option<PikaTarget>,
+    /// What translating for a Pika target left out or could not keep.
+    translated: Translated,
 }
 
 /// A full sync's dump being loaded into one target database: the dump's position, the
@@ -261,12 +268,29 @@ impl RedisSink {
                 .unwrap_or(0)
         );
         let markers = Markers::new(config.migration.as_deref().unwrap_or("default"));
+        let pika = match slots {
+            Some(_) => None,
+            None => {
+                let mut connected = endpoint.connect().await?;
+                match probe::info(&mut connected.conn).await {
+                    Ok(info) => PikaTarget::detect(&info),
+                    Err(e) => {
+                        tracing::warn!(target = %target, error = %e, "INFO failed: the target is taken for a Redis");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(p) = &pika {
+            tracing::info!(target = %target, pika_version = %p.version, several_types_per_name = p.keeps_types, "the target is a Pika, not a Redis: commands are sent in the forms it applies (EXPIREAT for PEXPIREAT, HMSET, no Lua, no XSETID, FLUSHDB outside transactions), into the url's database only; see docs/pika-as-target.md");
+        }
         let settings = Arc::new(LaneSettings {
             batch: config.batch.max(1),
             linger: Duration::from_millis(config.linger_ms),
             retry_for: Duration::from_secs(config.retry_seconds),
             on_error: config.on_error,
             type_conflict: config.type_conflict,
+            pika_target: pika.is_some(),
             run_id: run_id.clone(),
             markers: markers.clone(),
             cluster: slots.as_ref().map(|_| ClusterSettings {
@@ -297,7 +321,14 @@ impl RedisSink {
                         target: target.to_string(),
                         error,
                     })?;
-                databases = Some(count);
+                // Pika applies a SELECT inside MULTI to nothing: a transaction runs in
+                // the database selected before it, so the checkpoint key could not share
+                // one with another database's commands. One database: the url's.
+                databases = Some(if pika.is_some() {
+                    target.db() + 1
+                } else {
+                    count
+                });
                 checkpoints =
                     read_checkpoints(&mut connected.conn, &markers, senders, &run_id).await?;
                 server = connected.server.clone();
@@ -354,6 +385,8 @@ impl RedisSink {
             unacked: VecDeque::new(),
             writes_acked: 0,
             scans: std::collections::HashMap::new(),
+            pika,
+            translated: Translated::default(),
         })
     }
 
@@ -453,6 +486,15 @@ impl RedisSink {
     /// fewer databases since the start checked them).
     fn check_database(&self, db: u32, event: &Event) -> Result<(), SinkError> {
         match self.databases {
+            Some(_) if db != self.target.db() && self.pika.is_some() => Err(self.error(
+                Some(event.position),
+                format!(
+                    "a Pika target takes one database, the url's ({}): Pika runs a transaction in the database selected before MULTI, so Pika's db{} (going to database {db}) cannot be written with its checkpoint; map it with a `db` filter (`map: {{{}: 0}}`), or run one migration per database with the url naming it",
+                    self.target.db(),
+                    event.source_db,
+                    event.db
+                ),
+            )),
             Some(n) if db >= n => Err(self.error(
                 Some(event.position),
                 format!(
@@ -610,7 +652,8 @@ impl RedisSink {
                 return Ok(scan.target_empty);
             }
         }
-        let target_empty = if self.slots.is_some() {
+        // Pika 3.5/4.0 update DBSIZE about once a minute: a Pika never counts as empty.
+        let target_empty = if self.slots.is_some() || self.pika.is_some() {
             false
         } else {
             self.dispatch().await?;
@@ -701,16 +744,36 @@ impl Sink for RedisSink {
             };
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
-            event_commands(
-                event,
-                self.config.type_conflict,
-                &mut self.conflicts,
-                target_empty,
-                &mut scratch,
-            );
+            match &self.pika {
+                // Pika 3.x keeps every type of a name: no policy applies.
+                Some(p) if p.keeps_types => {
+                    event_commands_keeping_types(event, target_empty, &mut scratch)
+                }
+                _ => event_commands(
+                    event,
+                    self.config.type_conflict,
+                    &mut self.conflicts,
+                    target_empty,
+                    &mut scratch,
+                ),
+            }
+            if self.pika.is_some() {
+                let now_ms = pika_migrate_core::replay::clock::wall_now_ms();
+                let mut translated = Vec::with_capacity(scratch.len());
+                for argv in scratch.drain(..) {
+                    pika_target::translate(argv, now_ms, &mut self.translated, &mut translated);
+                }
+                scratch = translated;
+            }
             for mut argv in scratch.drain(..) {
                 let mut db = db;
-                if snapshot_type.is_none() {
+                // FLUSHDB inside MULTI/EXEC aborts a Pika 3.5 or 4.0 server: sent alone,
+                // outside a transaction (it wipes the checkpoint keys, which each lane
+                // writes again with its next transaction).
+                let pika_flush = self.pika.is_some()
+                    && (argv[0].eq_ignore_ascii_case(b"FLUSHDB")
+                        || argv[0].eq_ignore_ascii_case(b"FLUSHALL"));
+                if snapshot_type.is_none() && !pika_flush {
                     // A flush keeps the checkpoint keys (`flush`); FLUSHALL runs where
                     // they are.
                     let home = self.slots.is_some() || db == self.target.db();
@@ -750,8 +813,9 @@ impl Sink for RedisSink {
                 }
                 // Sent twice, RPUSH and APPEND would add twice and an XADD of an id
                 // already there is refused: they go in a transaction with the checkpoint.
-                let idempotent = snapshot_type.is_some()
-                    && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND" | b"XADD");
+                let idempotent = pika_flush
+                    || snapshot_type.is_some()
+                        && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND" | b"XADD");
                 let command = LaneCommand {
                     idempotent,
                     db,
@@ -781,6 +845,9 @@ impl Sink for RedisSink {
     }
 
     fn databases(&self) -> Option<std::ops::Range<u32>> {
+        if self.pika.is_some() {
+            return Some(0..1);
+        }
         let n = self.databases?;
         Some(0..n.saturating_sub(self.target.db()))
     }
@@ -878,8 +945,18 @@ impl Sink for RedisSink {
                 "{name}: {errors} commands refused by Redis and skipped (on_error: skip)"
             ));
         }
+        let t = &self.translated;
+        if t.xsetid_dropped > 0 {
+            lines.push(format!("{name}: {} XSETID left out: Pika has no XSETID (a stream's next XADD * takes the time)", t.xsetid_dropped));
+        }
+        if t.keepttl_dropped > 0 {
+            lines.push(format!("{name}: {} SET … KEEPTTL written without it: Pika has no KEEPTTL, those keys lost their expiry on the target (INCR/APPEND a Pika 3.5/4.0 master logged)", t.keepttl_dropped));
+        }
         if self.hyperloglogs > 0 {
             let verb = match self.config.hyperloglog {
+                HyperLogLogPolicy::Raw if self.pika.is_some() => {
+                    "copied as raw strings, Pika's own register format, which the target's PF* commands read"
+                }
                 HyperLogLogPolicy::Raw => {
                     "copied as raw strings; Redis PF* commands will not read them, rebuild them"
                 }

@@ -43,7 +43,7 @@ fn info_field(info: &str, name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
-async fn info(conn: &mut Connection) -> Result<String, String> {
+pub(super) async fn info(conn: &mut Connection) -> Result<String, String> {
     match conn.call(&[b"INFO".as_slice()]).await {
         Ok(Value::BulkString(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Ok(Value::VerbatimString { text, .. }) => Ok(text),

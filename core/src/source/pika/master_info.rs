@@ -36,7 +36,8 @@ impl Generation {
     pub fn dialect(self) -> crate::pika::normalize::Dialect {
         match self {
             Generation::Push => crate::pika::normalize::Dialect::Pika3,
-            Generation::Pull | Generation::PullFloyd => crate::pika::normalize::Dialect::Pika35,
+            Generation::Pull => crate::pika::normalize::Dialect::Pika35,
+            Generation::PullFloyd => crate::pika::normalize::Dialect::Pika40,
         }
     }
 
