@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::real_pika::*;
 use common::tool::*;
 use common::*;
+use pika_migrate_sinks::redis::pika_target::cut_by_pika_4;
 
 fn servers(test: &str, master: &'static str, target: &'static str) -> Option<(RealPika, RealPika)> {
     let master = pika_or_skip(master, test)?;
@@ -171,7 +172,6 @@ fn live_3_5_5_into_4_0_1_streams_and_counters_exactly() {
 }
 
 #[test]
-#[ignore = "the run reports success, but `RealPika::state` reads back 518 of the 1054 keys KEYS lists on the 4.0.1 target: the reader, not the data, is still to be explained"]
 fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
     let test = "the_3_3_6_fixture_offline_into_4_0_1";
     let Some(bin) = pika_or_skip("4.0.1", test) else {
@@ -179,17 +179,28 @@ fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
     };
     let target = RealPika::start(&bin, PikaOptions::default());
     let tmp = tempfile::tempdir().unwrap();
+    let mut summaries = String::new();
     for source in [dump_source(), binlog_source(Some("1:507340"))] {
         let yaml = format!(
             "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n    senders: 4\n    batch: 64\n",
             url_of(&target)
         );
         let pipeline = write_pipeline(tmp.path(), &yaml);
-        let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+        let (code, stdout, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
         assert_eq!(code, 0, "{stderr}");
+        summaries += &(stdout + &stderr);
     }
+    // 4.0 stores a name with a NUL followed by more bytes cut after the NUL, where no
+    // read finds it: such names are left out, and the summary names them.
+    assert!(
+        summaries.contains("left out: a name with a NUL byte followed by more bytes")
+            && summaries.contains("s1:hash:\\x00bin"),
+        "{summaries}"
+    );
+    let mut expected = binlog_end_state();
+    expected.retain(|(k, _), _| !cut_by_pika_4(k));
+    assert!(expected.len() > 1000);
     // HyperLogLogs included: Pika keeps its own register strings, copied and replayed.
-    let expected = binlog_end_state();
     assert_same_as_of(&expected, &target_state(&target), fixture_moment());
 }
 

@@ -757,10 +757,22 @@ impl Sink for RedisSink {
                     &mut scratch,
                 ),
             }
-            if self.pika.is_some() {
+            if let Some(p) = &self.pika {
                 let now_ms = pika_migrate_core::replay::clock::wall_now_ms();
                 let mut translated = Vec::with_capacity(scratch.len());
                 for argv in scratch.drain(..) {
+                    let keys: std::borrow::Cow<[usize]> = match snapshot_type {
+                        Some(_) => (&[1][..]).into(),
+                        None => key_indexes(&argv).into(),
+                    };
+                    let cut = keys
+                        .iter()
+                        .filter_map(|i| argv.get(*i))
+                        .find(|k| p.cuts_nul_names && pika_target::cut_by_pika_4(k));
+                    if let Some(name) = cut {
+                        self.translated.nul_name_dropped(name);
+                        continue;
+                    }
                     pika_target::translate(argv, now_ms, &mut self.translated, &mut translated);
                 }
                 scratch = translated;
@@ -951,6 +963,14 @@ impl Sink for RedisSink {
         }
         if t.keepttl_dropped > 0 {
             lines.push(format!("{name}: {} SET … KEEPTTL written without it: Pika has no KEEPTTL, those keys lost their expiry on the target (INCR/APPEND a Pika 3.5/4.0 master logged)", t.keepttl_dropped));
+        }
+        if t.nul_names_dropped > 0 {
+            lines.push(format!(
+                "{name}: {} commands left out: a name with a NUL byte followed by more bytes, which Pika 4.0 stores cut after the NUL (unreadable, colliding): {}{}",
+                t.nul_names_dropped,
+                t.nul_names.join(", "),
+                if t.nul_names.len() == 20 { ", …" } else { "" }
+            ));
         }
         if self.hyperloglogs > 0 {
             let verb = match self.config.hyperloglog {
