@@ -96,14 +96,14 @@ fn streams(master: &RealPika) {
 }
 
 /// Writes during the full sync and after it, the tool `kill -9`ed `kills` times, then
-/// caught up and stopped; returns the tool's log.
+/// caught up and stopped; returns the migration and the tool's log.
 fn migrate_live(
     master: &RealPika,
     target: &RealPika,
     write: fn(usize) -> Vec<Vec<u8>>,
     kills: usize,
     while_streaming: fn(&RealPika),
-) -> String {
+) -> (Migration, String) {
     let m = Migration::new(&master.addr(), &url_of(target), "");
     let writer = Writer::start(master, write);
     let mut dice = Dice::new("pika_targets");
@@ -128,7 +128,39 @@ fn migrate_live(
         log.contains("the target is a Pika, not a Redis"),
         "the start says what the target is: {log}"
     );
-    log
+    (m, log)
+}
+
+/// `pika-migrate verify -c FILE` (`args` added): its exit code and what it printed.
+fn verify(pipeline: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["verify", "-c", pipeline.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_cli(&all);
+    (code, stdout + &stderr)
+}
+
+/// The operator's check after a live migration into a Pika: the live `verify` finds
+/// every key equal (exit 0, the keys counted), then, with `tamper` run on the target,
+/// exits 1 naming `key`.
+fn live_verify_finds_equal_then_the_tampered_key(
+    m: &Migration,
+    target: &RealPika,
+    tamper: Vec<Vec<u8>>,
+    key: &str,
+) {
+    let rounds = ["--settle", "1", "--rounds", "2"];
+    let (code, out) = verify(&m.pipeline, &rounds);
+    assert_eq!(code, 0, "{out}");
+    let keys: u64 = out
+        .split_once("verified ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    assert!(keys > 600 && out.contains(": 0 differ"), "{out}");
+    pipeline(&mut target.client(), [tamper]);
+    let (code, out) = verify(&m.pipeline, &rounds);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("db0 {key}: ")), "{out}");
+    assert!(out.contains(": 1 differ"), "{out}");
 }
 
 #[test]
@@ -139,10 +171,13 @@ fn live_3_3_6_into_4_0_1_every_type_ttls_several_types_kill_9_exactly_once() {
     };
     preload(&master, 1500);
     several_types_and_a_hyperloglog(&master);
-    let log = migrate_live(&master, &target, mixed_write, 3, nothing);
+    let (m, log) = migrate_live(&master, &target, mixed_write, 3, nothing);
     assert!(log.contains("pika_version=4.0.0"), "{log}");
     // 4.0 holds one type per name: `first-wins` keeps what Pika 3.3's TYPE shows.
     assert_same(&redis_view(&master.state()), &target_state(&target));
+    let s = |x: &str| x.as_bytes().to_vec();
+    let hdel = vec![s("HDEL"), s("pre:h:2"), s("a")];
+    live_verify_finds_equal_then_the_tampered_key(&m, &target, hdel, "pre:h:2");
 }
 
 #[test]
@@ -153,11 +188,15 @@ fn live_3_2_9_into_3_5_5_keeps_every_type_of_a_name() {
     };
     preload(&master, 600);
     several_types_and_a_hyperloglog(&master);
-    migrate_live(&master, &target, mixed_write, 1, nothing);
+    let (m, _) = migrate_live(&master, &target, mixed_write, 1, nothing);
     // Pika 3.5 keeps a string and a hash under one name, as 3.2 does: all of them.
     let want = master.state();
     assert!(want.contains_key(&(b"multi:1".to_vec(), "hash".to_owned())));
     assert_same(&want, &target_state(&target));
+    // The hash behind `multi:1`'s string (3.5's TYPE says string) is checked too.
+    let s = |x: &str| x.as_bytes().to_vec();
+    let hdel = vec![s("HDEL"), s("multi:1"), s("f")];
+    live_verify_finds_equal_then_the_tampered_key(&m, &target, hdel, "multi:1");
 }
 
 #[test]
@@ -189,6 +228,9 @@ fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
         let (code, stdout, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
         assert_eq!(code, 0, "{stderr}");
         summaries += &(stdout + &stderr);
+        if source.contains("type: snapshot") {
+            verify_the_dump_then_a_tampered_set_and_zset(&pipeline, &target);
+        }
     }
     // 4.0 stores a name with a NUL followed by more bytes cut after the NUL, where no
     // read finds it: such names are left out, and the summary names them.
@@ -202,6 +244,72 @@ fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
     assert!(expected.len() > 1000);
     // HyperLogLogs included: Pika keeps its own register strings, copied and replayed.
     assert_same_as_of(&expected, &target_state(&target), fixture_moment());
+}
+
+/// `verify` of the dump's pipeline on the Pika target (every key of the dump, as of its
+/// moment) exits 0; a member removed from a set and a score changed on the target make
+/// it exit 1 naming both keys. Both are put back.
+fn verify_the_dump_then_a_tampered_set_and_zset(pipeline: &std::path::Path, target: &RealPika) {
+    let dump = dump_state();
+    let held = dump.keys().filter(|(k, _)| !cut_by_pika_4(k)).count();
+    let (code, out) = verify(pipeline, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("verified {held} keys: 0 differ")),
+        "{held}: {out}"
+    );
+    let printable = |k: &[u8]| k.iter().all(|b| b.is_ascii_graphic());
+    let (set, member) = dump
+        .iter()
+        .find_map(|((k, _), e)| match &e.val {
+            Val::Set(m) if printable(k) => Some((k.clone(), m.first()?.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let (zset, (zmember, score)) = dump
+        .iter()
+        .find_map(|((k, _), e)| match &e.val {
+            Val::Zset(m) if printable(k) => Some((k.clone(), m.first_key_value()?)),
+            _ => None,
+        })
+        .unwrap();
+    let changed = (score + 1.0).to_string().into_bytes();
+    let s = |x: &str| x.as_bytes().to_vec();
+    pipeline_on(
+        target,
+        [
+            vec![s("SREM"), set.clone(), member.clone()],
+            vec![s("ZADD"), zset.clone(), changed, zmember.clone()],
+        ],
+    );
+    let (code, out) = verify(pipeline, &[]);
+    assert_eq!(code, 1, "{out}");
+    let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    assert!(
+        out.contains(&format!("{}: a member is missing", name(&set))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}: a score differs", name(&zset))),
+        "{out}"
+    );
+    assert!(out.contains(": 2 differ"), "{out}");
+    pipeline_on(
+        target,
+        [
+            vec![s("SADD"), set, member],
+            vec![
+                s("ZADD"),
+                zset,
+                score.to_string().into_bytes(),
+                zmember.clone(),
+            ],
+        ],
+    );
+}
+
+fn pipeline_on(pika: &RealPika, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
+    pipeline(&mut pika.client(), argvs);
 }
 
 #[test]
