@@ -85,6 +85,31 @@ fn no_keepttl_write(i: usize) -> Vec<Vec<u8>> {
 
 fn nothing(_: &RealPika) {}
 
+/// A Pika 4.0.1 started for `test`, or `None` after saying why it is skipped.
+fn a_4_0_1(test: &str) -> Option<RealPika> {
+    let bin = pika_or_skip("4.0.1", test)?;
+    Some(RealPika::start(&bin, PikaOptions::default()))
+}
+
+/// Runs an offline `source` (the `source:` body) into `target` with `sink_extra` sink
+/// lines, from a pipeline file in `dir`; asserts exit 0. The pipeline file, and what
+/// the run printed.
+fn run_into(
+    dir: &std::path::Path,
+    source: &str,
+    target: &RealPika,
+    sink_extra: &str,
+) -> (std::path::PathBuf, String) {
+    let yaml = format!(
+        "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n{sink_extra}",
+        url_of(target)
+    );
+    let pipeline = write_pipeline(dir, &yaml);
+    let (code, stdout, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    (pipeline, stdout + &stderr)
+}
+
 /// XADDs (ids the master generates) once the stream runs.
 fn streams(master: &RealPika) {
     let s = |x: &str| x.as_bytes().to_vec();
@@ -212,22 +237,15 @@ fn live_3_5_5_into_4_0_1_streams_and_counters_exactly() {
 
 #[test]
 fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
-    let test = "the_3_3_6_fixture_offline_into_4_0_1";
-    let Some(bin) = pika_or_skip("4.0.1", test) else {
+    let Some(target) = a_4_0_1("the_3_3_6_fixture_offline_into_4_0_1") else {
         return;
     };
-    let target = RealPika::start(&bin, PikaOptions::default());
     let tmp = tempfile::tempdir().unwrap();
     let mut summaries = String::new();
     for source in [dump_source(), binlog_source(Some("1:507340"))] {
-        let yaml = format!(
-            "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n    senders: 4\n    batch: 64\n",
-            url_of(&target)
-        );
-        let pipeline = write_pipeline(tmp.path(), &yaml);
-        let (code, stdout, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
-        assert_eq!(code, 0, "{stderr}");
-        summaries += &(stdout + &stderr);
+        let sink = "    senders: 4\n    batch: 64\n";
+        let (pipeline, out) = run_into(tmp.path(), &source, &target, sink);
+        summaries += &out;
         if source.contains("type: snapshot") {
             verify_the_dump_then_a_tampered_set_and_zset(&pipeline, &target);
         }
@@ -314,11 +332,9 @@ fn pipeline_on(pika: &RealPika, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
 
 #[test]
 fn a_4_0_1_masters_pexpireat_deletes_in_redis_as_on_the_master_and_is_counted() {
-    let test = "a_4_0_1_masters_pexpireat";
-    let Some(bin) = pika_or_skip("4.0.1", test) else {
+    let Some(master) = a_4_0_1("a_4_0_1_masters_pexpireat") else {
         return;
     };
-    let master = RealPika::start(&bin, PikaOptions::default());
     let redis = RedisServer::start();
     let m = Migration::new(&master.addr(), &redis.url(), "");
     let tool = m.start();
@@ -353,5 +369,51 @@ fn a_4_0_1_masters_pexpireat_deletes_in_redis_as_on_the_master_and_is_counted() 
     assert!(
         log.contains("binlog: 3 PEXPIREAT/PKSETEXAT that deleted the key"),
         "and counted: {log}"
+    );
+}
+
+#[test]
+fn a_flush_on_a_pika_target_leaves_every_lanes_checkpoint_key_written_again() {
+    let Some(target) = a_4_0_1("a_flush_on_a_pika_target") else {
+        return;
+    };
+    // Counters over every lane, a FLUSHDB (sent to a Pika alone, outside a transaction:
+    // it wipes the checkpoint keys too), then one counter on one lane.
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<Vec<u8>> = (0..16).map(|i| format!("c:{i}").into_bytes()).collect();
+    let mut items: Vec<Vec<&[u8]>> = names.iter().map(|k| vec![&b"INCR"[..], k]).collect();
+    items.push(vec![b"FLUSHDB"]);
+    items.push(vec![b"INCR", b"after"]);
+    let items: Vec<&[&[u8]]> = items.iter().map(Vec::as_slice).collect();
+    write_binlog(tmp.path(), &items);
+    let source = format!("  type: binlog\n  path: {}", tmp.path().display());
+    run_into(tmp.path(), &source, &target, "    senders: 4\n");
+    let state = target.state();
+    let checkpoints: Vec<String> = state
+        .iter()
+        .filter(|((k, _), _)| k.starts_with(b"pika-migrate:checkpoint:"))
+        .map(|(_, v)| match &v.val {
+            Val::String(v) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Each lane's key is back, at the flush's position or later (`token lanes at`):
+    // a restart skips the flush and everything before it, on every lane.
+    assert_eq!(checkpoints.len(), 4, "{checkpoints:?}");
+    assert!(
+        checkpoints.iter().all(|c| c.split(' ').nth(2) != Some("-")),
+        "{checkpoints:?}"
+    );
+    assert_same(
+        &target_state(&target),
+        &[(
+            (b"after".to_vec(), "string".to_owned()),
+            KeyState {
+                val: Val::String(b"1".to_vec()),
+                expire_at_ms: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
     );
 }

@@ -694,6 +694,39 @@ impl RedisSink {
         Ok(target_empty)
     }
 
+    /// A FLUSHDB/FLUSHALL sent to a Pika (alone: inside MULTI it kills the server) wiped
+    /// every lane's checkpoint key, which a Redis keeps through a flush
+    /// (`flush::keeping_markers`). Before anything else is applied, each lane writes its
+    /// key again, in a transaction of a `PING` at the flush's position (every lane had
+    /// applied all before it: the flush ran alone). The flushing lane goes last: until
+    /// its key is back, a restart applies the flush again, which wipes whatever lanes
+    /// without a key apply again from before it.
+    async fn rewrite_checkpoints_after_flush(
+        &mut self,
+        flushing: usize,
+        db: u32,
+        source_db: u32,
+        position: Position,
+    ) -> Result<(), SinkError> {
+        let others = (0..self.per_lane.len()).filter(|lane| *lane != flushing);
+        for round in [others.collect::<Vec<_>>(), vec![flushing]] {
+            for lane in round {
+                self.per_lane[lane].push(LaneCommand {
+                    argv: vec![Bytes::from_static(b"PING")],
+                    key_index: None,
+                    writes: None,
+                    idempotent: false,
+                    db,
+                    source_db,
+                    position,
+                });
+            }
+            self.dispatch().await?;
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
     /// Whether `event` is a Pika HyperLogLog to leave out (counting it either way).
     fn skip_hyperloglog(&mut self, event: &Event) -> bool {
         let Op::Snapshot {
@@ -780,8 +813,8 @@ impl Sink for RedisSink {
             for mut argv in scratch.drain(..) {
                 let mut db = db;
                 // FLUSHDB inside MULTI/EXEC aborts a Pika 3.5 or 4.0 server: sent alone,
-                // outside a transaction (it wipes the checkpoint keys, which each lane
-                // writes again with its next transaction).
+                // outside a transaction (it wipes the checkpoint keys, which every lane
+                // writes again right after: `rewrite_checkpoints_after_flush`).
                 let pika_flush = self.pika.is_some()
                     && (argv[0].eq_ignore_ascii_case(b"FLUSHDB")
                         || argv[0].eq_ignore_ascii_case(b"FLUSHALL"));
@@ -842,9 +875,14 @@ impl Sink for RedisSink {
                     // before anything after: it reads or writes several lanes' keys.
                     self.dispatch().await?;
                     self.drain().await?;
-                    self.per_lane[first_lane.unwrap_or(0)].push(command);
+                    let flushing = first_lane.unwrap_or(0);
+                    self.per_lane[flushing].push(command);
                     self.dispatch().await?;
                     self.drain().await?;
+                    if pika_flush {
+                        self.rewrite_checkpoints_after_flush(flushing, db, source_db, position)
+                            .await?;
+                    }
                 } else {
                     self.per_lane[first_lane.unwrap_or(0)].push(command);
                 }
