@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::real_pika::*;
 use common::tool::*;
 use common::*;
+use pika_migrate_sinks::redis::pika_target::cut_by_pika_4;
 
 fn servers(test: &str, master: &'static str, target: &'static str) -> Option<(RealPika, RealPika)> {
     let master = pika_or_skip(master, test)?;
@@ -84,6 +85,31 @@ fn no_keepttl_write(i: usize) -> Vec<Vec<u8>> {
 
 fn nothing(_: &RealPika) {}
 
+/// A Pika 4.0.1 started for `test`, or `None` after saying why it is skipped.
+fn a_4_0_1(test: &str) -> Option<RealPika> {
+    let bin = pika_or_skip("4.0.1", test)?;
+    Some(RealPika::start(&bin, PikaOptions::default()))
+}
+
+/// Runs an offline `source` (the `source:` body) into `target` with `sink_extra` sink
+/// lines, from a pipeline file in `dir`; asserts exit 0. The pipeline file, and what
+/// the run printed.
+fn run_into(
+    dir: &std::path::Path,
+    source: &str,
+    target: &RealPika,
+    sink_extra: &str,
+) -> (std::path::PathBuf, String) {
+    let yaml = format!(
+        "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n{sink_extra}",
+        url_of(target)
+    );
+    let pipeline = write_pipeline(dir, &yaml);
+    let (code, stdout, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    (pipeline, stdout + &stderr)
+}
+
 /// XADDs (ids the master generates) once the stream runs.
 fn streams(master: &RealPika) {
     let s = |x: &str| x.as_bytes().to_vec();
@@ -95,14 +121,14 @@ fn streams(master: &RealPika) {
 }
 
 /// Writes during the full sync and after it, the tool `kill -9`ed `kills` times, then
-/// caught up and stopped; returns the tool's log.
+/// caught up and stopped; returns the migration and the tool's log.
 fn migrate_live(
     master: &RealPika,
     target: &RealPika,
     write: fn(usize) -> Vec<Vec<u8>>,
     kills: usize,
     while_streaming: fn(&RealPika),
-) -> String {
+) -> (Migration, String) {
     let m = Migration::new(&master.addr(), &url_of(target), "");
     let writer = Writer::start(master, write);
     let mut dice = Dice::new("pika_targets");
@@ -127,7 +153,39 @@ fn migrate_live(
         log.contains("the target is a Pika, not a Redis"),
         "the start says what the target is: {log}"
     );
-    log
+    (m, log)
+}
+
+/// `pika-migrate verify -c FILE` (`args` added): its exit code and what it printed.
+fn verify(pipeline: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["verify", "-c", pipeline.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_cli(&all);
+    (code, stdout + &stderr)
+}
+
+/// The operator's check after a live migration into a Pika: the live `verify` finds
+/// every key equal (exit 0, the keys counted), then, with `tamper` run on the target,
+/// exits 1 naming `key`.
+fn live_verify_finds_equal_then_the_tampered_key(
+    m: &Migration,
+    target: &RealPika,
+    tamper: Vec<Vec<u8>>,
+    key: &str,
+) {
+    let rounds = ["--settle", "1", "--rounds", "2"];
+    let (code, out) = verify(&m.pipeline, &rounds);
+    assert_eq!(code, 0, "{out}");
+    let keys: u64 = out
+        .split_once("verified ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    assert!(keys > 600 && out.contains(": 0 differ"), "{out}");
+    pipeline(&mut target.client(), [tamper]);
+    let (code, out) = verify(&m.pipeline, &rounds);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("db0 {key}: ")), "{out}");
+    assert!(out.contains(": 1 differ"), "{out}");
 }
 
 #[test]
@@ -138,10 +196,13 @@ fn live_3_3_6_into_4_0_1_every_type_ttls_several_types_kill_9_exactly_once() {
     };
     preload(&master, 1500);
     several_types_and_a_hyperloglog(&master);
-    let log = migrate_live(&master, &target, mixed_write, 3, nothing);
+    let (m, log) = migrate_live(&master, &target, mixed_write, 3, nothing);
     assert!(log.contains("pika_version=4.0.0"), "{log}");
     // 4.0 holds one type per name: `first-wins` keeps what Pika 3.3's TYPE shows.
     assert_same(&redis_view(&master.state()), &target_state(&target));
+    let s = |x: &str| x.as_bytes().to_vec();
+    let hdel = vec![s("HDEL"), s("pre:h:2"), s("a")];
+    live_verify_finds_equal_then_the_tampered_key(&m, &target, hdel, "pre:h:2");
 }
 
 #[test]
@@ -152,11 +213,15 @@ fn live_3_2_9_into_3_5_5_keeps_every_type_of_a_name() {
     };
     preload(&master, 600);
     several_types_and_a_hyperloglog(&master);
-    migrate_live(&master, &target, mixed_write, 1, nothing);
+    let (m, _) = migrate_live(&master, &target, mixed_write, 1, nothing);
     // Pika 3.5 keeps a string and a hash under one name, as 3.2 does: all of them.
     let want = master.state();
     assert!(want.contains_key(&(b"multi:1".to_vec(), "hash".to_owned())));
     assert_same(&want, &target_state(&target));
+    // The hash behind `multi:1`'s string (3.5's TYPE says string) is checked too.
+    let s = |x: &str| x.as_bytes().to_vec();
+    let hdel = vec![s("HDEL"), s("multi:1"), s("f")];
+    live_verify_finds_equal_then_the_tampered_key(&m, &target, hdel, "multi:1");
 }
 
 #[test]
@@ -171,35 +236,105 @@ fn live_3_5_5_into_4_0_1_streams_and_counters_exactly() {
 }
 
 #[test]
-#[ignore = "the run reports success, but `RealPika::state` reads back 518 of the 1054 keys KEYS lists on the 4.0.1 target: the reader, not the data, is still to be explained"]
 fn the_3_3_6_fixture_dump_and_binlog_offline_into_4_0_1_exactly() {
-    let test = "the_3_3_6_fixture_offline_into_4_0_1";
-    let Some(bin) = pika_or_skip("4.0.1", test) else {
+    let Some(target) = a_4_0_1("the_3_3_6_fixture_offline_into_4_0_1") else {
         return;
     };
-    let target = RealPika::start(&bin, PikaOptions::default());
     let tmp = tempfile::tempdir().unwrap();
+    let mut summaries = String::new();
     for source in [dump_source(), binlog_source(Some("1:507340"))] {
-        let yaml = format!(
-            "source:\n{source}\nsinks:\n  - type: redis\n    url: {}\n    senders: 4\n    batch: 64\n",
-            url_of(&target)
-        );
-        let pipeline = write_pipeline(tmp.path(), &yaml);
-        let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
-        assert_eq!(code, 0, "{stderr}");
+        let sink = "    senders: 4\n    batch: 64\n";
+        let (pipeline, out) = run_into(tmp.path(), &source, &target, sink);
+        summaries += &out;
+        if source.contains("type: snapshot") {
+            verify_the_dump_then_a_tampered_set_and_zset(&pipeline, &target);
+        }
     }
+    // 4.0 stores a name with a NUL followed by more bytes cut after the NUL, where no
+    // read finds it: such names are left out, and the summary names them.
+    assert!(
+        summaries.contains("left out: a name with a NUL byte followed by more bytes")
+            && summaries.contains("s1:hash:\\x00bin"),
+        "{summaries}"
+    );
+    let mut expected = binlog_end_state();
+    expected.retain(|(k, _), _| !cut_by_pika_4(k));
+    assert!(expected.len() > 1000);
     // HyperLogLogs included: Pika keeps its own register strings, copied and replayed.
-    let expected = binlog_end_state();
     assert_same_as_of(&expected, &target_state(&target), fixture_moment());
+}
+
+/// `verify` of the dump's pipeline on the Pika target (every key of the dump, as of its
+/// moment) exits 0; a member removed from a set and a score changed on the target make
+/// it exit 1 naming both keys. Both are put back.
+fn verify_the_dump_then_a_tampered_set_and_zset(pipeline: &std::path::Path, target: &RealPika) {
+    let dump = dump_state();
+    let held = dump.keys().filter(|(k, _)| !cut_by_pika_4(k)).count();
+    let (code, out) = verify(pipeline, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("verified {held} keys: 0 differ")),
+        "{held}: {out}"
+    );
+    let printable = |k: &[u8]| k.iter().all(|b| b.is_ascii_graphic());
+    let (set, member) = dump
+        .iter()
+        .find_map(|((k, _), e)| match &e.val {
+            Val::Set(m) if printable(k) => Some((k.clone(), m.first()?.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let (zset, (zmember, score)) = dump
+        .iter()
+        .find_map(|((k, _), e)| match &e.val {
+            Val::Zset(m) if printable(k) => Some((k.clone(), m.first_key_value()?)),
+            _ => None,
+        })
+        .unwrap();
+    let changed = (score + 1.0).to_string().into_bytes();
+    let s = |x: &str| x.as_bytes().to_vec();
+    pipeline_on(
+        target,
+        [
+            vec![s("SREM"), set.clone(), member.clone()],
+            vec![s("ZADD"), zset.clone(), changed, zmember.clone()],
+        ],
+    );
+    let (code, out) = verify(pipeline, &[]);
+    assert_eq!(code, 1, "{out}");
+    let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    assert!(
+        out.contains(&format!("{}: a member is missing", name(&set))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}: a score differs", name(&zset))),
+        "{out}"
+    );
+    assert!(out.contains(": 2 differ"), "{out}");
+    pipeline_on(
+        target,
+        [
+            vec![s("SADD"), set, member],
+            vec![
+                s("ZADD"),
+                zset,
+                score.to_string().into_bytes(),
+                zmember.clone(),
+            ],
+        ],
+    );
+}
+
+fn pipeline_on(pika: &RealPika, argvs: impl IntoIterator<Item = Vec<Vec<u8>>>) {
+    pipeline(&mut pika.client(), argvs);
 }
 
 #[test]
 fn a_4_0_1_masters_pexpireat_deletes_in_redis_as_on_the_master_and_is_counted() {
-    let test = "a_4_0_1_masters_pexpireat";
-    let Some(bin) = pika_or_skip("4.0.1", test) else {
+    let Some(master) = a_4_0_1("a_4_0_1_masters_pexpireat") else {
         return;
     };
-    let master = RealPika::start(&bin, PikaOptions::default());
     let redis = RedisServer::start();
     let m = Migration::new(&master.addr(), &redis.url(), "");
     let tool = m.start();
@@ -234,5 +369,51 @@ fn a_4_0_1_masters_pexpireat_deletes_in_redis_as_on_the_master_and_is_counted() 
     assert!(
         log.contains("binlog: 3 PEXPIREAT/PKSETEXAT that deleted the key"),
         "and counted: {log}"
+    );
+}
+
+#[test]
+fn a_flush_on_a_pika_target_leaves_every_lanes_checkpoint_key_written_again() {
+    let Some(target) = a_4_0_1("a_flush_on_a_pika_target") else {
+        return;
+    };
+    // Counters over every lane, a FLUSHDB (sent to a Pika alone, outside a transaction:
+    // it wipes the checkpoint keys too), then one counter on one lane.
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<Vec<u8>> = (0..16).map(|i| format!("c:{i}").into_bytes()).collect();
+    let mut items: Vec<Vec<&[u8]>> = names.iter().map(|k| vec![&b"INCR"[..], k]).collect();
+    items.push(vec![b"FLUSHDB"]);
+    items.push(vec![b"INCR", b"after"]);
+    let items: Vec<&[&[u8]]> = items.iter().map(Vec::as_slice).collect();
+    write_binlog(tmp.path(), &items);
+    let source = format!("  type: binlog\n  path: {}", tmp.path().display());
+    run_into(tmp.path(), &source, &target, "    senders: 4\n");
+    let state = target.state();
+    let checkpoints: Vec<String> = state
+        .iter()
+        .filter(|((k, _), _)| k.starts_with(b"pika-migrate:checkpoint:"))
+        .map(|(_, v)| match &v.val {
+            Val::String(v) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Each lane's key is back, at the flush's position or later (`token lanes at`):
+    // a restart skips the flush and everything before it, on every lane.
+    assert_eq!(checkpoints.len(), 4, "{checkpoints:?}");
+    assert!(
+        checkpoints.iter().all(|c| c.split(' ').nth(2) != Some("-")),
+        "{checkpoints:?}"
+    );
+    assert_same(
+        &target_state(&target),
+        &[(
+            (b"after".to_vec(), "string".to_owned()),
+            KeyState {
+                val: Val::String(b"1".to_vec()),
+                expire_at_ms: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
     );
 }

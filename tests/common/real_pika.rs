@@ -391,7 +391,15 @@ impl RealPika {
             // The time of each PTTL: reading a big database takes a while.
             let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).unwrap_or(-1);
             let expire_at_ms = (pttl >= 0).then_some(now_ms() + pttl);
-            for val in values_of(&mut con, &key) {
+            // 4.0 holds one type per name, and its WRONGTYPE errors quote the name raw:
+            // a name that is not UTF-8 makes the client drop the connection, and every
+            // later read come back empty. Only the type it names is read.
+            let only: Option<String> = self
+                .bin
+                .version
+                .starts_with("4.")
+                .then(|| redis::cmd("TYPE").arg(&key).query(&mut con).unwrap());
+            for val in values_of(&mut con, &key, only.as_deref()) {
                 let t = val.type_name().to_owned();
                 // Pika's streams never expire; 4.0.1's PTTL answers 0 for them.
                 let expire_at_ms = expire_at_ms.filter(|_| !matches!(val, Val::Stream(_)));
@@ -406,60 +414,63 @@ impl RealPika {
     }
 }
 
-/// The values one key name holds, one per type (Pika keeps each type apart).
-fn values_of(con: &mut redis::Connection, key: &[u8]) -> Vec<Val> {
+/// The values one key name holds, one per type (Pika keeps each type apart); only the
+/// type `only` when given.
+fn values_of(con: &mut redis::Connection, key: &[u8], only: Option<&str>) -> Vec<Val> {
+    // 4.0.1's TYPE names a stream `streams`.
+    let read = |t: &str| only.is_none_or(|o| o == t || (t == "stream" && o == "streams"));
     let mut out = Vec::new();
-    let string: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con).unwrap_or(None);
-    if let Some(v) = string {
-        out.push(Val::String(v));
+    if read("string") {
+        let string: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con).unwrap_or(None);
+        out.extend(string.map(Val::String));
     }
-    let hash: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
-        .arg(key)
-        .query(con)
-        .unwrap_or_default();
-    if !hash.is_empty() {
-        out.push(Val::Hash(hash));
-    }
-    let list: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .query(con)
-        .unwrap_or_default();
-    if !list.is_empty() {
-        out.push(Val::List(list));
-    }
-    // ZSCAN, not ZRANGE: Pika 3.3.6's ZRANGE skips a member scored -inf.
-    let mut zset = std::collections::BTreeMap::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, page): (u64, Vec<(Vec<u8>, String)>) = redis::cmd("ZSCAN")
+    if read("hash") {
+        let hash: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
             .arg(key)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
             .query(con)
             .unwrap_or_default();
-        zset.extend(page.into_iter().map(|(m, s)| (m, parse_score(&s))));
-        if next == 0 {
-            break;
+        out.extend((!hash.is_empty()).then_some(Val::Hash(hash)));
+    }
+    if read("list") {
+        let list: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(con)
+            .unwrap_or_default();
+        out.extend((!list.is_empty()).then_some(Val::List(list)));
+    }
+    if read("zset") {
+        // ZSCAN, not ZRANGE: Pika 3.3.6's ZRANGE skips a member scored -inf.
+        let mut zset = std::collections::BTreeMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(Vec<u8>, String)>) = redis::cmd("ZSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(con)
+                .unwrap_or_default();
+            zset.extend(page.into_iter().map(|(m, s)| (m, parse_score(&s))));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
+        out.extend((!zset.is_empty()).then_some(Val::Zset(zset)));
     }
-    if !zset.is_empty() {
-        out.push(Val::Zset(zset));
+    if read("set") {
+        let set: BTreeSet<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query(con)
+            .unwrap_or_default();
+        out.extend((!set.is_empty()).then_some(Val::Set(set)));
     }
-    let set: BTreeSet<Vec<u8>> = redis::cmd("SMEMBERS")
-        .arg(key)
-        .query(con)
-        .unwrap_or_default();
-    if !set.is_empty() {
-        out.push(Val::Set(set));
-    }
-    // XRANGE fails before 3.5 (no streams): no entries.
-    let stream = super::xrange(con, key);
-    if !stream.is_empty() {
-        out.push(Val::Stream(stream));
+    // 4.0's TYPE says `stream`; XRANGE fails before 3.5 (no streams): no entries.
+    if read("stream") {
+        let stream = super::xrange(con, key);
+        out.extend((!stream.is_empty()).then_some(Val::Stream(stream)));
     }
     out
 }

@@ -694,6 +694,39 @@ impl RedisSink {
         Ok(target_empty)
     }
 
+    /// A FLUSHDB/FLUSHALL sent to a Pika (alone: inside MULTI it kills the server) wiped
+    /// every lane's checkpoint key, which a Redis keeps through a flush
+    /// (`flush::keeping_markers`). Before anything else is applied, each lane writes its
+    /// key again, in a transaction of a `PING` at the flush's position (every lane had
+    /// applied all before it: the flush ran alone). The flushing lane goes last: until
+    /// its key is back, a restart applies the flush again, which wipes whatever lanes
+    /// without a key apply again from before it.
+    async fn rewrite_checkpoints_after_flush(
+        &mut self,
+        flushing: usize,
+        db: u32,
+        source_db: u32,
+        position: Position,
+    ) -> Result<(), SinkError> {
+        let others = (0..self.per_lane.len()).filter(|lane| *lane != flushing);
+        for round in [others.collect::<Vec<_>>(), vec![flushing]] {
+            for lane in round {
+                self.per_lane[lane].push(LaneCommand {
+                    argv: vec![Bytes::from_static(b"PING")],
+                    key_index: None,
+                    writes: None,
+                    idempotent: false,
+                    db,
+                    source_db,
+                    position,
+                });
+            }
+            self.dispatch().await?;
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
     /// Whether `event` is a Pika HyperLogLog to leave out (counting it either way).
     fn skip_hyperloglog(&mut self, event: &Event) -> bool {
         let Op::Snapshot {
@@ -757,10 +790,22 @@ impl Sink for RedisSink {
                     &mut scratch,
                 ),
             }
-            if self.pika.is_some() {
+            if let Some(p) = &self.pika {
                 let now_ms = pika_migrate_core::replay::clock::wall_now_ms();
                 let mut translated = Vec::with_capacity(scratch.len());
                 for argv in scratch.drain(..) {
+                    let keys: std::borrow::Cow<[usize]> = match snapshot_type {
+                        Some(_) => (&[1][..]).into(),
+                        None => key_indexes(&argv).into(),
+                    };
+                    let cut = keys
+                        .iter()
+                        .filter_map(|i| argv.get(*i))
+                        .find(|k| p.cuts_nul_names && pika_target::cut_by_pika_4(k));
+                    if let Some(name) = cut {
+                        self.translated.nul_name_dropped(name);
+                        continue;
+                    }
                     pika_target::translate(argv, now_ms, &mut self.translated, &mut translated);
                 }
                 scratch = translated;
@@ -768,8 +813,8 @@ impl Sink for RedisSink {
             for mut argv in scratch.drain(..) {
                 let mut db = db;
                 // FLUSHDB inside MULTI/EXEC aborts a Pika 3.5 or 4.0 server: sent alone,
-                // outside a transaction (it wipes the checkpoint keys, which each lane
-                // writes again with its next transaction).
+                // outside a transaction (it wipes the checkpoint keys, which every lane
+                // writes again right after: `rewrite_checkpoints_after_flush`).
                 let pika_flush = self.pika.is_some()
                     && (argv[0].eq_ignore_ascii_case(b"FLUSHDB")
                         || argv[0].eq_ignore_ascii_case(b"FLUSHALL"));
@@ -830,9 +875,14 @@ impl Sink for RedisSink {
                     // before anything after: it reads or writes several lanes' keys.
                     self.dispatch().await?;
                     self.drain().await?;
-                    self.per_lane[first_lane.unwrap_or(0)].push(command);
+                    let flushing = first_lane.unwrap_or(0);
+                    self.per_lane[flushing].push(command);
                     self.dispatch().await?;
                     self.drain().await?;
+                    if pika_flush {
+                        self.rewrite_checkpoints_after_flush(flushing, db, source_db, position)
+                            .await?;
+                    }
                 } else {
                     self.per_lane[first_lane.unwrap_or(0)].push(command);
                 }
@@ -951,6 +1001,14 @@ impl Sink for RedisSink {
         }
         if t.keepttl_dropped > 0 {
             lines.push(format!("{name}: {} SET … KEEPTTL written without it: Pika has no KEEPTTL, those keys lost their expiry on the target (INCR/APPEND a Pika 3.5/4.0 master logged)", t.keepttl_dropped));
+        }
+        if t.nul_names_dropped > 0 {
+            lines.push(format!(
+                "{name}: {} commands left out: a name with a NUL byte followed by more bytes, which Pika 4.0 stores cut after the NUL (unreadable, colliding): {}{}",
+                t.nul_names_dropped,
+                t.nul_names.join(", "),
+                if t.nul_names.len() == 20 { ", …" } else { "" }
+            ));
         }
         if self.hyperloglogs > 0 {
             let verb = match self.config.hyperloglog {

@@ -23,6 +23,11 @@
 //!   that keeps the time to live: the value is written with `SET`, and the keys whose
 //!   expiry this dropped are counted and warned about.
 //!
+//! - A name with a NUL byte followed by more bytes is not written into Pika 4.0: 4.0.1
+//!   stores it cut after the NUL (its `EncodeUserKey`), so no read finds it and two such
+//!   names become one key (`tests/fixtures/pika-v4.0.1/README.md`). The command is left
+//!   out, the first names are warned about and all counted.
+//!
 //! What is not translated (another script, a Pika-only command of another version)
 //! is sent as it is: Pika refuses it, and `on_error` decides.
 
@@ -39,6 +44,8 @@ pub struct PikaTarget {
     /// 3.x keeps each type of a name apart (a string and a hash under one name); 4.0
     /// holds one type per name and answers WRONGTYPE as Redis does.
     pub keeps_types: bool,
+    /// 4.0 stores a name with a NUL followed by more bytes cut after the NUL.
+    pub cuts_nul_names: bool,
 }
 
 impl PikaTarget {
@@ -51,10 +58,19 @@ impl PikaTarget {
             .to_owned();
         let keeps_types = version.starts_with("3.") || version.starts_with("2.");
         Some(PikaTarget {
+            cuts_nul_names: version.starts_with("4."),
             version,
             keeps_types,
         })
     }
+}
+
+/// Whether Pika 4.0 would store `name` cut: a NUL with more bytes after it (a NUL as
+/// the last byte is kept).
+pub fn cut_by_pika_4(name: &[u8]) -> bool {
+    name.iter()
+        .position(|b| *b == 0)
+        .is_some_and(|i| i + 1 < name.len())
 }
 
 /// What translating left out or could not keep, for the run summary.
@@ -64,6 +80,22 @@ pub struct Translated {
     pub xsetid_dropped: u64,
     /// `SET … KEEPTTL` written as a plain `SET`: the key's expiry is gone.
     pub keepttl_dropped: u64,
+    /// Commands left out because a name in them has a NUL Pika 4.0 would cut at.
+    pub nul_names_dropped: u64,
+    /// The first of those names, shown.
+    pub nul_names: Vec<String>,
+}
+
+impl Translated {
+    /// Counts a command left out for `name` (a NUL that Pika 4.0 cuts at).
+    pub fn nul_name_dropped(&mut self, name: &[u8]) {
+        self.nul_names_dropped += 1;
+        let shown = display_key(name);
+        if self.nul_names.len() < 20 && !self.nul_names.contains(&shown) {
+            tracing::warn!(key = %shown, "left out: Pika 4.0 stores a name with a NUL byte followed by more bytes cut after the NUL, where no read finds it and other names collide with it");
+            self.nul_names.push(shown);
+        }
+    }
 }
 
 fn b(s: &'static str) -> Bytes {
@@ -233,9 +265,12 @@ mod tests {
             PikaTarget::detect(info),
             Some(PikaTarget {
                 version: "4.0.0".into(),
-                keeps_types: false
+                keeps_types: false,
+                cuts_nul_names: true,
             })
         );
+        assert!(cut_by_pika_4(b"a\0b") && cut_by_pika_4(b"\0a"));
+        assert!(!cut_by_pika_4(b"end\0") && !cut_by_pika_4(b"plain"));
         assert!(PikaTarget::detect("pika_version:3.5.5\r\n").is_some_and(|p| p.keeps_types));
         assert_eq!(
             PikaTarget::detect("# Server\r\nredis_version:7.2.4\r\n"),

@@ -3,6 +3,15 @@
 //! index, SMISMEMBER, ZMSCORE with exact scores, GETRANGE, XRANGE), its length, and its expiry
 //! within a second. The same type-conflict and HyperLogLog policies as the sink decide
 //! which keys are expected and under which names.
+//!
+//! A Pika target (found in its `INFO` as the sink finds it, `pika_target`) lacks
+//! SMISMEMBER and ZMSCORE: each member is asked with SISMEMBER / ZSCORE, pipelined. A
+//! 3.x target keeps every type of a name (no type-conflict policy) and its `TYPE` names
+//! only the first: a string is checked by `TYPE` (string comes first), another type by
+//! its length command answering more than 0. Its `PTTL` is the first type's, so the
+//! expiry of a later type of a name is not checked. 4.0's `TYPE` says `streams`. A Pika
+//! stream has no expiry (3.5 answers `PTTL` -2, 4.0.1 0): not checked. Names 4.0 would
+//! store cut (a NUL with bytes after it) are not expected, as the sink leaves them out.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,16 +23,26 @@ use redis::Value;
 
 use super::config::{HyperLogLogPolicy, RedisSinkConfig};
 use super::conn::{command, Connection};
+use super::pika_target::{cut_by_pika_4, PikaTarget};
 use super::target::Target;
 use crate::encode::commands::{score_text, TypeConflict};
 use crate::encode::hyperloglog::is_pika_hyperloglog;
 
 /// Expiries may differ by this much (Pika keeps whole seconds).
 const EXPIRY_TOLERANCE_MS: i64 = 1000;
+/// On a Pika target: the sink rounds an expiry up to its second, and 3.5's `PTTL`
+/// counts whole seconds down (`7199000`), so a second each way.
+const PIKA_EXPIRY_TOLERANCE_MS: i64 = 2000;
 
 /// What a check expects back.
 enum Expect {
     Type(DataType),
+    /// The type's length command answers more than 0 (a Pika 3.x name of several types).
+    NonEmpty,
+    /// `SISMEMBER` answers 1.
+    Member,
+    /// `ZSCORE` answers this score.
+    Score(f64),
     Bytes(Bytes),
     Values(Vec<Bytes>),
     AllMembers(usize),
@@ -82,6 +101,8 @@ pub struct Verifier {
     home_db: u32,
     /// The tag of the events being checked.
     tag: u64,
+    /// The target is a Pika: the reads it answers (above).
+    pika: Option<PikaTarget>,
 }
 
 /// How the expiries read from the source relate to the ones the run wrote.
@@ -138,7 +159,7 @@ impl Verifier {
             .connect()
             .await?
             .conn;
-        let (conns, slots) = match (config.cluster, target.node()) {
+        let (mut conns, slots) = match (config.cluster, target.node()) {
             (true, Some(info)) => {
                 let map = super::cluster::SlotMap::fetch(&mut seed)
                     .await
@@ -155,7 +176,18 @@ impl Verifier {
             }
             _ => (vec![seed], None),
         };
+        let pika = match slots {
+            Some(_) => None,
+            None => super::probe::info(&mut conns[0])
+                .await
+                .ok()
+                .and_then(|info| PikaTarget::detect(&info)),
+        };
+        if let Some(p) = &pika {
+            tracing::info!(pika_version = %p.version, "the target is a Pika: sets and sorted sets are checked member by member (SISMEMBER, ZSCORE)");
+        }
         Ok(Verifier {
+            pika,
             conns,
             slots,
             type_conflict: config.type_conflict,
@@ -248,7 +280,19 @@ impl Verifier {
         // A cluster has database 0 only: every Pika database goes there (a rename keeps
         // their keys apart).
         let (db, tag) = (self.target_db(event.db), self.tag);
-        if also_types.first_before(t).is_some() {
+        let keeps_types = self.pika.as_ref().is_some_and(|p| p.keeps_types);
+        if self
+            .pika
+            .as_ref()
+            .is_some_and(|p| p.cuts_nul_names && cut_by_pika_4(&key))
+        {
+            // The sink leaves it out (Pika 4.0 would store it cut).
+            if part.starts_key() {
+                self.report.skipped_keys += 1;
+            }
+            return Ok(());
+        }
+        if also_types.first_before(t).is_some() && !keeps_types {
             match self.type_conflict {
                 TypeConflict::FirstWins => {
                     if part.starts_key() {
@@ -262,7 +306,9 @@ impl Verifier {
                 TypeConflict::Overwrite => {}
             }
         }
-        if self.type_conflict == TypeConflict::Overwrite && also_types.iter().any(|other| other > t)
+        if self.type_conflict == TypeConflict::Overwrite
+            && !keeps_types
+            && also_types.iter().any(|other| other > t)
         {
             // A later type replaced this one.
             if part.starts_key() {
@@ -284,12 +330,19 @@ impl Verifier {
                 data_type: t,
                 seen: 0,
             });
+            let (argv, expect) = match t {
+                // Pika 3.x's TYPE names a name's first type only, string first.
+                t if keeps_types && t != DataType::String => {
+                    (vec![b(len_command(t)), key.clone()], Expect::NonEmpty)
+                }
+                t => (vec![b("TYPE"), key.clone()], Expect::Type(t)),
+            };
             self.checks.push(Check {
                 db,
                 tag,
                 key: key.clone(),
-                argv: vec![b("TYPE"), key.clone()],
-                expect: Expect::Type(t),
+                argv,
+                expect,
             });
         }
         let Some(current) = self
@@ -300,77 +353,58 @@ impl Verifier {
             return Ok(());
         };
         let start = current.seen;
-        let k = key.clone();
-        let check = match chunk {
-            Chunk::String(v) => Check {
-                db,
-                tag,
-                argv: vec![
-                    b("GETRANGE"),
-                    k.clone(),
-                    Bytes::from(start.to_string()),
-                    Bytes::from((start + v.len() as u64).saturating_sub(1).to_string()),
-                ],
-                expect: Expect::Bytes(v.clone()),
-                key: k,
-            },
-            Chunk::Hash(pairs) => Check {
-                db,
-                tag,
-                argv: [
-                    vec![b("HMGET"), k.clone()],
-                    pairs.iter().map(|(f, _)| f.clone()).collect(),
-                ]
-                .concat(),
-                expect: Expect::Values(pairs.iter().map(|(_, v)| v.clone()).collect()),
-                key: k,
-            },
-            Chunk::List(items) => Check {
-                db,
-                tag,
-                argv: vec![
-                    b("LRANGE"),
-                    k.clone(),
-                    Bytes::from(start.to_string()),
-                    Bytes::from((start + items.len() as u64).saturating_sub(1).to_string()),
-                ],
-                expect: Expect::Values(items.clone()),
-                key: k,
-            },
-            Chunk::Set(members) => Check {
-                db,
-                tag,
-                argv: [vec![b("SMISMEMBER"), k.clone()], members.clone()].concat(),
-                expect: Expect::AllMembers(members.len()),
-                key: k,
-            },
-            Chunk::Zset(members) => Check {
-                db,
-                tag,
-                argv: [
-                    vec![b("ZMSCORE"), k.clone()],
-                    members.iter().map(|(m, _)| m.clone()).collect(),
-                ]
-                .concat(),
-                expect: Expect::Scores(members.iter().map(|(_, s)| *s).collect()),
-                key: k,
-            },
+        let k = &key;
+        let pika = self.pika.is_some();
+        // What to read, and what it must answer.
+        let reads: Vec<(Vec<Bytes>, Expect)> = match chunk {
+            _ if chunk.is_empty() => Vec::new(),
+            // Pika has no SMISMEMBER / ZMSCORE: a read per member.
+            Chunk::Set(members) if pika => members
+                .iter()
+                .map(|m| (vec![b("SISMEMBER"), k.clone(), m.clone()], Expect::Member))
+                .collect(),
+            Chunk::Zset(members) if pika => members
+                .iter()
+                .map(|(m, score)| {
+                    let argv = vec![b("ZSCORE"), k.clone(), m.clone()];
+                    (argv, Expect::Score(*score))
+                })
+                .collect(),
+            Chunk::String(v) => vec![(
+                range("GETRANGE", k, start, v.len()),
+                Expect::Bytes(v.clone()),
+            )],
+            Chunk::Hash(pairs) => {
+                let fields = pairs.iter().map(|(f, _)| f.clone());
+                let argv = [b("HMGET"), k.clone()].into_iter().chain(fields).collect();
+                let values = pairs.iter().map(|(_, v)| v.clone()).collect();
+                vec![(argv, Expect::Values(values))]
+            }
+            Chunk::List(items) => vec![(
+                range("LRANGE", k, start, items.len()),
+                Expect::Values(items.clone()),
+            )],
+            Chunk::Set(members) => {
+                let argv = [vec![b("SMISMEMBER"), k.clone()], members.clone()].concat();
+                vec![(argv, Expect::AllMembers(members.len()))]
+            }
+            Chunk::Zset(members) => {
+                let names = members.iter().map(|(m, _)| m.clone());
+                let argv = [b("ZMSCORE"), k.clone()].into_iter().chain(names).collect();
+                let scores = members.iter().map(|(_, s)| *s).collect();
+                vec![(argv, Expect::Scores(scores))]
+            }
             Chunk::Stream { entries, .. } => {
                 let id = |e: Option<&StreamEntry>| {
                     Bytes::from(e.map_or_else(String::new, |e| e.id.to_string()))
                 };
-                Check {
-                    db,
-                    tag,
-                    argv: vec![
-                        b("XRANGE"),
-                        k.clone(),
-                        id(entries.first()),
-                        id(entries.last()),
-                    ],
-                    expect: Expect::Entries(entries.clone()),
-                    key: k,
-                }
+                let argv = vec![
+                    b("XRANGE"),
+                    k.clone(),
+                    id(entries.first()),
+                    id(entries.last()),
+                ];
+                vec![(argv, Expect::Entries(entries.clone()))]
             }
         };
         current.seen += match chunk {
@@ -378,32 +412,34 @@ impl Verifier {
             other => other.len() as u64,
         };
         let seen = current.seen;
-        if !chunk.is_empty() {
-            self.checks.push(check);
-        }
+        self.checks
+            .extend(reads.into_iter().map(|(argv, expect)| Check {
+                db,
+                tag,
+                key: key.clone(),
+                argv,
+                expect,
+            }));
         if part.ends_key() {
-            let len_command = match t {
-                DataType::String => "STRLEN",
-                DataType::Hash => "HLEN",
-                DataType::List => "LLEN",
-                DataType::Set => "SCARD",
-                DataType::Zset => "ZCARD",
-                DataType::Stream => "XLEN",
-            };
             self.checks.push(Check {
                 db,
                 tag,
                 key: key.clone(),
-                argv: vec![b(len_command), key.clone()],
+                argv: vec![b(len_command(t)), key.clone()],
                 expect: Expect::Len(seen),
             });
-            self.checks.push(Check {
-                db,
-                tag,
-                key: key.clone(),
-                argv: vec![b("PTTL"), key.clone()],
-                expect: Expect::ExpireAt(*expire_at_ms),
-            });
+            // A Pika stream has no expiry, and a Pika 3.x PTTL answers for the name's
+            // first type only.
+            let pttl_of_another = keeps_types && also_types.first_before(t).is_some();
+            if !(pika && t == DataType::Stream || pttl_of_another) {
+                self.checks.push(Check {
+                    db,
+                    tag,
+                    key: key.clone(),
+                    argv: vec![b("PTTL"), key.clone()],
+                    expect: Expect::ExpireAt(*expire_at_ms),
+                });
+            }
         }
         if self.checks.len() >= 256 {
             self.run_checks().await?;
@@ -494,7 +530,11 @@ impl Verifier {
                 }
                 _ => &check.expect,
             };
-            if let Some(problem) = judge(expect, &reply, now) {
+            let tolerance = match self.pika {
+                Some(_) => PIKA_EXPIRY_TOLERANCE_MS,
+                None => EXPIRY_TOLERANCE_MS,
+            };
+            if let Some(problem) = judge(expect, &reply, now, tolerance) {
                 self.differ_tagged(&check.key, check.tag, problem);
             }
         }
@@ -514,10 +554,13 @@ impl Verifier {
             self.report.differing_keys += 1;
             self.last_bad_key = Some(key.clone());
         }
-        if self.report.differences.len() < KEPT_DIFFERENCES {
-            self.report
-                .differences
-                .push(format!("{}: {problem}", display_key(key)));
+        let line = format!("{}: {problem}", display_key(key));
+        // Checked member by member (a Pika target), a key's missing members would each
+        // print the same line.
+        if self.report.differences.len() < KEPT_DIFFERENCES
+            && self.report.differences.last() != Some(&line)
+        {
+            self.report.differences.push(line);
         }
     }
 
@@ -634,9 +677,48 @@ impl Verifier {
     }
 }
 
-fn judge(expect: &Expect, reply: &Value, now: i64) -> Option<String> {
+/// `command key start end`: the `len` elements (bytes) from `start` on.
+fn range(command: &'static str, key: &Bytes, start: u64, len: usize) -> Vec<Bytes> {
+    let end = (start + len as u64).saturating_sub(1);
+    vec![
+        b(command),
+        key.clone(),
+        Bytes::from(start.to_string()),
+        Bytes::from(end.to_string()),
+    ]
+}
+
+/// The command that answers a key's length for type `t`.
+fn len_command(t: DataType) -> &'static str {
+    match t {
+        DataType::String => "STRLEN",
+        DataType::Hash => "HLEN",
+        DataType::List => "LLEN",
+        DataType::Set => "SCARD",
+        DataType::Zset => "ZCARD",
+        DataType::Stream => "XLEN",
+    }
+}
+
+fn judge(expect: &Expect, reply: &Value, now: i64, tolerance_ms: i64) -> Option<String> {
     match (expect, reply) {
         (Expect::Type(t), Value::SimpleString(got)) if got == t.as_str() => None,
+        // Pika 4.0's TYPE of a stream.
+        (Expect::Type(DataType::Stream), Value::SimpleString(got)) if got == "streams" => None,
+        (Expect::NonEmpty, Value::Int(n)) if *n > 0 => None,
+        (Expect::NonEmpty, got) => Some(format!("missing (length {})", text(got))),
+        (Expect::Member, Value::Int(1)) => None,
+        (Expect::Member, got) => Some(format!("a member is missing (SISMEMBER {})", text(got))),
+        (Expect::Score(want), Value::BulkString(got))
+            if std::str::from_utf8(got).ok().and_then(parse_score) == Some(*want) =>
+        {
+            None
+        }
+        (Expect::Score(want), got) => Some(format!(
+            "a score differs: expected {:?}, got {}",
+            String::from_utf8_lossy(&score_text(*want)),
+            text(got)
+        )),
         (Expect::Type(t), got) => Some(format!("type is {}, expected {t}", text(got))),
         (Expect::Bytes(want), Value::BulkString(got)) if got == want => None,
         (Expect::Bytes(_), got) => Some(format!("value differs (got {})", short(&text(got)))),
@@ -680,11 +762,11 @@ fn judge(expect: &Expect, reply: &Value, now: i64) -> Option<String> {
         (Expect::Len(n), got) => Some(format!("length is {}, expected {n}", text(got))),
         (Expect::ExpireAt(None), Value::Int(-1)) => None,
         (Expect::ExpireAt(Some(at)), Value::Int(ttl))
-            if *ttl >= 0 && (now + ttl - at).abs() <= EXPIRY_TOLERANCE_MS =>
+            if *ttl >= 0 && (now + ttl - at).abs() <= tolerance_ms =>
         {
             None
         }
-        (Expect::ExpireAt(Some(at)), Value::Int(-2)) if *at <= now + EXPIRY_TOLERANCE_MS => None,
+        (Expect::ExpireAt(Some(at)), Value::Int(-2)) if *at <= now + tolerance_ms => None,
         (Expect::ExpireAt(want), got) => Some(format!(
             "expiry differs: expected {want:?} ms, PTTL {}",
             text(got)
