@@ -53,11 +53,55 @@ struct Suspect {
     difference: String,
 }
 
-/// Adds what an event says of its key's value to `print` (its expiry to 5 s, as read
-/// times to live move with the clock): two reads of an unchanged key print the same.
-fn fingerprint(event: &Event, print: &mut impl std::hash::Hasher) {
+/// What two reads of a key must share for the key to be unchanged between them: a
+/// hash of its value, and its expiry. An expiry is read as a time to live (whole seconds
+/// on 3.2) added to our clock, so two reads of one expiry land anywhere in the second
+/// before it, however far apart they were: they are compared within [`SAME_EXPIRY_MS`],
+/// never by buckets, whose edges a read can fall on either side of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    value: u64,
+    expire_at_ms: Option<i64>,
+}
+
+/// How far apart two reads of one expiry may be: a second of truncation, and the time
+/// between our clock's reading and the server's.
+const SAME_EXPIRY_MS: i64 = 1100;
+
+impl Fingerprint {
+    /// Whether the key changed between the reads that gave `self` and `other`.
+    fn changed_since(&self, other: &Fingerprint) -> bool {
+        self.value != other.value
+            || match (self.expire_at_ms, other.expire_at_ms) {
+                (None, None) => false,
+                (Some(a), Some(b)) => a.abs_diff(b) > SAME_EXPIRY_MS.unsigned_abs(),
+                _ => true,
+            }
+    }
+}
+
+/// Reads fingerprints chunk by chunk.
+#[derive(Default)]
+struct Printer {
+    value: std::hash::DefaultHasher,
+    expire_at_ms: Option<i64>,
+}
+
+impl Printer {
+    fn finish(&self) -> Fingerprint {
+        Fingerprint {
+            value: std::hash::Hasher::finish(&self.value),
+            expire_at_ms: self.expire_at_ms,
+        }
+    }
+}
+
+/// Adds what an event says of its key to `print`: two reads of an unchanged key give
+/// fingerprints that agree.
+fn fingerprint(event: &Event, printer: &mut Printer) {
     use pika_migrate_core::event::{Chunk, Op};
     use std::hash::Hash;
+    let print = &mut printer.value;
     event.key.hash(print);
     let Op::Snapshot {
         chunk,
@@ -67,7 +111,9 @@ fn fingerprint(event: &Event, print: &mut impl std::hash::Hasher) {
     else {
         return;
     };
-    expire_at_ms.map(|at| at / 5000).hash(print);
+    if expire_at_ms.is_some() {
+        printer.expire_at_ms = *expire_at_ms;
+    }
     match chunk {
         Chunk::String(v) => v.hash(print),
         Chunk::Hash(pairs) => pairs.hash(print),
@@ -163,9 +209,9 @@ impl Live<'_> {
         verifier: &mut Verifier,
         key: &Bytes,
         tag: u64,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Fingerprint> {
         let mut read = master.open(key).await?;
-        let mut print = std::hash::DefaultHasher::new();
+        let mut print = Printer::default();
         while let Some(event) = master.next(&mut read).await? {
             fingerprint(&event, &mut print);
             let mut events = vec![event];
@@ -179,7 +225,7 @@ impl Live<'_> {
                     .context("reading from the Redis target")?;
             }
         }
-        Ok(std::hash::Hasher::finish(&print))
+        Ok(print.finish())
     }
 
     /// Reads, filters and checks `keys` of `db`; those that differ go into `round`. A
@@ -210,11 +256,11 @@ impl Live<'_> {
                 };
                 let key = &window[i];
                 let mut again = master.open(key).await?;
-                let mut print = std::hash::DefaultHasher::new();
+                let mut print = Printer::default();
                 while let Some(event) = master.next(&mut again).await? {
                     fingerprint(&event, &mut print);
                 }
-                let changing = std::hash::Hasher::finish(&print) != prints[i];
+                let changing = print.finish().changed_since(&prints[i]);
                 round.suspect(
                     (db, key.clone()),
                     Suspect {
