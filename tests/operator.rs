@@ -383,6 +383,7 @@ fn cutover_waits_for_the_writes_to_stop_then_verifies_stops_and_reports(
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    println!("{report:#}");
     let (f, o) = pika.binlog_offset(0);
     let at = format!("{f}:{o}");
     assert_eq!(report["master_positions"]["0"], at.as_str(), "{report}");
