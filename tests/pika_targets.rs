@@ -59,11 +59,13 @@ fn mixed_write(i: usize) -> Vec<Vec<u8>> {
     }
 }
 
-/// On a 3.5/4.0 master: counters, pushes, appends to keys without expiry, hashes,
-/// expiring strings. (A 3.5 master's full sync carries no stream: streams are written
-/// once the stream runs, `streams_after_the_full_sync`.)
-fn no_keepttl_write(i: usize) -> Vec<Vec<u8>> {
-    let args: Vec<String> = match i % 5 {
+/// On a 3.5/4.0 master: counters, pushes, appends, hashes, expiring strings, and
+/// INCR and APPEND on keys with an expiry, which the master logs as "a new value, the
+/// expiry kept" (Pika has no KEEPTTL: the lane writes the time left). (A 3.5 master's
+/// full sync carries no stream: streams are written once the stream runs,
+/// `streams_after_the_full_sync`.)
+fn ttl_keeping_write(i: usize) -> Vec<Vec<u8>> {
+    let args: Vec<String> = match i % 8 {
         0 => vec!["INCR".into(), format!("n:{}", i % 40)],
         1 => vec!["RPUSH".into(), format!("l:{}", i % 20), format!("{i}")],
         2 => vec!["APPEND".into(), "app".into(), format!("+{i}")],
@@ -73,11 +75,23 @@ fn no_keepttl_write(i: usize) -> Vec<Vec<u8>> {
             format!("f{}", i % 7),
             format!("{i}"),
         ],
-        _ => vec![
+        4 => vec![
             "SETEX".into(),
             format!("t:{}", i % 30),
             "3600".into(),
             format!("{i}"),
+        ],
+        5 => vec!["INCR".into(), format!("t:{}", (i + 7) % 30)],
+        6 => vec![
+            "SETEX".into(),
+            format!("a:{}", i % 10),
+            "7200".into(),
+            "x".into(),
+        ],
+        _ => vec![
+            "APPEND".into(),
+            format!("a:{}", (i + 3) % 10),
+            format!("+{i}"),
         ],
     };
     args.into_iter().map(String::into_bytes).collect()
@@ -231,7 +245,7 @@ fn live_3_5_5_into_4_0_1_streams_and_counters_exactly() {
         return;
     };
     preload(&master, 600);
-    migrate_live(&master, &target, no_keepttl_write, 1, streams);
+    migrate_live(&master, &target, ttl_keeping_write, 1, streams);
     assert_same(&master.state(), &target_state(&target));
 }
 

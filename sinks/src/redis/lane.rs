@@ -288,7 +288,11 @@ impl Lane {
             while !pending.is_empty() {
                 let take = self.next_pipeline_len(&pending);
                 let chunk: Vec<LaneCommand> = pending.drain(..take).collect();
-                self.apply(chunk).await?;
+                if self.settings.pika_target {
+                    self.apply_keeping_ttls(chunk).await?;
+                } else {
+                    self.apply(chunk).await?;
+                }
             }
             let _ = self.done.send(seq);
             if closed {
@@ -320,6 +324,39 @@ impl Lane {
                 .already_applied
                 .fetch_add((before - commands.len()) as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Into a Pika, which has no `SET … KEEPTTL`: the commands before one are applied,
+    /// then the key's time left is read (this lane is the only writer of its keys, so
+    /// nothing changes it in between) and the SET goes with a PEXPIRE of that time.
+    async fn apply_keeping_ttls(
+        &mut self,
+        mut commands: Vec<LaneCommand>,
+    ) -> Result<(), LaneError> {
+        while let Some(at) = commands
+            .iter()
+            .position(|c| super::pika_target::keeps_ttl(&c.argv))
+        {
+            let mut rest = commands.split_off(at);
+            if !commands.is_empty() {
+                self.apply(commands).await?;
+            }
+            let keeping = rest.remove(0);
+            let left = self.pttl(keeping.key()).await?;
+            commands = super::pika_target::keeping_ttl(&keeping.argv, left)
+                .into_iter()
+                .map(|argv| LaneCommand {
+                    argv,
+                    idempotent: false,
+                    ..keeping.clone()
+                })
+                .chain(rest)
+                .collect();
+        }
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.apply(commands).await
     }
 
     /// Sends one pipeline, then handles every reply. In a cluster, one transaction per

@@ -80,6 +80,9 @@ pub struct Translated {
     pub xsetid_dropped: u64,
     /// `SET … KEEPTTL` written as a plain `SET`: the key's expiry is gone.
     pub keepttl_dropped: u64,
+    /// `SET k v KEEPTTL` left for the lane to write as SET + PEXPIRE of the time the
+    /// key had left.
+    pub keepttl_kept: u64,
     /// Commands left out because a name in them has a NUL Pika 4.0 would cut at.
     pub nul_names_dropped: u64,
     /// The first of those names, shown.
@@ -173,6 +176,7 @@ pub fn translate(argv: Vec<Bytes>, now_ms: i64, stats: &mut Translated, out: &mu
 }
 
 /// `SET k v [NX|XX] [GET] [PXAT ms|EXAT s|KEEPTTL]` (the forms normalizing makes).
+/// A plain `SET k v KEEPTTL` stays as it is: the lane writes it ([`keeping_ttl`]).
 fn set(argv: Vec<Bytes>, now_ms: i64, stats: &mut Translated, out: &mut Vec<Vec<Bytes>>) {
     let mut flags = Vec::new();
     let mut conditional = false;
@@ -199,6 +203,12 @@ fn set(argv: Vec<Bytes>, now_ms: i64, stats: &mut Translated, out: &mut Vec<Vec<
             _ => return out.push(argv),
         }
         i += 1;
+    }
+    if keepttl && flags.is_empty() && expire_at_ms.is_none() {
+        // The lane, the only writer of the key, reads the time it has left once the
+        // writes before this one are applied, and sends SET + PEXPIRE (`keeping_ttl`).
+        stats.keepttl_kept += 1;
+        return out.push(argv);
     }
     if keepttl {
         stats.keepttl_dropped += 1;
@@ -232,6 +242,27 @@ fn set(argv: Vec<Bytes>, now_ms: i64, stats: &mut Translated, out: &mut Vec<Vec<
     }
 }
 
+/// Whether `argv` is the `SET k v KEEPTTL` a lane writing into a Pika resolves.
+pub fn keeps_ttl(argv: &[Bytes]) -> bool {
+    argv.len() == 4
+        && argv[0].eq_ignore_ascii_case(b"SET")
+        && argv[3].eq_ignore_ascii_case(b"KEEPTTL")
+}
+
+/// `SET k v KEEPTTL` for a Pika, given what `PTTL k` answered once the writes before it
+/// were applied: `SET k v`, then `PEXPIRE k <left>` when the key had an expiry (PTTL
+/// answers -1 for none; -2, or 0 on 4.0.1, for no key, which INCR or APPEND creates
+/// without one). 3.5's PTTL counts whole seconds, so the expiry may come up to a second
+/// early there.
+pub fn keeping_ttl(argv: &[Bytes], left_ms: i64) -> Vec<Vec<Bytes>> {
+    let set = argv[..3].to_vec();
+    if left_ms > 0 {
+        vec![set, vec![b("PEXPIRE"), argv[1].clone(), number(left_ms)]]
+    } else {
+        vec![set]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,16 +277,19 @@ mod tests {
         let mut stats = Translated::default();
         let mut out = Vec::new();
         translate(argv, NOW, &mut stats, &mut out);
-        let text = out
-            .iter()
+        (text(&out), stats)
+    }
+
+    /// Commands as text, arguments joined by spaces.
+    fn text(cmds: &[Vec<Bytes>]) -> Vec<String> {
+        cmds.iter()
             .map(|c| {
                 c.iter()
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect::<Vec<_>>()
                     .join(" ")
             })
-            .collect();
-        (text, stats)
+            .collect()
     }
 
     #[test]
@@ -306,6 +340,23 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_expiry_is_the_time_the_key_had_left() {
+        let argv: Vec<Bytes> = ["SET", "k", "7", "KEEPTTL"]
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        assert!(keeps_ttl(&argv));
+        let show = |cmds: Vec<Vec<Bytes>>| text(&cmds);
+        assert_eq!(
+            show(keeping_ttl(&argv, 3_599_000)),
+            ["SET k 7", "PEXPIRE k 3599000"]
+        );
+        for none in [-1, -2, 0] {
+            assert_eq!(show(keeping_ttl(&argv, none)), ["SET k 7"]);
+        }
+    }
+
+    #[test]
     fn pika_forms_come_back_and_the_rest_is_counted() {
         assert_eq!(
             run(&["HSET", "h", "a", "1", "b", "2"]).0,
@@ -316,7 +367,10 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(stats.xsetid_dropped, 1);
         let (out, stats) = run(&["SET", "k", "v", "KEEPTTL"]);
-        assert_eq!(out, ["SET k v"]);
+        assert_eq!(out, ["SET k v KEEPTTL"], "left for the lane");
+        assert_eq!(stats.keepttl_kept, 1);
+        let (out, stats) = run(&["SET", "k", "v", "XX", "KEEPTTL"]);
+        assert_eq!(out, ["SET k v XX"]);
         assert_eq!(stats.keepttl_dropped, 1);
         let del_vx = pika_migrate_core::pika::normalize::normalize(
             &["delvx", "k", "v"].map(|w| Bytes::from_static(w.as_bytes())),

@@ -29,6 +29,21 @@ use super::lane::{Lane, LaneCommand, LaneError};
 use super::wait::WaitFailure;
 use crate::encode::commands::TypeConflict;
 
+/// What a lane asks its server outside a transaction.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    Markers(&'a [String]),
+    Ping,
+    Pttl(&'a [u8]),
+}
+
+/// Its answer.
+enum Answer {
+    Markers(Vec<Option<LaneCheckpoint>>),
+    Pong,
+    Pttl(i64),
+}
+
 /// What came back of a transaction.
 pub enum Replies {
     /// Each command's reply, in order.
@@ -305,21 +320,32 @@ impl Lane {
         &mut self,
         keys: &[String],
     ) -> Result<Vec<Option<LaneCheckpoint>>, LaneError> {
-        self.ask(Some(keys)).await
+        match self.ask(Ask::Markers(keys)).await? {
+            Answer::Markers(found) => Ok(found),
+            _ => Ok(vec![None; keys.len()]),
+        }
     }
 
     /// Checks an idle lane's connection with a PING, reconnecting as `send` does: a
     /// target gone while nothing is written shows (and ends the run after
     /// `retry_seconds`) as it would with writes.
     pub(super) async fn ping(&mut self) -> Result<(), LaneError> {
-        self.ask(None).await.map(drop)
+        self.ask(Ask::Ping).await.map(drop)
     }
 
-    /// The checkpoint keys `keys`, or (`None`) a PING, with reconnects.
-    async fn ask(
-        &mut self,
-        keys: Option<&[String]>,
-    ) -> Result<Vec<Option<LaneCheckpoint>>, LaneError> {
+    /// `PTTL key` on the lane's connection: after everything the lane sent before
+    /// (one connection runs its commands in order). Milliseconds left, or what PTTL
+    /// answers for no expiry (-1) or no key (-2, 0 on Pika 4.0.1).
+    pub(super) async fn pttl(&mut self, key: &[u8]) -> Result<i64, LaneError> {
+        match self.ask(Ask::Pttl(key)).await? {
+            Answer::Pttl(ms) => Ok(ms),
+            _ => Ok(-1),
+        }
+    }
+
+    /// Asks `what`, reconnecting (and in the end giving up, as `send` does) while the
+    /// connection fails.
+    async fn ask(&mut self, what: Ask<'_>) -> Result<Answer, LaneError> {
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -327,8 +353,8 @@ impl Lane {
                 self.check_server |= self.reconnect(&mut failing_since, &mut backoff).await?;
                 continue;
             };
-            let answer = match keys {
-                Some(keys) => match read_markers(&mut connected.conn, keys).await {
+            let answer = match what {
+                Ask::Markers(keys) => match read_markers(&mut connected.conn, keys).await {
                     // A slot another master serves now: nothing read here (so nothing
                     // skipped); the transaction follows the MOVED, and the sink reloads
                     // the slot map before routing more.
@@ -336,15 +362,21 @@ impl Lane {
                         if let Some(cluster) = &self.settings.cluster {
                             cluster.moved.store(true, Ordering::SeqCst);
                         }
-                        Ok(vec![None; keys.len()])
+                        Ok(Answer::Markers(vec![None; keys.len()]))
                     }
-                    other => other,
+                    other => other.map(Answer::Markers),
                 },
-                None => match connected.conn.call(&[b"PING".as_slice()]).await {
+                Ask::Ping => match connected.conn.call(&[b"PING".as_slice()]).await {
                     Ok(reply) => match reply_error(&reply) {
                         Some(e) => Err(e),
-                        None => Ok(Vec::new()),
+                        None => Ok(Answer::Pong),
                     },
+                    Err(e) => Err(e.to_string()),
+                },
+                Ask::Pttl(key) => match connected.conn.call(&[b"PTTL".as_slice(), key]).await {
+                    Ok(Value::Int(ms)) => Ok(Answer::Pttl(ms)),
+                    Ok(reply) => Err(reply_error(&reply)
+                        .unwrap_or_else(|| format!("PTTL answered {reply:?}, not a number"))),
                     Err(e) => Err(e.to_string()),
                 },
             };
