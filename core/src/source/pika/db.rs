@@ -39,28 +39,39 @@ pub(super) struct Ctx<'a> {
     pub interrupted: AtomicBool,
     /// The rsync daemon a 3.2–3.4 master pushes dumps into, while any is expected.
     pub daemon: tokio::sync::Mutex<Option<rsyncd::RsyncDaemon>>,
-    /// Transfers not ended yet (the daemon, and the fleet's turn, wait for them).
+    /// Transfers not ended yet (the daemon waits for them).
     pub transfers: AtomicUsize,
-    /// The fleet's full-sync turn, given back when the last transfer ended.
+    /// Full syncs (transfer and load) not ended yet (the fleet's turn waits for them).
+    pub full_syncs: AtomicUsize,
+    /// The fleet's full-sync turn, given back when the last full sync ended.
     pub turn: std::sync::Mutex<Option<Turn>>,
 }
 
 impl Ctx<'_> {
-    /// One database's transfer ended (done or not): the daemon stops, and the turn is
-    /// given back, after the last.
+    /// One database's transfer ended (done or not): the daemon stops after the last.
     async fn transfer_ended(&self) {
         if self.transfers.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.release_turn();
             if let Some(daemon) = self.daemon.lock().await.take() {
                 daemon.stop().await;
             }
         }
     }
 
+    /// One database's full sync is loaded (or, dump only, on disk): after the last, the
+    /// fleet's turn goes to the next master. Held through the load, not only the
+    /// transfer: the master has finished with the dump by then for sure (a 3.2–3.4
+    /// master's rsync can still be closing when the last file is here), and the fleet
+    /// loads one dump at a time into the target as well.
+    pub fn full_sync_ended(&self) {
+        if self.full_syncs.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.release_turn();
+        }
+    }
+
     /// Gives the fleet's full-sync turn back, if held.
     pub fn release_turn(&self) {
         if self.take_turn().is_some() {
-            tracing::info!("full sync transferred: the turn goes to the next master");
+            tracing::info!("full sync done: the turn goes to the next master");
         }
     }
 
@@ -129,13 +140,16 @@ impl DbReplica {
                 };
                 self.save(ctx, Stage::Load { dump_at }).await?;
                 if ctx.source.dump_only {
+                    ctx.full_sync_ended();
                     tracing::info!(
                         db = self.db,
                         "the dump is on disk; stopping there (dump only)"
                     );
                     return Ok(Ended::Stopped);
                 }
-                self.load(ctx, &mut link, dump_at).await?
+                let loaded = self.load(ctx, &mut link, dump_at).await?;
+                ctx.full_sync_ended();
+                loaded
             }
             Some(Stage::Load { dump_at }) => self.load(ctx, &mut link, dump_at).await?,
             Some(Stage::Stream { at }) => Some(at),

@@ -194,7 +194,7 @@ impl PikaSource {
     }
 
     /// Takes a turn of `turns` before asking the master for a dump (a fleet's masters
-    /// spare their disks), and gives it back once every dump is on our disk.
+    /// spare their disks), and gives it back once every dump is loaded.
     pub fn with_turns(mut self, turns: Arc<FullSyncTurns>) -> PikaSource {
         self.turns = Some(turns);
         self
@@ -307,7 +307,7 @@ struct Replica<'a> {
     /// Who the master is, from its INFO.
     identity: Identity,
     /// The fleet's full-sync turn, held from before a dump is asked for until every
-    /// database's dump is on our disk (across reconnections).
+    /// database's dump is loaded (across reconnections).
     turn: Option<Turn>,
 }
 
@@ -489,10 +489,12 @@ impl Replica<'_> {
             interrupted: AtomicBool::new(false),
             daemon: tokio::sync::Mutex::new(None),
             transfers: AtomicUsize::new(0),
+            full_syncs: AtomicUsize::new(0),
             turn: std::sync::Mutex::new(self.turn.take()),
         };
         let transfers = self.transfers_needed().await;
         ctx.transfers.store(transfers, Ordering::SeqCst);
+        ctx.full_syncs.store(transfers, Ordering::SeqCst);
         if transfers == 0 {
             ctx.release_turn();
         }

@@ -1,8 +1,8 @@
 //! Turns for full syncs, shared by the sources of a fleet: a dump is read off the
 //! master's disk and sent over its network, so masters on one host (one disk) send one
 //! at a time by default, and the whole fleet at most `max_parallel_full_syncs`. A source
-//! holds its turn from before it asks for a dump until every database's dump is on our
-//! disk; streaming never waits for one.
+//! holds its turn from before it asks for a dump until every database's dump is
+//! loaded; streaming never waits for one.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
