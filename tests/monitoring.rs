@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -53,20 +53,13 @@ fn the_alert_rules_check_and_pass_their_tests() {
 
 #[test]
 fn the_rules_and_the_dashboard_query_only_metrics_a_pipeline_serves() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let yaml = format!(
-        "source:\n{}\n  follow: true\nsinks:\n  - type: redis\n    url: {}\nstatus:\n  listen: 127.0.0.1:{port}\n",
-        binlog_source(None),
-        redis.url()
-    );
-    let pipeline = write_pipeline(dir.path(), &yaml);
-    let mut tool = Command::new(bin())
-        .args(["run", "-c", pipeline.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let ReplayWithStatus {
+        redis: _redis,
+        dir: _dir,
+        port,
+        pipeline: _,
+        mut tool,
+    } = replay_with_status("  follow: true\n", "");
     let mut served = String::new();
     wait_until("metrics", Duration::from_secs(30), || {
         served = http_get(port, "/metrics").unwrap_or_default();

@@ -284,20 +284,13 @@ fn out_of_file_descriptors_the_endpoint_waits_instead_of_spinning_and_still_answ
 /// a stop ends the run cleanly.
 #[test]
 fn control_needs_the_token_pause_holds_a_replay_resume_and_stop_end_it_cleanly() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let yaml = format!(
-        "source:\n{}\n  rate: 300\nsinks:\n  - type: redis\n    url: {}\nstatus:\n  listen: 127.0.0.1:{port}\n  token: s3cret\n",
-        binlog_source(None),
-        redis.url()
-    );
-    let pipeline = write_pipeline(dir.path(), &yaml);
-    let mut tool = Command::new(bin())
-        .args(["run", "-c", pipeline.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let ReplayWithStatus {
+        redis: _redis,
+        dir: _dir,
+        port,
+        pipeline,
+        mut tool,
+    } = replay_with_status("  rate: 300\n", "  token: s3cret\n");
     let events = || -> u64 {
         http_get(port, "/status")
             .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())

@@ -4,27 +4,20 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 #[test]
 fn the_page_shows_the_stage_the_sinks_and_a_pause_as_a_browser_renders_them() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let yaml = format!(
-        "source:\n{}\n  rate: 400\n  follow: true\nsinks:\n  - type: redis\n    url: {}\nstatus:\n  listen: 127.0.0.1:{port}\n",
-        binlog_source(None),
-        redis.url()
-    );
-    let pipeline = write_pipeline(dir.path(), &yaml);
-    let mut tool = Command::new(bin())
-        .args(["run", "-c", pipeline.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let ReplayWithStatus {
+        redis: _redis,
+        dir: _dir,
+        port,
+        pipeline,
+        mut tool,
+    } = replay_with_status("  rate: 400\n  follow: true\n", "");
     let status = || -> serde_json::Value {
         http_get(port, "/status")
             .and_then(|b| serde_json::from_str(&b).ok())

@@ -964,3 +964,38 @@ pub fn rendered_text(url: &str) -> String {
     }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// The fixture's binlog replayed by the real binary into a fresh Redis, with a status
+/// endpoint: what the status, page and monitoring tests look at. `source_extra` and
+/// `status_extra` add two-space indented lines to the source and to `status:`.
+pub struct ReplayWithStatus {
+    pub redis: RedisServer,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub pipeline: PathBuf,
+    pub tool: Child,
+}
+
+pub fn replay_with_status(source_extra: &str, status_extra: &str) -> ReplayWithStatus {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "source:\n{}\n{source_extra}sinks:\n  - type: redis\n    url: {}\nstatus:\n  listen: 127.0.0.1:{port}\n{status_extra}",
+        binlog_source(None),
+        redis.url()
+    );
+    let pipeline = write_pipeline(dir.path(), &yaml);
+    let tool = Command::new(bin())
+        .args(["run", "-c", pipeline.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ReplayWithStatus {
+        redis,
+        dir,
+        port,
+        pipeline,
+        tool,
+    }
+}
