@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use pika_migrate_core::config::StatusConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,8 +26,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn of_pipeline(path: &Path) -> anyhow::Result<Endpoint> {
-        let config = pipeline_file::load_fleet(path)?;
-        match config.status {
+        Endpoint::of_status(path, pipeline_file::load_fleet(path)?.status)
+    }
+
+    /// The endpoint `status` (of the pipeline file `path`) sets up.
+    pub fn of_status(path: &Path, status: Option<StatusConfig>) -> anyhow::Result<Endpoint> {
+        match status {
             Some(s) => Ok(Endpoint {
                 addr: s.listen.to_string(),
                 token: s.token,

@@ -129,7 +129,7 @@ fn members_of(paths: &[PathBuf]) -> anyhow::Result<(Vec<Member>, Vec<Endpoint>)>
     let mut endpoints = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let fleet = pipeline_file::load_fleet(path)?;
-        endpoints.push(Endpoint::of_pipeline(path)?);
+        endpoints.push(Endpoint::of_status(path, fleet.status.clone())?);
         for member in fleet.members {
             let SourceConfig::Pika(source) = member.config.source else {
                 bail!(

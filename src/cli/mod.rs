@@ -229,12 +229,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             wait_synced,
             timeout,
         } => {
-            let endpoints: Vec<control::Endpoint> = match (&addr, &config) {
-                (None, Some(path)) => vec![control::Endpoint::of_pipeline(path)?],
-                _ => status::addresses(addr, config)?
+            let endpoints: Vec<control::Endpoint> = match (addr, config) {
+                (Some(addr), _) => status::addresses(&addr)
                     .into_iter()
                     .map(|addr| control::Endpoint { addr, token: None })
                     .collect(),
+                (None, Some(path)) => vec![control::Endpoint::of_pipeline(&path)?],
+                (None, None) => anyhow::bail!("give --addr IP:PORT[,IP:PORT…] or -c PIPELINE"),
             };
             if wait_synced {
                 control::wait_synced(&endpoints, std::time::Duration::from_secs(timeout)).await

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,8 +14,6 @@ use pika_migrate_core::source::StopSignal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
-
-use crate::pipeline_file;
 
 /// Largest request head we read.
 const MAX_REQUEST: usize = 8 << 10;
@@ -291,28 +288,13 @@ async fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// The endpoints `status` and `cutover` read: the addresses given (`a,b,c`: one
-/// process per master), or the one in the pipeline file.
-pub fn addresses(addr: Option<String>, config: Option<PathBuf>) -> anyhow::Result<Vec<String>> {
-    match (addr, config) {
-        (Some(a), _) => Ok(a
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        (None, Some(path)) => {
-            let config = pipeline_file::load_fleet(&path)?;
-            match config.status {
-                Some(s) => Ok(vec![s.listen.to_string()]),
-                None => bail!(
-                    "{}: the pipeline has no `status: {{listen: …}}`",
-                    path.display()
-                ),
-            }
-        }
-        (None, None) => bail!("give --addr IP:PORT[,IP:PORT…] or -c PIPELINE"),
-    }
+/// The endpoints of `--addr a,b,c` (one process per master).
+pub fn addresses(addr: &str) -> Vec<String> {
+    addr.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `pika-migrate status`: each endpoint's status; several in one JSON object by address.
