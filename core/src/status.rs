@@ -642,7 +642,13 @@ mod tests {
             s.acked_after(Duration::from_millis(ms));
         }
         let text = s.prometheus(&s.report(0, 0, 0));
-        for (le, count) in [("0.01", 1), ("0.025", 2), ("0.05", 3), ("0.075", 4), ("0.1", 5)] {
+        for (le, count) in [
+            ("0.01", 1),
+            ("0.025", 2),
+            ("0.05", 3),
+            ("0.075", 4),
+            ("0.1", 5),
+        ] {
             let line = format!("pika_migrate_ack_latency_seconds_bucket{{le=\"{le}\"}} {count}");
             assert!(text.contains(&line), "no {line} in\n{text}");
         }

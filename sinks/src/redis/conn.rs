@@ -1,7 +1,9 @@
-//! One connection to a Redis server, from the `redis` crate (its url parsing, TCP, TLS
-//! and unix sockets, the AUTH/SELECT handshake, the reply parser), checked with a PING
-//! so a server still loading or wanting a password fails here. Commands go out as
-//! pre-built pipelines; every reply comes back as a `redis::Value`, errors included.
+//! One connection to a Redis server, checked with a PING so a server still loading or
+//! wanting a password fails here. Plain TCP and unix sockets go on our own path
+//! (`wire`: RESP built once, replies read without a parser-combinator); TLS on the
+//! `redis` crate's connection (its rustls client). Either way the url is the crate's
+//! parsing, commands go out as pre-built pipelines, and every reply comes back as a
+//! `redis::Value`, errors included.
 //!
 //! A server that stops answering without closing (a host gone, a cut network, a
 //! stopped process) is noticed: every reply is awaited for at most the response
@@ -17,6 +19,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Value};
 
 use super::target::show;
+use super::wire::{Request, Wire};
 
 /// Why a connection could not be set up. Each names the target (password hidden).
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +54,17 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keepalive on an idle connection: first probe after 10 s, then every 5 s, 3 unanswered
 /// probes close it (a dead peer is found within about 25 s).
-fn tcp_settings(response_timeout: Duration) -> TcpSettings {
-    let keepalive = TcpKeepalive::new()
+fn keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))
-        .with_retries(3);
+        .with_retries(3)
+}
+
+fn tcp_settings(response_timeout: Duration) -> TcpSettings {
     TcpSettings::default()
         .set_nodelay(true)
-        .set_keepalive(keepalive)
+        .set_keepalive(keepalive())
         // Data sent and never acknowledged (the host is gone) fails the write as well.
         .set_user_timeout(response_timeout)
 }
@@ -130,11 +136,25 @@ fn tls_failure(e: &redis::RedisError) -> bool {
 }
 
 pub struct Connection {
-    inner: MultiplexedConnection,
+    link: Link,
     /// The server's id of this client (`CLIENT ID`), when it tells: a lane that gave up
     /// on the connection has the server drop it (`CLIENT KILL ID`) before it decides
     /// whether to send again, so what it sent can no longer run late.
     pub id: Option<i64>,
+}
+
+/// What carries the bytes.
+enum Link {
+    Wire(Wire),
+    /// TLS: the crate's connection.
+    Crate(MultiplexedConnection),
+}
+
+fn io_error(target: &str, e: std::io::Error) -> ConnectError {
+    ConnectError::Io {
+        target: target.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 impl Connection {
@@ -145,48 +165,16 @@ impl Connection {
         response_timeout: Duration,
     ) -> Result<Connection, ConnectError> {
         let target = show(info);
-        let tls = matches!(info.addr, ConnectionAddr::TcpTls { .. });
-        let client = redis::Client::open(info.clone()).map_err(|e| ConnectError::Io {
-            target: target.clone(),
-            message: e.to_string(),
-        })?;
-        let config = connection_config(response_timeout);
-        let inner = match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(inner) => inner,
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
-                let reply = auth_reply(info).await.unwrap_or_else(|| e.to_string());
-                return Err(ConnectError::Auth { target, reply });
+        let link = match &info.addr {
+            ConnectionAddr::TcpTls { .. } => {
+                Link::Crate(crate_connection(info, &target, response_timeout).await?)
             }
-            Err(e) if tls && tls_failure(&e) => {
-                return Err(ConnectError::Tls {
-                    target,
-                    message: e.to_string(),
-                })
-            }
-            Err(e) if tls && e.is_timeout() => {
-                return Err(ConnectError::Tls {
-                    target,
-                    message: format!("no answer within {CONNECT_TIMEOUT:?}: is it a TLS port?"),
-                })
-            }
-            Err(e) if e.kind() == ErrorKind::ResponseError => {
-                return Err(ConnectError::Refused {
-                    target,
-                    command: "SELECT",
-                    reply: e.to_string(),
-                })
-            }
-            Err(e) => {
-                return Err(ConnectError::Io {
-                    target,
-                    message: e.to_string(),
-                })
-            }
+            addr => Link::Wire(wire_connection(addr, &target, response_timeout).await?),
         };
-        let mut conn = Connection { inner, id: None };
+        let mut conn = Connection { link, id: None };
+        if matches!(conn.link, Link::Wire(_)) {
+            conn.handshake(info, &target).await?;
+        }
         let pong = conn.call(&[b"PING".as_slice()]).await;
         let reply = match pong {
             Ok(reply @ Value::ServerError(_)) => error_text(&reply),
@@ -217,14 +205,63 @@ impl Connection {
         )
     }
 
+    /// AUTH and SELECT as the url asks, on our own path (the crate does them on its).
+    async fn handshake(&mut self, info: &ConnectionInfo, target: &str) -> Result<(), ConnectError> {
+        let redis = &info.redis;
+        if let Some(password) = &redis.password {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &redis.username {
+                auth.push(user.as_bytes());
+            }
+            auth.push(password.as_bytes());
+            let reply = self.call(&auth).await.map_err(|e| ConnectError::Io {
+                target: target.to_owned(),
+                message: e.to_string(),
+            })?;
+            if let Some(reply) = reply_error(&reply) {
+                return Err(ConnectError::Auth {
+                    target: target.to_owned(),
+                    reply,
+                });
+            }
+        }
+        if redis.db != 0 {
+            let db = redis.db.to_string();
+            let reply = self
+                .call(&[b"SELECT".as_slice(), db.as_bytes()])
+                .await
+                .map_err(|e| ConnectError::Io {
+                    target: target.to_owned(),
+                    message: e.to_string(),
+                })?;
+            if let Some(reply) = reply_error(&reply) {
+                return Err(ConnectError::Refused {
+                    target: target.to_owned(),
+                    command: "SELECT",
+                    reply,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one command and reads its reply (a Redis error is an `Ok` value).
     pub async fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> redis::RedisResult<Value> {
-        self.send(&command(argv)).await
+        let mut request = Request::with_capacity(64, 1);
+        request.push(argv);
+        let mut replies = self.request(&request).await?;
+        Ok(replies.pop().unwrap_or(Value::Nil))
     }
 
     /// Sends one built command and reads its reply.
     pub async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
-        self.inner.send_packed_command(cmd).await
+        match &mut self.link {
+            Link::Wire(wire) => {
+                let mut replies = wire.exchange(&cmd.get_packed_command(), 1).await?;
+                Ok(replies.pop().unwrap_or(Value::Nil))
+            }
+            Link::Crate(inner) => inner.send_packed_command(cmd).await,
+        }
     }
 
     /// Sends `pipeline` and returns its `count` replies, in order.
@@ -233,7 +270,115 @@ impl Connection {
         pipeline: &redis::Pipeline,
         count: usize,
     ) -> redis::RedisResult<Vec<Value>> {
-        self.inner.send_packed_commands(pipeline, 0, count).await
+        match &mut self.link {
+            Link::Wire(wire) => Ok(wire
+                .exchange(&pipeline.get_packed_pipeline(), count)
+                .await?),
+            Link::Crate(inner) => inner.send_packed_commands(pipeline, 0, count).await,
+        }
+    }
+
+    /// Sends the commands of `request` and returns a reply for each, in order.
+    pub async fn request(&mut self, request: &Request) -> redis::RedisResult<Vec<Value>> {
+        match &mut self.link {
+            Link::Wire(wire) => Ok(wire.exchange(request.bytes(), request.len()).await?),
+            Link::Crate(inner) => {
+                let mut pipeline = redis::Pipeline::with_capacity(request.len());
+                for bytes in request.commands() {
+                    let argv =
+                        pika_migrate_core::resp::parse_command(&Bytes::copy_from_slice(bytes))
+                            .map_err(|e| {
+                                redis::RedisError::from((
+                                    ErrorKind::ClientError,
+                                    "a command we built",
+                                    e.to_string(),
+                                ))
+                            })?;
+                    pipeline.add_command(command(&argv));
+                }
+                inner
+                    .send_packed_commands(&pipeline, 0, request.len())
+                    .await
+            }
+        }
+    }
+}
+
+/// A TCP or unix-socket connection on our own path, with the TCP settings the crate
+/// would give it.
+async fn wire_connection(
+    addr: &ConnectionAddr,
+    target: &str,
+    response_timeout: Duration,
+) -> Result<Wire, ConnectError> {
+    let connect = async {
+        let io: Box<dyn super::wire::Io> = match addr {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                let socket = redis::io::tcp::socket2::SockRef::from(&stream);
+                socket.set_tcp_nodelay(true)?;
+                socket.set_tcp_keepalive(&keepalive())?;
+                socket.set_tcp_user_timeout(Some(response_timeout))?;
+                Box::new(stream)
+            }
+            ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            other => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!("{other:?}"),
+                ))
+            }
+        };
+        Ok(io)
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(io)) => Ok(Wire::new(io, response_timeout)),
+        Ok(Err(e)) => Err(io_error(target, e)),
+        Err(_) => Err(ConnectError::Io {
+            target: target.to_owned(),
+            message: format!("no connection within {CONNECT_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// A TLS connection: the crate's.
+async fn crate_connection(
+    info: &ConnectionInfo,
+    target: &str,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, ConnectError> {
+    let target = target.to_owned();
+    let client = redis::Client::open(info.clone()).map_err(|e| ConnectError::Io {
+        target: target.clone(),
+        message: e.to_string(),
+    })?;
+    let config = connection_config(response_timeout);
+    match client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(inner) => Ok(inner),
+        Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+            let reply = auth_reply(info).await.unwrap_or_else(|| e.to_string());
+            Err(ConnectError::Auth { target, reply })
+        }
+        Err(e) if tls_failure(&e) => Err(ConnectError::Tls {
+            target,
+            message: e.to_string(),
+        }),
+        Err(e) if e.is_timeout() => Err(ConnectError::Tls {
+            target,
+            message: format!("no answer within {CONNECT_TIMEOUT:?}: is it a TLS port?"),
+        }),
+        Err(e) if e.kind() == ErrorKind::ResponseError => Err(ConnectError::Refused {
+            target,
+            command: "SELECT",
+            reply: e.to_string(),
+        }),
+        Err(e) => Err(ConnectError::Io {
+            target,
+            message: e.to_string(),
+        }),
     }
 }
 

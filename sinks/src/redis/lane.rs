@@ -45,7 +45,7 @@ pub struct LaneCommand {
 
 impl LaneCommand {
     /// Estimated memory: argument bytes plus a `Bytes` header and allocation each.
-    fn memory(&self) -> usize {
+    pub(super) fn memory(&self) -> usize {
         self.argv.iter().map(|a| a.len() + 64).sum()
     }
 

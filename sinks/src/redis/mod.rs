@@ -33,6 +33,7 @@ pub mod sentinel;
 pub mod target;
 pub mod verify;
 pub mod wait;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

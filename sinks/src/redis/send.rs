@@ -27,6 +27,7 @@ use super::conn::{command, error_text, reply_error};
 use super::endpoint::Connected;
 use super::lane::{Lane, LaneCommand, LaneError};
 use super::wait::WaitFailure;
+use super::wire::Request;
 use crate::encode::commands::TypeConflict;
 
 /// What a lane asks its server outside a transaction.
@@ -145,47 +146,48 @@ impl Lane {
         // after every pipeline.
         let db = commands.first().map_or(self.home_db, |c| c.db);
         let select = (db != self.home_db).then_some(db);
-        let mut parts: Vec<(Part, redis::Cmd)> = Vec::with_capacity(commands.len() + 3);
-        let selecting = |db: u32| {
-            (
-                Part::Select(db),
-                command(&[b"SELECT".as_slice(), db.to_string().as_bytes()]),
-            )
+        // The request is built once as RESP bytes (`wire`); `parts` says what each
+        // queued command is, to read its reply.
+        let bytes: usize = commands.iter().map(|c| c.memory()).sum();
+        let mut request = Request::with_capacity(bytes + 128, commands.len() + 6);
+        let mut parts: Vec<Part> = Vec::with_capacity(commands.len() + 3);
+        if !plain {
+            request.push(&[b"MULTI".as_slice()]);
+        }
+        let mut selecting = |request: &mut Request, db: u32| {
+            parts.push(Part::Select(db));
+            request.push(&[b"SELECT".as_slice(), db.to_string().as_bytes()]);
         };
         if let Some(db) = select {
-            parts.push(selecting(db));
+            selecting(&mut request, db);
         }
         for (i, c) in commands.iter().enumerate() {
             let guard = if plain { None } else { self.guard_of(c) };
             match guard {
                 Some(guard) => {
-                    parts.push((Part::GuardBefore(i), guard.before));
-                    parts.push((Part::Command(i), command(&c.argv)));
+                    parts.push(Part::GuardBefore(i));
+                    request.push_cmd(&guard.before);
+                    parts.push(Part::Command(i));
+                    request.push(&c.argv);
                     if let Some(after) = guard.after {
-                        parts.push((Part::GuardAfter(i), after));
+                        parts.push(Part::GuardAfter(i));
+                        request.push_cmd(&after);
                     }
                 }
-                None => parts.push((Part::Command(i), command(&c.argv))),
+                None => {
+                    parts.push(Part::Command(i));
+                    request.push(&c.argv);
+                }
             }
         }
         if select.is_some() {
-            parts.push(selecting(self.home_db));
+            parts.push(Part::Select(self.home_db));
+            request.push(&[b"SELECT".as_slice(), self.home_db.to_string().as_bytes()]);
         }
         if !plain {
-            parts.push((
-                Part::Marker,
-                command(&[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()]),
-            ));
-        }
-        let mut pipe = redis::Pipeline::with_capacity(parts.len() + 3);
-        if !plain {
-            pipe.add_command(redis::cmd("MULTI"));
-        }
-        for (_, cmd) in &parts {
-            pipe.add_command(cmd.clone());
-        }
-        if !plain {
-            pipe.add_command(redis::cmd("EXEC"));
+            parts.push(Part::Marker);
+            request.push(&[b"SET".as_slice(), marker.as_bytes(), checkpoint.as_bytes()]);
+            request.push(&[b"EXEC".as_slice()]);
         }
         let settings = self.settings.clone();
         let wait = settings.wait.as_ref();
@@ -198,10 +200,8 @@ impl Lane {
                 }
                 None => &Default::default(),
             };
-            pipe.add_command(wait.command(count));
+            request.push_cmd(&wait.command(count));
         }
-        let parts: Vec<Part> = parts.into_iter().map(|(p, _)| p).collect();
-        let expected = parts.len() + if plain { 0 } else { 2 } + usize::from(wait.is_some());
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         // A server reached again since the last transaction is checked first (did it
@@ -247,7 +247,7 @@ impl Lane {
                     Err(e) => Err(e),
                 }
             } else {
-                self.attempt(&mut connected, &pipe, expected).await
+                self.attempt(&mut connected, &request).await
             };
             match attempt {
                 Ok(mut replies) => {
@@ -451,12 +451,11 @@ impl Lane {
     async fn attempt(
         &self,
         connected: &mut Connected,
-        pipe: &redis::Pipeline,
-        expected: usize,
+        request: &Request,
     ) -> Result<Vec<Value>, Failure> {
         let mut replies = connected
             .conn
-            .pipeline(pipe, expected)
+            .request(request)
             .await
             .map_err(|e| Failure::Retry(e.to_string()))?;
         if self.endpoint.may_move() {
