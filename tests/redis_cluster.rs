@@ -20,12 +20,35 @@ fn run_into_cluster(
     (code, stderr, pipeline, tmp)
 }
 
+/// The sink's summary: commands sent, and the pipelines they went in.
+fn sent(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" commands in ") && l.contains(" transactions"))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    let number_before = |word: &str| -> u64 {
+        let head = &line[..line.find(word).unwrap()];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (
+        number_before(" commands in"),
+        number_before(" transactions"),
+    )
+}
+
 #[test]
 fn the_snapshot_lands_exactly_across_three_masters() {
     let cluster = RedisCluster::start(3);
     let (code, stderr, pipeline, _tmp) = run_into_cluster(&dump_source(), &cluster.url(), "");
     assert_eq!(code, 0, "{stderr}");
     assert_dump_state(&cluster.state());
+    // Snapshot commands go to a master in pipelines of many slots, not one round trip
+    // per slot (which, with keys spread over every slot, was one per command).
+    let (commands, pipelines) = sent(&stderr);
+    assert!(
+        pipelines * 4 < commands,
+        "{commands} commands in {pipelines} pipelines: {stderr}"
+    );
     for node in &cluster.nodes {
         let n: i64 = redis::cmd("DBSIZE").query(&mut node.client()).unwrap();
         assert!(n > 50, "every master holds a share of the keys ({n})");
