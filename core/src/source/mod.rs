@@ -22,7 +22,7 @@ use crate::pika::normalize::Note;
 use crate::pika::storage::{ScanStats, StorageError};
 
 /// Events per batch handed to the pipeline.
-pub const BATCH_EVENTS: usize = 256;
+pub const BATCH_EVENTS: usize = 1024;
 /// Estimated memory after which a batch is handed over early, so that memory stays
 /// bounded however big the chunks are (channel capacity × this). Big keys fill three
 /// queues of 16 batches (source, sink, Redis lanes): 24 MiB at this size; at 2 MiB,
