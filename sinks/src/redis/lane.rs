@@ -23,12 +23,68 @@ use super::guard::{guard, Guard};
 use super::redirect::redirection;
 use super::send::Replies;
 use super::wait::WaitSettings;
+use super::wire::Request;
 use crate::encode::commands::TypeConflict;
+
+/// A command's arguments (name first): a list, or already encoded as RESP. Snapshot
+/// commands, nearly all of a full sync, are encoded when the sink takes them, so their
+/// list and the `Bytes` of each argument are freed at once instead of waiting in the
+/// lanes' queues (memory the allocator then had to take fresh), and the lane copies one
+/// slice per command into its request instead of each argument.
+#[derive(Debug, Clone)]
+pub enum Args {
+    List(Vec<Bytes>),
+    Resp {
+        bytes: Bytes,
+        /// Where the key sits in `bytes`.
+        key: std::ops::Range<usize>,
+    },
+}
+
+impl Args {
+    /// `argv` encoded into `buf` (see [`wire::pack`]); its key is `argv[1]`.
+    pub fn packed(buf: &mut bytes::BytesMut, argv: &[Bytes]) -> Args {
+        let (bytes, key) = super::wire::pack(buf, argv, 1);
+        Args::Resp { bytes, key }
+    }
+
+    /// The arguments as a list (a RESP command parsed back into slices of it).
+    pub fn list(&self) -> std::borrow::Cow<'_, [Bytes]> {
+        match self {
+            Args::List(argv) => argv.as_slice().into(),
+            Args::Resp { bytes, .. } => pika_migrate_core::resp::parse_command(bytes)
+                .unwrap_or_default()
+                .into(),
+        }
+    }
+
+    /// The command's name, for a message.
+    pub fn name(&self) -> String {
+        self.list()
+            .first()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn write_to(&self, request: &mut Request) {
+        match self {
+            Args::List(argv) => request.push(argv),
+            Args::Resp { bytes, .. } => request.push_resp(bytes),
+        }
+    }
+
+    fn memory(&self) -> usize {
+        match self {
+            Args::List(argv) => argv.iter().map(|a| a.len() + 64).sum(),
+            Args::Resp { bytes, .. } => bytes.len() + 64,
+        }
+    }
+}
 
 /// A command bound for Redis, with what is needed to handle its reply.
 #[derive(Debug, Clone)]
 pub struct LaneCommand {
-    pub argv: Vec<Bytes>,
+    pub argv: Args,
     /// Index in `argv` of the key the lane was chosen by (None for key-less commands).
     pub key_index: Option<usize>,
     /// The data type the command writes, for a WRONGTYPE reply.
@@ -47,13 +103,17 @@ pub struct LaneCommand {
 impl LaneCommand {
     /// Estimated memory: argument bytes plus a `Bytes` header and allocation each.
     pub(super) fn memory(&self) -> usize {
-        self.argv.iter().map(|a| a.len() + 64).sum()
+        self.argv.memory()
     }
 
     pub(super) fn key(&self) -> &[u8] {
-        self.key_index
-            .and_then(|i| self.argv.get(i))
-            .map_or(&[][..], |k| k.as_ref())
+        match &self.argv {
+            Args::List(argv) => self
+                .key_index
+                .and_then(|i| argv.get(i))
+                .map_or(&[][..], |k| k.as_ref()),
+            Args::Resp { bytes, key } => bytes.get(key.clone()).unwrap_or_default(),
+        }
     }
 }
 
@@ -336,7 +396,7 @@ impl Lane {
     ) -> Result<(), LaneError> {
         while let Some(at) = commands
             .iter()
-            .position(|c| super::pika_target::keeps_ttl(&c.argv))
+            .position(|c| super::pika_target::keeps_ttl(&c.argv.list()))
         {
             let mut rest = commands.split_off(at);
             if !commands.is_empty() {
@@ -344,10 +404,10 @@ impl Lane {
             }
             let keeping = rest.remove(0);
             let left = self.pttl(keeping.key()).await?;
-            commands = super::pika_target::keeping_ttl(&keeping.argv, left)
+            commands = super::pika_target::keeping_ttl(&keeping.argv.list(), left)
                 .into_iter()
                 .map(|argv| LaneCommand {
-                    argv,
+                    argv: Args::List(argv),
                     idempotent: false,
                     ..keeping.clone()
                 })
@@ -612,10 +672,10 @@ impl Lane {
             TypeConflict::Overwrite => {
                 stats.conflicts_overwritten.fetch_add(1, Ordering::Relaxed);
                 fixups.push(LaneCommand {
-                    argv: vec![
+                    argv: Args::List(vec![
                         Bytes::from_static(b"DEL"),
                         Bytes::copy_from_slice(command.key()),
-                    ],
+                    ]),
                     key_index: Some(1),
                     writes: None,
                     idempotent: command.idempotent,
@@ -630,10 +690,14 @@ impl Lane {
                 let mut command = command;
                 if let Some(i) = command.key_index {
                     let t = command.writes.map_or("other", DataType::as_str);
-                    let mut renamed = command.argv[i].to_vec();
-                    renamed.push(b':');
-                    renamed.extend_from_slice(t.as_bytes());
-                    command.argv[i] = Bytes::from(renamed);
+                    let mut argv = command.argv.list().into_owned();
+                    if let Some(key) = argv.get_mut(i) {
+                        let mut renamed = key.to_vec();
+                        renamed.push(b':');
+                        renamed.extend_from_slice(t.as_bytes());
+                        *key = Bytes::from(renamed);
+                    }
+                    command.argv = Args::List(argv);
                 }
                 fixups.push(command);
             }
@@ -642,11 +706,7 @@ impl Lane {
     }
 
     fn refused_finally(&self, command: &LaneCommand, reply: String) -> Result<(), LaneError> {
-        let name = command
-            .argv
-            .first()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
+        let name = command.argv.name();
         if self.settings.on_error == OnError::Skip {
             let n = self.stats.errors_skipped.fetch_add(1, Ordering::Relaxed);
             if n < LOGGED_KEYS as u64 {

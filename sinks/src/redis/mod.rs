@@ -56,7 +56,9 @@ use cluster::SlotMap;
 use config::{HyperLogLogPolicy, RedisSinkConfig};
 use conn::reply_error;
 use endpoint::{Endpoint, EndpointError};
-use lane::{ClusterSettings, Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats};
+use lane::{
+    Args, ClusterSettings, Lane, LaneBatch, LaneCommand, LaneError, LaneSettings, LaneStats,
+};
 use pika_target::{PikaTarget, Translated};
 use redis::Value;
 use sentinel::Sentinels;
@@ -135,6 +137,8 @@ pub struct RedisSink {
     hyperloglogs: u64,
     hyperloglog_keys: Vec<String>,
     scratch: Vec<Vec<Bytes>>,
+    /// Blocks snapshot commands are encoded into (`Args::packed`).
+    packing: bytes::BytesMut,
     per_lane: Vec<Vec<LaneCommand>>,
     /// Per `write` not yet applied by every lane, the number of its last lane batch.
     unacked: VecDeque<u64>,
@@ -382,6 +386,7 @@ impl RedisSink {
             hyperloglogs: 0,
             hyperloglog_keys: Vec::new(),
             scratch: Vec::new(),
+            packing: bytes::BytesMut::new(),
             per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
             unacked: VecDeque::new(),
             writes_acked: 0,
@@ -404,7 +409,9 @@ impl RedisSink {
     async fn dispatch(&mut self) -> Result<(), SinkError> {
         self.seq += 1;
         for i in 0..self.lanes.len() {
-            let commands = std::mem::take(&mut self.per_lane[i]);
+            // The next batch starts with room for as many (no growing push by push).
+            let room = self.per_lane[i].len();
+            let commands = std::mem::replace(&mut self.per_lane[i], Vec::with_capacity(room));
             if self.lanes[i]
                 .tx
                 .send(LaneBatch {
@@ -439,14 +446,18 @@ impl RedisSink {
             {
                 return Err(self.lane_failure().await);
             }
-            let lagging = self
-                .lanes
-                .iter_mut()
-                .filter(|l| *l.done.borrow() < self.seq)
-                .map(|l| l.done.clone())
-                .next();
-            if let Some(mut done) = lagging {
-                let _ = tokio::time::timeout(Duration::from_millis(50), done.changed()).await;
+            // The lane's own receiver, marked seen: `changed` then waits for its next
+            // batch (a fresh clone saw every earlier change as new, and spun).
+            let seq = self.seq;
+            let mut lagging = None;
+            for lane in self.lanes.iter_mut() {
+                if *lane.done.borrow_and_update() < seq {
+                    lagging = Some(lane);
+                    break;
+                }
+            }
+            if let Some(lane) = lagging {
+                let _ = tokio::time::timeout(Duration::from_millis(50), lane.done.changed()).await;
             }
         }
         Ok(())
@@ -588,7 +599,7 @@ impl RedisSink {
         for lane in (0..self.lanes.len()).step_by(self.senders) {
             self.per_lane[lane].push(LaneCommand {
                 key_index: None,
-                argv: argv.clone(),
+                argv: Args::List(argv.clone()),
                 writes,
                 idempotent: false,
                 db: 0,
@@ -713,7 +724,7 @@ impl RedisSink {
         for round in [others.collect::<Vec<_>>(), vec![flushing]] {
             for lane in round {
                 self.per_lane[lane].push(LaneCommand {
-                    argv: vec![Bytes::from_static(b"PING")],
+                    argv: Args::List(vec![Bytes::from_static(b"PING")]),
                     key_index: None,
                     writes: None,
                     idempotent: false,
@@ -862,6 +873,11 @@ impl Sink for RedisSink {
                 let idempotent = pika_flush
                     || snapshot_type.is_some()
                         && !matches!(argv[0].as_ref(), b"RPUSH" | b"APPEND" | b"XADD");
+                // A snapshot command is encoded now, its argument list freed (`Args`).
+                let argv = match snapshot_type {
+                    Some(_) => Args::packed(&mut self.packing, &argv),
+                    _ => Args::List(argv),
+                };
                 let command = LaneCommand {
                     idempotent,
                     db,

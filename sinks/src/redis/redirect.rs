@@ -80,7 +80,7 @@ impl Lane {
             };
             let mut pipe = redis::Pipeline::with_capacity(2);
             pipe.add_command(redis::cmd("ASKING"));
-            pipe.add_command(command(&c.argv));
+            pipe.add_command(command(&c.argv.list()));
             let mut got =
                 connected
                     .conn

@@ -168,7 +168,7 @@ impl Lane {
                     parts.push(Part::GuardBefore(i));
                     request.push_cmd(&guard.before);
                     parts.push(Part::Command(i));
-                    request.push(&c.argv);
+                    c.argv.write_to(&mut request);
                     if let Some(after) = guard.after {
                         parts.push(Part::GuardAfter(i));
                         request.push_cmd(&after);
@@ -176,7 +176,7 @@ impl Lane {
                 }
                 None => {
                     parts.push(Part::Command(i));
-                    request.push(&c.argv);
+                    c.argv.write_to(&mut request);
                 }
             }
         }
@@ -749,11 +749,7 @@ impl Lane {
     }
 
     fn command_error(&self, c: &LaneCommand, what: &str, reply: String) -> LaneError {
-        let name = c
-            .argv
-            .first()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
+        let name = c.argv.name();
         LaneError::Command {
             command: format!("{what} {name}"),
             key: pika_migrate_core::display::display_key(c.key()),

@@ -14,7 +14,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use redis::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -37,6 +37,12 @@ impl Request {
     /// Appends a command from its arguments (name first).
     pub fn push<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
         pika_migrate_core::resp::encode_command(&mut self.bytes, argv);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends a command already encoded.
+    pub fn push_resp(&mut self, resp: &[u8]) {
+        self.bytes.extend_from_slice(resp);
         self.ends.push(self.bytes.len());
     }
 
@@ -65,6 +71,39 @@ impl Request {
             .zip(self.ends.iter().copied())
             .map(|(start, end)| &self.bytes[start..end])
     }
+}
+
+/// Smallest block commands are packed into ([`pack`]).
+const PACK_BLOCK: usize = 64 << 10;
+
+/// Encodes `argv` as RESP at the end of `buf` and splits it off: the command's bytes,
+/// and where its argument `key_at` sits in them. Commands share `buf`'s blocks (one
+/// allocation per block, not per command); a block is freed with its last command.
+pub fn pack(
+    buf: &mut BytesMut,
+    argv: &[bytes::Bytes],
+    key_at: usize,
+) -> (bytes::Bytes, std::ops::Range<usize>) {
+    let size: usize = 16 + argv.iter().map(|a| a.len() + 24).sum::<usize>();
+    if buf.capacity() - buf.len() < size {
+        *buf = BytesMut::with_capacity(size.max(PACK_BLOCK));
+    }
+    let mut key = 0..0;
+    let mut digits = itoa::Buffer::new();
+    buf.put_u8(b'*');
+    buf.put_slice(digits.format(argv.len()).as_bytes());
+    buf.put_slice(b"\r\n");
+    for (i, arg) in argv.iter().enumerate() {
+        buf.put_u8(b'$');
+        buf.put_slice(digits.format(arg.len()).as_bytes());
+        buf.put_slice(b"\r\n");
+        if i == key_at {
+            key = buf.len()..buf.len() + arg.len();
+        }
+        buf.put_slice(arg);
+        buf.put_slice(b"\r\n");
+    }
+    (buf.split().freeze(), key)
 }
 
 /// A byte stream to a server.
@@ -369,6 +408,29 @@ mod tests {
                 assert!(got.is_err(), "{:?}", String::from_utf8_lossy(bad));
             }
         }
+    }
+
+    #[test]
+    fn packed_commands_are_the_resp_of_their_arguments_and_share_blocks() {
+        let mut buf = BytesMut::new();
+        let argv = |key: &'static [u8]| [&b"SET"[..], key, b"value"].map(bytes::Bytes::from_static);
+        let (first, key) = pack(&mut buf, &argv(b"k1"), 1);
+        let (second, _) = pack(&mut buf, &argv(b"k2"), 1);
+        let mut expected = Vec::new();
+        pika_migrate_core::resp::encode_command(&mut expected, &argv(b"k1"));
+        assert_eq!(&first[..], &expected[..]);
+        assert_eq!(&first[key], b"k1");
+        // One block: the second follows the first in memory.
+        assert_eq!(first.as_ptr().wrapping_add(first.len()), second.as_ptr());
+        // A command larger than a block gets a block of its own size.
+        let big = [
+            bytes::Bytes::from_static(b"SET"),
+            bytes::Bytes::from(vec![b'k'; 3]),
+            bytes::Bytes::from(vec![7; PACK_BLOCK * 2]),
+        ];
+        let (packed, key) = pack(&mut buf, &big, 1);
+        assert_eq!(&packed[key], b"kkk");
+        assert_eq!(packed.len(), PACK_BLOCK * 2 + 33);
     }
 
     #[test]
