@@ -8,6 +8,19 @@ use std::sync::Arc;
 use crate::event::{DataType, Event, Op};
 use crate::status::{Status, StatusReport};
 
+/// CPU time the whole process has used so far (user and system, every thread), in
+/// seconds: logged where a full sync begins and ends loading, so the CPU a load took
+/// can be told per key.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 /// Live counters of a run, for progress bars and status.
 #[derive(Debug, Default)]
 struct Counters {

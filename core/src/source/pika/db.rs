@@ -429,7 +429,11 @@ impl DbReplica {
             self.out.push(flush_event(self.db, dump_at)).await;
         }
         let out = std::mem::replace(&mut self.out, EventSender::closed());
-        tracing::info!(position = %dump_at, "full sync: loading the dump into the sinks");
+        tracing::info!(
+            position = %dump_at,
+            cpu_seconds = format!("{:.3}", crate::metrics::process_cpu_seconds()),
+            "full sync: loading the dump into the sinks"
+        );
         let mut task = tokio::task::spawn_blocking(move || {
             let mut out = out;
             let result = scan.scan_blocking(&mut out, &metrics);
@@ -472,7 +476,11 @@ impl DbReplica {
             }
         }
         self.save(ctx, Stage::Stream { at: dump_at }).await?;
-        tracing::info!(position = %dump_at, "full sync: loaded; following the binlog");
+        tracing::info!(
+            position = %dump_at,
+            cpu_seconds = format!("{:.3}", crate::metrics::process_cpu_seconds()),
+            "full sync: loaded; following the binlog"
+        );
         Ok(Some(dump_at))
     }
 
