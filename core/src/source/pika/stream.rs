@@ -114,8 +114,8 @@ pub(super) async fn follow(
     let mut ready = Vec::new();
     let mut last_item = Instant::now();
     let mut resent = 0u64;
-    let mut poll = tokio::time::interval(ACK_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll = crate::pipeline::ack_interval(ACK_POLL);
+    let mut fast = crate::pipeline::ack_interval(crate::pipeline::FAST_ACK_POLL);
     let outcome: Result<(), ReplicaError> = loop {
         tokio::select! {
             r = link.recv() => {
@@ -197,6 +197,7 @@ pub(super) async fn follow(
                     replica.out.flush().await;
                 }
             }
+            _ = fast.tick(), if !acks.unacked.is_empty() => {}
         }
         if let Some((first, last)) = acks.take(replica.out.acknowledged(), &status) {
             status.set_stream(None, acks.unacked.len(), acks.oldest());
