@@ -126,7 +126,17 @@ impl Replay {
     /// expiry moved to the clock, or held when it had not passed when the master applied
     /// it but has at the moment read. A snapshot chunk of a key expired at that moment
     /// is left out.
-    pub fn pass(&mut self, mut event: Event, out: &mut Vec<Event>) {
+    pub fn pass(&mut self, event: Event, out: &mut Vec<Event>) {
+        let name = match &event.op {
+            Op::Command { argv } => CommandName::of(argv),
+            Op::Snapshot { .. } => CommandName::of(&[]),
+        };
+        self.pass_named(event, name.as_str(), out);
+    }
+
+    /// [`Replay::pass`] for a command whose lowercased name is known (`name`; anything
+    /// for a snapshot event).
+    pub fn pass_named(&mut self, mut event: Event, name: &str, out: &mut Vec<Event>) {
         match &mut event.op {
             Op::Snapshot { expire_at_ms, .. } => {
                 if let Some(at) = *expire_at_ms {
@@ -138,8 +148,6 @@ impl Replay {
                 }
             }
             Op::Command { argv } => {
-                let name = CommandName::of(argv);
-                let name = name.as_str();
                 if let Some(exec) = event.exec_time.filter(|_| !self.held.is_empty()) {
                     let exec_ms = i64::from(exec) * 1000;
                     let touched: Vec<Bytes> = commands::key_indexes(argv)

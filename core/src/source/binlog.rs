@@ -48,6 +48,17 @@ pub fn entry_to_event(
     dialect: Dialect,
     report: &mut SourceReport,
 ) -> Result<Option<Event>, NormalizeError> {
+    Ok(entry_to_named_event(db, entry, dialect, report)?.map(|(event, _)| event))
+}
+
+/// [`entry_to_event`], with the command's name as it was looked up (so the replay that
+/// follows need not work it out again).
+pub fn entry_to_named_event(
+    db: u32,
+    entry: BinlogEntry,
+    dialect: Dialect,
+    report: &mut SourceReport,
+) -> Result<Option<(Event, commands::CommandName)>, NormalizeError> {
     let BinlogEntry { end, item, .. } = entry;
     let plan = Plan::new(&item.argv, item.exec_time, dialect)?;
     if plan.note() == Some(Note::DeletedOnMaster) {
@@ -88,7 +99,7 @@ pub fn entry_to_event(
         return Ok(None);
     };
     let spec = commands::lookup(name.as_str());
-    Ok(Some(Event {
+    let event = Event {
         db,
         source_db: db,
         key: commands::first_key_of(spec, &argv).unwrap_or_default(),
@@ -100,7 +111,8 @@ pub fn entry_to_event(
             term: item.term,
         },
         exec_time: Some(item.exec_time),
-    }))
+    };
+    Ok(Some((event, name)))
 }
 
 /// Entries read from one database's binlog before the next database's turn, so that
@@ -209,16 +221,14 @@ impl BinlogSource {
                             log.caught_up = false;
                             report.binlog_items += 1;
                             let start = entry.start;
-                            let event = entry_to_event(log.db, entry, self.dialect, report)
+                            let event = entry_to_named_event(log.db, entry, self.dialect, report)
                                 .map_err(|e| BinlogError::Corrupt {
-                                    path: log
-                                        .dir
-                                        .join(crate::pika::binlog::file_name(start.filenum)),
-                                    offset: start.offset,
-                                    reason: e.to_string(),
-                                })?;
-                            if let Some(event) = event {
-                                replay.pass(event, &mut ready);
+                                path: log.dir.join(crate::pika::binlog::file_name(start.filenum)),
+                                offset: start.offset,
+                                reason: e.to_string(),
+                            })?;
+                            if let Some((event, name)) = event {
+                                replay.pass_named(event, name.as_str(), &mut ready);
                                 if !send(&mut ready, out) {
                                     break 'reading;
                                 }

@@ -17,7 +17,7 @@ use crate::pika::binlog::{BinlogEntry, BinlogItem};
 use crate::pika::repl::proto::{self, Type};
 use crate::pika::repl::requests;
 use crate::replay::{Replay, ReplayClock};
-use crate::source::binlog::entry_to_event;
+use crate::source::binlog::entry_to_named_event;
 use crate::source::Seq;
 use crate::status::Status;
 
@@ -161,7 +161,7 @@ pub(super) async fn follow(
                     let entry_read = BinlogEntry { start: previous_end, end, item };
                     previous_end = end;
                     replica.report.binlog_items += 1;
-                    let event = match entry_to_event(db, entry_read, dialect, &mut replica.report) {
+                    let event = match entry_to_named_event(db, entry_read, dialect, &mut replica.report) {
                         Ok(event) => event,
                         Err(e) => {
                             failure = Some(ReplicaError::BadItem { db, at: end, error: e.to_string() });
@@ -169,8 +169,8 @@ pub(super) async fn follow(
                         }
                     };
                     let mut queued = None;
-                    if let Some(event) = event {
-                        replay.pass(event, &mut ready);
+                    if let Some((event, name)) = event {
+                        replay.pass_named(event, name.as_str(), &mut ready);
                         for event in ready.drain(..) {
                             replica.out.push(event).await;
                         }
