@@ -396,7 +396,10 @@ impl Lane {
     ) -> Result<(), LaneError> {
         while let Some(at) = commands
             .iter()
-            .position(|c| super::pika_target::keeps_ttl(&c.argv.list()))
+            // A binlog `SET … KEEPTTL`: snapshot commands (packed) never keep a TTL.
+            .position(|c| {
+                matches!(c.argv, Args::List(_)) && super::pika_target::keeps_ttl(&c.argv.list())
+            })
         {
             let mut rest = commands.split_off(at);
             if !commands.is_empty() {
