@@ -150,7 +150,7 @@ enum Link {
     Crate(MultiplexedConnection),
 }
 
-fn io_error(target: &str, e: std::io::Error) -> ConnectError {
+fn io_error(target: &str, e: impl std::fmt::Display) -> ConnectError {
     ConnectError::Io {
         target: target.to_owned(),
         message: e.to_string(),
@@ -185,12 +185,7 @@ impl Connection {
                 };
                 return Ok(conn);
             }
-            Err(e) => {
-                return Err(ConnectError::Io {
-                    target,
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(io_error(&target, e)),
         };
         Err(
             if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
@@ -214,10 +209,7 @@ impl Connection {
                 auth.push(user.as_bytes());
             }
             auth.push(password.as_bytes());
-            let reply = self.call(&auth).await.map_err(|e| ConnectError::Io {
-                target: target.to_owned(),
-                message: e.to_string(),
-            })?;
+            let reply = self.call(&auth).await.map_err(|e| io_error(target, e))?;
             if let Some(reply) = reply_error(&reply) {
                 return Err(ConnectError::Auth {
                     target: target.to_owned(),
@@ -230,10 +222,7 @@ impl Connection {
             let reply = self
                 .call(&[b"SELECT".as_slice(), db.as_bytes()])
                 .await
-                .map_err(|e| ConnectError::Io {
-                    target: target.to_owned(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| io_error(target, e))?;
             if let Some(reply) = reply_error(&reply) {
                 return Err(ConnectError::Refused {
                     target: target.to_owned(),
