@@ -64,14 +64,17 @@ fn the_3_5_dump_decodes_to_exactly_what_pika_showed_streams_included() {
 fn the_3_5_dump_lands_in_redis_exactly_streams_included() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
+    // Read on four threads: the name that is a string and a stream still resolves
+    // to its string, whichever thread reads which first.
     let yaml = format!(
-        "source:\n{}\nsinks:\n  - type: redis\n    url: {}\n    batch: 64\n",
+        "source:\n{}\n  scan_threads: 4\nsinks:\n  - type: redis\n    url: {}\n    batch: 64\n",
         fixture_dump_source(V),
         redis.url()
     );
     let pipeline = write_pipeline(dir.path(), &yaml);
     let (code, _, stderr) = run_cli(&["run", "-c", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("threads=4"), "{stderr}");
     assert!(stderr.contains(", 9 stream); "), "{stderr}");
     let moment = fixture_moment_of(V);
     let expected = redis_view(&live_at(

@@ -185,11 +185,13 @@ fn dump_source_4_0() -> String {
 #[test]
 fn a_4_0_dump_lands_in_redis_exactly() {
     let redis = RedisServer::start();
+    // The three instances read side by side.
     let stderr = run_into(
         &redis,
-        &dump_source_4_0(),
+        &format!("{}\n  scan_threads: 3", dump_source_4_0()),
         "    senders: 4\n    batch: 64\n",
     );
+    assert!(stderr.contains("threads=3"), "{stderr}");
     // floyd flags a HyperLogLog in its value; the sink tells them by their size, as
     // for blackwidow's, and copies them raw.
     assert!(

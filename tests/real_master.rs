@@ -73,7 +73,8 @@ fn full_sync_while_writes_of_every_type_go_on_lands_exactly(version: &'static st
     };
     preload(&pika, 3000);
     let redis = RedisServer::start();
-    let m = Migration::new(&pika.addr(), &redis.url(), "");
+    // The dump read on three threads, whatever the machine.
+    let m = Migration::new(&pika.addr(), &redis.url(), "  scan_threads: 3\n");
     let writer = Writer::start(&pika, live_write);
     let started = Instant::now();
     let tool = m.start();
@@ -95,6 +96,7 @@ fn full_sync_while_writes_of_every_type_go_on_lands_exactly(version: &'static st
         full_sync.as_millis()
     );
     assert_eq!(pika.full_syncs_served(), 1);
+    assert!(m.log_text().contains("threads=3"), "{}", m.log_text());
     assert_same_as_master(&pika, &redis);
 }
 

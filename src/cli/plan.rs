@@ -90,6 +90,7 @@ async fn dump_of_master(master: &PikaSourceConfig) -> anyhow::Result<SnapshotSou
         path: master.work_dir.join("dbsync"),
         chunk: master.chunk,
         rate: None,
+        scan_threads: master.scan_threads,
         as_of: None,
     })
 }
@@ -135,6 +136,7 @@ pub async fn plan(path: &Path, json_out: bool, source: Option<&str>) -> anyhow::
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
         rate: None,
+        threads: pika_migrate_core::config::scan_threads(snapshot.scan_threads, 1),
         clock,
     };
     let (tx, mut rx) = mpsc::channel(16);

@@ -136,6 +136,11 @@ pub struct PikaSourceConfig {
     /// spare the target); the binlog stream is never held back.
     #[serde(default)]
     pub load_rate: Option<u64>,
+    /// Threads reading a full sync's dump. Default: the cores there are, at most 8.
+    /// The keys of one database then arrive in no set order (each key's own events
+    /// stay in order); 1 reads them in key order.
+    #[serde(default)]
+    pub scan_threads: Option<usize>,
     /// At most this many bytes per second while the dump of a Pika 3.5 master is pulled
     /// (as its own replicas' `throttle-bytes-per-second`); a 3.2–3.4 master pushes at
     /// its own `db-sync-speed`.
@@ -202,6 +207,11 @@ pub struct SnapshotSourceConfig {
     /// At most this many events per second (to spare the target).
     #[serde(default)]
     pub rate: Option<u64>,
+    /// Threads reading the dump. Default 1: the keys in key order, the same output on
+    /// every run; more read a big dump faster, its keys then in no set order (each
+    /// key's own events stay in order).
+    #[serde(default)]
+    pub scan_threads: Option<usize>,
     /// Read as of this moment instead of now (unix seconds or RFC 3339 text such as
     /// `2026-11-25T01:07:48Z`): keys expired by then are left out, and the others keep
     /// the time to live they had then. Default: the wall clock.
@@ -443,6 +453,21 @@ fn strip_serde_yaml_place(message: &str, field: &str) -> String {
     }
 }
 
+/// Most threads a dump is read with.
+pub const MAX_SCAN_THREADS: usize = 64;
+
+/// The threads a dump is read with: `asked`, or else the cores there are up to
+/// `auto_most` (1 for a reproducible order), within 1..=`MAX_SCAN_THREADS`.
+pub fn scan_threads(asked: Option<usize>, auto_most: usize) -> usize {
+    let threads = asked.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .min(auto_most)
+    });
+    threads.clamp(1, MAX_SCAN_THREADS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,7 +531,7 @@ mod tests {
             try_parse("source:\n  type: snapshot\n  path: x\n  bogus: 1\nsinks: []\n").unwrap_err();
         assert_eq!(
             unknown,
-            "p.yaml:4:3: source: unknown field `bogus`, expected one of `path`, `chunk`, `rate`, `as_of`"
+            "p.yaml:4:3: source: unknown field `bogus`, expected one of `path`, `chunk`, `rate`, `scan_threads`, `as_of`"
         );
         let wrong = try_parse("source:\n  type: binlog\n  path: x\n  follow: maybe\nsinks: []\n")
             .unwrap_err();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use super::{run_blocking, EventSender, RateLimit, Source, SourceError, SourceReport};
+use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::pika::storage::parallel::scan_parallel;
 use crate::pika::storage::{ChunkLimits, ScanStats, Snapshot};
 use crate::replay::ReplayClock;
 
@@ -14,6 +16,8 @@ pub struct SnapshotSource {
     pub limits: ChunkLimits,
     /// At most this many events per second.
     pub rate: Option<u64>,
+    /// Threads reading each database (`storage::parallel`); 1 reads it in key order.
+    pub threads: usize,
     /// The moment the dump is read as of: which keys have expired, and what is left of
     /// the others' time to live.
     pub clock: ReplayClock,
@@ -49,8 +53,8 @@ impl SnapshotSource {
         let mut seq = 0;
         let mut pace = RateLimit::new(self.rate);
         for db in &snapshot.dbs {
-            tracing::info!(db = db.index, path = %db.path.display(), position = ?db.info.as_ref().map(|i| i.position), "scanning database");
-            let stats = db.scan(self.limits, now, &mut seq, &mut |mut event| {
+            tracing::info!(db = db.index, path = %db.path.display(), position = ?db.info.as_ref().map(|i| i.position), threads = self.threads, "scanning database");
+            let pass_on = &mut |mut event: Event| {
                 if let crate::event::Op::Snapshot {
                     expire_at_ms: Some(at),
                     ..
@@ -60,7 +64,8 @@ impl SnapshotSource {
                 }
                 pace.wait_blocking(out);
                 out.push_blocking(event)
-            })?;
+            };
+            let stats = scan_parallel(db, self.threads, self.limits, now, &mut seq, pass_on)?;
             total.add(&stats);
         }
         let end_positions = snapshot

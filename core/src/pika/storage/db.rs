@@ -6,6 +6,7 @@ use super::emit::{ChunkLimits, ScanStats};
 use super::floyd::FloydDb;
 use super::layout::{read_dump_info, DbDir, DumpInfo, StorageFormat};
 use super::scan::BlackwidowDb;
+use super::split::ScanPart;
 use super::StorageError;
 use crate::event::Event;
 
@@ -68,6 +69,32 @@ impl PikaDb {
         match &self.reader {
             Reader::Blackwidow(db) => db.scan(limits, now, seq, emit),
             Reader::Floyd(db) => db.scan(limits, now, seq, emit),
+        }
+    }
+
+    /// The database cut into parts threads can scan on their own (`split`), each of
+    /// its RocksDB databases into at most `pieces`.
+    pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
+        match &self.reader {
+            Reader::Blackwidow(db) => db.parts(pieces),
+            Reader::Floyd(db) => db.parts(pieces),
+        }
+    }
+
+    /// Emits the live keys of one part (`now` in unix seconds); false when `emit`
+    /// asked to stop.
+    pub fn scan_part(
+        &self,
+        part: &ScanPart,
+        limits: ChunkLimits,
+        now: i64,
+        seq: &mut u64,
+        emit: &mut dyn FnMut(Event) -> bool,
+        stats: &mut ScanStats,
+    ) -> Result<bool, StorageError> {
+        match &self.reader {
+            Reader::Blackwidow(db) => db.scan_part(part, limits, now, seq, emit, stats),
+            Reader::Floyd(db) => db.scan_part(part, limits, now, seq, emit, stats),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Pika's storage on disk, opened read-only and scanned into snapshot events: blackwidow
 //! (Pika 3.2–3.5: five RocksDB databases per Pika database, six with 3.5's streams,
-//! `comparator`, `format`, `scan`) and floyd (Pika 4.0: one RocksDB per instance, `floyd`); `stream` is the stream layout both share. Which one a
-//! directory holds is read from the directory itself (`layout`).
+//! `comparator`, `format`, `scan`) and floyd (Pika 4.0: one RocksDB per instance,
+//! `floyd`); `stream` is the stream layout both share. Which one a directory holds is
+//! read from the directory itself (`layout`). `split` cuts a database into parts and
+//! `parallel` scans them on several threads.
 
 pub mod comparator;
 pub mod db;
@@ -9,8 +11,10 @@ pub mod emit;
 pub mod floyd;
 pub mod format;
 pub mod layout;
+pub mod parallel;
 mod rocks;
 pub mod scan;
+pub mod split;
 pub mod stream;
 pub mod writer;
 

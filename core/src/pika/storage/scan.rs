@@ -15,6 +15,7 @@ use super::emit::{
 use super::format::{data_key_prefix, parse_score, parse_string_value, CollectionMeta, ListMeta};
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::rocks::{read_only_options, scan_iter, seek_unless_there};
+use super::split::{parts_of, KeyRange, ScanPart};
 use super::stream::{parse_entry_id, StreamMeta};
 use super::StorageError;
 use crate::display::display_key;
@@ -181,57 +182,111 @@ impl BlackwidowDb {
         emit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<ScanStats, StorageError> {
         let mut stats = ScanStats::default();
-        let at = self.info.as_ref().map(|i| i.position).unwrap_or_default();
         for t in self.types().collect::<Vec<_>>() {
-            let mut meta = self.iter(t, "default")?;
-            meta.seek_to_first();
-            // One data iterator per type, re-seeked for each key: creating one per key
-            // costs more than reading a small key.
-            let mut rows = match t {
-                DataType::String => None,
-                _ => Some(self.iter(t, data_cf(t))?),
-            };
-            let mut siblings = Siblings::new(self, t)?;
-            let mut arena = Arena::default();
-            while meta.valid() {
-                let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
-                    break;
-                };
-                let key = arena.copy(key);
-                let also_types = siblings.types_of(self, &key, now)?;
-                let mut out = KeyEmitter::new(
-                    self.index,
-                    key.clone(),
-                    at,
-                    seq,
-                    &mut *emit,
-                    &mut stats,
-                    &mut arena,
-                    also_types,
-                );
-                let emitted = match (t, rows.as_mut()) {
-                    (DataType::List, Some(rows)) => {
-                        self.list_key(&mut out, rows, value, limits, now)?
-                    }
-                    (DataType::Stream, Some(rows)) => {
-                        self.stream_key(&mut out, rows, value, limits)?
-                    }
-                    (_, Some(rows)) => {
-                        self.collection_key(t, &mut out, rows, value, limits, now)?
-                    }
-                    (_, None) => self.string_key(&mut out, value, limits, now)?,
-                };
-                if out.stopped {
-                    return Ok(stats);
-                }
-                if emitted {
-                    stats.keys[type_slot(t)] += 1;
-                }
-                meta.next();
+            if !self.scan_range(t, &KeyRange::ALL, limits, now, seq, emit, &mut stats)? {
+                break;
             }
-            meta.status().map_err(|e| self.read_error(t, e))?;
         }
         Ok(stats)
+    }
+
+    /// The parts threads can scan on their own: each type database cut into at most
+    /// `pieces` key ranges (`ScanPart::unit` is the type's place in `TYPE_ORDER`).
+    pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
+        let mut parts = Vec::new();
+        for t in self.types().collect::<Vec<_>>() {
+            if let Some(db) = self.db(t) {
+                let path = self.path.join(type_dir(t));
+                parts.extend(parts_of(db, &path, type_slot(t), pieces)?);
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Emits the live keys of one part; false when `emit` asked to stop.
+    pub fn scan_part(
+        &self,
+        part: &ScanPart,
+        limits: ChunkLimits,
+        now: i64,
+        seq: &mut u64,
+        emit: &mut dyn FnMut(Event) -> bool,
+        stats: &mut ScanStats,
+    ) -> Result<bool, StorageError> {
+        let t = DataType::TYPE_ORDER
+            .get(part.unit)
+            .copied()
+            .ok_or_else(|| StorageError::Layout {
+                path: self.path.clone(),
+                reason: format!("no type database number {}", part.unit),
+            })?;
+        self.scan_range(t, &part.range, limits, now, seq, emit, stats)
+    }
+
+    /// Emits the live keys of type `t` whose names fall in `range`; false when `emit`
+    /// asked to stop.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_range(
+        &self,
+        t: DataType,
+        range: &KeyRange,
+        limits: ChunkLimits,
+        now: i64,
+        seq: &mut u64,
+        emit: &mut dyn FnMut(Event) -> bool,
+        stats: &mut ScanStats,
+    ) -> Result<bool, StorageError> {
+        let at = self.info.as_ref().map(|i| i.position).unwrap_or_default();
+        let mut meta = self.iter(t, "default")?;
+        match &range.from {
+            Some(from) => meta.seek(from),
+            None => meta.seek_to_first(),
+        }
+        // One data iterator per type, re-seeked for each key: creating one per key
+        // costs more than reading a small key.
+        let mut rows = match t {
+            DataType::String => None,
+            _ => Some(self.iter(t, data_cf(t))?),
+        };
+        let mut siblings = Siblings::new(self, t, range.from.as_deref())?;
+        let mut arena = Arena::default();
+        while meta.valid() {
+            let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
+                break;
+            };
+            if range.is_past(key) {
+                break;
+            }
+            let key = arena.copy(key);
+            let also_types = siblings.types_of(self, &key, now)?;
+            let mut out = KeyEmitter::new(
+                self.index,
+                key.clone(),
+                at,
+                seq,
+                &mut *emit,
+                stats,
+                &mut arena,
+                also_types,
+            );
+            let emitted = match (t, rows.as_mut()) {
+                (DataType::List, Some(rows)) => {
+                    self.list_key(&mut out, rows, value, limits, now)?
+                }
+                (DataType::Stream, Some(rows)) => self.stream_key(&mut out, rows, value, limits)?,
+                (_, Some(rows)) => self.collection_key(t, &mut out, rows, value, limits, now)?,
+                (_, None) => self.string_key(&mut out, value, limits, now)?,
+            };
+            if out.stopped {
+                return Ok(false);
+            }
+            if emitted {
+                stats.keys[type_slot(t)] += 1;
+            }
+            meta.next();
+        }
+        meta.status().map_err(|e| self.read_error(t, e))?;
+        Ok(true)
     }
 
     fn string_key(
@@ -372,11 +427,19 @@ struct Siblings<'a> {
 const SIBLING_STEPS: usize = 8;
 
 impl<'a> Siblings<'a> {
-    fn new(db: &'a BlackwidowDb, t: DataType) -> Result<Siblings<'a>, StorageError> {
+    /// Cursors over the other types' metas, at `from` (the first key when `None`).
+    fn new(
+        db: &'a BlackwidowDb,
+        t: DataType,
+        from: Option<&[u8]>,
+    ) -> Result<Siblings<'a>, StorageError> {
         let mut cursors = Vec::with_capacity(5);
         for other in db.types().filter(|o| *o != t) {
             let mut it = db.iter(other, "default")?;
-            it.seek_to_first();
+            match from {
+                Some(from) => it.seek(from),
+                None => it.seek_to_first(),
+            }
             cursors.push((other, it));
         }
         Ok(Siblings { cursors })

@@ -413,6 +413,7 @@ impl DbReplica {
             path: dir.db_dir(),
             limits: s.limits,
             rate: s.load_rate,
+            threads: s.scan_threads,
             // A live master's dump is fresh: the wall clock judges it.
             clock: crate::replay::ReplayClock::wall(),
         };

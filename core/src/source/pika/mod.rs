@@ -90,6 +90,8 @@ pub struct PikaSource {
     resync: ResyncPolicy,
     limits: ChunkLimits,
     load_rate: Option<u64>,
+    /// Threads reading a dump.
+    scan_threads: usize,
     pull_rate: Option<u64>,
     transfer_timeout: Duration,
     retry_for: Duration,
@@ -175,6 +177,7 @@ impl PikaSource {
             resync: config.resync,
             limits: config.chunk.into(),
             load_rate: config.load_rate,
+            scan_threads: crate::config::scan_threads(config.scan_threads, 8),
             pull_rate: config.pull_rate.filter(|r| *r > 0),
             transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
             retry_for: Duration::from_secs(config.retry_seconds),

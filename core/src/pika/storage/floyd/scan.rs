@@ -19,6 +19,7 @@ use crate::pika::storage::emit::{
 };
 use crate::pika::storage::layout::DumpInfo;
 use crate::pika::storage::rocks::{read_only_options, scan_iter, seek_unless_there};
+use crate::pika::storage::split::{parts_of, KeyRange, ScanPart};
 use crate::pika::storage::stream::{parse_entry_id, StreamMeta};
 use crate::pika::storage::StorageError;
 
@@ -169,19 +170,53 @@ impl FloydDb {
         emit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<ScanStats, StorageError> {
         let mut stats = ScanStats::default();
-        let now_ms = now.saturating_mul(1000);
-        for instance in &self.instances {
-            let reader = InstanceReader {
-                db: self,
-                instance,
-                limits,
-                now_ms,
+        for unit in 0..self.instances.len() {
+            let part = ScanPart {
+                unit,
+                range: KeyRange::ALL,
+                bytes: 0,
             };
-            if !reader.scan(seq, emit, &mut stats)? {
+            if !self.scan_part(&part, limits, now, seq, emit, &mut stats)? {
                 break;
             }
         }
         Ok(stats)
+    }
+
+    /// The parts threads can scan on their own: each instance cut into at most `pieces`
+    /// ranges of meta keys (`ScanPart::unit` is the instance's number).
+    pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
+        let mut parts = Vec::new();
+        for (unit, instance) in self.instances.iter().enumerate() {
+            parts.extend(parts_of(&instance.db, &instance.path, unit, pieces)?);
+        }
+        Ok(parts)
+    }
+
+    /// Emits the live keys of one part; false when `emit` asked to stop.
+    pub fn scan_part(
+        &self,
+        part: &ScanPart,
+        limits: ChunkLimits,
+        now: i64,
+        seq: &mut u64,
+        emit: &mut dyn FnMut(Event) -> bool,
+        stats: &mut ScanStats,
+    ) -> Result<bool, StorageError> {
+        let instance = self
+            .instances
+            .get(part.unit)
+            .ok_or_else(|| StorageError::Layout {
+                path: PathBuf::from(format!("db{}", self.index)),
+                reason: format!("no instance number {}", part.unit),
+            })?;
+        let reader = InstanceReader {
+            db: self,
+            instance,
+            limits,
+            now_ms: now.saturating_mul(1000),
+        };
+        reader.scan(&part.range, seq, emit, stats)
     }
 }
 
@@ -216,6 +251,7 @@ impl<'a> InstanceReader<'a> {
     /// Returns false when the consumer went away.
     fn scan(
         &self,
+        range: &KeyRange,
         seq: &mut u64,
         emit: &mut dyn FnMut(Event) -> bool,
         stats: &mut ScanStats,
@@ -227,7 +263,10 @@ impl<'a> InstanceReader<'a> {
             .map(|i| i.position)
             .unwrap_or_default();
         let mut meta = self.iter("default")?;
-        meta.seek_to_first();
+        match &range.from {
+            Some(from) => meta.seek(from),
+            None => meta.seek_to_first(),
+        }
         // One data iterator per type, re-seeked for each key.
         let mut rows = Vec::with_capacity(5);
         for t in DataType::TYPE_ORDER {
@@ -240,6 +279,9 @@ impl<'a> InstanceReader<'a> {
             let (Some(raw_key), Some(value)) = (meta.key(), meta.value()) else {
                 break;
             };
+            if range.is_past(raw_key) {
+                break;
+            }
             let key = parse_meta_key(raw_key).map_err(|r| self.corrupt(raw_key, r))?;
             let t = value
                 .first()
