@@ -2,7 +2,9 @@
 //! list, biggest first, read them into batches bounded in events and bytes, and hand the
 //! batches to the calling thread, which numbers the events and passes them on: what
 //! follows sees one stream, as from a scan on one thread. A key's events all come from
-//! the worker that read its part, in order; keys of different parts interleave.
+//! the worker that read its part, in order; keys of different parts interleave. Parts
+//! are read round by round (`ScanPart::round`): a blackwidow database type after type,
+//! so the types of one name still come in Pika's order.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -20,8 +22,7 @@ const BATCH_EVENTS: usize = 256;
 const BATCH_BYTES: usize = 1 << 20;
 
 /// Emits every live key of `db` (`now` in unix seconds), read by `threads` threads,
-/// numbering the events from `seq`. One thread, or a database too small to cut, is
-/// scanned as `PikaDb::scan` does. `emit` returns false to stop early (the consumer
+/// numbering the events from `seq`. One thread reads it as `PikaDb::scan` does. `emit` returns false to stop early (the consumer
 /// went away). What was read before an error is passed on before the error returns.
 pub fn scan_parallel(
     db: &PikaDb,
@@ -35,17 +36,35 @@ pub fn scan_parallel(
         return db.scan(limits, now, seq, emit);
     }
     let mut parts = db.parts(threads)?;
-    if parts.len() <= 1 {
-        return db.scan(limits, now, seq, emit);
-    }
-    // Biggest first, so the last parts taken are short ones.
-    parts.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+    // Round by round; in each, biggest first, so the last parts taken are short ones.
+    parts.sort_by_key(|p| (p.round, std::cmp::Reverse(p.bytes)));
     tracing::debug!(
         db = db.index,
         parts = parts.len(),
         threads,
         "scanning in parts"
     );
+    let mut total = ScanStats::default();
+    for round in parts.chunk_by(|a, b| a.round == b.round) {
+        let (stats, go_on) = scan_round(db, round, threads, (limits, now), seq, emit)?;
+        total.add(&stats);
+        if !go_on {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Reads `parts` on up to `threads` threads; the counts, and false when `emit` asked to
+/// stop.
+fn scan_round(
+    db: &PikaDb,
+    parts: &[ScanPart],
+    threads: usize,
+    (limits, now): (ChunkLimits, i64),
+    seq: &mut u64,
+    emit: &mut dyn FnMut(Event) -> bool,
+) -> Result<(ScanStats, bool), StorageError> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<Vec<Event>>(threads);
@@ -54,7 +73,7 @@ pub fn scan_parallel(
             .map(|_| {
                 let worker = Worker {
                     db,
-                    parts: &parts,
+                    parts,
                     next: &next,
                     stop: &stop,
                     out: tx.clone(),
@@ -65,6 +84,7 @@ pub fn scan_parallel(
             })
             .collect();
         drop(tx);
+        let mut go_on = true;
         'passing: for batch in rx.iter() {
             for mut event in batch {
                 if let Position::Snapshot { seq: numbered, .. } = &mut event.position {
@@ -72,6 +92,7 @@ pub fn scan_parallel(
                 }
                 *seq += 1;
                 if !emit(event) {
+                    go_on = false;
                     stop.store(true, Ordering::SeqCst);
                     break 'passing;
                 }
@@ -92,7 +113,7 @@ pub fn scan_parallel(
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(total),
+            None => Ok((total, go_on)),
         }
     })
 }

@@ -191,13 +191,15 @@ impl BlackwidowDb {
     }
 
     /// The parts threads can scan on their own: each type database cut into at most
-    /// `pieces` key ranges (`ScanPart::unit` is the type's place in `TYPE_ORDER`).
+    /// `pieces` key ranges (`ScanPart::unit` and `round` are the type's place in
+    /// `TYPE_ORDER`: one type is read after another).
     pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
         let mut parts = Vec::new();
         for t in self.types().collect::<Vec<_>>() {
             if let Some(db) = self.db(t) {
                 let path = self.path.join(type_dir(t));
-                parts.extend(parts_of(db, &path, type_slot(t), pieces)?);
+                let slot = type_slot(t);
+                parts.extend(parts_of(db, &path, (slot, slot), pieces)?);
             }
         }
         Ok(parts)

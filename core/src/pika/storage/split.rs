@@ -42,6 +42,11 @@ pub struct ScanPart {
     pub unit: usize,
     pub range: KeyRange,
     pub bytes: u64,
+    /// Parts of a later round are read once every part of the earlier ones was: the
+    /// types of a blackwidow database, so that a name's types still come in
+    /// `TYPE_ORDER` (a Pika target's DEL before a name's first type, `overwrite`'s last
+    /// type winning). Floyd's instances share one: a name there has one type.
+    pub round: usize,
 }
 
 /// A part smaller than this is not cut further: a thread's start costs more than
@@ -93,18 +98,24 @@ pub fn split_column_family(
     Ok(choose(&points, &sizes, pieces, min_bytes))
 }
 
-/// The parts of RocksDB database `unit` of a reader (at `path`): its meta column family
-/// (`default`) cut into at most `pieces` ranges of at least `MIN_PART_BYTES`.
+/// The parts of RocksDB database `unit` of a reader (at `path`), read in `round`: its
+/// meta column family (`default`) cut into at most `pieces` ranges of at least
+/// `MIN_PART_BYTES`.
 pub fn parts_of(
     db: &DB,
     path: &Path,
-    unit: usize,
+    (unit, round): (usize, usize),
     pieces: usize,
 ) -> Result<Vec<ScanPart>, StorageError> {
     Ok(
         split_column_family(db, path, "default", pieces, MIN_PART_BYTES)?
             .into_iter()
-            .map(|(range, bytes)| ScanPart { unit, range, bytes })
+            .map(|(range, bytes)| ScanPart {
+                unit,
+                range,
+                bytes,
+                round,
+            })
             .collect(),
     )
 }

@@ -175,6 +175,7 @@ impl FloydDb {
                 unit,
                 range: KeyRange::ALL,
                 bytes: 0,
+                round: 0,
             };
             if !self.scan_part(&part, limits, now, seq, emit, &mut stats)? {
                 break;
@@ -184,11 +185,12 @@ impl FloydDb {
     }
 
     /// The parts threads can scan on their own: each instance cut into at most `pieces`
-    /// ranges of meta keys (`ScanPart::unit` is the instance's number).
+    /// ranges of meta keys (`ScanPart::unit` is the instance's number), all in one
+    /// round (a floyd name has one type).
     pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
         let mut parts = Vec::new();
         for (unit, instance) in self.instances.iter().enumerate() {
-            parts.extend(parts_of(&instance.db, &instance.path, unit, pieces)?);
+            parts.extend(parts_of(&instance.db, &instance.path, (unit, 0), pieces)?);
         }
         Ok(parts)
     }
