@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::real_pika::RealPika;
 
-use super::{announce_port, free_port, http_get, wait_exit, write_pipeline};
+use super::{announce_port, free_port, http_get, wait_exit, wait_until, write_pipeline};
 
 /// How long a test waits for a migration to stream, or to catch up with its master.
 pub const CATCH_UP: Duration = Duration::from_secs(120);
@@ -361,6 +361,8 @@ pub fn command_of(argv: &[Vec<u8>]) -> redis::Cmd {
 /// out a master that restarts.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// Asked to hold off, and whether the thread is holding off (no write in flight).
+    pause: Arc<(AtomicBool, AtomicBool)>,
     written: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
@@ -384,10 +386,18 @@ impl Writer {
             pika.port
         );
         let (stopping, counting) = (stop.clone(), written.clone());
+        let pause = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
+        let pausing = pause.clone();
         let thread = std::thread::spawn(move || {
             let mut i = 0;
             let mut con = None;
             while !stopping.load(Ordering::SeqCst) {
+                let (asked, holding) = &*pausing;
+                holding.store(asked.load(Ordering::SeqCst), Ordering::SeqCst);
+                if asked.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let c = match con.as_mut() {
                     Some(c) => c,
                     None => {
@@ -417,9 +427,26 @@ impl Writer {
         });
         Writer {
             stop,
+            pause,
             written,
             thread: Some(thread),
         }
+    }
+
+    /// Holds the writes off: returns once none is in flight.
+    pub fn pause(&self) {
+        let (asked, holding) = &*self.pause;
+        asked.store(true, Ordering::SeqCst);
+        wait_until("the writer to hold off", Duration::from_secs(30), || {
+            holding.load(Ordering::SeqCst)
+        });
+    }
+
+    /// Writes again after `pause`.
+    pub fn resume(&self) {
+        let (asked, holding) = &*self.pause;
+        asked.store(false, Ordering::SeqCst);
+        holding.store(false, Ordering::SeqCst);
     }
 
     pub fn written(&self) -> usize {
