@@ -22,8 +22,9 @@ const BATCH_EVENTS: usize = 256;
 const BATCH_BYTES: usize = 1 << 20;
 
 /// Emits every live key of `db` (`now` in unix seconds), read by `threads` threads,
-/// numbering the events from `seq`. One thread reads it as `PikaDb::scan` does. `emit` returns false to stop early (the consumer
-/// went away). What was read before an error is passed on before the error returns.
+/// numbering the events from `seq`. One thread reads it as `PikaDb::scan` does. `emit`
+/// returns false to stop early (the consumer went away). What was read before an error
+/// is passed on before the error returns.
 pub fn scan_parallel(
     db: &PikaDb,
     threads: usize,
@@ -69,20 +70,35 @@ fn scan_round(
     let stop = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<Vec<Event>>(threads);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(parts.len()))
-            .map(|_| {
-                let worker = Worker {
-                    db,
-                    parts,
-                    next: &next,
-                    stop: &stop,
-                    out: tx.clone(),
-                    limits,
-                    now,
-                };
-                scope.spawn(move || worker.run())
-            })
-            .collect();
+        let mut workers = Vec::with_capacity(threads);
+        for n in 0..threads.min(parts.len()) {
+            let worker = Worker {
+                db,
+                parts,
+                next: &next,
+                stop: &stop,
+                out: tx.clone(),
+                limits,
+                now,
+            };
+            // Named, so `top -H` shows where the CPU goes.
+            let spawned = std::thread::Builder::new()
+                .name(format!("dump-scan-{n}"))
+                .spawn_scoped(scope, move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                // No thread to be had: the ones started read every part.
+                Err(e) if !workers.is_empty() => {
+                    tracing::warn!(error = %e, threads = workers.len(), "fewer dump-scan threads than asked")
+                }
+                Err(e) => {
+                    return Err(StorageError::Io {
+                        path: db.path.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
         drop(tx);
         let mut go_on = true;
         'passing: for batch in rx.iter() {
