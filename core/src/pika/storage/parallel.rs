@@ -18,8 +18,9 @@ use crate::event::{Event, Position};
 const BATCH_EVENTS: usize = 256;
 /// ... or bytes, whichever comes first: with `threads` batches queued, one being
 /// gathered per worker and one being passed on, a scan holds at most
-/// `(2 × threads + 1) × BATCH_BYTES` plus one chunk per worker.
-const BATCH_BYTES: usize = 1 << 20;
+/// `(2 × threads + 1) × BATCH_BYTES` plus one chunk per worker: about 4 MiB on 8
+/// threads, so a fleet of masters full-syncing at once stays small too.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// Emits every live key of `db` (`now` in unix seconds), read by `threads` threads,
 /// numbering the events from `seq`. One thread reads it as `PikaDb::scan` does. `emit`
