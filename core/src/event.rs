@@ -90,6 +90,15 @@ impl TypeSet {
     pub fn first_before(self, t: DataType) -> Option<DataType> {
         self.iter().find(|other| *other < t)
     }
+
+    /// The types of the set that come before `t` in `DataType::TYPE_ORDER`.
+    pub fn before(self, t: DataType) -> TypeSet {
+        let mut set = TypeSet::default();
+        for other in self.iter().filter(|other| *other < t) {
+            set.insert(other);
+        }
+        set
+    }
 }
 
 /// Which piece of a key's value a snapshot event carries.

@@ -6,7 +6,7 @@ use super::emit::{ChunkLimits, ScanStats};
 use super::floyd::FloydDb;
 use super::layout::{read_dump_info, DbDir, DumpInfo, StorageFormat};
 use super::scan::BlackwidowDb;
-use super::split::ScanPart;
+use super::split::{NameOrder, ScanPart};
 use super::StorageError;
 use crate::event::Event;
 
@@ -81,11 +81,11 @@ impl PikaDb {
         }
     }
 
-    /// Emits the live keys of one part (`now` in unix seconds); false when `emit`
-    /// asked to stop.
+    /// Emits the live keys of one part (`now` in unix seconds), a name of several
+    /// types once `order` lets it; false when `emit` asked to stop.
     pub fn scan_part(
         &self,
-        part: &ScanPart,
+        part: (&ScanPart, &dyn NameOrder),
         limits: ChunkLimits,
         now: i64,
         seq: &mut u64,

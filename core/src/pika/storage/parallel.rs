@@ -1,18 +1,24 @@
 //! One database scanned on several threads. Workers take parts (`split`) from a shared
-//! list, biggest first, read them into batches bounded in events and bytes, and hand the
-//! batches to the calling thread, which numbers the events and passes them on: what
-//! follows sees one stream, as from a scan on one thread. A key's events all come from
-//! the worker that read its part, in order; keys of different parts interleave. Parts
-//! are read round by round (`ScanPart::round`): a blackwidow database type after type,
-//! so the types of one name still come in Pika's order.
+//! list, a blackwidow database's types in Pika's order and each type's parts biggest
+//! first, read them into batches bounded in events and bytes, and hand the batches to
+//! the calling thread, which numbers the events and passes them on: what follows sees
+//! one stream, as from a scan on one thread. A key's events all come from the worker
+//! that read its part, in order; keys of different parts interleave. A name of several
+//! types waits, in the worker of a later type, until its earlier types' parts have
+//! handed over everything before and at that name (`Progress`), so a name's types
+//! still come in Pika's order; names of one type never wait.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
-use super::emit::{ChunkLimits, ScanStats};
-use super::split::ScanPart;
+use bytes::Bytes;
+
+use super::emit::{type_slot, ChunkLimits, ScanStats};
+use super::split::{NameOrder, ScanPart};
 use super::{PikaDb, StorageError};
-use crate::event::{Event, Position};
+use crate::event::{Event, Position, TypeSet};
 
 /// Events a worker gathers before handing them on...
 const BATCH_EVENTS: usize = 256;
@@ -21,6 +27,9 @@ const BATCH_EVENTS: usize = 256;
 /// `(2 × threads + 1) × BATCH_BYTES` plus one chunk per worker: about 4 MiB on 8
 /// threads, so a fleet of masters full-syncing at once stays small too.
 const BATCH_BYTES: usize = 256 << 10;
+
+/// How often a waiting worker looks whether the scan was stopped.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Emits every live key of `db` (`now` in unix seconds), read by `threads` threads,
 /// numbering the events from `seq`. One thread reads it as `PikaDb::scan` does. `emit`
@@ -38,7 +47,8 @@ pub fn scan_parallel(
         return db.scan(limits, now, seq, emit);
     }
     let mut parts = db.parts(threads)?;
-    // Round by round; in each, biggest first, so the last parts taken are short ones.
+    // Earlier rounds first (a worker only ever waits for parts already taken), and in
+    // each the biggest first, so the last parts taken are short ones.
     parts.sort_by_key(|p| (p.round, std::cmp::Reverse(p.bytes)));
     tracing::debug!(
         db = db.index,
@@ -46,38 +56,19 @@ pub fn scan_parallel(
         threads,
         "scanning in parts"
     );
-    let mut total = ScanStats::default();
-    for round in parts.chunk_by(|a, b| a.round == b.round) {
-        let (stats, go_on) = scan_round(db, round, threads, (limits, now), seq, emit)?;
-        total.add(&stats);
-        if !go_on {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-/// Reads `parts` on up to `threads` threads; the counts, and false when `emit` asked to
-/// stop.
-fn scan_round(
-    db: &PikaDb,
-    parts: &[ScanPart],
-    threads: usize,
-    (limits, now): (ChunkLimits, i64),
-    seq: &mut u64,
-    emit: &mut dyn FnMut(Event) -> bool,
-) -> Result<(ScanStats, bool), StorageError> {
-    let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    let progress = Progress::new(&parts, &stop);
+    let next = AtomicUsize::new(0);
     let (tx, rx) = sync_channel::<Vec<Event>>(threads);
     std::thread::scope(|scope| {
         let mut workers = Vec::with_capacity(threads);
         for n in 0..threads.min(parts.len()) {
             let worker = Worker {
                 db,
-                parts,
+                parts: &parts,
                 next: &next,
                 stop: &stop,
+                progress: &progress,
                 out: tx.clone(),
                 limits,
                 now,
@@ -101,7 +92,6 @@ fn scan_round(
             }
         }
         drop(tx);
-        let mut go_on = true;
         'passing: for batch in rx.iter() {
             for mut event in batch {
                 if let Position::Snapshot { seq: numbered, .. } = &mut event.position {
@@ -109,8 +99,7 @@ fn scan_round(
                 }
                 *seq += 1;
                 if !emit(event) {
-                    go_on = false;
-                    stop.store(true, Ordering::SeqCst);
+                    progress.stop();
                     break 'passing;
                 }
             }
@@ -130,9 +119,85 @@ fn scan_round(
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok((total, go_on)),
+            None => Ok(total),
         }
     })
+}
+
+/// How far each part has handed its events over: every name before `below` is wholly
+/// in the queue (the name `below` itself may be partly), or all of it once `done`.
+#[derive(Default)]
+struct Handed {
+    below: Option<Bytes>,
+    done: bool,
+}
+
+/// The parts' `Handed`, and a way to wait for them.
+struct Progress<'a> {
+    parts: &'a [ScanPart],
+    handed: Mutex<Vec<Handed>>,
+    moved: Condvar,
+    stop: &'a AtomicBool,
+}
+
+impl<'a> Progress<'a> {
+    fn new(parts: &'a [ScanPart], stop: &'a AtomicBool) -> Progress<'a> {
+        Progress {
+            parts,
+            handed: Mutex::new(parts.iter().map(|_| Handed::default()).collect()),
+            moved: Condvar::new(),
+            stop,
+        }
+    }
+
+    /// Part `part` handed over everything before `below` (`None`: all of it).
+    fn handed(&self, part: usize, below: Option<Bytes>) {
+        if let Ok(mut handed) = self.handed.lock() {
+            if let Some(h) = handed.get_mut(part) {
+                match below {
+                    Some(key) => h.below = Some(key),
+                    None => h.done = true,
+                }
+            }
+        }
+        self.moved.notify_all();
+    }
+
+    /// Stops the scan: waiting workers give up.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.moved.notify_all();
+    }
+}
+
+impl NameOrder for Progress<'_> {
+    fn wait_for_earlier(&self, key: &[u8], earlier: TypeSet) {
+        let waits_for: Vec<usize> = earlier
+            .iter()
+            .filter_map(|t| {
+                self.parts
+                    .iter()
+                    .position(|p| p.unit == type_slot(t) && p.range.contains(key))
+            })
+            .collect();
+        let Ok(mut handed) = self.handed.lock() else {
+            return;
+        };
+        loop {
+            let passed = waits_for.iter().all(|i| {
+                handed
+                    .get(*i)
+                    .is_none_or(|h| h.done || h.below.as_deref().is_some_and(|b| b > key))
+            });
+            if passed || self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            handed = match self.moved.wait_timeout(handed, STOP_CHECK) {
+                Ok((guard, _)) => guard,
+                Err(_) => return,
+            };
+        }
+    }
 }
 
 /// One scanning thread.
@@ -141,6 +206,7 @@ struct Worker<'a> {
     parts: &'a [ScanPart],
     next: &'a AtomicUsize,
     stop: &'a AtomicBool,
+    progress: &'a Progress<'a>,
     out: SyncSender<Vec<Event>>,
     limits: ChunkLimits,
     now: i64,
@@ -151,15 +217,15 @@ impl Worker<'_> {
     /// the others too).
     fn run(self) -> Result<ScanStats, StorageError> {
         let mut stats = ScanStats::default();
-        let mut batch = Vec::with_capacity(BATCH_EVENTS);
-        let mut batch_bytes = 0usize;
         // The calling thread numbers the events again in the order it passes them on.
         let mut unnumbered = 0u64;
-        let mut result = Ok(());
         while !self.stop.load(Ordering::SeqCst) {
-            let Some(part) = self.parts.get(self.next.fetch_add(1, Ordering::SeqCst)) else {
+            let index = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(part) = self.parts.get(index) else {
                 break;
             };
+            let mut batch = Vec::with_capacity(BATCH_EVENTS);
+            let mut batch_bytes = 0usize;
             let mut gather = |event: Event| {
                 batch_bytes += event.memory_estimate();
                 batch.push(event);
@@ -167,30 +233,33 @@ impl Worker<'_> {
                     return true;
                 }
                 batch_bytes = 0;
+                let below = batch.last().map(|e| e.key.clone());
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
-                self.out.send(full).is_ok() && !self.stop.load(Ordering::SeqCst)
+                if self.out.send(full).is_err() {
+                    return false;
+                }
+                self.progress.handed(index, below);
+                !self.stop.load(Ordering::SeqCst)
             };
-            match self.db.scan_part(
-                part,
+            let scanned = self.db.scan_part(
+                (part, self.progress),
                 self.limits,
                 self.now,
                 &mut unnumbered,
                 &mut gather,
                 &mut stats,
-            ) {
-                Ok(true) => {}
-                Ok(false) => break,
+            );
+            // What was read goes on, even before an error.
+            let sent = batch.is_empty() || self.out.send(batch).is_ok();
+            match scanned {
+                Ok(true) if sent => self.progress.handed(index, None),
+                Ok(_) => break,
                 Err(e) => {
-                    self.stop.store(true, Ordering::SeqCst);
-                    result = Err(e);
-                    break;
+                    self.progress.stop();
+                    return Err(e);
                 }
             }
         }
-        if !batch.is_empty() {
-            // Gone consumer: nothing to hand it.
-            let _ = self.out.send(batch);
-        }
-        result.map(|()| stats)
+        Ok(stats)
     }
 }

@@ -15,7 +15,7 @@ use super::emit::{
 use super::format::{data_key_prefix, parse_score, parse_string_value, CollectionMeta, ListMeta};
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::rocks::{read_only_options, scan_iter, seek_unless_there};
-use super::split::{parts_of, KeyRange, ScanPart};
+use super::split::{parts_of, InOrder, KeyRange, NameOrder, ScanPart};
 use super::stream::{parse_entry_id, StreamMeta};
 use super::StorageError;
 use crate::display::display_key;
@@ -183,7 +183,8 @@ impl BlackwidowDb {
     ) -> Result<ScanStats, StorageError> {
         let mut stats = ScanStats::default();
         for t in self.types().collect::<Vec<_>>() {
-            if !self.scan_range(t, &KeyRange::ALL, limits, now, seq, emit, &mut stats)? {
+            let part = (t, &KeyRange::ALL, &InOrder as &dyn NameOrder);
+            if !self.scan_range(part, limits, now, seq, emit, &mut stats)? {
                 break;
             }
         }
@@ -205,10 +206,12 @@ impl BlackwidowDb {
         Ok(parts)
     }
 
-    /// Emits the live keys of one part; false when `emit` asked to stop.
+    /// Emits the live keys of one part, a name of several types once `order` lets it;
+    /// false when `emit` asked to stop.
+    #[allow(clippy::too_many_arguments)]
     pub fn scan_part(
         &self,
-        part: &ScanPart,
+        (part, order): (&ScanPart, &dyn NameOrder),
         limits: ChunkLimits,
         now: i64,
         seq: &mut u64,
@@ -222,16 +225,14 @@ impl BlackwidowDb {
                 path: self.path.clone(),
                 reason: format!("no type database number {}", part.unit),
             })?;
-        self.scan_range(t, &part.range, limits, now, seq, emit, stats)
+        self.scan_range((t, &part.range, order), limits, now, seq, emit, stats)
     }
 
-    /// Emits the live keys of type `t` whose names fall in `range`; false when `emit`
-    /// asked to stop.
-    #[allow(clippy::too_many_arguments)]
+    /// Emits the live keys of type `t` whose names fall in `range`, a name of several
+    /// types once `order` lets it; false when `emit` asked to stop.
     fn scan_range(
         &self,
-        t: DataType,
-        range: &KeyRange,
+        (t, range, order): (DataType, &KeyRange, &dyn NameOrder),
         limits: ChunkLimits,
         now: i64,
         seq: &mut u64,
@@ -261,6 +262,10 @@ impl BlackwidowDb {
             }
             let key = arena.copy(key);
             let also_types = siblings.types_of(self, &key, now)?;
+            let earlier = also_types.before(t);
+            if !earlier.is_empty() {
+                order.wait_for_earlier(&key, earlier);
+            }
             let mut out = KeyEmitter::new(
                 self.index,
                 key.clone(),

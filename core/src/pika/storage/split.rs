@@ -14,6 +14,7 @@ use rocksdb::{Range, DB};
 
 use super::rocks::scan_iter;
 use super::StorageError;
+use crate::event::TypeSet;
 
 /// Meta keys `from` (included) to `to` (excluded); `None` is open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +34,26 @@ impl KeyRange {
     pub fn is_past(&self, key: &[u8]) -> bool {
         self.to.as_deref().is_some_and(|to| key >= to)
     }
+
+    /// Whether `key` falls in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.from.as_deref().is_none_or(|from| key >= from) && !self.is_past(key)
+    }
+}
+
+/// What a reader asks before emitting a name that also holds types read earlier in
+/// Pika's order (`earlier`): a scan on several threads returns once those types' events
+/// for `key` were passed on, so a name's types still come in that order. A scan on one
+/// thread has nothing to wait for (`InOrder`).
+pub trait NameOrder: Sync {
+    fn wait_for_earlier(&self, key: &[u8], earlier: TypeSet);
+}
+
+/// The order of a scan on one thread: every earlier type was read already.
+pub struct InOrder;
+
+impl NameOrder for InOrder {
+    fn wait_for_earlier(&self, _key: &[u8], _earlier: TypeSet) {}
 }
 
 /// A part of a database: which of its RocksDB databases (`unit`, the reader's own
@@ -42,10 +63,10 @@ pub struct ScanPart {
     pub unit: usize,
     pub range: KeyRange,
     pub bytes: u64,
-    /// Parts of a later round are read once every part of the earlier ones was: the
-    /// types of a blackwidow database, so that a name's types still come in
-    /// `TYPE_ORDER` (a Pika target's DEL before a name's first type, `overwrite`'s last
-    /// type winning). Floyd's instances share one: a name there has one type.
+    /// Parts of a later round are taken once every part of the earlier ones was: the
+    /// types of a blackwidow database in `TYPE_ORDER`, whose names of several types
+    /// wait for their earlier types (`NameOrder`). Floyd's instances share one: a
+    /// name there has one type.
     pub round: usize,
 }
 

@@ -19,7 +19,7 @@ use crate::pika::storage::emit::{
 };
 use crate::pika::storage::layout::DumpInfo;
 use crate::pika::storage::rocks::{read_only_options, scan_iter, seek_unless_there};
-use crate::pika::storage::split::{parts_of, KeyRange, ScanPart};
+use crate::pika::storage::split::{parts_of, InOrder, KeyRange, NameOrder, ScanPart};
 use crate::pika::storage::stream::{parse_entry_id, StreamMeta};
 use crate::pika::storage::StorageError;
 
@@ -177,7 +177,7 @@ impl FloydDb {
                 bytes: 0,
                 round: 0,
             };
-            if !self.scan_part(&part, limits, now, seq, emit, &mut stats)? {
+            if !self.scan_part((&part, &InOrder), limits, now, seq, emit, &mut stats)? {
                 break;
             }
         }
@@ -195,10 +195,11 @@ impl FloydDb {
         Ok(parts)
     }
 
-    /// Emits the live keys of one part; false when `emit` asked to stop.
+    /// Emits the live keys of one part; false when `emit` asked to stop. A floyd name
+    /// has one type: `_order` has nothing to hold back.
     pub fn scan_part(
         &self,
-        part: &ScanPart,
+        (part, _order): (&ScanPart, &dyn NameOrder),
         limits: ChunkLimits,
         now: i64,
         seq: &mut u64,
