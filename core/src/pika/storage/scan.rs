@@ -262,9 +262,11 @@ impl BlackwidowDb {
             }
             let key = arena.copy(key);
             let also_types = siblings.types_of(self, &key, now)?;
-            let earlier = also_types.before(t);
-            if !earlier.is_empty() {
-                order.wait_for_earlier(&key, earlier);
+            if !also_types.is_empty() {
+                let earlier = also_types.before(t);
+                if !earlier.is_empty() {
+                    order.wait_for_earlier(&key, earlier);
+                }
             }
             let mut out = KeyEmitter::new(
                 self.index,
