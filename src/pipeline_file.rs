@@ -346,7 +346,7 @@ fn build_source_checked(
             path: s.path.clone(),
             limits: s.chunk.into(),
             rate: s.rate,
-            threads: pika_migrate_core::config::scan_threads(s.scan_threads, 1),
+            threads: pika_migrate_core::config::scan_threads(s.scan_threads, |_| 1),
             clock: clock(s.as_of),
         }),
         SourceConfig::Binlog(b) => Box::new(BinlogSource {

@@ -136,7 +136,7 @@ pub async fn plan(path: &Path, json_out: bool, source: Option<&str>) -> anyhow::
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
         rate: None,
-        threads: pika_migrate_core::config::scan_threads(snapshot.scan_threads, 1),
+        threads: pika_migrate_core::config::scan_threads(snapshot.scan_threads, |_| 1),
         clock,
     };
     let (tx, mut rx) = mpsc::channel(16);

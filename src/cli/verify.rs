@@ -69,7 +69,7 @@ async fn verify_one(config: pipeline_file::Config, live: &LiveOptions) -> anyhow
         path: snapshot.path.clone(),
         limits: snapshot.chunk.into(),
         rate: None,
-        threads: pika_migrate_core::config::scan_threads(snapshot.scan_threads, 1),
+        threads: pika_migrate_core::config::scan_threads(snapshot.scan_threads, |_| 1),
         // The keys alive at the run's moment, with the expiries stored: the verifier
         // learns how far the run moved them.
         clock: match snapshot.as_of {

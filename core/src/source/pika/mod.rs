@@ -177,7 +177,10 @@ impl PikaSource {
             resync: config.resync,
             limits: config.chunk.into(),
             load_rate: config.load_rate,
-            scan_threads: crate::config::scan_threads(config.scan_threads, 8),
+            scan_threads: crate::config::scan_threads(
+                config.scan_threads,
+                crate::config::live_scan_threads,
+            ),
             pull_rate: config.pull_rate.filter(|r| *r > 0),
             transfer_timeout: Duration::from_secs(config.transfer_timeout.max(1)),
             retry_for: Duration::from_secs(config.retry_seconds),
