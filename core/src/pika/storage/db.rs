@@ -6,7 +6,7 @@ use super::emit::{ChunkLimits, ScanStats};
 use super::floyd::FloydDb;
 use super::layout::{read_dump_info, DbDir, DumpInfo, StorageFormat};
 use super::scan::BlackwidowDb;
-use super::split::{NameOrder, ScanPart};
+use super::split::{InOrder, NameOrder, ScanPart};
 use super::StorageError;
 use crate::event::Event;
 
@@ -66,10 +66,15 @@ impl PikaDb {
         seq: &mut u64,
         emit: &mut dyn FnMut(Event) -> bool,
     ) -> Result<ScanStats, StorageError> {
-        match &self.reader {
-            Reader::Blackwidow(db) => db.scan(limits, now, seq, emit),
-            Reader::Floyd(db) => db.scan(limits, now, seq, emit),
+        let mut stats = ScanStats::default();
+        // Whole, in order: each of its RocksDB databases (blackwidow's types in Pika's
+        // `TYPE` order, floyd's instances) one after the other.
+        for part in self.parts(1)? {
+            if !self.scan_part((&part, &InOrder), limits, now, seq, emit, &mut stats)? {
+                break;
+            }
         }
+        Ok(stats)
     }
 
     /// The database cut into parts threads can scan on their own (`split`), each of

@@ -15,7 +15,7 @@ use super::emit::{
 use super::format::{data_key_prefix, parse_score, parse_string_value, CollectionMeta, ListMeta};
 use super::layout::{read_dump_info, DbDir, DumpInfo};
 use super::rocks::{read_only_options, scan_iter, seek_unless_there};
-use super::split::{parts_of, InOrder, KeyRange, NameOrder, ScanPart};
+use super::split::{parts_of, KeyRange, NameOrder, ScanPart};
 use super::stream::{parse_entry_id, StreamMeta};
 use super::StorageError;
 use crate::display::display_key;
@@ -172,28 +172,9 @@ impl BlackwidowDb {
         live.map_err(|reason| self.corrupt(t, key, reason))
     }
 
-    /// Emits every live key, type by type in the order Pika's `TYPE` reports them.
-    /// `emit` returns false to stop early (the consumer went away).
-    pub fn scan(
-        &self,
-        limits: ChunkLimits,
-        now: i64,
-        seq: &mut u64,
-        emit: &mut dyn FnMut(Event) -> bool,
-    ) -> Result<ScanStats, StorageError> {
-        let mut stats = ScanStats::default();
-        for t in self.types().collect::<Vec<_>>() {
-            let part = (t, &KeyRange::ALL, &InOrder as &dyn NameOrder);
-            if !self.scan_range(part, limits, now, seq, emit, &mut stats)? {
-                break;
-            }
-        }
-        Ok(stats)
-    }
-
-    /// The parts threads can scan on their own: each type database cut into at most
-    /// `pieces` key ranges (`ScanPart::unit` and `round` are the type's place in
-    /// `TYPE_ORDER`: one type is read after another).
+    /// The parts threads can scan on their own, type by type in the order Pika's `TYPE`
+    /// reports them: each type database cut into at most `pieces` key ranges
+    /// (`ScanPart::unit` and `round` are the type's place in `TYPE_ORDER`).
     pub fn parts(&self, pieces: usize) -> Result<Vec<ScanPart>, StorageError> {
         let mut parts = Vec::new();
         for t in self.types().collect::<Vec<_>>() {
@@ -208,7 +189,6 @@ impl BlackwidowDb {
 
     /// Emits the live keys of one part, a name of several types once `order` lets it;
     /// false when `emit` asked to stop.
-    #[allow(clippy::too_many_arguments)]
     pub fn scan_part(
         &self,
         (part, order): (&ScanPart, &dyn NameOrder),
@@ -262,11 +242,9 @@ impl BlackwidowDb {
             }
             let key = arena.copy(key);
             let also_types = siblings.types_of(self, &key, now)?;
-            if !also_types.is_empty() {
-                let earlier = also_types.before(t);
-                if !earlier.is_empty() {
-                    order.wait_for_earlier(&key, earlier);
-                }
+            let earlier = also_types.before(t);
+            if !earlier.is_empty() {
+                order.wait_for_earlier(&key, earlier);
             }
             let mut out = KeyEmitter::new(
                 self.index,

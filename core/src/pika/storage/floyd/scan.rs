@@ -19,7 +19,7 @@ use crate::pika::storage::emit::{
 };
 use crate::pika::storage::layout::DumpInfo;
 use crate::pika::storage::rocks::{read_only_options, scan_iter, seek_unless_there};
-use crate::pika::storage::split::{parts_of, InOrder, KeyRange, NameOrder, ScanPart};
+use crate::pika::storage::split::{parts_of, KeyRange, NameOrder, ScanPart};
 use crate::pika::storage::stream::{parse_entry_id, StreamMeta};
 use crate::pika::storage::StorageError;
 
@@ -160,30 +160,6 @@ impl FloydDb {
             .sum()
     }
 
-    /// Emits every live key; `now` in unix seconds. A key whose expiry falls within the
-    /// current second is still sent, with that expiry: the target drops it at once.
-    pub fn scan(
-        &self,
-        limits: ChunkLimits,
-        now: i64,
-        seq: &mut u64,
-        emit: &mut dyn FnMut(Event) -> bool,
-    ) -> Result<ScanStats, StorageError> {
-        let mut stats = ScanStats::default();
-        for unit in 0..self.instances.len() {
-            let part = ScanPart {
-                unit,
-                range: KeyRange::ALL,
-                bytes: 0,
-                round: 0,
-            };
-            if !self.scan_part((&part, &InOrder), limits, now, seq, emit, &mut stats)? {
-                break;
-            }
-        }
-        Ok(stats)
-    }
-
     /// The parts threads can scan on their own: each instance cut into at most `pieces`
     /// ranges of meta keys (`ScanPart::unit` is the instance's number), all in one
     /// round (a floyd name has one type).
@@ -195,8 +171,10 @@ impl FloydDb {
         Ok(parts)
     }
 
-    /// Emits the live keys of one part; false when `emit` asked to stop. A floyd name
-    /// has one type: `_order` has nothing to hold back.
+    /// Emits the live keys of one part (`now` in unix seconds); false when `emit` asked
+    /// to stop. A key whose expiry falls within the current second is still sent, with
+    /// that expiry: the target drops it at once. A floyd name has one type: `_order`
+    /// has nothing to hold back.
     pub fn scan_part(
         &self,
         (part, _order): (&ScanPart, &dyn NameOrder),
