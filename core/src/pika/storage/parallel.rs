@@ -56,18 +56,13 @@ pub fn scan_parallel(
         threads,
         "scanning in parts"
     );
-    let stop = AtomicBool::new(false);
-    let progress = Progress::new(&parts, &stop);
-    let next = AtomicUsize::new(0);
+    let progress = Progress::new(&parts);
     let (tx, rx) = sync_channel::<Vec<Event>>(threads);
     std::thread::scope(|scope| {
         let mut workers = Vec::with_capacity(threads);
         for n in 0..threads.min(parts.len()) {
             let worker = Worker {
                 db,
-                parts: &parts,
-                next: &next,
-                stop: &stop,
                 progress: &progress,
                 out: tx.clone(),
                 limits,
@@ -132,22 +127,38 @@ struct Handed {
     done: bool,
 }
 
-/// The parts' `Handed`, and a way to wait for them.
+/// What the threads of a scan share: the parts, the next one to take, each one's
+/// `Handed` and a way to wait for it, and whether the scan was stopped.
 struct Progress<'a> {
     parts: &'a [ScanPart],
+    next: AtomicUsize,
     handed: Mutex<Vec<Handed>>,
     moved: Condvar,
-    stop: &'a AtomicBool,
+    stop: AtomicBool,
 }
 
 impl<'a> Progress<'a> {
-    fn new(parts: &'a [ScanPart], stop: &'a AtomicBool) -> Progress<'a> {
+    fn new(parts: &'a [ScanPart]) -> Progress<'a> {
         Progress {
             parts,
+            next: AtomicUsize::new(0),
             handed: Mutex::new(parts.iter().map(|_| Handed::default()).collect()),
             moved: Condvar::new(),
-            stop,
+            stop: AtomicBool::new(false),
         }
+    }
+
+    /// The next part no thread took yet, and its number; none once stopped.
+    fn take(&self) -> Option<(usize, &'a ScanPart)> {
+        if self.stopped() {
+            return None;
+        }
+        let index = self.next.fetch_add(1, Ordering::SeqCst);
+        Some((index, self.parts.get(index)?))
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     /// Part `part` handed over everything before `below` (`None`: all of it).
@@ -189,7 +200,7 @@ impl NameOrder for Progress<'_> {
                     .get(*i)
                     .is_none_or(|h| h.done || h.below.as_deref().is_some_and(|b| b > key))
             });
-            if passed || self.stop.load(Ordering::SeqCst) {
+            if passed || self.stopped() {
                 return;
             }
             handed = match self.moved.wait_timeout(handed, STOP_CHECK) {
@@ -203,9 +214,6 @@ impl NameOrder for Progress<'_> {
 /// One scanning thread.
 struct Worker<'a> {
     db: &'a PikaDb,
-    parts: &'a [ScanPart],
-    next: &'a AtomicUsize,
-    stop: &'a AtomicBool,
     progress: &'a Progress<'a>,
     out: SyncSender<Vec<Event>>,
     limits: ChunkLimits,
@@ -219,11 +227,7 @@ impl Worker<'_> {
         let mut stats = ScanStats::default();
         // The calling thread numbers the events again in the order it passes them on.
         let mut unnumbered = 0u64;
-        while !self.stop.load(Ordering::SeqCst) {
-            let index = self.next.fetch_add(1, Ordering::SeqCst);
-            let Some(part) = self.parts.get(index) else {
-                break;
-            };
+        while let Some((index, part)) = self.progress.take() {
             let mut batch = Vec::with_capacity(BATCH_EVENTS);
             let mut batch_bytes = 0usize;
             let mut gather = |event: Event| {
@@ -239,7 +243,7 @@ impl Worker<'_> {
                     return false;
                 }
                 self.progress.handed(index, below);
-                !self.stop.load(Ordering::SeqCst)
+                !self.progress.stopped()
             };
             let scanned = self.db.scan_part(
                 (part, self.progress),
