@@ -397,9 +397,9 @@ impl Lane {
         while let Some(at) = commands
             .iter()
             // A binlog `SET … KEEPTTL`: snapshot commands (packed) never keep a TTL.
-            .position(|c| {
-                matches!(c.argv, Args::List(_)) && super::pika_target::keeps_ttl(&c.argv.list())
-            })
+            .position(
+                |c| matches!(&c.argv, Args::List(argv) if super::pika_target::keeps_ttl(argv)),
+            )
         {
             let mut rest = commands.split_off(at);
             if !commands.is_empty() {
