@@ -143,7 +143,10 @@ fn migrate_live(
     kills: usize,
     while_streaming: fn(&RealPika),
 ) -> (Migration, String) {
-    let m = Migration::new(&master.addr(), &url_of(target), "");
+    // A kill during a 3.2 master's push of the dump (into the rsync daemon that died
+    // with the tool) stalls that push: the next run asks for the dump again after
+    // `transfer_timeout`, which must come well within the test's wait.
+    let m = Migration::new(&master.addr(), &url_of(target), "  transfer_timeout: 15\n");
     let writer = Writer::start(master, write);
     let mut dice = Dice::new("pika_targets");
     for _ in 0..kills {

@@ -238,8 +238,29 @@ impl Migration {
     }
 }
 
+/// The pids of processes whose command line names `path` (a tool running a pipeline).
+fn processes_naming(path: &std::path::Path) -> Vec<u32> {
+    let want = path.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(want.len()).any(|w| w == want))
+        })
+        .collect()
+}
+
 impl Drop for Migration {
     fn drop(&mut self) {
+        // A test that failed while a tool ran leaves no tool behind to write on into
+        // the servers of later tests.
+        for pid in processes_naming(&self.pipeline) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
         if std::thread::panicking() {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             let _ = std::io::Write::write_fmt(
