@@ -21,6 +21,7 @@ use super::conn::reply_error;
 use super::endpoint::{Connected, Endpoint, EndpointError};
 use super::guard::{guard, Guard};
 use super::redirect::redirection;
+use super::run::{argument_at, Run, RunEntry};
 use super::send::Replies;
 use super::wait::WaitSettings;
 use super::wire::Request;
@@ -39,6 +40,8 @@ pub enum Args {
         /// Where the key sits in `bytes`.
         key: std::ops::Range<usize>,
     },
+    /// Several snapshot commands encoded back to back (`run`).
+    Run(Run),
 }
 
 impl Args {
@@ -53,6 +56,13 @@ impl Args {
         match self {
             Args::List(argv) => argv.as_slice().into(),
             Args::Resp { bytes, .. } => pika_migrate_core::resp::parse_command(bytes)
+                .unwrap_or_default()
+                .into(),
+            // A run's first command: a run is taken apart before anything reads one.
+            Args::Run(run) => run
+                .commands()
+                .next()
+                .and_then(|(bytes, _, _)| pika_migrate_core::resp::parse_command(&bytes).ok())
                 .unwrap_or_default()
                 .into(),
         }
@@ -70,6 +80,7 @@ impl Args {
         match self {
             Args::List(argv) => request.push(argv),
             Args::Resp { bytes, .. } => request.push_resp(bytes),
+            Args::Run(run) => request.push_run(&run.bytes, run.ends()),
         }
     }
 
@@ -77,6 +88,7 @@ impl Args {
         match self {
             Args::List(argv) => argv.iter().map(|a| a.len() + 64).sum(),
             Args::Resp { bytes, .. } => bytes.len() + 64,
+            Args::Run(run) => run.bytes.len() + 64 + run.len() * size_of::<RunEntry>(),
         }
     }
 }
@@ -106,6 +118,36 @@ impl LaneCommand {
         self.argv.memory()
     }
 
+    /// How many commands it is: a run's, or one.
+    pub(super) fn count(&self) -> usize {
+        match &self.argv {
+            Args::Run(run) => run.len(),
+            _ => 1,
+        }
+    }
+
+    /// Its commands one by one: a run taken apart (each with its own position and
+    /// type), anything else as it is.
+    pub(super) fn singles(self) -> Vec<LaneCommand> {
+        let Args::Run(run) = &self.argv else {
+            return vec![self];
+        };
+        run.commands()
+            .map(|(bytes, entry, position)| {
+                let key = argument_at(&bytes, 1).unwrap_or(0..0);
+                LaneCommand {
+                    argv: Args::Resp { bytes, key },
+                    key_index: Some(1),
+                    writes: entry.writes,
+                    idempotent: self.idempotent,
+                    db: self.db,
+                    source_db: self.source_db,
+                    position,
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn key(&self) -> &[u8] {
         match &self.argv {
             Args::List(argv) => self
@@ -113,8 +155,25 @@ impl LaneCommand {
                 .and_then(|i| argv.get(i))
                 .map_or(&[][..], |k| k.as_ref()),
             Args::Resp { bytes, key } => bytes.get(key.clone()).unwrap_or_default(),
+            Args::Run(run) => run.first_key(),
         }
     }
+}
+
+/// `commands` with every run taken apart (`LaneCommand::singles`).
+pub(super) fn singles(commands: Vec<LaneCommand>) -> Vec<LaneCommand> {
+    if !commands.iter().any(|c| matches!(c.argv, Args::Run(_))) {
+        return commands;
+    }
+    commands
+        .into_iter()
+        .flat_map(LaneCommand::singles)
+        .collect()
+}
+
+/// How many commands `commands` are (a run counts its own).
+pub(super) fn count(commands: &[LaneCommand]) -> usize {
+    commands.iter().map(LaneCommand::count).sum()
 }
 
 /// Everything one `write` of the sink gave this lane (possibly nothing), numbered.
@@ -325,11 +384,13 @@ impl Lane {
             if !pending.is_empty() {
                 let deadline = tokio::time::Instant::now() + self.settings.linger;
                 let mut gathered = memory(&pending);
-                while pending.len() < self.settings.batch && gathered < PIPELINE_BYTES {
+                let mut commands = count(&pending);
+                while commands < self.settings.batch && gathered < PIPELINE_BYTES {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(more)) => {
                             seq = more.seq;
                             gathered += memory(&more.commands);
+                            commands += count(&more.commands);
                             pending.extend(more.commands);
                         }
                         Ok(None) => {
@@ -362,18 +423,21 @@ impl Lane {
         }
     }
 
-    /// How many of `pending` go into the next transaction: up to `batch` commands, and
-    /// no more than [`PIPELINE_BYTES`] of arguments (at least one command).
+    /// How many of `pending` go into the next transaction: commands up to `batch` (a
+    /// run whole), and no more than [`PIPELINE_BYTES`] of arguments (at least one).
     fn next_pipeline_len(&self, pending: &[LaneCommand]) -> usize {
-        let mut bytes = 0;
-        let limit = pending.len().min(self.settings.batch.max(1));
-        for (i, c) in pending[..limit].iter().enumerate() {
+        let (mut bytes, mut commands) = (0, 0);
+        for (i, c) in pending.iter().enumerate() {
+            if i > 0 && commands + c.count() > self.settings.batch.max(1) {
+                return i;
+            }
             bytes += c.memory();
+            commands += c.count();
             if bytes >= PIPELINE_BYTES {
                 return i + 1;
             }
         }
-        limit
+        pending.len()
     }
 
     /// Drops from `commands` the binlog commands `applied` already holds, counting them.
@@ -426,6 +490,9 @@ impl Lane {
     /// Sends one pipeline, then handles every reply. In a cluster, one transaction per
     /// slot, in order of first appearance (a key's commands keep their order).
     async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
+        // A transaction handles each command's reply on its own (`send::unpack`).
+        let plain = commands.iter().all(|c| c.idempotent);
+        let commands = if plain { commands } else { singles(commands) };
         let Some(cluster) = &self.settings.cluster else {
             // One pipeline per run of commands for the same database.
             let marker = self.settings.markers.lane(self.id);
@@ -441,7 +508,7 @@ impl Lane {
         // The lane among its master's: slots move between masters, keys do not move
         // between hash lanes.
         let lane = self.id % self.lanes.max(1);
-        if commands.len() > 1 && commands.iter().all(|c| c.idempotent) {
+        if count(&commands) > 1 && plain {
             let slot = commands.first().map_or(0, |c| slot_of(c.key()));
             let marker = self
                 .settings
@@ -451,6 +518,8 @@ impl Lane {
                 return Ok(());
             }
         }
+        // Slot by slot: each command on its own.
+        let commands = singles(commands);
         let Some(cluster) = &self.settings.cluster else {
             return Ok(());
         };
@@ -597,8 +666,20 @@ impl Lane {
     ) -> Result<(), LaneError> {
         let mut fixups = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
-            if let Some(text) = reply_error(&reply) {
-                self.refused(command, text, &mut fixups)?;
+            match (&command.argv, reply) {
+                // A run with a refused command: its replies, one per command.
+                (Args::Run(_), Value::Array(replies)) => {
+                    for (command, reply) in command.singles().into_iter().zip(replies) {
+                        if let Some(text) = reply_error(&reply) {
+                            self.refused(command, text, &mut fixups)?;
+                        }
+                    }
+                }
+                (_, reply) => {
+                    if let Some(text) = reply_error(&reply) {
+                        self.refused(command, text, &mut fixups)?;
+                    }
+                }
             }
         }
         if !fixups.is_empty() {
@@ -627,7 +708,7 @@ impl Lane {
         let last = commands.last().map(|c| c.position.to_string());
         tracing::warn!(
             lane = self.id,
-            commands = commands.len(),
+            commands = count(commands),
             first = first.as_deref().unwrap_or("-"),
             last = last.as_deref().unwrap_or("-"),
             "a transaction ran but its replies were lost with the connection: whether Redis refused one of its commands is unknown (on_error could not apply to them)"

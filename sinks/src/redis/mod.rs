@@ -27,7 +27,9 @@ pub mod lane;
 pub mod memory;
 pub mod pika_target;
 pub mod probe;
+mod queue;
 mod redirect;
+pub mod run;
 mod send;
 pub mod sentinel;
 pub mod target;
@@ -139,7 +141,8 @@ pub struct RedisSink {
     scratch: Vec<Vec<Bytes>>,
     /// Blocks snapshot commands are encoded into (`Args::packed`).
     packing: bytes::BytesMut,
-    per_lane: Vec<Vec<LaneCommand>>,
+    /// What each lane gets at the next dispatch.
+    per_lane: Vec<queue::LaneQueue>,
     /// Per `write` not yet applied by every lane, the number of its last lane batch.
     unacked: VecDeque<u64>,
     /// Writes whose every command every lane applied.
@@ -387,7 +390,9 @@ impl RedisSink {
             hyperloglog_keys: Vec::new(),
             scratch: Vec::new(),
             packing: bytes::BytesMut::new(),
-            per_lane: (0..lane_count).map(|_| Vec::new()).collect(),
+            per_lane: (0..lane_count)
+                .map(|_| queue::LaneQueue::default())
+                .collect(),
             unacked: VecDeque::new(),
             writes_acked: 0,
             scans: std::collections::HashMap::new(),
@@ -409,9 +414,7 @@ impl RedisSink {
     async fn dispatch(&mut self) -> Result<(), SinkError> {
         self.seq += 1;
         for i in 0..self.lanes.len() {
-            // The next batch starts with room for as many (no growing push by push).
-            let room = self.per_lane[i].len();
-            let commands = std::mem::replace(&mut self.per_lane[i], Vec::with_capacity(room));
+            let commands = self.per_lane[i].take();
             if self.lanes[i]
                 .tx
                 .send(LaneBatch {
@@ -882,6 +885,22 @@ impl Sink for RedisSink {
                 // beside the chunk still held upstream (peak RSS of a 137 MiB hash went
                 // past the 100 MiB `tests/memory.rs` holds it to).
                 let small = || argv.iter().map(Bytes::len).sum::<usize>() <= PACK_AT_MOST;
+                if let (Position::Snapshot { at, seq }, Some(lane), false) =
+                    (position, first_lane, alone)
+                {
+                    if idempotent && small() {
+                        let command = queue::SnapshotCommand {
+                            argv: &argv,
+                            writes,
+                            db,
+                            source_db,
+                            at,
+                            seq,
+                        };
+                        self.per_lane[lane].push_snapshot(command, self.config.batch);
+                        continue;
+                    }
+                }
                 let argv = match snapshot_type {
                     Some(_) if small() => Args::packed(&mut self.packing, &argv),
                     _ => Args::List(argv),

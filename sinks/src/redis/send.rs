@@ -25,7 +25,7 @@ use redis::Value;
 use super::checkpoint::{read_markers, Applied, LaneCheckpoint};
 use super::conn::{command, error_text, reply_error};
 use super::endpoint::Connected;
-use super::lane::{Lane, LaneCommand, LaneError};
+use super::lane::{count, Lane, LaneCommand, LaneError};
 use super::wait::WaitFailure;
 use super::wire::Request;
 use crate::encode::commands::TypeConflict;
@@ -59,6 +59,8 @@ pub enum Replies {
 enum Part {
     Select(u32),
     Command(usize),
+    /// A run of commands (`run`): as many replies as it has commands.
+    Run(usize, usize),
     /// A command's type guard before it, and (`suffix`) after it.
     GuardBefore(usize),
     GuardAfter(usize),
@@ -149,7 +151,7 @@ impl Lane {
         // The request is built once as RESP bytes (`wire`); `parts` says what each
         // queued command is, to read its reply.
         let bytes: usize = commands.iter().map(|c| c.memory()).sum();
-        let mut request = Request::with_capacity(bytes + 128, commands.len() + 6);
+        let mut request = Request::with_capacity(bytes + 128, count(commands) + 6);
         let mut parts: Vec<Part> = Vec::with_capacity(commands.len() + 3);
         if !plain {
             request.push(&[b"MULTI".as_slice()]);
@@ -175,7 +177,10 @@ impl Lane {
                     }
                 }
                 None => {
-                    parts.push(Part::Command(i));
+                    parts.push(match c.count() {
+                        1 => Part::Command(i),
+                        n => Part::Run(i, n),
+                    });
                     c.argv.write_to(&mut request);
                 }
             }
@@ -261,7 +266,7 @@ impl Lane {
                     // checkpoint stopped the lane above).
                     self.stats
                         .commands
-                        .fetch_add(commands.len() as u64, Ordering::Relaxed);
+                        .fetch_add(count(commands) as u64, Ordering::Relaxed);
                     self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
                     return match replies {
                         Unpacked::Done(replies) => {
@@ -621,26 +626,47 @@ impl Lane {
         parts: &[Part],
         plain: bool,
     ) -> Result<Unpacked, LaneError> {
+        // Replies each part takes: a run one per command.
+        let width = |part: &Part| match part {
+            Part::Run(_, n) => *n,
+            _ => 1,
+        };
+        let replied: usize = parts.iter().map(width).sum();
         let items = if plain {
-            replies.truncate(parts.len());
+            replies.truncate(replied);
             replies
         } else {
-            let exec = if replies.len() == parts.len() + 2 {
+            let exec = if replies.len() == replied + 2 {
                 replies.pop()
             } else {
                 None
             };
             match exec {
-                Some(Value::Array(items)) if items.len() == parts.len() => items,
+                Some(Value::Array(items)) if items.len() == replied => items,
                 exec => return self.aborted(commands, &replies, parts, exec),
             }
         };
         let mut out = vec![Value::Nil; commands.len()];
         let mut guard_errors = Vec::new();
-        for (part, item) in parts.iter().zip(items) {
+        let mut items = items.into_iter();
+        for part in parts {
             let command = |i: usize| &commands[i];
+            if let Part::Run(i, n) = *part {
+                // A run's replies are looked at one by one only if one is an error.
+                let replies: Vec<Value> = items.by_ref().take(n).collect();
+                out[i] = if replies.iter().any(|r| reply_error(r).is_some()) {
+                    Value::Array(replies)
+                } else {
+                    Value::Okay
+                };
+                continue;
+            }
+            let Some(item) = items.next() else {
+                break;
+            };
             match *part {
                 Part::Command(i) => out[i] = item,
+                Part::Run(..) => {}
                 Part::Select(db) => {
                     if let Some(reply) = reply_error(&item) {
                         return Err(LaneError::Database {
@@ -710,6 +736,10 @@ impl Lane {
                         "the type guard of",
                         error_text(reply),
                     ))
+                }
+                // Runs are taken apart before a transaction (`Lane::apply`).
+                Part::Run(i, _) => {
+                    return Err(self.command_error(&commands[*i], "a run from", error_text(reply)))
                 }
                 Part::Select(db) => {
                     return Err(LaneError::Database {

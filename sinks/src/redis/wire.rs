@@ -46,6 +46,14 @@ impl Request {
         self.ends.push(self.bytes.len());
     }
 
+    /// Appends commands already encoded back to back, `ends` saying where each one ends
+    /// in `resp`.
+    pub fn push_run(&mut self, resp: &[u8], ends: impl Iterator<Item = usize>) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(resp);
+        self.ends.extend(ends.map(|end| base + end));
+    }
+
     /// Appends a command the crate built.
     pub fn push_cmd(&mut self, cmd: &redis::Cmd) {
         cmd.write_packed_command(&mut self.bytes);
@@ -74,7 +82,7 @@ impl Request {
 }
 
 /// Smallest block commands are packed into ([`pack`]).
-const PACK_BLOCK: usize = 64 << 10;
+pub(super) const PACK_BLOCK: usize = 64 << 10;
 
 /// Encodes `argv` as RESP at the end of `buf` and splits it off: the command's bytes,
 /// and where its argument `key_at` sits in them. Commands share `buf`'s blocks (one
@@ -84,10 +92,26 @@ pub fn pack(
     argv: &[bytes::Bytes],
     key_at: usize,
 ) -> (bytes::Bytes, std::ops::Range<usize>) {
-    let size: usize = 16 + argv.iter().map(|a| a.len() + 24).sum::<usize>();
+    let size = packed_size(argv);
     if buf.capacity() - buf.len() < size {
         *buf = BytesMut::with_capacity(size.max(PACK_BLOCK));
     }
+    let key = encode_into(buf, argv, key_at);
+    (buf.split().freeze(), key)
+}
+
+/// Bytes `argv` takes as RESP at most (a length has at most 20 digits).
+pub fn packed_size(argv: &[bytes::Bytes]) -> usize {
+    16 + argv.iter().map(|a| a.len() + 24).sum::<usize>()
+}
+
+/// Appends `argv` as RESP to `buf` (room for [`packed_size`] already reserved, or it
+/// grows); where its argument `key_at` sits in `buf`.
+pub fn encode_into(
+    buf: &mut BytesMut,
+    argv: &[bytes::Bytes],
+    key_at: usize,
+) -> std::ops::Range<usize> {
     let mut key = 0..0;
     let mut digits = itoa::Buffer::new();
     buf.put_u8(b'*');
@@ -103,7 +127,7 @@ pub fn pack(
         buf.put_slice(arg);
         buf.put_slice(b"\r\n");
     }
-    (buf.split().freeze(), key)
+    key
 }
 
 /// A byte stream to a server.
