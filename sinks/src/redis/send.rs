@@ -91,6 +91,10 @@ impl From<WaitFailure> for Failure {
     }
 }
 
+fn is_error(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(_))
+}
+
 /// A reply saying the server is not (or no longer) a writable master.
 fn not_master(reply: &Value) -> Option<String> {
     let text = reply_error(reply)?;
@@ -652,11 +656,13 @@ impl Lane {
         for part in parts {
             let command = |i: usize| &commands[i];
             if let Part::Run(i, n) = *part {
-                // A run's replies are looked at one by one only if one is an error.
-                let replies: Vec<Value> = items.by_ref().take(n).collect();
-                out[i] = if replies.iter().any(|r| reply_error(r).is_some()) {
-                    Value::Array(replies)
+                // A run's replies are kept, to be looked at one by one, only if one is
+                // an error.
+                let refused = items.as_slice().iter().take(n).any(is_error);
+                out[i] = if refused {
+                    Value::Array(items.by_ref().take(n).collect())
                 } else {
+                    items.by_ref().take(n).for_each(drop);
                     Value::Okay
                 };
                 continue;

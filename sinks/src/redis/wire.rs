@@ -212,6 +212,22 @@ impl Wire {
     }
 }
 
+/// `:<up to 9 digits>\r\n` at the start of `buf`: the number and the line's length.
+fn small_count(buf: &[u8]) -> Option<(i64, usize)> {
+    if buf.first() != Some(&b':') {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for (i, &b) in buf.iter().enumerate().skip(1).take(10) {
+        match b {
+            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > 1 && buf.get(i + 1) == Some(&b'\n') => return Some((n, i + 2)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Replies being read: the ones complete, and the arrays still open.
 struct Replies {
     count: usize,
@@ -253,6 +269,16 @@ impl Replies {
     /// The next token: `None` when the buffer lacks it (nothing consumed), `Some(None)`
     /// when it opened an array, `Some(Some(v))` for a complete value.
     fn next_value(&mut self, buf: &mut BytesMut) -> io::Result<Option<Option<Value>>> {
+        // Nearly every reply of a load: `+OK` (SET) or a small count (DEL, HSET, SADD,
+        // PEXPIREAT…), read without looking for the line's end first.
+        if buf.starts_with(b"+OK\r\n") {
+            buf.advance(5);
+            return Ok(Some(Some(Value::Okay)));
+        }
+        if let Some((n, len)) = small_count(buf) {
+            buf.advance(len);
+            return Ok(Some(Some(Value::Int(n))));
+        }
         let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
             if buf.len() > MAX_LINE {
                 return Err(protocol(format!("a line of over {MAX_LINE} bytes")));
@@ -381,14 +407,15 @@ mod tests {
     #[test]
     fn every_reply_type_reads_as_the_crate_reads_it() {
         let input = b"+OK\r\n+QUEUED\r\n-WRONGTYPE Operation against a key\r\n-ERR\r\n:-42\r\n\
-                      $3\r\nab\n\r\n$-1\r\n$0\r\n\r\n*-1\r\n*0\r\n*2\r\n*1\r\n:1\r\n$1\r\nx\r\n+extra";
+                      $3\r\nab\n\r\n$-1\r\n$0\r\n\r\n*-1\r\n*0\r\n*2\r\n*1\r\n:1\r\n$1\r\nx\r\n\
+                      :7\r\n:0\r\n:123456789012\r\n+OKAY\r\n+extra";
         for step in [1, 2, 7, input.len()] {
-            let (replies, left) = read(input, 11, step).unwrap();
+            let (replies, left) = read(input, 15, step).unwrap();
             assert!(left <= b"+extra".len(), "step {step}: {left} bytes left");
             let crate_read: Vec<Value> = {
                 let mut parser = redis::Parser::new();
                 let mut rest = &input[..input.len() - b"+extra".len()];
-                (0..11)
+                (0..15)
                     .map(|_| parser.parse_value(&mut rest).unwrap())
                     .collect()
             };
