@@ -259,7 +259,9 @@ impl Drop for Migration {
         // A test that failed while a tool ran leaves no tool behind to write on into
         // the servers of later tests.
         for pid in processes_naming(&self.pipeline) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         if std::thread::panicking() {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());

@@ -280,8 +280,8 @@ pub(super) fn emit_rows(
     mut add: impl FnMut(&[u8], &[u8], &mut ChunkBuf, &mut Arena) -> Result<(), StorageError>,
 ) -> Result<u64, StorageError> {
     let mut seen = 0u64;
-    while rows.valid() && seen < max_rows && !out.stopped {
-        let (Some(k), Some(v)) = (rows.key(), rows.value()) else {
+    while seen < max_rows && !out.stopped {
+        let Some((k, v)) = rows.item() else {
             break;
         };
         if !k.starts_with(prefix) {

@@ -233,10 +233,7 @@ impl BlackwidowDb {
         };
         let mut siblings = Siblings::new(self, t, range.from.as_deref())?;
         let mut arena = Arena::default();
-        while meta.valid() {
-            let (Some(key), Some(value)) = (meta.key(), meta.value()) else {
-                break;
-            };
+        while let Some((key, value)) = meta.item() {
             if range.is_past(key) {
                 break;
             }
@@ -440,21 +437,33 @@ impl<'a> Siblings<'a> {
         now: i64,
     ) -> Result<TypeSet, StorageError> {
         let mut set = TypeSet::default();
+        // Four cursors for every key of a scan: each RocksDB call here counts (`key()`
+        // and `value()` each ask `valid()` again through the C API).
         for (t, it) in &mut self.cursors {
             let mut steps = 0;
-            while it.valid() && it.key().is_some_and(|k| k < key) {
-                if steps == SIBLING_STEPS {
-                    it.seek(key);
-                    break;
+            loop {
+                match it.key() {
+                    Some(k) if k < key && steps < SIBLING_STEPS => {
+                        it.next();
+                        steps += 1;
+                    }
+                    Some(k) if k < key => {
+                        it.seek(key);
+                        break;
+                    }
+                    _ => break,
                 }
-                it.next();
-                steps += 1;
             }
-            it.status().map_err(|e| db.read_error(*t, e))?;
-            if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if k == key && db.is_live_value(*t, key, v, now)? {
-                    set.insert(*t);
+            match it.key() {
+                Some(k) if k == key => {
+                    if let Some(v) = it.value() {
+                        if db.is_live_value(*t, key, v, now)? {
+                            set.insert(*t);
+                        }
+                    }
                 }
+                Some(_) => {}
+                None => it.status().map_err(|e| db.read_error(*t, e))?,
             }
         }
         Ok(set)
