@@ -350,11 +350,31 @@ pub struct RedisServer {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if hand_out(port) {
+            return port;
+        }
+    }
+}
+
+/// Ports handed out in this test process: the OS may give a port free again right
+/// after it was handed out, before the test that got it listens on it (two migrations
+/// of one test once got the same announce port, and the second one's rsync daemon
+/// found the first one's on its port).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `port` was not handed out yet (it is now).
+fn hand_out(port: u16) -> bool {
+    HANDED_OUT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(port)
 }
 
 /// A Redis program (server, cli, sentinel) to run. Never under libfaketime: the tests
@@ -670,7 +690,7 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 pub fn announce_port() -> u16 {
     loop {
         let p = free_port();
-        if p < 60000 && TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() {
+        if p < 60000 && TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() && hand_out(p + 1000) {
             return p;
         }
     }
