@@ -17,9 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_logging(&args);
-    if let Err(e) = cli::lower_priority(args.nice) {
-        tracing::warn!(nice = args.nice, error = %e, "cannot lower the priority; it stays as it was");
-    }
+    pika_migrate_core::priority::set_load_nice(args.nice);
     // With one thread, tasks hand batches to each other without waking another thread:
     // on 2 cores that made a snapshot load 15 % faster and 20 % cheaper in CPU than two.
     let mut builder = if args.threads == 1 {

@@ -277,3 +277,42 @@ fn an_unreachable_replication_port_exits_69_after_a_few_seconds() {
     assert!(log.contains("retried for"), "{log}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn a_load_runs_at_a_lower_priority_and_the_stream_at_the_one_the_tool_started_with() {
+    let own = thread_nices(std::process::id())[0].1;
+    let redis = RedisServer::start();
+    let master = PikaMaster::start(MasterOptions::default());
+    // Held back to 400 keys a second, so the load is there to be looked at.
+    let m = Migration::new(&mock_addr(&master), &redis.url(), "  load_rate: 400\n");
+    let tool = m.start();
+    wait_until("the load", CATCH_UP, || {
+        m.log_text().contains("loading the dump into the sinks")
+    });
+    // `--nice` defaults to 10: every thread while the dump loads, the runtime's too.
+    let lowered = |threads: &[(String, i64)]| {
+        threads.iter().any(|(name, _)| name == "pika-migrate")
+            && threads.iter().all(|(_, nice)| *nice == own.max(10))
+    };
+    wait_until("every thread lowered for the load", CATCH_UP, || {
+        lowered(&thread_nices(tool.id())) && m.stage().as_deref() != Some("stream")
+    });
+    wait_until("streaming", CATCH_UP, || {
+        m.stage().as_deref() == Some("stream")
+    });
+    wait_until("the stream to catch up", CATCH_UP, || caught_up(&master));
+    // Back where it started, given the right to raise its priority again (root here);
+    // without it, the tool says it stays lower.
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let want = if root { own } else { own.max(10) };
+    let streaming = thread_nices(tool.id());
+    assert!(
+        streaming.iter().all(|(_, nice)| *nice == want),
+        "{streaming:?}"
+    );
+    assert_eq!(stop(tool), 0, "{}", m.log_text());
+    if !root {
+        assert!(m.log_text().contains("stays at its lower priority"));
+    }
+}

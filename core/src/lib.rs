@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod pika;
 pub mod pipeline;
+pub mod priority;
 pub mod profile;
 pub mod replay;
 pub mod resp;

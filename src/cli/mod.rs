@@ -5,7 +5,6 @@ mod control;
 mod cutover;
 mod inspect;
 mod plan;
-mod priority;
 mod progress;
 mod run;
 mod status;
@@ -25,8 +24,6 @@ use pika_migrate_sinks::redis::RedisSinkError;
 use pika_migrate_sinks::BuildError;
 use tracing_subscriber::EnvFilter;
 
-pub use priority::lower_priority;
-
 /// Exit code for an unusable pipeline file (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -43,10 +40,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PIKA_MIGRATE_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
-    /// Scheduling priority (nice) to run at, 0 to 19. The default, 10, lets the Pika
-    /// or Redis server on the same machine have the CPU whenever it needs it, which
-    /// also makes a load into a local Redis faster. 0 keeps the normal priority; a
-    /// process started lower keeps its own.
+    /// Scheduling priority (nice) the tool runs at while it loads a dump, 0 to 19. The
+    /// default, 10, lets the Pika or Redis server on the same machine have the CPU
+    /// whenever it needs it, which also makes a load into a local Redis faster. Outside
+    /// loads (the binlog stream) it runs at the priority it was started with, when it
+    /// may raise its priority again (root, CAP_SYS_NICE). 0 keeps the normal priority
+    /// throughout; a process started lower keeps its own.
     #[arg(long, global = true, env = "PIKA_MIGRATE_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(u8).range(0..=19))]
     pub nice: u8,

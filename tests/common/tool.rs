@@ -511,3 +511,21 @@ pub fn counted(prefix: &str, i: usize) -> Vec<Vec<u8>> {
     };
     args.into_iter().map(String::into_bytes).collect()
 }
+
+/// The nice value of each thread of process `pid`, by thread name (from /proc).
+pub fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            // After the name: the state is field 3, the nice value field 19.
+            let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
+}

@@ -41,7 +41,17 @@ impl SnapshotSource {
         result
     }
 
+    /// Reads the dump, the process at the priority of a load (`priority`).
     fn scan_into(
+        &self,
+        out: &mut EventSender,
+        metrics: &Metrics,
+    ) -> Result<SourceReport, SourceError> {
+        let _loading = crate::priority::Loading::begin();
+        self.read_dump(out, metrics)
+    }
+
+    fn read_dump(
         &self,
         out: &mut EventSender,
         metrics: &Metrics,
