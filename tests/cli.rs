@@ -272,18 +272,6 @@ fn validate_accepts_the_shipped_examples_and_help_is_everywhere() {
     }
 }
 
-/// The nice value of every thread of process `pid` (field 19 of each task's stat).
-fn thread_nice_values(pid: u32) -> Vec<i64> {
-    let mut values = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
-        // The command name may hold spaces; fields count from after its ')'.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        values.push(after.split(' ').nth(16).unwrap().parse().unwrap());
-    }
-    values
-}
-
 #[test]
 fn a_followed_binlog_runs_at_the_priority_the_tool_started_with_whatever_nice_says() {
     let (tmp, dir) = binlog_copy();
@@ -307,7 +295,10 @@ fn a_followed_binlog_runs_at_the_priority_the_tool_started_with_whatever_nice_sa
             .unwrap();
         // Following: the source's blocking thread and the runtime are both up by now.
         assert_eq!(wait_for_lines(&out, 1430), 1430);
-        let values = thread_nice_values(child.id());
+        let values: Vec<i64> = common::tool::thread_nices(child.id())
+            .into_iter()
+            .map(|(_, nice)| nice)
+            .collect();
         assert!(values.len() >= 2, "{values:?}");
         assert!(
             values.iter().all(|v| *v == nice),

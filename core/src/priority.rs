@@ -27,7 +27,7 @@ static SAID_STAYING: AtomicBool = AtomicBool::new(false);
 
 /// Sets the nice value loads run at, remembering the one the process runs at now.
 pub fn set_load_nice(nice: u8) {
-    let now = this_thread_nice().unwrap_or(0).clamp(0, 19);
+    let now = nice_of(0).unwrap_or(0).clamp(0, 19);
     STARTED_AT.store(u8::try_from(now).unwrap_or(0), Ordering::Relaxed);
     LOAD_NICE.store(nice, Ordering::Relaxed);
 }
@@ -111,9 +111,4 @@ fn nice_of(tid: u32) -> io::Result<i32> {
     } else {
         Ok(nice)
     }
-}
-
-/// This thread's nice value.
-pub fn this_thread_nice() -> io::Result<i32> {
-    nice_of(0)
 }

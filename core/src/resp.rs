@@ -84,7 +84,7 @@ pub fn parse_command_in(input: &Bytes, range: Range<usize>) -> Result<Vec<Bytes>
 const MAX_DIGITS: usize = 19;
 
 /// A decimal number ended by CRLF at `*pos`, which then moves past the CRLF.
-fn read_line_number(bytes: &[u8], pos: &mut usize) -> Option<usize> {
+pub fn read_line_number(bytes: &[u8], pos: &mut usize) -> Option<usize> {
     let start = *pos;
     let rest = bytes.get(start..)?;
     let mut n: usize = 0;

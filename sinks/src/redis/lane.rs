@@ -490,10 +490,10 @@ impl Lane {
     /// Sends one pipeline, then handles every reply. In a cluster, one transaction per
     /// slot, in order of first appearance (a key's commands keep their order).
     async fn apply(&mut self, commands: Vec<LaneCommand>) -> Result<(), LaneError> {
-        // A transaction handles each command's reply on its own (`send::unpack`).
         let plain = commands.iter().all(|c| c.idempotent);
-        let commands = if plain { commands } else { singles(commands) };
         let Some(cluster) = &self.settings.cluster else {
+            // A transaction handles each command's reply on its own (`send::unpack`).
+            let commands = if plain { commands } else { singles(commands) };
             // One pipeline per run of commands for the same database.
             let marker = self.settings.markers.lane(self.id);
             let mut run = commands;
@@ -518,7 +518,7 @@ impl Lane {
                 return Ok(());
             }
         }
-        // Slot by slot: each command on its own.
+        // Slot by slot, in transactions: each command on its own.
         let commands = singles(commands);
         let Some(cluster) = &self.settings.cluster else {
             return Ok(());

@@ -90,21 +90,13 @@ pub fn argument_at(command: &[u8], index: usize) -> Option<Range<usize>> {
 
 /// `<kind><digits>\r\n` at `*pos`: the number; `*pos` moves past the line.
 fn number_line(bytes: &[u8], pos: &mut usize, kind: u8) -> Option<usize> {
-    let rest = bytes.get(*pos..)?;
-    if rest.first() != Some(&kind) {
+    if bytes.get(*pos) != Some(&kind) {
         return None;
     }
-    let digits = rest
-        .iter()
-        .skip(1)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if digits == 0 || digits > 19 || rest.get(1 + digits..3 + digits) != Some(b"\r\n") {
-        return None;
-    }
-    let text = std::str::from_utf8(&rest[1..1 + digits]).ok()?;
-    *pos += 3 + digits;
-    text.parse().ok()
+    let mut after = *pos + 1;
+    let n = pika_migrate_core::resp::read_line_number(bytes, &mut after)?;
+    *pos = after;
+    Some(n)
 }
 
 #[cfg(test)]

@@ -728,7 +728,7 @@ impl Lane {
         let mut rejected = Vec::new();
         let mut rejected_replies = Vec::new();
         for (part, reply) in parts.iter().zip(queued) {
-            if !matches!(reply, Value::ServerError(_)) {
+            if !is_error(reply) {
                 continue;
             }
             match part {
